@@ -1,0 +1,36 @@
+# One way to run things. `make demo` and `make test` set everything up themselves.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: setup demo test lint typecheck unit clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[test]'
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+## Bring up a local broker, topics and a worker; stream a sample load; print stats.
+demo: setup
+	$(BIN)/themis demo
+
+lint: setup
+	$(BIN)/ruff check pipeline tests
+	$(BIN)/ruff format --check pipeline tests
+
+typecheck: setup
+	$(BIN)/mypy
+
+## Lint, type-check, then every test against a real broker (started here if none is given).
+test: lint typecheck
+	$(BIN)/pytest
+
+unit: setup
+	$(BIN)/pytest -m unit
+
+clean:
+	rm -rf $(VENV) build *.egg-info pipeline/ts/*.so var

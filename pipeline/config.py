@@ -1,0 +1,269 @@
+"""Settings: one typed object, read at one boundary.
+
+Precedence, lowest to highest:
+
+1. the defaults in these dataclasses,
+2. ``config/features.yaml`` (or the file named by ``THEMIS_CONFIG``),
+3. ``THEMIS_*`` environment variables (and ``KAFKA_BOOTSTRAP_SERVERS``),
+4. explicit overrides passed by the caller (CLI flags, test fixtures).
+
+Nothing here runs at import time: call :func:`load_settings`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar, get_type_hints
+
+import yaml
+
+from pipeline.errors import ConfigError
+
+DEFAULT_CONFIG_PATH = Path("config/features.yaml")
+
+_MiB = 1024 * 1024
+
+
+def _rng(lo: int, hi: int | None = None) -> dict[str, Any]:
+    return {"min": lo, "max": hi}
+
+
+def _choices(*values: str) -> dict[str, Any]:
+    return {"choices": values}
+
+
+@dataclass(frozen=True)
+class KafkaSettings:
+    """Where the broker is and how topics are named."""
+
+    bootstrap_servers: str | None = None
+    """``host:port[,host:port]``; ``None`` means: find or start a local broker."""
+    cluster: str = "primary"
+    """Name of the local JVM cluster used when no bootstrap address is given."""
+    topic_namespace: str = "themis"
+    """Prefix of every topic name: ``<namespace>.<spec name>``."""
+
+
+@dataclass(frozen=True)
+class WorkerSettings:
+    """The Faust worker process."""
+
+    app_id: str = "themis-pipeline"
+    """Faust app id, also the consumer group id."""
+    web_port: int = field(default=6066, metadata=_rng(0, 65535))
+    """Port of the worker's web server (metrics); 0 picks a free port."""
+    data_dir: Path = Path("var/data")
+    """Directory for the worker's local state (block store, snapshots)."""
+
+
+@dataclass(frozen=True)
+class TSAutoBufferSettings:
+    """Thresholds of the time-series auto buffer."""
+
+    enabled: bool = True
+    max_points_per_buffer: int = field(default=1000, metadata=_rng(1, 65535))
+    """Flush one series when its buffer holds this many points."""
+    flush_interval_ms: int = field(default=5000, metadata=_rng(1))
+    """Flush a series whose oldest buffered point is this old (milliseconds)."""
+    max_memory_bytes: int = field(default=64 * _MiB, metadata=_rng(1024))
+    """Flush everything when the buffers together hold this many bytes."""
+    max_total_points: int = field(default=2_000_000, metadata=_rng(1))
+    """Hard limit: ``add`` raises ``BufferOverflow`` above it."""
+
+
+@dataclass(frozen=True)
+class VectorAutoBufferSettings:
+    """Thresholds of the vector auto buffer and the HNSW index parameters."""
+
+    enabled: bool = True
+    max_vectors_per_buffer: int = field(default=1000, metadata=_rng(1))
+    flush_interval_ms: int = field(default=1000, metadata=_rng(1))
+    max_memory_bytes: int = field(default=256 * _MiB, metadata=_rng(1024))
+    max_total_vectors: int = field(default=100_000, metadata=_rng(1))
+    dimension: int = field(default=768, metadata=_rng(1, 65536))
+    space: str = field(default="cosine", metadata=_choices("cosine", "l2", "ip"))
+    m: int = field(default=16, metadata=_rng(2, 256))
+    ef_construction: int = field(default=200, metadata=_rng(1))
+    ef_search: int = field(default=64, metadata=_rng(1))
+
+
+@dataclass(frozen=True)
+class WalSettings:
+    """Compressed WAL shipping."""
+
+    enabled: bool = True
+    compression_type: str = field(default="zstd", metadata=_choices("zstd", "none"))
+    compression_level: int = field(default=3, metadata=_rng(1, 22))
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every setting of the pipeline."""
+
+    kafka: KafkaSettings = KafkaSettings()
+    worker: WorkerSettings = WorkerSettings()
+    ts_auto_buffer: TSAutoBufferSettings = TSAutoBufferSettings()
+    vector_auto_buffer: VectorAutoBufferSettings = VectorAutoBufferSettings()
+    compressed_wal_shipping: WalSettings = WalSettings()
+
+    def topic(self, spec_name: str) -> str:
+        """The full topic name for a spec name such as ``ts.points``."""
+        return f"{self.kafka.topic_namespace}.{spec_name}"
+
+
+# Where each section lives in features.yaml.
+_FEATURE_SECTIONS = ("ts_auto_buffer", "vector_auto_buffer", "compressed_wal_shipping")
+_TOP_SECTIONS = ("kafka", "worker")
+
+# Environment prefix of each section; every field is THEMIS_<PREFIX>_<FIELD>.
+_ENV_PREFIX = {
+    "kafka": "THEMIS_KAFKA_",
+    "worker": "THEMIS_WORKER_",
+    "ts_auto_buffer": "THEMIS_TS_AUTO_BUFFER_",
+    "vector_auto_buffer": "THEMIS_VECTOR_AUTO_BUFFER_",
+    "compressed_wal_shipping": "THEMIS_WAL_",
+}
+
+# The roadmap's names, kept as aliases of the generic ones.
+ENV_ALIASES: Mapping[str, tuple[str, str]] = {
+    "KAFKA_BOOTSTRAP_SERVERS": ("kafka", "bootstrap_servers"),
+    "THEMIS_TS_AUTO_BUFFER_MAX_POINTS": ("ts_auto_buffer", "max_points_per_buffer"),
+    "THEMIS_VECTOR_AUTO_BUFFER_MAX_VECTORS": ("vector_auto_buffer", "max_vectors_per_buffer"),
+    "THEMIS_WAL_COMPRESSION": ("compressed_wal_shipping", "compression_type"),
+}
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+
+_T = TypeVar("_T")
+
+
+def _coerce(key: str, raw: object, kind: object, meta: Mapping[str, Any]) -> object:
+    """Turn a YAML or environment value into the field's type and check its range."""
+    value: object
+    if raw is None and kind == (str | None):
+        return None
+    if kind is bool:
+        if isinstance(raw, bool):
+            value = raw
+        elif isinstance(raw, str) and raw.strip().lower() in _TRUE | _FALSE:
+            value = raw.strip().lower() in _TRUE
+        else:
+            raise ConfigError(f"{key}: {raw!r} is not a boolean; allowed: true or false")
+    elif kind is int:
+        if isinstance(raw, bool):
+            raise ConfigError(f"{key}: {raw!r} is not an integer")
+        try:
+            value = int(str(raw).replace("_", "")) if isinstance(raw, str) else int(raw)  # type: ignore[call-overload]
+        except (TypeError, ValueError):
+            raise ConfigError(f"{key}: {raw!r} is not an integer") from None
+        lo, hi = meta.get("min"), meta.get("max")
+        if (lo is not None and value < lo) or (hi is not None and value > hi):
+            upper = "" if hi is None else f" and <= {hi}"
+            raise ConfigError(f"{key}: {value} is out of range; allowed: >= {lo}{upper}")
+    elif kind is Path:
+        value = Path(str(raw))
+    else:
+        if not isinstance(raw, str | int | float):
+            raise ConfigError(f"{key}: {raw!r} is not a string")
+        value = str(raw)
+        choices = meta.get("choices")
+        if choices is not None and value not in choices:
+            raise ConfigError(f"{key}: {value!r} is not allowed; allowed: {', '.join(choices)}")
+    return value
+
+
+def _build_section(cls: type[_T], section: str, values: Mapping[str, object], origin: str) -> _T:
+    hints = get_type_hints(cls)
+    known = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    kwargs: dict[str, object] = {}
+    for name, raw in values.items():
+        if name not in known:
+            raise ConfigError(
+                f"{origin}: unknown key {section}.{name}; known keys: {', '.join(sorted(known))}"
+            )
+        kwargs[name] = _coerce(f"{section}.{name}", raw, hints[name], known[name].metadata)
+    return cls(**kwargs)
+
+
+def _yaml_sections(path: Path) -> dict[str, dict[str, object]]:
+    try:
+        loaded = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    if not isinstance(loaded, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping")
+    sections: dict[str, dict[str, object]] = {}
+    features = loaded.pop("features", None) or {}
+    for name, body in [*loaded.items(), *dict(features).items()]:
+        allowed = _TOP_SECTIONS if name in _TOP_SECTIONS else _FEATURE_SECTIONS
+        if name not in allowed:
+            raise ConfigError(
+                f"{path}: unknown section {name!r}; known: "
+                f"{', '.join(_TOP_SECTIONS)}, features.{{{', '.join(_FEATURE_SECTIONS)}}}"
+            )
+        if not isinstance(body, dict):
+            raise ConfigError(f"{path}: section {name!r} must be a mapping")
+        sections[name] = dict(body)
+    return sections
+
+
+def _env_sections(env: Mapping[str, str]) -> dict[str, dict[str, object]]:
+    sections: dict[str, dict[str, object]] = {}
+    for section, prefix in _ENV_PREFIX.items():
+        cls = _SECTION_TYPES[section]
+        for f in dataclasses.fields(cls):
+            env_name = prefix + f.name.upper()
+            if env_name in env:
+                sections.setdefault(section, {})[f.name] = env[env_name]
+    for env_name, (section, name) in ENV_ALIASES.items():
+        if env_name in env and env[env_name] != "":
+            sections.setdefault(section, {})[name] = env[env_name]
+    return sections
+
+
+_SECTION_TYPES: Mapping[str, type] = {
+    "kafka": KafkaSettings,
+    "worker": WorkerSettings,
+    "ts_auto_buffer": TSAutoBufferSettings,
+    "vector_auto_buffer": VectorAutoBufferSettings,
+    "compressed_wal_shipping": WalSettings,
+}
+
+
+def load_settings(
+    path: Path | None = None,
+    env: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Mapping[str, object]] | None = None,
+) -> Settings:
+    """Read settings: defaults, then the YAML file, then the environment, then ``overrides``.
+
+    ``path`` defaults to ``$THEMIS_CONFIG`` or ``config/features.yaml`` (a missing default
+    file is fine; a missing explicit file is an error). ``env`` defaults to ``os.environ``.
+    """
+    env = os.environ if env is None else env
+    explicit = path is not None or "THEMIS_CONFIG" in env
+    path = path or Path(env.get("THEMIS_CONFIG", str(DEFAULT_CONFIG_PATH)))
+    merged: dict[str, dict[str, object]] = {name: {} for name in _SECTION_TYPES}
+    if path.exists():
+        for name, body in _yaml_sections(path).items():
+            merged[name].update(body)
+    elif explicit:
+        raise ConfigError(f"config file {path} does not exist; set THEMIS_CONFIG to a valid path")
+    for name, env_body in _env_sections(env).items():
+        merged[name].update(env_body)
+    for name, override in (overrides or {}).items():
+        if name not in merged:
+            raise ConfigError(f"unknown settings section {name!r}")
+        merged[name].update(override)
+    origin = str(path)
+    return Settings(
+        **{
+            name: _build_section(_SECTION_TYPES[name], name, merged[name], origin)
+            for name in _SECTION_TYPES
+        }
+    )

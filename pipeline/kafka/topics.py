@@ -1,0 +1,211 @@
+"""Topics as code: one YAML spec per topic in ``topics/``, applied through the admin API.
+
+``apply_topics`` creates missing topics and sets configs that differ, idempotently.
+It never deletes or repartitions: a partition count that differs from the spec is
+reported as drift, because adding partitions would move keys (series, pks) to new
+partitions and removing them would destroy data.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from confluent_kafka.admin import (
+    AdminClient,
+    AlterConfigOpType,
+    ConfigEntry,
+    ConfigResource,
+    NewTopic,
+    ResourceType,
+)
+
+from pipeline.config import Settings
+from pipeline.errors import TopicError
+
+SPEC_DIR = Path(__file__).resolve().parents[2] / "topics"
+_NAME = re.compile(r"^[a-z][a-z0-9]*(\.[a-z][a-z0-9]*)*$")
+_REQUIRED = ("name", "purpose", "partitions", "replication_factor", "key_format", "value_format")
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    """The declared shape of one topic; ``name`` is relative to the topic namespace."""
+
+    name: str
+    purpose: str
+    partitions: int
+    replication_factor: int
+    key_format: str
+    value_format: str
+    configs: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class TopicReport:
+    """What ``apply`` did or found for one topic."""
+
+    topic: str
+    action: str  # created | updated | unchanged | drift
+    details: list[str] = field(default_factory=list)
+
+
+def load_specs(spec_dir: Path = SPEC_DIR) -> list[TopicSpec]:
+    """Read and validate every ``*.yaml`` spec in ``spec_dir``, sorted by name."""
+    specs = []
+    for path in sorted(spec_dir.glob("*.yaml")):
+        raw: Any = yaml.safe_load(path.read_text())
+        if not isinstance(raw, dict):
+            raise TopicError(f"{path}: a topic spec must be a mapping")
+        missing = [key for key in _REQUIRED if key not in raw]
+        if missing:
+            raise TopicError(f"{path}: missing keys {', '.join(missing)}")
+        name = str(raw["name"])
+        if not _NAME.match(name):
+            raise TopicError(f"{path}: name {name!r} must be lowercase words joined by '.'")
+        if not isinstance(raw["partitions"], int) or raw["partitions"] < 1:
+            raise TopicError(f"{path}: partitions must be a positive integer")
+        specs.append(
+            TopicSpec(
+                name=name,
+                purpose=str(raw["purpose"]),
+                partitions=int(raw["partitions"]),
+                replication_factor=int(raw["replication_factor"]),
+                key_format=str(raw["key_format"]),
+                value_format=str(raw["value_format"]),
+                configs={str(k): str(v) for k, v in (raw.get("configs") or {}).items()},
+            )
+        )
+    if not specs:
+        raise TopicError(f"no topic specs found in {spec_dir}")
+    return specs
+
+
+def _admin(bootstrap: str) -> AdminClient:
+    return AdminClient({"bootstrap.servers": bootstrap})
+
+
+def _actual_configs(admin: AdminClient, topics: list[str]) -> dict[str, dict[str, str]]:
+    if not topics:
+        return {}
+    resources = [ConfigResource(ResourceType.TOPIC, t) for t in topics]
+    result: dict[str, dict[str, str]] = {}
+    for resource, future in admin.describe_configs(resources).items():
+        entries = future.result(timeout=30)
+        result[resource.name] = {k: str(v.value) for k, v in entries.items()}
+    return result
+
+
+def apply_topics(
+    bootstrap: str,
+    settings: Settings,
+    specs: list[TopicSpec] | None = None,
+    *,
+    partitions_override: int | None = None,
+) -> list[TopicReport]:
+    """Create missing topics and align configs; report partition drift without fixing it.
+
+    ``partitions_override`` replaces every spec's partition count (tests use small topics).
+    """
+    specs = specs if specs is not None else load_specs()
+    admin = _admin(bootstrap)
+    metadata = admin.list_topics(timeout=30)
+    brokers = max(1, len(metadata.brokers))
+    reports: dict[str, TopicReport] = {}
+    to_create: list[NewTopic] = []
+    for spec in specs:
+        topic = settings.topic(spec.name)
+        want_partitions = partitions_override or spec.partitions
+        existing = metadata.topics.get(topic)
+        if existing is None:
+            rf = min(spec.replication_factor, brokers)
+            details = [f"{want_partitions} partitions, replication factor {rf}"]
+            if rf < spec.replication_factor:
+                details.append(
+                    f"replication factor lowered from {spec.replication_factor}: "
+                    f"the cluster has {brokers} broker(s)"
+                )
+            to_create.append(NewTopic(topic, want_partitions, rf, config=dict(spec.configs)))
+            reports[topic] = TopicReport(topic, "created", details)
+            continue
+        have = len(existing.partitions)
+        report = TopicReport(topic, "unchanged")
+        if have != want_partitions:
+            report.action = "drift"
+            report.details.append(
+                f"partitions: spec {want_partitions}, actual {have} (not changed: "
+                "repartitioning moves keys between partitions; migrate to a new topic)"
+            )
+        reports[topic] = report
+    if to_create:
+        for topic, future in admin.create_topics(to_create, operation_timeout=30).items():
+            try:
+                future.result(timeout=60)
+            except Exception as exc:  # a topic created concurrently is fine
+                if "TOPIC_ALREADY_EXISTS" not in str(exc):
+                    raise TopicError(f"creating {topic} failed: {exc}") from exc
+                reports[topic] = TopicReport(topic, "unchanged", ["created concurrently"])
+    existing_topics = [t for t, r in reports.items() if r.action != "created"]
+    actual = _actual_configs(admin, existing_topics)
+    alter = []
+    for spec in specs:
+        topic = settings.topic(spec.name)
+        if topic not in actual:
+            continue
+        changes = {
+            key: value for key, value in spec.configs.items() if actual[topic].get(key) != value
+        }
+        if not changes:
+            continue
+        entries = [
+            ConfigEntry(key, value, incremental_operation=AlterConfigOpType.SET)
+            for key, value in changes.items()
+        ]
+        alter.append(ConfigResource(ResourceType.TOPIC, topic, incremental_configs=entries))
+        report = reports[topic]
+        if report.action == "unchanged":
+            report.action = "updated"
+        report.details.extend(
+            f"{key}: {actual[topic].get(key)} -> {value}" for key, value in changes.items()
+        )
+    if alter:
+        for resource, future in admin.incremental_alter_configs(alter).items():
+            try:
+                future.result(timeout=30)
+            except Exception as exc:
+                raise TopicError(f"updating configs of {resource.name} failed: {exc}") from exc
+    return [reports[settings.topic(spec.name)] for spec in specs]
+
+
+def describe_topics(
+    bootstrap: str, settings: Settings, specs: list[TopicSpec] | None = None
+) -> list[dict[str, object]]:
+    """Spec against actual for each topic: partitions and each declared config."""
+    specs = specs if specs is not None else load_specs()
+    admin = _admin(bootstrap)
+    metadata = admin.list_topics(timeout=30)
+    names = [settings.topic(s.name) for s in specs]
+    actual = _actual_configs(admin, [n for n in names if n in metadata.topics])
+    rows: list[dict[str, object]] = []
+    for spec, topic in zip(specs, names, strict=True):
+        meta = metadata.topics.get(topic)
+        configs = {
+            key: {"spec": value, "actual": actual.get(topic, {}).get(key)}
+            for key, value in spec.configs.items()
+        }
+        rows.append(
+            {
+                "topic": topic,
+                "exists": meta is not None,
+                "partitions": {
+                    "spec": spec.partitions,
+                    "actual": None if meta is None else len(meta.partitions),
+                },
+                "configs": configs,
+                "purpose": spec.purpose,
+            }
+        )
+    return rows

@@ -1,0 +1,30 @@
+"""A Faust app for the smoke test: one agent that records each value it consumes.
+
+It consumes ``<namespace>.ts.points`` with explicit acks and appends every value to
+``<data_dir>/seen.txt`` before acking it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import faust
+
+from pipeline.app import create_app
+from pipeline.config import Settings
+
+
+def _install_recorder(app: faust.App, settings: Settings) -> None:
+    topic = app.topic(settings.topic("ts.points"), value_serializer="raw", key_serializer="raw")
+    seen = settings.worker.data_dir / "seen.txt"
+
+    async def record(stream: Any) -> None:
+        async for event in stream.noack().events():
+            with seen.open("ab") as out:
+                out.write(event.value + b"\n")
+            await stream.ack(event)
+
+    app.agent(topic, name="smoke-recorder")(record)
+
+
+app = create_app(components=[_install_recorder])

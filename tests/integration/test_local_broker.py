@@ -1,0 +1,121 @@
+"""`themis kafka up/status/down` and the local broker's failure modes."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+
+from pipeline.errors import BrokerStartError
+from pipeline.kafka.local_broker import LocalKafka, metadata_answers
+from tests.support import settings_env
+
+pytestmark = pytest.mark.e2e
+
+
+def _themis(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "pipeline.cli", *args],
+        env=env or settings_env({}),
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
+
+
+def _broker_processes(name: str) -> list[int]:
+    pids = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            cmdline = (proc / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if b"kafka.Kafka" in cmdline and f"/clusters/{name}/".encode() in cmdline:
+            pids.append(int(proc.name))
+    return pids
+
+
+def test_up_status_down_twice_leaves_no_java_process() -> None:
+    name = f"t-{uuid.uuid4().hex[:8]}"
+    for _ in range(2):
+        up = _themis("kafka", "up", "--name", name)
+        assert up.returncode == 0, up.stderr
+        assert "started in" in up.stdout
+        status = _themis("kafka", "status", "--name", name)
+        assert status.returncode == 0
+        assert "running at 127.0.0.1:" in status.stdout
+        record = LocalKafka(name).status()
+        assert record is not None
+        assert metadata_answers(record.bootstrap_servers)
+        down = _themis("kafka", "down", "--name", name)
+        assert down.returncode == 0, down.stderr
+        assert _broker_processes(name) == []
+        assert _themis("kafka", "status", "--name", name).returncode == 1
+
+
+def test_primary_and_replica_run_at_the_same_time() -> None:
+    tag = uuid.uuid4().hex[:8]
+    primary, replica = LocalKafka(f"primary-{tag}"), LocalKafka(f"replica-{tag}")
+    try:
+        a, b = primary.up(), replica.up()
+        assert a.bootstrap_servers != b.bootstrap_servers
+        assert metadata_answers(a.bootstrap_servers)
+        assert metadata_answers(b.bootstrap_servers)
+    finally:
+        primary.down()
+        replica.down()
+    assert _broker_processes(primary.name) == _broker_processes(replica.name) == []
+
+
+def test_missing_java_gives_a_message_saying_what_to_install(tmp_path: Path) -> None:
+    env = settings_env({})
+    env.pop("JAVA_HOME", None)
+    env["PATH"] = os.path.dirname(sys.executable)
+    result = _themis("kafka", "up", "--name", f"t-{uuid.uuid4().hex[:8]}", env=env)
+    assert result.returncode == 2
+    assert "Java was not found" in result.stderr
+    assert "apt-get install openjdk-17-jre-headless" in result.stderr
+
+
+def test_taken_port_leads_to_another_free_port() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        cluster = LocalKafka(f"t-{uuid.uuid4().hex[:8]}")
+        try:
+            record = cluster.up(port=port)
+            assert not record.bootstrap_servers.endswith(f":{port}")
+            assert metadata_answers(record.bootstrap_servers)
+        finally:
+            cluster.down()
+
+
+@pytest.mark.parametrize(
+    ("options", "needle"),
+    [
+        ({"extra_properties": {"num.network.threads": "zero"}}, "num.network.threads"),
+        ({"jvm_options": ["-XX:+ThisOptionDoesNotExist"]}, "ThisOptionDoesNotExist"),
+    ],
+    ids=["bad-config-at-format", "jvm-exits-at-start"],
+)
+def test_broker_that_fails_to_start_shows_its_log_tail(
+    options: dict[str, object], needle: str
+) -> None:
+    cluster = LocalKafka(f"t-{uuid.uuid4().hex[:8]}", **options)  # type: ignore[arg-type]
+    try:
+        with pytest.raises(BrokerStartError) as info:
+            cluster.up(timeout_s=60)
+    finally:
+        cluster.down()
+    message = str(info.value)
+    assert "Log tail" in message
+    assert needle in message

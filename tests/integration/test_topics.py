@@ -1,0 +1,62 @@
+"""Topics as code against the real broker."""
+
+from __future__ import annotations
+
+import pytest
+from confluent_kafka.admin import (
+    AdminClient,
+    AlterConfigOpType,
+    ConfigEntry,
+    ConfigResource,
+    NewTopic,
+    ResourceType,
+)
+
+from pipeline.config import Settings
+from pipeline.kafka.topics import apply_topics, describe_topics, load_specs
+
+pytestmark = pytest.mark.integration
+
+
+def test_specs_cover_the_pipeline_topics_with_one_separator_style() -> None:
+    names = {spec.name for spec in load_specs()}
+    assert {"ts.points", "ts.blocks", "vectors.ops", "wal", "deadletter"} <= names
+    assert all(name == name.lower() and "_" not in name and "-" not in name for name in names)
+
+
+def test_apply_twice_changes_nothing_the_second_time(settings: Settings) -> None:
+    bootstrap = settings.kafka.bootstrap_servers
+    assert bootstrap is not None
+    first = apply_topics(bootstrap, settings)
+    assert {r.action for r in first} == {"created"}
+    second = apply_topics(bootstrap, settings)
+    assert {r.action for r in second} == {"unchanged"}
+    rows = describe_topics(bootstrap, settings)
+    for row in rows:
+        assert row["exists"] is True
+        configs = row["configs"]
+        assert isinstance(configs, dict)
+        assert all(pair["spec"] == pair["actual"] for pair in configs.values())
+
+
+def test_partition_drift_is_reported_not_fixed_and_configs_are_realigned(
+    settings: Settings,
+) -> None:
+    bootstrap = settings.kafka.bootstrap_servers
+    assert bootstrap is not None
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    points = settings.topic("ts.points")
+    admin.create_topics([NewTopic(points, 3, 1)])[points].result(timeout=30)
+    apply_topics(bootstrap, settings)
+    wal = settings.topic("wal")
+    entry = ConfigEntry("retention.ms", "1000", incremental_operation=AlterConfigOpType.SET)
+    resource = ConfigResource(ResourceType.TOPIC, wal, incremental_configs=[entry])
+    admin.incremental_alter_configs([resource])[resource].result(timeout=30)
+
+    reports = {r.topic: r for r in apply_topics(bootstrap, settings)}
+    assert reports[points].action == "drift"
+    assert "spec 6, actual 3" in reports[points].details[0]
+    assert len(admin.list_topics(points, timeout=10).topics[points].partitions) == 3
+    assert reports[wal].action == "updated"
+    assert reports[wal].details == ["retention.ms: 1000 -> 604800000"]
+    assert apply_topics(bootstrap, settings)[-1].action == "unchanged"

@@ -1,0 +1,91 @@
+"""Helpers shared by integration tests: polling with deadlines, worker processes, offsets."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+
+from confluent_kafka import Consumer, TopicPartition
+
+from pipeline.config import Settings
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def wait_until(predicate: Callable[[], bool], *, timeout_s: float, what: str) -> None:
+    """Poll ``predicate`` until it is true; fail with ``what`` after ``timeout_s`` seconds."""
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what}")
+        time.sleep(0.1)
+
+
+def settings_env(env: Mapping[str, str]) -> dict[str, str]:
+    """The current environment plus ``env``, with the repo importable."""
+    merged = dict(os.environ)
+    merged.update(env)
+    merged["PYTHONPATH"] = str(REPO) + os.pathsep + merged.get("PYTHONPATH", "")
+    return merged
+
+
+def start_process(args: list[str], env: Mapping[str, str], log: Path) -> subprocess.Popen[bytes]:
+    """Start a child process in its own session, output to ``log``."""
+    with log.open("ab") as out:
+        return subprocess.Popen(
+            args,
+            cwd=REPO,
+            env=settings_env(env),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+
+
+def start_faust_worker(module: str, env: Mapping[str, str], log: Path) -> subprocess.Popen[bytes]:
+    """``faust -A module worker`` as a child process."""
+    return start_process(
+        [sys.executable, "-m", "faust", "-A", module, "worker", "-l", "info"], env, log
+    )
+
+
+def stop_process(
+    proc: subprocess.Popen[bytes], *, sig: int = signal.SIGTERM, timeout_s: float = 30.0
+) -> int:
+    """Send ``sig`` to the process group and wait; SIGKILL after ``timeout_s``."""
+    if proc.poll() is None:
+        os.killpg(proc.pid, sig)
+        try:
+            proc.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=10)
+    return proc.returncode
+
+
+def committed_total(bootstrap: str, group: str, topic: str, partitions: int) -> int:
+    """Sum of the group's committed offsets over the topic's partitions (0 where none)."""
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group})
+    try:
+        tps = consumer.committed([TopicPartition(topic, p) for p in range(partitions)], timeout=10)
+        return sum(max(tp.offset, 0) for tp in tps)
+    finally:
+        consumer.close()
+
+
+def settings_as_env(settings: Settings) -> dict[str, str]:
+    """The environment that makes a child process load the same settings."""
+    return {
+        "THEMIS_CONFIG": os.devnull,
+        "KAFKA_BOOTSTRAP_SERVERS": settings.kafka.bootstrap_servers or "",
+        "THEMIS_KAFKA_TOPIC_NAMESPACE": settings.kafka.topic_namespace,
+        "THEMIS_WORKER_APP_ID": settings.worker.app_id,
+        "THEMIS_WORKER_DATA_DIR": str(settings.worker.data_dir),
+        "THEMIS_WORKER_WEB_PORT": str(settings.worker.web_port),
+    }
