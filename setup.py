@@ -1,0 +1,13 @@
+"""Build hook for the compiled Gorilla codec; all metadata lives in pyproject.toml."""
+
+from setuptools import Extension, setup
+
+setup(
+    ext_modules=[
+        Extension(
+            "pipeline.ts._gorilla",
+            sources=["pipeline/ts/_gorilla.c"],
+            extra_compile_args=["-O3", "-std=c11"],
+        )
+    ]
+)
