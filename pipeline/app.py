@@ -11,9 +11,13 @@ from collections.abc import Callable
 from datetime import timedelta
 
 import faust
+from faust.web import Request, Response, View
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from pipeline.config import Settings, load_settings
 from pipeline.kafka.broker import require_broker
+from pipeline.kafka.producer import AsyncProducer
+from pipeline.metrics import PipelineMetrics
 
 _LOG = logging.getLogger(__name__)
 
@@ -23,7 +27,18 @@ AppComponent = Callable[[faust.App, Settings], None]
 
 def default_components() -> list[AppComponent]:
     """The pipeline paths a worker runs, in order."""
-    return []
+    from pipeline.ts.agent import install_ts_path
+
+    return [install_ts_path]
+
+
+def _install_metrics_page(app: faust.App, metrics: PipelineMetrics) -> None:
+    class MetricsView(View):
+        async def get(self, request: Request) -> Response:
+            # aiohttp wants the charset apart from the media type.
+            return self.bytes(metrics.exposition(), content_type=CONTENT_TYPE_LATEST.split(";")[0])
+
+    app.page("/metrics")(MetricsView)
 
 
 def create_app(
@@ -55,8 +70,13 @@ def create_app(
         consumer_auto_offset_reset="earliest",
         topic_allow_declare=False,
         topic_disable_leader=True,
+        stream_wait_empty=False,
     )
+    metrics = PipelineMetrics()
     app.themis_settings = settings  # type: ignore[attr-defined]
+    app.themis_metrics = metrics  # type: ignore[attr-defined]
+    app.themis_producer = AsyncProducer(bootstrap)  # type: ignore[attr-defined]
+    _install_metrics_page(app, metrics)
     for install in components if components is not None else default_components():
         install(app, settings)
     return app

@@ -48,6 +48,11 @@ def start_process(args: list[str], env: Mapping[str, str], log: Path) -> subproc
         )
 
 
+def start_themis_worker(env: Mapping[str, str], log: Path) -> subprocess.Popen[bytes]:
+    """``themis worker`` as a child process."""
+    return start_process([sys.executable, "-m", "pipeline.cli", "worker", "-l", "info"], env, log)
+
+
 def start_faust_worker(module: str, env: Mapping[str, str], log: Path) -> subprocess.Popen[bytes]:
     """``faust -A module worker`` as a child process."""
     return start_process(

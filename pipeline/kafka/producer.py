@@ -1,0 +1,103 @@
+"""A confluent-kafka producer whose deliveries can be awaited from asyncio or waited on.
+
+``acks=all`` and idempotence are on: a record counts as durable when the broker
+acknowledged it, and retries never duplicate it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Sequence
+from typing import Any
+
+from confluent_kafka import KafkaError, KafkaException, Message, Producer
+
+from pipeline.errors import ThemisError
+
+Headers = Sequence[tuple[str, bytes]]
+
+
+class DeliveryFailed(ThemisError):
+    """The broker did not acknowledge a record."""
+
+    retriable = True
+
+
+def durable_producer_config(bootstrap: str, **extra: Any) -> dict[str, Any]:
+    """librdkafka settings for records that must be durable before anything is acked."""
+    config: dict[str, Any] = {
+        "bootstrap.servers": bootstrap,
+        "acks": "all",
+        "enable.idempotence": True,
+        "linger.ms": 5,
+        "batch.size": 1_000_000,
+        "compression.type": "lz4",
+        "message.max.bytes": 8 * 1024 * 1024,
+    }
+    config.update(extra)
+    return config
+
+
+class AsyncProducer:
+    """A producer with a polling thread that resolves asyncio futures on delivery."""
+
+    def __init__(self, bootstrap: str, **extra: Any) -> None:
+        self._producer = Producer(durable_producer_config(bootstrap, **extra))
+        self._stop = threading.Event()
+        self._poller = threading.Thread(target=self._poll, name="producer-poll", daemon=True)
+        self._poller.start()
+
+    def _poll(self) -> None:
+        while not self._stop.is_set():
+            self._producer.poll(0.05)
+
+    def produce(
+        self,
+        topic: str,
+        value: bytes,
+        *,
+        key: bytes | None = None,
+        partition: int | None = None,
+        headers: Headers | None = None,
+    ) -> asyncio.Future[Message]:
+        """Send one record; the returned future resolves when the broker acknowledged it."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Message] = loop.create_future()
+
+        def on_delivery(err: KafkaError | None, msg: Message) -> None:
+            loop.call_soon_threadsafe(_settle, future, err, msg)
+
+        kwargs: dict[str, Any] = {"key": key, "on_delivery": on_delivery}
+        if partition is not None:
+            kwargs["partition"] = partition
+        if headers:
+            kwargs["headers"] = list(headers)
+        while True:
+            try:
+                self._producer.produce(topic, value, **kwargs)
+                break
+            except BufferError:  # local queue full: let deliveries drain
+                self._producer.poll(0.05)
+            except KafkaException as exc:
+                raise DeliveryFailed(f"producing to {topic} failed: {exc}") from exc
+        return future
+
+    def flush(self, timeout_s: float = 30.0) -> int:
+        """Wait for outstanding deliveries; returns how many are still in flight."""
+        remaining: int = self._producer.flush(timeout_s)
+        return remaining
+
+    def close(self) -> None:
+        self.flush()
+        self._stop.set()
+        self._poller.join(timeout=5)
+
+
+def _settle(future: asyncio.Future[Message], err: KafkaError | None, msg: Message) -> None:
+    if future.done():
+        return
+    if err is not None:
+        future.set_exception(DeliveryFailed(f"delivery to {msg.topic()} failed: {err.str()}"))
+    else:
+        future.set_result(msg)

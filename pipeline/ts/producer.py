@@ -1,0 +1,121 @@
+"""``TSProducer``: write points to the points topic, one JSON point or many in frames."""
+
+from __future__ import annotations
+
+import math
+import zlib
+from collections import defaultdict
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import numpy as np
+from confluent_kafka import KafkaError, Message, Producer
+
+from pipeline.config import Settings
+from pipeline.kafka.producer import DeliveryFailed, durable_producer_config
+from pipeline.ts.point import DataPoint, SeriesArrays, encode_frame, validate_point
+
+MAX_FRAME_POINTS = 100_000
+"""Points per frame at most (1.6 MB of payload, well under the topic's message limit)."""
+
+
+def series_partition(key: str, partitions: int) -> int:
+    """The partition of a series: CRC-32 of its key modulo the partition count.
+
+    The same mapping as librdkafka's ``consistent`` partitioner, so JSON points keyed
+    by series and frames with an explicit partition land together.
+    """
+    return zlib.crc32(key.encode()) % partitions
+
+
+class TSProducer:
+    """Writes points to ``<namespace>.ts.points``; ``flush`` waits until the broker has them."""
+
+    def __init__(self, settings: Settings, *, bootstrap: str | None = None, **extra: Any) -> None:
+        bootstrap = bootstrap or settings.kafka.bootstrap_servers
+        if not bootstrap:
+            raise ValueError("TSProducer needs a bootstrap address (settings or argument)")
+        self.topic = settings.topic("ts.points")
+        config = durable_producer_config(bootstrap, partitioner="consistent", **extra)
+        self._producer = Producer(config)
+        metadata = self._producer.list_topics(self.topic, timeout=10)
+        self._partitions = len(metadata.topics[self.topic].partitions)
+        if self._partitions == 0:
+            raise ValueError(f"topic {self.topic} does not exist; run `themis topics apply`")
+        self._failures: list[str] = []
+        self.points_sent = 0
+
+    def _on_delivery(self, err: KafkaError | None, msg: Message) -> None:
+        if err is not None:
+            self._failures.append(err.str())
+
+    def _produce(self, value: bytes, **kwargs: Any) -> None:
+        while True:
+            try:
+                self._producer.produce(self.topic, value, on_delivery=self._on_delivery, **kwargs)
+                break
+            except BufferError:
+                self._producer.poll(0.05)
+        self._producer.poll(0)
+
+    def put(self, point: DataPoint | Mapping[str, Any]) -> None:
+        """Send one point as JSON, keyed by its series.
+
+        JSON has no NaN or infinity: such a point goes as a one-point binary frame.
+        """
+        if not isinstance(point, DataPoint):
+            point = validate_point(dict(point))
+        if not math.isfinite(point.value):
+            self.put_many([point])
+            return
+        self._produce(point.to_json(), key=point.series_key().encode())
+        self.points_sent += 1
+
+    def put_many(self, points: Iterable[DataPoint | Mapping[str, Any]]) -> int:
+        """Send many points in binary frames, grouped by series; returns the count."""
+        grouped: dict[str, tuple[list[int], list[float]]] = defaultdict(lambda: ([], []))
+        for raw in points:
+            point = raw if isinstance(raw, DataPoint) else validate_point(dict(raw))
+            ts, vs = grouped[point.series_key()]
+            ts.append(point.timestamp_ms)
+            vs.append(point.value)
+        return self.put_arrays(
+            (key, np.array(ts, np.int64), np.array(vs, np.float64))
+            for key, (ts, vs) in grouped.items()
+        )
+
+    def put_arrays(self, series: Iterable[SeriesArrays]) -> int:
+        """Send series given as arrays in frames, one frame per partition; returns the count."""
+        by_partition: dict[int, list[SeriesArrays]] = defaultdict(list)
+        sizes: dict[int, int] = defaultdict(int)
+        sent = 0
+        for key, ts, vs in series:
+            p = series_partition(key, self._partitions)
+            for start in range(0, len(ts), MAX_FRAME_POINTS):
+                part = (
+                    key,
+                    ts[start : start + MAX_FRAME_POINTS],
+                    vs[start : start + MAX_FRAME_POINTS],
+                )
+                by_partition[p].append(part)
+                sizes[p] += len(part[1])
+                sent += len(part[1])
+                if sizes[p] >= MAX_FRAME_POINTS:
+                    self._produce(encode_frame(by_partition.pop(p)), partition=p)
+                    sizes[p] = 0
+        for p, parts in by_partition.items():
+            self._produce(encode_frame(parts), partition=p)
+        self.points_sent += sent
+        return sent
+
+    def flush(self, timeout_s: float = 60.0) -> None:
+        """Wait until every point sent is acknowledged; raises ``DeliveryFailed`` otherwise."""
+        remaining = self._producer.flush(timeout_s)
+        if remaining:
+            raise DeliveryFailed(f"{remaining} records not acknowledged after {timeout_s} s")
+        if self._failures:
+            failures, self._failures = self._failures, []
+            raise DeliveryFailed(f"{len(failures)} records failed: {failures[0]}")
+
+    def close(self) -> None:
+        self.flush()

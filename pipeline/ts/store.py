@@ -1,0 +1,186 @@
+"""The block store: queryable local state, a materialized view of the blocks topic.
+
+Blocks live in SQLite, keyed by block id, together with the blocks-topic offsets
+they were read up to (in the same transaction). ``catch_up`` consumes the topic
+from there to its end, so the store can be rebuilt from Kafka at any time, and a
+block replayed after a crash (same id) is stored once.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+
+from pipeline.errors import CorruptBlock
+from pipeline.ts.block import decode_block
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS blocks (
+    block_id TEXT PRIMARY KEY,
+    series_key TEXT NOT NULL,
+    first_ts INTEGER NOT NULL,
+    last_ts INTEGER NOT NULL,
+    min_ts INTEGER NOT NULL,
+    max_ts INTEGER NOT NULL,
+    count INTEGER NOT NULL,
+    seq INTEGER NOT NULL,
+    data BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS blocks_by_series ON blocks (series_key, min_ts, max_ts);
+CREATE TABLE IF NOT EXISTS positions (
+    topic TEXT NOT NULL,
+    partition INTEGER NOT NULL,
+    next_offset INTEGER NOT NULL,
+    PRIMARY KEY (topic, partition)
+);
+"""
+
+Points = tuple[npt.NDArray[np.int64], npt.NDArray[np.float64]]
+
+
+def merge_last_wins(parts: list[Points]) -> Points:
+    """Concatenate point sets in write order, sort by time, keep the last write per timestamp."""
+    if not parts:
+        return np.empty(0, np.int64), np.empty(0, np.float64)
+    ts = np.concatenate([p[0] for p in parts])
+    vs = np.concatenate([p[1] for p in parts])
+    order = np.argsort(ts, kind="stable")
+    ts, vs = ts[order], vs[order]
+    if ts.size > 1:
+        keep = np.ones(ts.size, dtype=bool)
+        keep[:-1] = ts[1:] != ts[:-1]  # the last of each run of equal timestamps
+        ts, vs = ts[keep], vs[keep]
+    return ts, vs
+
+
+class BlockStore:
+    """Blocks of every series, read from the blocks topic into ``path`` (SQLite)."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.executescript(_SCHEMA)
+
+    def close(self) -> None:
+        self._db.close()
+
+    def _seq(self) -> int:
+        row = self._db.execute("SELECT COALESCE(MAX(seq), 0) FROM blocks").fetchone()
+        return int(row[0])
+
+    def catch_up(self, bootstrap: str, topic: str, *, timeout_s: float = 60.0) -> int:
+        """Read the blocks topic up to its current end; returns the number of new blocks."""
+        consumer = Consumer(
+            {
+                "bootstrap.servers": bootstrap,
+                "group.id": f"themis-blockstore-{uuid.uuid4().hex}",
+                "enable.auto.commit": False,
+                "enable.partition.eof": False,
+                "fetch.max.bytes": 64 * 1024 * 1024,
+            }
+        )
+        try:
+            return self._catch_up(consumer, topic, timeout_s)
+        finally:
+            consumer.close()
+
+    def _catch_up(self, consumer: Consumer, topic: str, timeout_s: float) -> int:
+        metadata = consumer.list_topics(topic, timeout=10)
+        partitions = sorted(metadata.topics[topic].partitions)
+        stored = dict(
+            self._db.execute(
+                "SELECT partition, next_offset FROM positions WHERE topic = ?", (topic,)
+            ).fetchall()
+        )
+        ends: dict[int, int] = {}
+        assignment = []
+        for p in partitions:
+            low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
+            start = stored.get(p, OFFSET_BEGINNING)
+            if (start if start >= 0 else low) < high:
+                ends[p] = high
+                assignment.append(TopicPartition(topic, p, start))
+        if not assignment:
+            return 0
+        consumer.assign(assignment)
+        added = 0
+        seq = self._seq()
+        deadline = time.monotonic() + timeout_s
+        positions = {tp.partition: tp.offset for tp in assignment}
+        while ends and time.monotonic() < deadline:
+            batch = consumer.consume(10_000, timeout=0.5)
+            rows: list[tuple[Any, ...]] = []
+            for msg in batch:
+                if msg.error():
+                    continue
+                p, offset = msg.partition(), msg.offset()
+                if p is None or offset is None:
+                    continue
+                positions[p] = offset + 1
+                if p in ends and offset + 1 >= ends[p]:
+                    del ends[p]
+                value = msg.value()
+                if value is None:
+                    continue
+                try:
+                    block = decode_block(value)
+                    ts, _ = block.points()
+                except CorruptBlock:
+                    continue  # counted by the worker that wrote it; never stops a rebuild
+                seq += 1
+                rows.append(
+                    (
+                        block.block_id,
+                        block.series_key,
+                        block.first_ts_ms,
+                        block.last_ts_ms,
+                        int(ts.min()),
+                        int(ts.max()),
+                        block.count,
+                        seq,
+                        bytes(value),
+                    )
+                )
+            if not batch:
+                continue
+            self._db.execute("BEGIN")
+            before = self._db.total_changes
+            self._db.executemany("INSERT OR IGNORE INTO blocks VALUES (?,?,?,?,?,?,?,?,?)", rows)
+            added += self._db.total_changes - before
+            self._db.executemany(
+                "INSERT OR REPLACE INTO positions VALUES (?, ?, ?)",
+                [(topic, p, off) for p, off in positions.items() if off >= 0],
+            )
+            self._db.execute("COMMIT")
+        return added
+
+    def query(self, series_key: str, start_ms: int, end_ms: int) -> Points:
+        """Points of one series with ``start_ms <= t <= end_ms``, sorted, last write wins."""
+        rows = self._db.execute(
+            "SELECT data FROM blocks WHERE series_key = ? AND max_ts >= ? AND min_ts <= ? "
+            "ORDER BY seq",
+            (series_key, start_ms, end_ms),
+        ).fetchall()
+        parts = [decode_block(row[0]).points() for row in rows]
+        ts, vs = merge_last_wins(parts)
+        mask = (ts >= start_ms) & (ts <= end_ms)
+        return ts[mask], vs[mask]
+
+    def series_keys(self) -> list[str]:
+        return [r[0] for r in self._db.execute("SELECT DISTINCT series_key FROM blocks")]
+
+    def block_count(self) -> int:
+        return int(self._db.execute("SELECT COUNT(*) FROM blocks").fetchone()[0])
+
+    def point_count(self) -> int:
+        """Points over all blocks (a replayed point stored in two blocks counts twice)."""
+        return int(self._db.execute("SELECT COALESCE(SUM(count), 0) FROM blocks").fetchone()[0])

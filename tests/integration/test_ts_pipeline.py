@@ -1,0 +1,140 @@
+"""Points through Kafka, the worker and Gorilla blocks, read back exactly."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import cast
+
+import numpy as np
+import pytest
+from confluent_kafka import Consumer, Message, Producer
+
+from pipeline.config import Settings
+from pipeline.deadletter import REASON, SOURCE_OFFSET, SOURCE_PARTITION, SOURCE_TOPIC
+from pipeline.ts import DataPoint, TSProducer, query
+from pipeline.ts.store import BlockStore
+from tests.support import (
+    committed_total,
+    settings_as_env,
+    start_themis_worker,
+    stop_process,
+    wait_until,
+)
+
+pytestmark = pytest.mark.integration
+
+
+def _fast_flush_env(settings: Settings) -> dict[str, str]:
+    return settings_as_env(settings) | {"THEMIS_TS_AUTO_BUFFER_FLUSH_INTERVAL_MS": "300"}
+
+
+def _durable_points(settings: Settings, tmp_path: Path) -> int:
+    store = BlockStore(tmp_path / "check.sqlite")
+    try:
+        assert settings.kafka.bootstrap_servers
+        store.catch_up(settings.kafka.bootstrap_servers, settings.topic("ts.blocks"))
+        return store.point_count()
+    finally:
+        store.close()
+
+
+def test_json_points_and_frames_are_queried_back_exactly(topics: Settings, tmp_path: Path) -> None:
+    producer = TSProducer(topics)
+    special = [math.nan, math.inf, -math.inf, -0.0, 5e-324, 1.5]
+    json_points = [
+        DataPoint("cpu", f"host{i % 3}", 1_700_000_000_000 + 1000 * i, float(i) * 0.5, {"dc": "eu"})
+        for i in range(150)
+    ] + [DataPoint("odd", "x", 1_000 + i, v) for i, v in enumerate(special)]
+    for point in json_points:
+        producer.put(point)
+    rng = np.random.default_rng(7)
+    frame_ts = np.cumsum(rng.integers(9_000, 11_000, 20_000)).astype(np.int64)
+    frame_vs = np.round(rng.normal(50, 5, 20_000), 2)
+    producer.put_arrays([('["mem","db1",{}]', frame_ts, frame_vs)])
+    producer.flush()
+    expected_total = len(json_points) + 20_000
+
+    worker = start_themis_worker(_fast_flush_env(topics), tmp_path / "worker.log")
+    try:
+        wait_until(
+            lambda: _durable_points(topics, tmp_path) >= expected_total,
+            timeout_s=90,
+            what="all points durable as blocks",
+        )
+        result = query(
+            "cpu", "host1", 0, 2**62, {"dc": "eu"}, settings=topics, include_buffered=False
+        )
+        host1 = [p for p in json_points if p.entity == "host1"]
+        assert result.to_list() == [(p.timestamp_ms, p.value) for p in host1]
+        odd = query("odd", "x", 0, 10_000, settings=topics, include_buffered=False)
+        assert odd.timestamps.tolist() == [1_000 + i for i in range(len(special))]
+        assert odd.values.view(np.uint64).tolist() == np.array(special).view(np.uint64).tolist()
+        mem = query("mem", "db1", int(frame_ts[100]), int(frame_ts[199]), settings=topics)
+        assert mem.timestamps.tolist() == frame_ts[100:200].tolist()
+        assert mem.values.tolist() == frame_vs[100:200].tolist()
+        assert topics.kafka.bootstrap_servers
+        wait_until(
+            lambda: (
+                committed_total(
+                    topics.kafka.bootstrap_servers or "",
+                    topics.worker.app_id,
+                    topics.topic("ts.points"),
+                    2,
+                )
+                >= len(json_points) + 1
+            ),
+            timeout_s=30,
+            what="input offsets committed",
+        )
+    finally:
+        assert stop_process(worker) == 0, (tmp_path / "worker.log").read_text()[-3000:]
+
+
+def test_malformed_records_go_to_the_dead_letter_topic_and_the_pipeline_goes_on(
+    topics: Settings, tmp_path: Path
+) -> None:
+    bootstrap = topics.kafka.bootstrap_servers
+    assert bootstrap is not None
+    raw = Producer({"bootstrap.servers": bootstrap})
+    bad = [b"{not json", b'{"metric": "cpu", "entity": "a", "value": 1.0}', b"TSF1\x05\x00"]
+    for value in bad:
+        raw.produce(topics.topic("ts.points"), value, key=b"bad", partition=0)
+    raw.flush(10)
+    producer = TSProducer(topics)
+    producer.put(DataPoint("cpu", "good", 42, 4.2))
+    producer.flush()
+
+    worker = start_themis_worker(_fast_flush_env(topics), tmp_path / "worker.log")
+    try:
+        wait_until(
+            lambda: len(query("cpu", "good", 0, 100, settings=topics, include_buffered=False)) == 1,
+            timeout_s=90,
+            what="the good point durable",
+        )
+        consumer = Consumer(
+            {
+                "bootstrap.servers": bootstrap,
+                "group.id": "dlq-check",
+                "auto.offset.reset": "earliest",
+            }
+        )
+        consumer.subscribe([topics.topic("deadletter")])
+        letters: list[Message] = []
+        deadline_polls = 100
+        while len(letters) < 3 and deadline_polls:
+            msg = consumer.poll(0.3)
+            deadline_polls -= 1
+            if msg is not None and not msg.error():
+                letters.append(msg)
+        consumer.close()
+        assert [m.value() for m in letters] == bad
+        headers = [dict(cast("list[tuple[str, bytes]]", m.headers() or [])) for m in letters]
+        assert b"not valid JSON" in headers[0][REASON]
+        assert b"timestamp_ms" in headers[1][REASON]
+        assert b"frame" in headers[2][REASON]
+        assert [h[SOURCE_OFFSET] for h in headers] == [b"0", b"1", b"2"]
+        assert {h[SOURCE_PARTITION] for h in headers} == {b"0"}
+        assert {h[SOURCE_TOPIC] for h in headers} == {topics.topic("ts.points").encode()}
+    finally:
+        assert stop_process(worker) == 0
