@@ -63,6 +63,7 @@ def create_app(
         datadir=str(data_dir / "faust"),
         store="memory://",
         web_host="127.0.0.1",
+        web_bind="127.0.0.1",
         web_port=settings.worker.web_port,
         producer_acks=-1,
         broker_commit_every=10_000,

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -120,6 +121,29 @@ def _worker(args: argparse.Namespace) -> int:
     return run_worker(loglevel=args.loglevel)
 
 
+def _ts_query(args: argparse.Namespace) -> int:
+    from pipeline.ts.reader import query
+
+    tags = dict(tag.split("=", 1) for tag in args.tag)
+    result = query(
+        args.metric,
+        args.entity,
+        args.start,
+        args.end,
+        tags,
+        settings=load_settings(),
+        include_buffered=not args.no_buffered,
+    )
+    if args.json:
+        points = [[t, v if math.isfinite(v) else str(v)] for t, v in result.to_list()]
+        print(json.dumps({"series": result.series_key, "count": len(result), "points": points}))
+        return 0
+    print(f"{result.series_key}: {len(result)} points")
+    for t, v in result.to_list():
+        print(f"{t}\t{v!r}")
+    return 0
+
+
 def _demo(args: argparse.Namespace) -> int:
     from pipeline.demo import run_demo
 
@@ -167,6 +191,18 @@ def build_parser() -> argparse.ArgumentParser:
     worker = sub.add_parser("worker", help="run the Faust worker")
     worker.add_argument("-l", "--loglevel", default="warning")
     worker.set_defaults(handler=_worker)
+
+    ts = sub.add_parser("ts", help="the time-series path")
+    ts_sub = ts.add_subparsers(dest="action", required=True)
+    tsq = ts_sub.add_parser("query", help="the exact points of one series, in timestamp order")
+    tsq.add_argument("--metric", required=True)
+    tsq.add_argument("--entity", required=True)
+    tsq.add_argument("--tag", action="append", default=[], metavar="KEY=VALUE")
+    tsq.add_argument("--start", type=int, default=-(2**63), help="first timestamp, ms (inclusive)")
+    tsq.add_argument("--end", type=int, default=2**63 - 1, help="last timestamp, ms (inclusive)")
+    tsq.add_argument("--no-buffered", action="store_true", help="durable blocks only")
+    tsq.add_argument("--json", action="store_true")
+    tsq.set_defaults(handler=_ts_query)
 
     demo = sub.add_parser("demo", help="broker, topics, worker, a sample load, printed stats")
     demo.set_defaults(handler=_demo)

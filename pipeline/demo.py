@@ -7,17 +7,26 @@ pipeline did. Each pipeline path adds its step here.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from pipeline.config import Settings, load_settings
 from pipeline.kafka.broker import running_broker
-from pipeline.kafka.local_broker import LocalKafka
+from pipeline.kafka.local_broker import LocalKafka, free_port
 from pipeline.kafka.topics import apply_topics
+from pipeline.ts.dataset import devops_dataset
+from pipeline.ts.point import DataPoint, series_key
+from pipeline.ts.producer import TSProducer
+from pipeline.ts.reader import query
 
 
 def _say(message: str) -> None:
@@ -28,6 +37,7 @@ def start_worker_process(settings: Settings, log_path: Path) -> subprocess.Popen
     """``themis worker`` as a child process with the same settings."""
     env = dict(os.environ)
     env["KAFKA_BOOTSTRAP_SERVERS"] = settings.kafka.bootstrap_servers or ""
+    env["THEMIS_WORKER_WEB_PORT"] = str(settings.worker.web_port)
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with log_path.open("ab") as log:
         return subprocess.Popen(
@@ -51,9 +61,89 @@ def stop_worker_process(proc: subprocess.Popen[bytes], timeout_s: float = 30.0) 
     return proc.returncode
 
 
+def _get_json(url: str, *, method: str = "GET") -> dict[str, Any] | None:
+    try:
+        request = urllib.request.Request(url, method=method)  # noqa: S310 - loopback worker
+        with urllib.request.urlopen(request, timeout=5) as resp:  # noqa: S310 - loopback worker
+            body: dict[str, Any] = json.loads(resp.read())
+            return body
+    except (urllib.error.URLError, OSError, ValueError):
+        return None
+
+
+def _wait_for(predicate: Callable[[], bool], timeout_s: float, what: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"demo: {what} not ready after {timeout_s:.0f} s")
+        time.sleep(0.2)
+
+
+def demo_time_series(settings: Settings, worker_url: str) -> None:
+    """Stream a devops-like load through the TS path; print buffer stats and a query."""
+    series = [
+        (series_key(name.split("{")[0], name.split("=")[1].rstrip("}")), ts, vs)
+        for name, ts, vs in devops_dataset(50, 2000, seed=1)
+    ]
+    total_frames = sum(len(ts) for _, ts, _ in series)
+    json_points = [
+        DataPoint(
+            "cpu_usage",
+            f"server{i % 10:02d}",
+            1_702_645_200_000 + 10_000 * (i // 10),
+            round(40 + (i % 37) * 1.5, 1),
+            {"datacenter": "eu-west-1"},
+        )
+        for i in range(1000)
+    ]
+    stats_before = _get_json(f"{worker_url}/ts/buffer/stats") or {}
+    base = int(stats_before.get("points_buffered", 0))
+    _say(f"time series: {total_frames} points in binary frames + {len(json_points)} JSON points")
+    producer = TSProducer(settings)
+    t0 = time.monotonic()
+    producer.put_arrays(series)
+    for point in json_points:
+        producer.put(point)
+    producer.flush()
+    total = total_frames + len(json_points)
+    _wait_for(
+        lambda: (
+            int((_get_json(f"{worker_url}/ts/buffer/stats") or {}).get("points_buffered", 0))
+            >= base + total
+        ),
+        120,
+        "points buffered by the worker",
+    )
+    print(f"    produced and buffered in {time.monotonic() - t0:.2f} s")
+    _get_json(f"{worker_url}/ts/buffer/flush", method="POST")
+    stats = _get_json(f"{worker_url}/ts/buffer/stats") or {}
+    _say("TS buffer stats (GET /ts/buffer/stats on the worker)")
+    for key in (
+        "points_buffered",
+        "points_flushed",
+        "flush_count",
+        "auto_flush_count",
+        "manual_flush_count",
+        "current_buffer_size",
+        "current_buffer_memory",
+        "avg_compression_ratio",
+        "last_flush_time",
+        "blocks_written",
+        "dead_letters",
+    ):
+        print(f"    {key}: {stats.get(key)}")
+    result = query(
+        "cpu_usage", "server03", 0, 2**62, {"datacenter": "eu-west-1"}, settings=settings
+    )
+    _say("themis ts query --metric cpu_usage --entity server03 --tag datacenter=eu-west-1")
+    print(f"    {len(result)} points; first: {result.to_list()[:3]}")
+
+
 def run_demo() -> int:
     """Run the demo; returns the process exit code."""
     t0 = time.monotonic()
+    # SIGTERM ends the demo like Ctrl-C does, so the worker child is stopped too.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     settings = load_settings()
     handle = running_broker(settings)
     if handle is None:
@@ -64,7 +154,10 @@ def run_demo() -> int:
     else:
         bootstrap = handle.bootstrap_servers
         _say(f"using broker at {bootstrap} ({handle.source})")
-    settings = load_settings(overrides={"kafka": {"bootstrap_servers": bootstrap}})
+    web_port = free_port(settings.worker.web_port)  # another worker may hold the default
+    settings = load_settings(
+        overrides={"kafka": {"bootstrap_servers": bootstrap}, "worker": {"web_port": web_port}}
+    )
     _say("applying topic specs (topics/*.yaml)")
     for report in apply_topics(bootstrap, settings):
         print(f"    {report.topic}: {report.action}")
@@ -72,7 +165,9 @@ def run_demo() -> int:
     _say(f"starting worker (log: {log_path})")
     worker = start_worker_process(settings, log_path)
     try:
-        time.sleep(0)  # the pipeline paths' demo steps run here
+        worker_url = f"http://127.0.0.1:{settings.worker.web_port}"
+        _wait_for(lambda: _get_json(f"{worker_url}/ts/buffer/stats") is not None, 120, "worker")
+        demo_time_series(settings, worker_url)
     finally:
         code = stop_worker_process(worker)
         _say(f"worker stopped (exit {code})")

@@ -12,8 +12,15 @@ import numpy as np
 from confluent_kafka import KafkaError, Message, Producer
 
 from pipeline.config import Settings
+from pipeline.errors import InvalidRecord
 from pipeline.kafka.producer import DeliveryFailed, durable_producer_config
-from pipeline.ts.point import DataPoint, SeriesArrays, encode_frame, validate_point
+from pipeline.ts.point import (
+    DataPoint,
+    SeriesArrays,
+    encode_frame,
+    parse_series_key,
+    validate_point,
+)
 
 MAX_FRAME_POINTS = 100_000
 """Points per frame at most (1.6 MB of payload, well under the topic's message limit)."""
@@ -90,6 +97,12 @@ class TSProducer:
         sizes: dict[int, int] = defaultdict(int)
         sent = 0
         for key, ts, vs in series:
+            try:
+                parse_series_key(key)
+            except ValueError:
+                raise InvalidRecord(
+                    f"{key!r} is not a series key; build one with pipeline.ts.series_key()"
+                ) from None
             p = series_partition(key, self._partitions)
             for start in range(0, len(ts), MAX_FRAME_POINTS):
                 part = (
