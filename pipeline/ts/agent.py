@@ -214,7 +214,8 @@ def install_ts_path(app: faust.App, settings: Settings) -> None:
     producer: AsyncProducer = app.themis_producer  # type: ignore[attr-defined]
     path = TSPath(settings, metrics, producer)
     app.themis_ts = path  # type: ignore[attr-defined]
-    topic = app.topic(path.points_topic, key_serializer="raw", value_serializer="raw")
+    topic_name = path.points_topic
+    topic = app.topic(topic_name, key_serializer="raw", value_serializer="raw")
 
     async def ingest(stream: StreamT[Any]) -> None:
         assert isinstance(stream, Stream)
@@ -239,6 +240,9 @@ def install_ts_path(app: faust.App, settings: Settings) -> None:
                 "blocks_written": path.blocks_written,
                 "dead_letters": path.dead_letters,
                 "pending_records": len(path.acks.pending),
+                "assigned_partitions": sorted(
+                    tp.partition for tp in app.consumer.assignment() if tp.topic == topic_name
+                ),
             }
             return self.json(body)
 

@@ -1,0 +1,154 @@
+"""Nothing lost, nothing doubled: a SIGKILLed worker and a rebalancing consumer group."""
+
+from __future__ import annotations
+
+import json
+import signal
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from pipeline.config import Settings
+from pipeline.kafka.local_broker import free_port
+from pipeline.ts import TSProducer, series_key
+from pipeline.ts.store import BlockStore
+from tests.support import settings_as_env, start_themis_worker, stop_process, wait_until
+
+pytestmark = pytest.mark.integration
+
+SERIES = 100
+
+
+def _dataset(points_per_series: int) -> list[tuple[str, np.ndarray, np.ndarray]]:
+    rng = np.random.default_rng(11)
+    out = []
+    for i in range(SERIES):
+        ts = 1_600_000_000_000 + np.cumsum(rng.integers(9_500, 10_500, points_per_series))
+        vs = np.round(np.cumsum(rng.normal(0, 1, points_per_series)), 2)
+        out.append((series_key("load", f"host{i:03d}", {"rack": str(i % 4)}), ts, vs))
+    return out
+
+
+def _stats(port: int) -> dict[str, Any]:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/ts/buffer/stats", timeout=2) as r:
+            body: dict[str, Any] = json.loads(r.read())
+            return body
+    except OSError:
+        return {}
+
+
+def _assert_store_holds_exactly(
+    settings: Settings, tmp_path: Path, data: list[tuple[str, np.ndarray, np.ndarray]]
+) -> None:
+    store = BlockStore(tmp_path / "verify.sqlite")
+    try:
+        assert settings.kafka.bootstrap_servers
+        store.catch_up(settings.kafka.bootstrap_servers, settings.topic("ts.blocks"))
+        total = 0
+        for key, ts, vs in data:
+            got_ts, got_vs = store.query(key, -(2**62), 2**62)
+            assert got_ts.tolist() == ts.tolist(), f"timestamps of {key} differ"
+            assert got_vs.tolist() == vs.tolist(), f"values of {key} differ"
+            total += got_ts.size
+        assert total == sum(ts.size for _, ts, _ in data)
+    finally:
+        store.close()
+
+
+def _durable_distinct(settings: Settings, tmp_path: Path, data: list) -> int:
+    store = BlockStore(tmp_path / "progress.sqlite")
+    try:
+        assert settings.kafka.bootstrap_servers
+        store.catch_up(settings.kafka.bootstrap_servers, settings.topic("ts.blocks"))
+        return sum(store.query(key, -(2**62), 2**62)[0].size for key, _, _ in data)
+    finally:
+        store.close()
+
+
+def test_sigkill_mid_ingest_of_a_million_points_loses_and_doubles_nothing(
+    topics: Settings, tmp_path: Path
+) -> None:
+    rounds, per_round = 10, 1_000
+    data = _dataset(rounds * per_round)
+    env = settings_as_env(topics) | {"THEMIS_TS_AUTO_BUFFER_FLUSH_INTERVAL_MS": "500"}
+    producer = TSProducer(topics)
+    worker = start_themis_worker(env, tmp_path / "worker1.log")
+    port = topics.worker.web_port
+    try:
+        wait_until(lambda: bool(_stats(port)), timeout_s=60, what="worker web server")
+        for r in range(rounds):
+            sl = slice(r * per_round, (r + 1) * per_round)
+            producer.put_arrays((key, ts[sl], vs[sl]) for key, ts, vs in data)
+            producer.flush()
+            if r == 4:
+                wait_until(
+                    lambda: _stats(port).get("points_flushed", 0) >= 200_000,
+                    timeout_s=60,
+                    what="some points durable before the kill",
+                )
+                stop_process(worker, sig=signal.SIGKILL)
+                killed_at = _stats(port)
+                assert killed_at == {}, "the worker still answers after SIGKILL"
+    finally:
+        stop_process(worker, sig=signal.SIGKILL)
+
+    restarted = start_themis_worker(env, tmp_path / "worker2.log")
+    try:
+        wait_until(
+            lambda: _durable_distinct(topics, tmp_path, data) == SERIES * rounds * per_round,
+            timeout_s=180,
+            what="all 1,000,000 points durable after the restart",
+        )
+    finally:
+        assert stop_process(restarted) == 0
+    _assert_store_holds_exactly(topics, tmp_path, data)
+
+
+def test_two_workers_split_partitions_and_a_rebalance_loses_and_doubles_nothing(
+    topics: Settings, tmp_path: Path
+) -> None:
+    data = _dataset(2_000)
+    env_a = settings_as_env(topics) | {"THEMIS_TS_AUTO_BUFFER_FLUSH_INTERVAL_MS": "300"}
+    port_b = free_port()
+    env_b = env_a | {"THEMIS_WORKER_WEB_PORT": str(port_b)}
+    producer = TSProducer(topics)
+    a = start_themis_worker(env_a, tmp_path / "a.log")
+    b = None
+    try:
+        wait_until(lambda: bool(_stats(topics.worker.web_port)), timeout_s=60, what="worker A")
+        for r in range(4):
+            sl = slice(r * 500, (r + 1) * 500)
+            producer.put_arrays((key, ts[sl], vs[sl]) for key, ts, vs in data)
+            producer.flush()
+            if r == 0:
+                b = start_themis_worker(env_b, tmp_path / "b.log")
+                wait_until(
+                    lambda: (
+                        len(_stats(port_b).get("assigned_partitions", [])) == 1
+                        and len(_stats(topics.worker.web_port).get("assigned_partitions", [])) == 1
+                    ),
+                    timeout_s=60,
+                    what="workers A and B to own one partition each",
+                )
+            if r == 2:
+                wait_until(
+                    lambda: _stats(port_b).get("points_buffered", 0) > 0,
+                    timeout_s=60,
+                    what="worker B to own a partition",
+                )
+                assert _stats(topics.worker.web_port).get("points_buffered", 0) > 0
+                assert stop_process(a) == 0  # A leaves: B takes over its partition
+        wait_until(
+            lambda: _durable_distinct(topics, tmp_path, data) == SERIES * 2_000,
+            timeout_s=120,
+            what="every point durable after the rebalance",
+        )
+    finally:
+        stop_process(a)
+        if b is not None:
+            assert stop_process(b) == 0
+    _assert_store_holds_exactly(topics, tmp_path, data)
