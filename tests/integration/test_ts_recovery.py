@@ -59,7 +59,9 @@ def _assert_store_holds_exactly(
         store.close()
 
 
-def _durable_distinct(settings: Settings, tmp_path: Path, data: list) -> int:
+def _durable_distinct(
+    settings: Settings, tmp_path: Path, data: list[tuple[str, np.ndarray, np.ndarray]]
+) -> int:
     store = BlockStore(tmp_path / "progress.sqlite")
     try:
         assert settings.kafka.bootstrap_servers
