@@ -1,0 +1,1 @@
+"""The vector path: operations -> VectorAutoBuffer -> HNSW index -> search."""
