@@ -20,7 +20,6 @@ import base64
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
@@ -32,8 +31,8 @@ from faust.web import Request, Response, View
 
 from pipeline.buffering import FlushReason
 from pipeline.config import Settings
-from pipeline.deadletter import DeadLetter
 from pipeline.errors import BufferOverflow, InvalidRecord
+from pipeline.ingest import AckTracker, DeadLetterWriter
 from pipeline.kafka.producer import AsyncProducer
 from pipeline.metrics import PipelineMetrics
 from pipeline.ts.block import CODEC_VERSION, GorillaBlock
@@ -42,37 +41,6 @@ from pipeline.ts.gorilla import MAX_POINTS, encode_chunk
 from pipeline.ts.point import decode_frame, decode_point_json, is_frame
 
 _LOG = logging.getLogger(__name__)
-
-
-@dataclass
-class _Pending:
-    """An input record and how many of its points are not durable yet."""
-
-    event: EventT[Any]
-    stream: StreamT[Any]
-    remaining: int
-
-
-@dataclass
-class AckTracker:
-    """Acks input records once every point they carried is durable."""
-
-    pending: dict[int, _Pending] = field(default_factory=dict)
-
-    def hold(self, event: EventT[Any], stream: StreamT[Any], points: int) -> int:
-        token = id(event)
-        self.pending[token] = _Pending(event, stream, points)
-        return token
-
-    async def release(self, token: object, points: int) -> None:
-        assert isinstance(token, int)
-        entry = self.pending.get(token)
-        if entry is None:
-            return
-        entry.remaining -= points
-        if entry.remaining <= 0:
-            del self.pending[token]
-            await entry.stream.ack(entry.event)
 
 
 class TSPath:
@@ -84,17 +52,15 @@ class TSPath:
         self.producer = producer
         self.buffer = TSAutoBuffer(settings.ts_auto_buffer)
         self.acks = AckTracker()
+        self.dead_letters = DeadLetterWriter(producer, settings.topic("deadletter"), metrics)
         self.points_topic = settings.topic("ts.points")
         self.blocks_topic = settings.topic("ts.blocks")
-        self.deadletter_topic = settings.topic("deadletter")
         self._flush_lock = asyncio.Lock()
         self._flushes_seen: dict[str, int] = {}
         self.blocks_written = 0
-        self.dead_letters = 0
 
     async def on_event(self, event: EventT[Any], stream: StreamT[Any]) -> None:
         """Buffer the points of one input record (or dead-letter it)."""
-        message = event.message
         value = event.value if isinstance(event.value, bytes | bytearray) else None
         try:
             if value is None:
@@ -120,8 +86,8 @@ class TSPath:
                 )
                 self.metrics.ts_points_buffered.inc()
         except InvalidRecord as exc:
-            self.acks.pending.pop(id(event), None)
-            await self._dead_letter(message.key, bytes(value or b""), exc, message)
+            self.acks.forget(event)
+            await self.dead_letters.write(event, exc)
             await stream.ack(event)
 
     async def _add(self, add: Callable[[], list[SeriesBatch]]) -> None:
@@ -134,24 +100,6 @@ class TSPath:
                 continue
             await self.write(batches)
             return
-
-    async def _dead_letter(
-        self, key: bytes | None, value: bytes, exc: Exception, message: Any
-    ) -> None:
-        letter = DeadLetter(
-            key=key,
-            value=value,
-            reason=str(exc),
-            error_type=type(exc).__name__,
-            source_topic=message.topic,
-            source_partition=message.partition,
-            source_offset=message.offset,
-        )
-        await self.producer.produce(
-            self.deadletter_topic, letter.value, key=letter.key, headers=letter.headers()
-        )
-        self.dead_letters += 1
-        self.metrics.dead_letters.labels(source_topic=message.topic).inc()
 
     def _sync_flush_counts(self) -> None:
         """Mirror the buffer's per-trigger flush counts into the labelled counter."""
@@ -188,8 +136,7 @@ class TSPath:
         self.blocks_written += len(futures)
         self.buffer.record_durable(raw_points, block_bytes)
         for batch in batches:
-            for token, count in batch.tokens:
-                await self.acks.release(token, count)
+            await self.acks.release_all(batch.tokens)
         stats = self.buffer.stats()
         self.metrics.ts_points_flushed.inc(raw_points)
         self._sync_flush_counts()
@@ -238,7 +185,7 @@ def install_ts_path(app: faust.App, settings: Settings) -> None:
             body = path.buffer.stats().to_dict() | {
                 "flush_reasons": path.buffer.flush_reason_counts(),
                 "blocks_written": path.blocks_written,
-                "dead_letters": path.dead_letters,
+                "dead_letters": path.dead_letters.count,
                 "pending_records": len(path.acks.pending),
                 "assigned_partitions": sorted(
                     tp.partition for tp in app.consumer.assignment() if tp.topic == topic_name
