@@ -28,8 +28,9 @@ AppComponent = Callable[[faust.App, Settings], None]
 def default_components() -> list[AppComponent]:
     """The pipeline paths a worker runs, in order."""
     from pipeline.ts.agent import install_ts_path
+    from pipeline.vectors.agent import install_vector_path
 
-    return [install_ts_path]
+    return [install_ts_path, install_vector_path]
 
 
 def _install_metrics_page(app: faust.App, metrics: PipelineMetrics) -> None:
@@ -77,6 +78,7 @@ def create_app(
     app.themis_settings = settings  # type: ignore[attr-defined]
     app.themis_metrics = metrics  # type: ignore[attr-defined]
     app.themis_producer = AsyncProducer(bootstrap)  # type: ignore[attr-defined]
+    app.themis_bootstrap = bootstrap  # type: ignore[attr-defined]
     _install_metrics_page(app, metrics)
     for install in components if components is not None else default_components():
         install(app, settings)

@@ -89,6 +89,9 @@ class VectorAutoBufferSettings:
     m: int = field(default=16, metadata=_rng(2, 256))
     ef_construction: int = field(default=200, metadata=_rng(1))
     ef_search: int = field(default=64, metadata=_rng(1))
+    snapshot_interval_ms: int = field(default=5000, metadata=_rng(1))
+    """Snapshot each index shard at most this often; input records are acked after it."""
+    max_metadata_bytes: int = field(default=65536, metadata=_rng(2))
 
 
 @dataclass(frozen=True)
@@ -120,7 +123,7 @@ _FEATURE_SECTIONS = ("ts_auto_buffer", "vector_auto_buffer", "compressed_wal_shi
 _TOP_SECTIONS = ("kafka", "worker")
 
 # Environment prefix of each section; every field is THEMIS_<PREFIX>_<FIELD>.
-_ENV_PREFIX = {
+ENV_PREFIX: Mapping[str, str] = {
     "kafka": "THEMIS_KAFKA_",
     "worker": "THEMIS_WORKER_",
     "ts_auto_buffer": "THEMIS_TS_AUTO_BUFFER_",
@@ -214,7 +217,7 @@ def _yaml_sections(path: Path) -> dict[str, dict[str, object]]:
 
 def _env_sections(env: Mapping[str, str]) -> dict[str, dict[str, object]]:
     sections: dict[str, dict[str, object]] = {}
-    for section, prefix in _ENV_PREFIX.items():
+    for section, prefix in ENV_PREFIX.items():
         cls = _SECTION_TYPES[section]
         for f in dataclasses.fields(cls):
             env_name = prefix + f.name.upper()

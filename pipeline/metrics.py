@@ -45,6 +45,37 @@ class PipelineMetrics:
             buckets=_FLUSH_BUCKETS,
             registry=r,
         )
+        self.vec_buffered = Counter(
+            "vector_auto_buffer_vectors_buffered",
+            "Vector operations accepted into the vector auto buffer.",
+            registry=r,
+        )
+        self.vec_flushed = Counter(
+            "vector_auto_buffer_vectors_flushed",
+            "Vectors (after coalescing) applied to the HNSW index.",
+            registry=r,
+        )
+        self.vec_current_size = Gauge(
+            "vector_auto_buffer_current_size", "Vector operations buffered now.", registry=r
+        )
+        self.vec_flush_duration = Histogram(
+            "vector_auto_buffer_flush_duration_seconds",
+            "Time to apply one coalesced batch to the HNSW index.",
+            buckets=_FLUSH_BUCKETS,
+            registry=r,
+        )
+        self.vec_search_latency = Histogram(
+            "vector_search_latency_seconds",
+            "Time of one k-NN search over the shards a worker holds.",
+            buckets=(0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5),
+            registry=r,
+        )
+        self.vec_snapshot_duration = Histogram(
+            "vector_index_snapshot_duration_seconds",
+            "Time to write one index shard snapshot.",
+            buckets=_FLUSH_BUCKETS,
+            registry=r,
+        )
         self.dead_letters = Counter(
             "pipeline_dead_letters",
             "Records sent to the dead-letter topic, by source topic.",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
 import subprocess
@@ -12,7 +13,7 @@ from pathlib import Path
 
 from confluent_kafka import Consumer, TopicPartition
 
-from pipeline.config import Settings
+from pipeline.config import ENV_PREFIX, Settings
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -85,12 +86,15 @@ def committed_total(bootstrap: str, group: str, topic: str, partitions: int) -> 
 
 
 def settings_as_env(settings: Settings) -> dict[str, str]:
-    """The environment that makes a child process load the same settings."""
-    return {
-        "THEMIS_CONFIG": os.devnull,
-        "KAFKA_BOOTSTRAP_SERVERS": settings.kafka.bootstrap_servers or "",
-        "THEMIS_KAFKA_TOPIC_NAMESPACE": settings.kafka.topic_namespace,
-        "THEMIS_WORKER_APP_ID": settings.worker.app_id,
-        "THEMIS_WORKER_DATA_DIR": str(settings.worker.data_dir),
-        "THEMIS_WORKER_WEB_PORT": str(settings.worker.web_port),
-    }
+    """The environment that makes a child process load exactly these settings."""
+    env = {"THEMIS_CONFIG": os.devnull}
+    for section, prefix in ENV_PREFIX.items():
+        values = getattr(settings, section)
+        for f in dataclasses.fields(values):
+            value = getattr(values, f.name)
+            if value is not None:
+                env[prefix + f.name.upper()] = (
+                    str(value).lower() if isinstance(value, bool) else str(value)
+                )
+    env["KAFKA_BOOTSTRAP_SERVERS"] = settings.kafka.bootstrap_servers or ""
+    return env

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import zlib
 from collections.abc import Sequence
 from typing import Any
 
@@ -101,3 +102,55 @@ def _settle(future: asyncio.Future[Message], err: KafkaError | None, msg: Messag
         future.set_exception(DeliveryFailed(f"delivery to {msg.topic()} failed: {err.str()}"))
     else:
         future.set_result(msg)
+
+
+def key_partition(key: bytes, partitions: int) -> int:
+    """The partition of a key: CRC-32 modulo the partition count.
+
+    The same mapping as librdkafka's ``consistent`` partitioner, so records keyed by
+    a series or pk and frames sent to an explicit partition land together.
+    """
+    return zlib.crc32(key) % partitions
+
+
+class TopicProducer:
+    """Sends records to one topic with ``acks=all``; ``flush`` raises if any was lost."""
+
+    def __init__(self, bootstrap: str, topic: str, **extra: Any) -> None:
+        self.topic = topic
+        config = durable_producer_config(bootstrap, partitioner="consistent", **extra)
+        self._producer = Producer(config)
+        metadata = self._producer.list_topics(topic, timeout=10)
+        self.partitions = len(metadata.topics[topic].partitions)
+        if self.partitions == 0:
+            raise ValueError(f"topic {topic} does not exist; run `themis topics apply`")
+        self._failures: list[str] = []
+
+    def _on_delivery(self, err: KafkaError | None, msg: Message) -> None:
+        if err is not None:
+            self._failures.append(err.str())
+
+    def send(self, value: bytes, *, key: bytes | None = None, partition: int | None = None) -> None:
+        """Queue one record (waiting for room when the local queue is full)."""
+        kwargs: dict[str, Any] = {"key": key, "on_delivery": self._on_delivery}
+        if partition is not None:
+            kwargs["partition"] = partition
+        while True:
+            try:
+                self._producer.produce(self.topic, value, **kwargs)
+                break
+            except BufferError:
+                self._producer.poll(0.05)
+        self._producer.poll(0)
+
+    def flush(self, timeout_s: float = 60.0) -> None:
+        """Wait until every record sent is acknowledged; raises ``DeliveryFailed`` otherwise."""
+        remaining = self._producer.flush(timeout_s)
+        if remaining:
+            raise DeliveryFailed(f"{remaining} records not acknowledged after {timeout_s} s")
+        if self._failures:
+            failures, self._failures = self._failures, []
+            raise DeliveryFailed(f"{len(failures)} records failed: {failures[0]}")
+
+    def close(self) -> None:
+        self.flush()

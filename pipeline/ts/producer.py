@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 import math
-import zlib
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 import numpy as np
-from confluent_kafka import KafkaError, Message, Producer
 
 from pipeline.config import Settings
 from pipeline.errors import InvalidRecord
-from pipeline.kafka.producer import DeliveryFailed, durable_producer_config
+from pipeline.kafka.producer import TopicProducer, key_partition
 from pipeline.ts.point import (
     DataPoint,
     SeriesArrays,
@@ -27,43 +25,19 @@ MAX_FRAME_POINTS = 100_000
 
 
 def series_partition(key: str, partitions: int) -> int:
-    """The partition of a series: CRC-32 of its key modulo the partition count.
-
-    The same mapping as librdkafka's ``consistent`` partitioner, so JSON points keyed
-    by series and frames with an explicit partition land together.
-    """
-    return zlib.crc32(key.encode()) % partitions
+    """The partition of a series (see :func:`pipeline.kafka.producer.key_partition`)."""
+    return key_partition(key.encode(), partitions)
 
 
-class TSProducer:
+class TSProducer(TopicProducer):
     """Writes points to ``<namespace>.ts.points``; ``flush`` waits until the broker has them."""
 
     def __init__(self, settings: Settings, *, bootstrap: str | None = None, **extra: Any) -> None:
         bootstrap = bootstrap or settings.kafka.bootstrap_servers
         if not bootstrap:
             raise ValueError("TSProducer needs a bootstrap address (settings or argument)")
-        self.topic = settings.topic("ts.points")
-        config = durable_producer_config(bootstrap, partitioner="consistent", **extra)
-        self._producer = Producer(config)
-        metadata = self._producer.list_topics(self.topic, timeout=10)
-        self._partitions = len(metadata.topics[self.topic].partitions)
-        if self._partitions == 0:
-            raise ValueError(f"topic {self.topic} does not exist; run `themis topics apply`")
-        self._failures: list[str] = []
+        super().__init__(bootstrap, settings.topic("ts.points"), **extra)
         self.points_sent = 0
-
-    def _on_delivery(self, err: KafkaError | None, msg: Message) -> None:
-        if err is not None:
-            self._failures.append(err.str())
-
-    def _produce(self, value: bytes, **kwargs: Any) -> None:
-        while True:
-            try:
-                self._producer.produce(self.topic, value, on_delivery=self._on_delivery, **kwargs)
-                break
-            except BufferError:
-                self._producer.poll(0.05)
-        self._producer.poll(0)
 
     def put(self, point: DataPoint | Mapping[str, Any]) -> None:
         """Send one point as JSON, keyed by its series.
@@ -75,7 +49,7 @@ class TSProducer:
         if not math.isfinite(point.value):
             self.put_many([point])
             return
-        self._produce(point.to_json(), key=point.series_key().encode())
+        self.send(point.to_json(), key=point.series_key().encode())
         self.points_sent += 1
 
     def put_many(self, points: Iterable[DataPoint | Mapping[str, Any]]) -> int:
@@ -103,7 +77,7 @@ class TSProducer:
                 raise InvalidRecord(
                     f"{key!r} is not a series key; build one with pipeline.ts.series_key()"
                 ) from None
-            p = series_partition(key, self._partitions)
+            p = series_partition(key, self.partitions)
             for start in range(0, len(ts), MAX_FRAME_POINTS):
                 part = (
                     key,
@@ -114,21 +88,9 @@ class TSProducer:
                 sizes[p] += len(part[1])
                 sent += len(part[1])
                 if sizes[p] >= MAX_FRAME_POINTS:
-                    self._produce(encode_frame(by_partition.pop(p)), partition=p)
+                    self.send(encode_frame(by_partition.pop(p)), partition=p)
                     sizes[p] = 0
         for p, parts in by_partition.items():
-            self._produce(encode_frame(parts), partition=p)
+            self.send(encode_frame(parts), partition=p)
         self.points_sent += sent
         return sent
-
-    def flush(self, timeout_s: float = 60.0) -> None:
-        """Wait until every point sent is acknowledged; raises ``DeliveryFailed`` otherwise."""
-        remaining = self._producer.flush(timeout_s)
-        if remaining:
-            raise DeliveryFailed(f"{remaining} records not acknowledged after {timeout_s} s")
-        if self._failures:
-            failures, self._failures = self._failures, []
-            raise DeliveryFailed(f"{len(failures)} records failed: {failures[0]}")
-
-    def close(self) -> None:
-        self.flush()
