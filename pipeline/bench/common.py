@@ -1,0 +1,267 @@
+"""What benchmarks share: the ``themis bench`` command, polling, a worker process, output.
+
+Every wait polls with a deadline and fails with :class:`BenchmarkFailed` naming what
+it waited for; nothing sleeps in the hope that something happened. Progress goes to
+stderr, so stdout holds only the result (one JSON object with ``--json``).
+
+This module is imported when ``themis`` builds its parser, so it imports nothing
+heavy; each benchmark module is imported only when its command runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import http.client
+import json
+import math
+import os
+import platform
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any, TypeVar
+
+from confluent_kafka.admin import AdminClient
+
+from pipeline.config import Settings
+from pipeline.errors import ThemisError
+
+_T = TypeVar("_T")
+
+# Settings sections and the environment prefix of their fields (docs/configuration.md).
+_ENV_SECTIONS = (
+    ("kafka", "THEMIS_KAFKA_"),
+    ("worker", "THEMIS_WORKER_"),
+    ("ts_auto_buffer", "THEMIS_TS_AUTO_BUFFER_"),
+    ("vector_auto_buffer", "THEMIS_VECTOR_AUTO_BUFFER_"),
+    ("compressed_wal_shipping", "THEMIS_WAL_"),
+)
+_PACKAGE_ROOT = Path(__file__).resolve().parents[2]
+
+
+class BenchmarkFailed(ThemisError):
+    """A benchmark could not finish: a deadline passed or a step went wrong."""
+
+
+# -- the command ------------------------------------------------------------------
+
+
+def add_bench_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """The options every benchmark takes: ``--quick`` and ``--json``."""
+    parser.add_argument(
+        "--quick", action="store_true", help="smaller sizes: about one minute instead of minutes"
+    )
+    parser.add_argument(
+        "--json", action="store_true", help="print one JSON object on stdout instead of a table"
+    )
+    return parser
+
+
+def add_bench_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add ``bench ts`` to ``themis``'s sub-commands (the ``handler`` convention of cli.py).
+
+    ``subparsers`` is what ``ArgumentParser.add_subparsers`` returned.
+    """
+    bench = subparsers.add_parser("bench", help="benchmarks against a real Kafka broker")
+    kinds = bench.add_subparsers(dest="benchmark", required=True)
+    ts = kinds.add_parser(
+        "ts",
+        help="time-series path: compression, codec speed, pipeline throughput, "
+        "auto buffer against one durable write per point",
+    )
+    add_bench_arguments(ts).set_defaults(handler=_bench_ts)
+
+
+def _bench_ts(args: argparse.Namespace) -> int:
+    from pipeline.bench.ts import render_table, run_ts_bench
+
+    emit(run_ts_bench(args.quick), as_json=args.json, render=render_table)
+    return 0
+
+
+def emit(
+    result: Mapping[str, object], *, as_json: bool, render: Callable[[Mapping[str, object]], str]
+) -> None:
+    """Print ``result`` on stdout: one JSON object, or the table ``render`` makes."""
+    if as_json:
+        print(json.dumps(result, indent=2), flush=True)
+    else:
+        print(render(result), flush=True)
+
+
+def progress(message: str) -> None:
+    """One line of progress on stderr."""
+    print(f"[bench] {message}", file=sys.stderr, flush=True)
+
+
+# -- measuring --------------------------------------------------------------------
+
+
+def machine_info() -> dict[str, object]:
+    """CPUs this process may use (what ``nproc`` prints), Python and platform."""
+    return {
+        "nproc": len(os.sched_getaffinity(0)),
+        "python": platform.python_version(),
+        "implementation": platform.python_implementation(),
+        "platform": platform.platform(terse=True),
+    }
+
+
+def best_rate(work: Callable[[], object], units: int, repetitions: int) -> float:
+    """The best ``units`` per second over ``repetitions`` runs of ``work``."""
+    best = float("inf")
+    for _ in range(repetitions):
+        t0 = time.perf_counter()
+        work()
+        best = min(best, time.perf_counter() - t0)
+    return units / best
+
+
+def wait_for(
+    probe: Callable[[], _T | None], *, timeout_s: float, interval_s: float, what: str
+) -> _T:
+    """Call ``probe`` every ``interval_s`` seconds until it returns a value that is not None.
+
+    Raises :class:`BenchmarkFailed` naming ``what`` when ``timeout_s`` seconds pass first.
+    """
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = probe()
+        if value is not None:
+            return value
+        if time.monotonic() > deadline:
+            raise BenchmarkFailed(f"timed out after {timeout_s:.0f} s waiting for {what}")
+        time.sleep(interval_s)
+
+
+def rounded(value: float, digits: int = 3) -> float:
+    """``value`` with ``digits`` significant digits (rates are not precise beyond that)."""
+    if value == 0 or not math.isfinite(value):
+        return value
+    return float(f"{value:.{digits}g}")
+
+
+# -- a worker child process -------------------------------------------------------
+
+
+def settings_as_env(settings: Settings) -> dict[str, str]:
+    """The environment that makes a child process load exactly ``settings``.
+
+    Every field of every section as ``THEMIS_<SECTION>_<FIELD>``, the config file
+    switched off, and the bootstrap address as ``KAFKA_BOOTSTRAP_SERVERS``.
+    """
+    env = {"THEMIS_CONFIG": os.devnull}
+    for section, prefix in _ENV_SECTIONS:
+        for f in dataclasses.fields(getattr(settings, section)):
+            value = getattr(getattr(settings, section), f.name)
+            if value is None:
+                continue
+            text = str(value).lower() if isinstance(value, bool) else str(value)
+            env[prefix + f.name.upper()] = text
+    env["KAFKA_BOOTSTRAP_SERVERS"] = settings.kafka.bootstrap_servers or ""
+    return env
+
+
+def child_env(settings: Settings) -> dict[str, str]:
+    """This process's environment without its Themis settings, plus ``settings``.
+
+    Inherited ``THEMIS_*`` variables (other than ``THEMIS_HOME``) are dropped: an alias
+    such as ``THEMIS_TS_AUTO_BUFFER_MAX_POINTS`` would otherwise override a field.
+    """
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if not (key.startswith("THEMIS_") and key != "THEMIS_HOME")
+        and key != "KAFKA_BOOTSTRAP_SERVERS"
+    }
+    env.update(settings_as_env(settings))
+    env["PYTHONPATH"] = os.pathsep.join(
+        p for p in (str(_PACKAGE_ROOT), env.get("PYTHONPATH", "")) if p
+    )
+    return env
+
+
+class WorkerProcess:
+    """``themis worker`` as a child process in its own session, loading ``settings``.
+
+    Output goes to ``log_path``. :meth:`stats` reads one of the worker's JSON web
+    pages; :meth:`stop` ends it with SIGTERM (it flushes and commits), SIGKILL late.
+    """
+
+    def __init__(self, settings: Settings, log_path: Path) -> None:
+        self.settings = settings
+        self.log_path = log_path
+        self.port = settings.worker.web_port
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        with log_path.open("ab") as log:
+            self._proc = subprocess.Popen(
+                [sys.executable, "-m", "pipeline.cli", "worker", "-l", "warning"],
+                env=child_env(settings),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+
+    def log_tail(self, chars: int = 3000) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")[-chars:]
+        except OSError:
+            return "(no log written)"
+
+    def stats(self, page: str) -> dict[str, Any] | None:
+        """The JSON of ``page`` (e.g. ``/ts/buffer/stats``); ``None`` while the web server is down.
+
+        Raises :class:`BenchmarkFailed` with the log tail if the worker has exited.
+        """
+        if self._proc.poll() is not None:
+            raise BenchmarkFailed(
+                f"the worker exited with code {self._proc.returncode}; "
+                f"log {self.log_path}:\n{self.log_tail()}"
+            )
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=5.0)
+        try:
+            conn.request("GET", page)
+            response = conn.getresponse()
+            body = response.read()
+            if response.status != 200:
+                return None
+        except (OSError, http.client.HTTPException):
+            return None
+        finally:
+            conn.close()
+        loaded: dict[str, Any] = json.loads(body)
+        return loaded
+
+    def stop(self, timeout_s: float = 30.0) -> int:
+        """SIGTERM the worker's process group and wait; SIGKILL after ``timeout_s`` seconds."""
+        if self._proc.poll() is None:
+            os.killpg(self._proc.pid, signal.SIGTERM)
+            try:
+                self._proc.wait(timeout=timeout_s)
+            except subprocess.TimeoutExpired:
+                os.killpg(self._proc.pid, signal.SIGKILL)
+                self._proc.wait(timeout=10)
+        return self._proc.returncode
+
+
+def delete_topics_under(bootstrap: str, prefix: str, timeout_s: float = 30.0) -> list[str]:
+    """Delete every topic whose name starts with ``prefix``; returns the ones still there.
+
+    Best effort: a topic that cannot be deleted is reported, not raised.
+    """
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    names = sorted(t for t in admin.list_topics(timeout=timeout_s).topics if t.startswith(prefix))
+    if not names:
+        return []
+    failed = []
+    for topic, future in admin.delete_topics(names, operation_timeout=timeout_s).items():
+        try:
+            future.result(timeout=timeout_s)
+        except Exception:  # reported to the caller; a left-over topic is harmless
+            failed.append(topic)
+    return failed

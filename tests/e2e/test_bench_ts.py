@@ -1,0 +1,110 @@
+"""``python -m pipeline.bench.ts --quick --json`` end to end against the session broker."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+from confluent_kafka.admin import AdminClient
+
+from pipeline.kafka.broker import BrokerHandle
+from tests.support import REPO, settings_env, wait_until
+
+pytestmark = pytest.mark.e2e
+
+RATES = (
+    "bytes_per_point",
+    "compression_ratio",
+    "encode_points_per_s",
+    "decode_points_per_s",
+    "pipeline_points_per_s_json",
+    "pipeline_points_per_s_frames",
+    "bare_consume_msgs_per_s",
+    "json_vs_bare_consume",
+    "buffered_points_per_s",
+    "direct_points_per_s",
+    "buffered_vs_direct",
+)
+COUNTS = ("codec", "pipeline_json", "pipeline_frames", "bare_consume", "buffered", "direct")
+
+
+@pytest.fixture(scope="module")
+def quick_report(kafka_broker: BrokerHandle) -> dict[str, object]:
+    env = settings_env(
+        {"KAFKA_BOOTSTRAP_SERVERS": kafka_broker.bootstrap_servers, "THEMIS_CONFIG": os.devnull}
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "pipeline.bench.ts", "--quick", "--json"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=150,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-4000:]
+    report: dict[str, object] = json.loads(done.stdout)
+    return report
+
+
+def test_quick_run_reports_every_rate_positive(quick_report: dict[str, object]) -> None:
+    for name in RATES:
+        value = quick_report[name]
+        assert isinstance(value, int | float), name
+        assert value > 0, name
+
+
+def test_quick_run_compresses_devops_data_more_than_twofold(
+    quick_report: dict[str, object],
+) -> None:
+    ratio = quick_report["compression_ratio"]
+    bytes_per_point = quick_report["bytes_per_point"]
+    assert isinstance(ratio, float)
+    assert isinstance(bytes_per_point, float)
+    assert ratio > 2
+    assert ratio == pytest.approx(16 / bytes_per_point, rel=1e-2)
+
+
+def test_quick_run_states_its_counts_broker_machine_and_definitions(
+    quick_report: dict[str, object], kafka_broker: BrokerHandle
+) -> None:
+    points = quick_report["points"]
+    assert isinstance(points, dict)
+    assert all(points[name] > 0 for name in COUNTS), points
+    dataset = quick_report["dataset"]
+    assert isinstance(dataset, dict)
+    assert dataset["series"] > 0
+    assert dataset["points_per_series"] > 0
+    assert "seed" in dataset
+    assert quick_report["broker"] == {
+        "source": "environment",
+        "bootstrap_servers": kafka_broker.bootstrap_servers,
+        "startup_seconds": 0.0,
+    }
+    machine = quick_report["machine"]
+    assert isinstance(machine, dict)
+    assert machine["nproc"] > 0
+    assert machine["python"]
+    settings = quick_report["settings"]
+    assert isinstance(settings, dict)
+    assert settings["flush_interval_ms"] == 200
+    definitions = quick_report["definitions"]
+    assert isinstance(definitions, dict)
+    assert set(RATES) <= set(definitions)
+
+
+def test_quick_run_leaves_no_topics_on_a_given_broker(
+    quick_report: dict[str, object], kafka_broker: BrokerHandle
+) -> None:
+    prefix = quick_report["topic_prefix"]
+    assert isinstance(prefix, str)
+    assert prefix.startswith("bench-")
+    admin = AdminClient({"bootstrap.servers": kafka_broker.bootstrap_servers})
+
+    def bench_topics() -> list[str]:
+        return [t for t in admin.list_topics(timeout=10).topics if t.startswith(prefix)]
+
+    wait_until(lambda: not bench_topics(), timeout_s=15, what=f"no topics under {prefix}")
