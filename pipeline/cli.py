@@ -13,6 +13,7 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from pipeline.bench.common import add_bench_parser
 from pipeline.config import load_settings
 from pipeline.errors import ThemisError
 from pipeline.kafka.local_broker import LocalKafka, themis_home
@@ -210,6 +211,7 @@ def build_parser() -> argparse.ArgumentParser:
     config = sub.add_parser("config", help="show the effective settings")
     config.add_argument("--config", default=None, help="features.yaml path")
     config.set_defaults(handler=_config_show)
+    add_bench_parser(sub)
     return parser
 
 

@@ -270,3 +270,40 @@ def load_settings(
             for name in _SECTION_TYPES
         }
     )
+
+
+def settings_to_env(settings: Settings) -> dict[str, str]:
+    """The environment that makes a child process load exactly ``settings``.
+
+    Every field of every section as ``THEMIS_<SECTION>_<FIELD>``, the config file
+    switched off, and the bootstrap address as ``KAFKA_BOOTSTRAP_SERVERS``.
+    """
+    env = {"THEMIS_CONFIG": os.devnull}
+    for section, prefix in ENV_PREFIX.items():
+        values = getattr(settings, section)
+        for f in dataclasses.fields(values):
+            value = getattr(values, f.name)
+            if value is None:
+                continue
+            env[prefix + f.name.upper()] = (
+                str(value).lower() if isinstance(value, bool) else str(value)
+            )
+    env["KAFKA_BOOTSTRAP_SERVERS"] = settings.kafka.bootstrap_servers or ""
+    return env
+
+
+def child_env(settings: Settings, base: Mapping[str, str] | None = None) -> dict[str, str]:
+    """``base`` (default: this process's environment) without Themis settings, plus ``settings``.
+
+    Inherited ``THEMIS_*`` variables (other than ``THEMIS_HOME``) are dropped: an alias
+    such as ``THEMIS_TS_AUTO_BUFFER_MAX_POINTS`` would otherwise override a field.
+    """
+    base = os.environ if base is None else base
+    env = {
+        key: value
+        for key, value in base.items()
+        if not (key.startswith("THEMIS_") and key != "THEMIS_HOME")
+        and key != "KAFKA_BOOTSTRAP_SERVERS"
+    }
+    env.update(settings_to_env(settings))
+    return env

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from pipeline.config import Settings, load_settings
+from pipeline.config import Settings, child_env, load_settings
 from pipeline.kafka.broker import running_broker
 from pipeline.kafka.local_broker import LocalKafka, free_port
 from pipeline.kafka.topics import apply_topics
@@ -35,9 +35,7 @@ def _say(message: str) -> None:
 
 def start_worker_process(settings: Settings, log_path: Path) -> subprocess.Popen[bytes]:
     """``themis worker`` as a child process with the same settings."""
-    env = dict(os.environ)
-    env["KAFKA_BOOTSTRAP_SERVERS"] = settings.kafka.bootstrap_servers or ""
-    env["THEMIS_WORKER_WEB_PORT"] = str(settings.worker.web_port)
+    env = child_env(settings)
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with log_path.open("ab") as log:
         return subprocess.Popen(

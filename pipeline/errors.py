@@ -14,6 +14,7 @@ logic reads the flag instead of matching strings::
      +-- InvalidRecord                a record on a topic cannot be decoded
      +-- CorruptBlock                 a Gorilla block failed its checksum or decode
      +-- BufferOverflow               a hard buffer limit is reached (retriable)
+     +-- BenchmarkFailed              a benchmark missed a deadline or a step failed
 """
 
 from __future__ import annotations
@@ -70,3 +71,7 @@ class BufferOverflow(ThemisError):
     def __init__(self, message: str, *, buffer_size: int) -> None:
         super().__init__(message)
         self.buffer_size = buffer_size
+
+
+class BenchmarkFailed(ThemisError):
+    """A benchmark could not finish: a deadline passed or a step went wrong."""

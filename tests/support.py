@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import signal
 import subprocess
@@ -13,7 +12,7 @@ from pathlib import Path
 
 from confluent_kafka import Consumer, TopicPartition
 
-from pipeline.config import ENV_PREFIX, Settings
+from pipeline.config import Settings, settings_to_env
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -87,14 +86,4 @@ def committed_total(bootstrap: str, group: str, topic: str, partitions: int) -> 
 
 def settings_as_env(settings: Settings) -> dict[str, str]:
     """The environment that makes a child process load exactly these settings."""
-    env = {"THEMIS_CONFIG": os.devnull}
-    for section, prefix in ENV_PREFIX.items():
-        values = getattr(settings, section)
-        for f in dataclasses.fields(values):
-            value = getattr(values, f.name)
-            if value is not None:
-                env[prefix + f.name.upper()] = (
-                    str(value).lower() if isinstance(value, bool) else str(value)
-                )
-    env["KAFKA_BOOTSTRAP_SERVERS"] = settings.kafka.bootstrap_servers or ""
-    return env
+    return settings_to_env(settings)

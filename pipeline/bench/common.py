@@ -11,7 +11,6 @@ heavy; each benchmark module is imported only when its command runs.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import http.client
 import json
 import math
@@ -27,24 +26,12 @@ from typing import Any, TypeVar
 
 from confluent_kafka.admin import AdminClient
 
-from pipeline.config import Settings
-from pipeline.errors import ThemisError
+from pipeline.config import Settings, child_env
+from pipeline.errors import BenchmarkFailed
 
 _T = TypeVar("_T")
 
-# Settings sections and the environment prefix of their fields (docs/configuration.md).
-_ENV_SECTIONS = (
-    ("kafka", "THEMIS_KAFKA_"),
-    ("worker", "THEMIS_WORKER_"),
-    ("ts_auto_buffer", "THEMIS_TS_AUTO_BUFFER_"),
-    ("vector_auto_buffer", "THEMIS_VECTOR_AUTO_BUFFER_"),
-    ("compressed_wal_shipping", "THEMIS_WAL_"),
-)
 _PACKAGE_ROOT = Path(__file__).resolve().parents[2]
-
-
-class BenchmarkFailed(ThemisError):
-    """A benchmark could not finish: a deadline passed or a step went wrong."""
 
 
 # -- the command ------------------------------------------------------------------
@@ -146,43 +133,6 @@ def rounded(value: float, digits: int = 3) -> float:
 
 
 # -- a worker child process -------------------------------------------------------
-
-
-def settings_as_env(settings: Settings) -> dict[str, str]:
-    """The environment that makes a child process load exactly ``settings``.
-
-    Every field of every section as ``THEMIS_<SECTION>_<FIELD>``, the config file
-    switched off, and the bootstrap address as ``KAFKA_BOOTSTRAP_SERVERS``.
-    """
-    env = {"THEMIS_CONFIG": os.devnull}
-    for section, prefix in _ENV_SECTIONS:
-        for f in dataclasses.fields(getattr(settings, section)):
-            value = getattr(getattr(settings, section), f.name)
-            if value is None:
-                continue
-            text = str(value).lower() if isinstance(value, bool) else str(value)
-            env[prefix + f.name.upper()] = text
-    env["KAFKA_BOOTSTRAP_SERVERS"] = settings.kafka.bootstrap_servers or ""
-    return env
-
-
-def child_env(settings: Settings) -> dict[str, str]:
-    """This process's environment without its Themis settings, plus ``settings``.
-
-    Inherited ``THEMIS_*`` variables (other than ``THEMIS_HOME``) are dropped: an alias
-    such as ``THEMIS_TS_AUTO_BUFFER_MAX_POINTS`` would otherwise override a field.
-    """
-    env = {
-        key: value
-        for key, value in os.environ.items()
-        if not (key.startswith("THEMIS_") and key != "THEMIS_HOME")
-        and key != "KAFKA_BOOTSTRAP_SERVERS"
-    }
-    env.update(settings_as_env(settings))
-    env["PYTHONPATH"] = os.pathsep.join(
-        p for p in (str(_PACKAGE_ROOT), env.get("PYTHONPATH", "")) if p
-    )
-    return env
 
 
 class WorkerProcess:

@@ -81,7 +81,6 @@ from confluent_kafka import (
 )
 
 from pipeline.bench.common import (
-    BenchmarkFailed,
     WorkerProcess,
     add_bench_arguments,
     best_rate,
@@ -93,7 +92,7 @@ from pipeline.bench.common import (
     wait_for,
 )
 from pipeline.config import Settings, load_settings
-from pipeline.errors import ThemisError
+from pipeline.errors import BenchmarkFailed, ThemisError
 from pipeline.kafka.broker import BrokerHandle, provide_broker
 from pipeline.kafka.local_broker import free_port
 from pipeline.kafka.producer import durable_producer_config

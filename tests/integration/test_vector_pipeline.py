@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import signal
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pytest
@@ -131,7 +131,7 @@ def test_adds_updates_removes_are_searchable_and_bad_ops_are_dead_lettered(
     for _ in range(100):
         msg = consumer.poll(0.3)
         if msg is not None and not msg.error():
-            reasons.append(dict(msg.headers() or [])[REASON])
+            reasons.append(dict(cast("list[tuple[str, bytes]]", msg.headers() or []))[REASON])
         if len(reasons) == 3:
             break
     consumer.close()
