@@ -39,6 +39,8 @@ from pipeline.ts.block import CODEC_VERSION, GorillaBlock
 from pipeline.ts.buffer import SeriesBatch, TSAutoBuffer
 from pipeline.ts.gorilla import MAX_POINTS, encode_chunk
 from pipeline.ts.point import decode_frame, decode_point_json, is_frame
+from pipeline.wal.entry import EntryType
+from pipeline.wal.writer import WalWriter
 
 _LOG = logging.getLogger(__name__)
 
@@ -52,6 +54,7 @@ class TSPath:
         self.producer = producer
         self.buffer = TSAutoBuffer(settings.ts_auto_buffer)
         self.acks = AckTracker()
+        self.wal = WalWriter(producer, settings.topic("wal"))
         self.dead_letters = DeadLetterWriter(producer, settings.topic("deadletter"), metrics)
         self.points_topic = settings.topic("ts.points")
         self.blocks_topic = settings.topic("ts.blocks")
@@ -132,8 +135,10 @@ class TSPath:
                 futures.append(
                     self.producer.produce(self.blocks_topic, data, key=block.block_id.encode())
                 )
+                futures.append(self.wal.append(EntryType.TS_BLOCK, data))
+        # The blocks and their WAL entries are durable before any input record is acked.
         await asyncio.gather(*futures)
-        self.blocks_written += len(futures)
+        self.blocks_written += len(futures) // 2
         self.buffer.record_durable(raw_points, block_bytes)
         for batch in batches:
             await self.acks.release_all(batch.tokens)

@@ -47,7 +47,16 @@ from pipeline.kafka.producer import AsyncProducer
 from pipeline.metrics import PipelineMetrics
 from pipeline.vectors.buffer import VectorAutoBuffer, VectorBatch
 from pipeline.vectors.index import SearchHit, VectorIndex
-from pipeline.vectors.ops import VectorOp, decode_op_frame, decode_op_json, is_op_frame
+from pipeline.vectors.ops import (
+    OpType,
+    VectorOp,
+    decode_op_frame,
+    decode_op_json,
+    encode_op_frame,
+    is_op_frame,
+)
+from pipeline.wal.entry import EntryType
+from pipeline.wal.writer import WalWriter
 
 _LOG = logging.getLogger(__name__)
 
@@ -63,6 +72,13 @@ def decode_ops(value: bytes, settings: VectorAutoBufferSettings) -> list[VectorO
             value, dimension=settings.dimension, max_metadata_bytes=settings.max_metadata_bytes
         )
     ]
+
+
+def batch_payload(batch: VectorBatch, settings: VectorAutoBufferSettings) -> bytes:
+    """A coalesced batch as an op frame: upserts as ADD, then removes (the WAL payload)."""
+    ops = [VectorOp(OpType.ADD, op.pk, op.vector, op.metadata) for op in batch.upserts]
+    ops += [VectorOp(OpType.REMOVE, pk, None, {}) for pk in batch.removes]
+    return encode_op_frame(ops, settings.dimension)
 
 
 def new_index(settings: VectorAutoBufferSettings) -> VectorIndex:
@@ -119,6 +135,7 @@ class VectorPath:
         self.root = settings.worker.data_dir / "vectors"
         self.shards: dict[int, VectorShard] = {}
         self.acks = AckTracker()
+        self.wal = WalWriter(producer, settings.topic("wal"))
         self.dead_letters = DeadLetterWriter(producer, settings.topic("deadletter"), metrics)
         self._lock = asyncio.Lock()
 
@@ -246,6 +263,8 @@ class VectorPath:
         t0 = time.perf_counter()
         if batch.vectors:
             await asyncio.to_thread(shard.index.apply, batch)
+            # The WAL entry is durable before the snapshot that lets records be acked.
+            await self.wal.append(EntryType.VECTOR_BATCH, batch_payload(batch, self.config))
         shard.buffer.record_durable(batch.vectors)
         shard.applied_offset = shard.next_offset
         shard.unsnapshotted.extend(batch.tokens)

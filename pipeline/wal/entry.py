@@ -1,0 +1,85 @@
+"""WAL entries: ``{lsn, type, timestamp, payload}`` on the single-partition WAL topic.
+
+LSN
+    The WAL topic has one partition, so the order of its records is the order in
+    which mutations were applied. An entry's LSN is ``offset + 1`` of its record in
+    partition 0 of ``<namespace>.wal``, a 64-bit integer written as 16 upper-case hex
+    digits (``"0000000000000043"`` is offset 66; the roadmap's ``"0000000100000042"``
+    is simply LSN 4294967362). LSN 0 means "nothing". The LSN is not stored in the
+    record: the broker assigns the offset, and readers derive the LSN from it.
+
+Record value (little-endian)
+
+    =====  ==============  ============================================
+    bytes  field           meaning
+    =====  ==============  ============================================
+    4      magic ``TWE1``
+    1      u8 type         1 = TS block, 2 = vector batch
+    8      i64 timestamp   when the mutation was applied, ms since epoch
+    n      payload         TS block: the Gorilla block bytes;
+                           vector batch: an op frame (``VOF1``) of the
+                           batch's upserts (as ADD) and removes
+    =====  ==============  ============================================
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+from enum import IntEnum
+
+from pipeline.errors import InvalidRecord
+
+MAGIC = b"TWE1"
+_HEAD = struct.Struct("<4sBq")
+
+
+class EntryType(IntEnum):
+    """What a WAL entry's payload holds."""
+
+    TS_BLOCK = 1
+    VECTOR_BATCH = 2
+
+
+@dataclass(frozen=True)
+class WalEntry:
+    """One applied mutation."""
+
+    lsn: int
+    type: EntryType
+    timestamp_ms: int
+    payload: bytes
+
+
+def format_lsn(lsn: int) -> str:
+    """16 upper-case hex digits."""
+    return f"{lsn:016X}"
+
+
+def parse_lsn(text: str) -> int:
+    if len(text) != 16:
+        raise ValueError(f"an LSN has 16 hex digits; got {text!r}")
+    return int(text, 16)
+
+
+def lsn_of_offset(offset: int) -> int:
+    return offset + 1
+
+
+def encode_entry_record(entry_type: EntryType, timestamp_ms: int, payload: bytes) -> bytes:
+    """The record value of an entry (its LSN comes from the offset the broker gives it)."""
+    return _HEAD.pack(MAGIC, int(entry_type), timestamp_ms) + payload
+
+
+def decode_entry_record(value: bytes, offset: int) -> WalEntry:
+    """The entry at ``offset`` of the WAL topic; ``InvalidRecord`` if malformed."""
+    if len(value) < _HEAD.size:
+        raise InvalidRecord(f"WAL record at offset {offset} is {len(value)} bytes, too short")
+    magic, raw_type, timestamp_ms = _HEAD.unpack_from(value)
+    if magic != MAGIC:
+        raise InvalidRecord(f"WAL record at offset {offset} has magic {magic!r}, not {MAGIC!r}")
+    try:
+        entry_type = EntryType(raw_type)
+    except ValueError:
+        raise InvalidRecord(f"WAL record at offset {offset} has unknown type {raw_type}") from None
+    return WalEntry(lsn_of_offset(offset), entry_type, timestamp_ms, bytes(value[_HEAD.size :]))
