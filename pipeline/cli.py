@@ -145,6 +145,23 @@ def _ts_query(args: argparse.Namespace) -> int:
     return 0
 
 
+def _vectors_search(args: argparse.Namespace) -> int:
+    from pipeline.vectors.client import search
+
+    vector = json.loads(Path(args.vector_file).read_text()) if args.vector_file else None
+    if vector is None:
+        vector = json.loads(args.vector)
+    where = dict(item.split("=", 1) for item in args.where)
+    hits = search(vector, args.k, args.ef, where or None, settings=load_settings())
+    rows = [{"pk": h.pk, "distance": h.distance, "metadata": h.metadata} for h in hits]
+    if args.json:
+        print(json.dumps({"results": rows}))
+    else:
+        for row in rows:
+            print(f"{row['pk']}\t{row['distance']:.6f}\t{json.dumps(row['metadata'])}")
+    return 0
+
+
 def _demo(args: argparse.Namespace) -> int:
     from pipeline.demo import run_demo
 
@@ -204,6 +221,23 @@ def build_parser() -> argparse.ArgumentParser:
     tsq.add_argument("--no-buffered", action="store_true", help="durable blocks only")
     tsq.add_argument("--json", action="store_true")
     tsq.set_defaults(handler=_ts_query)
+
+    vectors = sub.add_parser("vectors", help="the vector path")
+    vectors_sub = vectors.add_subparsers(dest="action", required=True)
+    vs = vectors_sub.add_parser("search", help="k nearest neighbours on the running worker")
+    vs.add_argument("--vector", default=None, help="the query vector as a JSON array")
+    vs.add_argument("--vector-file", default=None, help="a file holding the JSON array")
+    vs.add_argument("-k", type=int, default=10)
+    vs.add_argument("--ef", type=int, default=None, help="widen the search (ef_search)")
+    vs.add_argument(
+        "--where",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="keep hits whose metadata has this value",
+    )
+    vs.add_argument("--json", action="store_true")
+    vs.set_defaults(handler=_vectors_search)
 
     demo = sub.add_parser("demo", help="broker, topics, worker, a sample load, printed stats")
     demo.set_defaults(handler=_demo)

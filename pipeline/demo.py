@@ -19,6 +19,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from pipeline.config import Settings, child_env, load_settings
 from pipeline.kafka.broker import running_broker
 from pipeline.kafka.local_broker import LocalKafka, free_port
@@ -27,6 +29,8 @@ from pipeline.ts.dataset import devops_dataset
 from pipeline.ts.point import DataPoint, series_key
 from pipeline.ts.producer import TSProducer
 from pipeline.ts.reader import query
+from pipeline.vectors.client import search as vector_search
+from pipeline.vectors.producer import VectorProducer
 
 
 def _say(message: str) -> None:
@@ -137,6 +141,54 @@ def demo_time_series(settings: Settings, worker_url: str) -> None:
     print(f"    {len(result)} points; first: {result.to_list()[:3]}")
 
 
+def demo_vectors(settings: Settings, worker_url: str) -> None:
+    """Send clustered embeddings with updates and removes; print stats and a search."""
+    dim = settings.vector_auto_buffer.dimension
+    rng = np.random.default_rng(3)
+    centers = rng.normal(0, 1, (16, dim))
+    labels = rng.integers(0, 16, 2000)
+    vectors = (centers[labels] + rng.normal(0, 0.2, (2000, dim))).astype(np.float32)
+    categories = ["technology", "science", "sports", "finance"]
+    _say(f"vectors: 2000 ADDs ({dim} dimensions) in frames, 200 UPDATEs and 100 REMOVEs as JSON")
+    producer = VectorProducer(settings)
+    producer.add_many(
+        (f"doc_{i:05d}", vectors[i], {"title": f"Document {i}", "category": categories[i % 4]})
+        for i in range(2000)
+    )
+    for i in range(200):
+        producer.update(
+            f"doc_{i:05d}", vectors[i], {"title": f"Document {i} v2", "category": "updated"}
+        )
+    for i in range(1900, 2000):
+        producer.remove(f"doc_{i:05d}")
+    producer.flush()
+    _wait_for(
+        lambda: (
+            int((_get_json(f"{worker_url}/vectors/buffer/stats") or {}).get("live_vectors", 0))
+            == 1900
+        ),
+        120,
+        "the vector index to hold 1900 live vectors",
+    )
+    stats = _get_json(f"{worker_url}/vectors/buffer/stats") or {}
+    _say("vector buffer stats (GET /vectors/buffer/stats on the worker)")
+    for key in (
+        "vectors_buffered",
+        "vectors_flushed",
+        "flush_count",
+        "current_buffer_size",
+        "current_buffer_memory",
+        "compression_type",
+        "last_flush_time",
+        "live_vectors",
+    ):
+        print(f"    {key}: {stats.get(key)}")
+    hits = vector_search(vectors[42], 3, settings=settings)
+    _say("search: the 3 nearest neighbours of doc_00042's vector")
+    for hit in hits:
+        print(f"    {hit.pk}  distance={hit.distance:.4f}  {hit.metadata}")
+
+
 def run_demo() -> int:
     """Run the demo; returns the process exit code."""
     t0 = time.monotonic()
@@ -166,6 +218,7 @@ def run_demo() -> int:
         worker_url = f"http://127.0.0.1:{settings.worker.web_port}"
         _wait_for(lambda: _get_json(f"{worker_url}/ts/buffer/stats") is not None, 120, "worker")
         demo_time_series(settings, worker_url)
+        demo_vectors(settings, worker_url)
     finally:
         code = stop_worker_process(worker)
         _say(f"worker stopped (exit {code})")
