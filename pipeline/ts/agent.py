@@ -19,7 +19,7 @@ import asyncio
 import base64
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from functools import partial
 from typing import Any
 
@@ -44,6 +44,9 @@ from pipeline.wal.writer import WalWriter
 
 _LOG = logging.getLogger(__name__)
 
+MAX_WRITES_IN_FLIGHT = 16
+"""Flushes whose blocks may be awaiting the broker's acknowledgement at once."""
+
 
 class TSPath:
     """State of the time-series path in one worker."""
@@ -61,9 +64,15 @@ class TSPath:
         self._flush_lock = asyncio.Lock()
         self._flushes_seen: dict[str, int] = {}
         self.blocks_written = 0
+        # Writes behind the hot path: at most this many flushes in flight at once.
+        self._slots = asyncio.Semaphore(MAX_WRITES_IN_FLIGHT)
+        self._inflight: set[asyncio.Task[None]] = set()
+        self._failure: BaseException | None = None
 
     async def on_event(self, event: EventT[Any], stream: StreamT[Any]) -> None:
         """Buffer the points of one input record (or dead-letter it)."""
+        if self._failure is not None:
+            raise self._failure  # a write failed: stop; its records were never acked
         value = event.value if isinstance(event.value, bytes | bytearray) else None
         try:
             if value is None:
@@ -76,33 +85,55 @@ class TSPath:
                     await stream.ack(event)
                     return
                 token = self.acks.hold(event, stream, total)
+                batches: list[SeriesBatch] = []
                 for key, ts, vs in series:
-                    await self._add(partial(self.buffer.add_many, key, ts, vs, token))
+                    batches += await self._add(partial(self.buffer.add_many, key, ts, vs, token))
+                await self._write_behind(batches)
                 self.metrics.ts_points_buffered.inc(total)
             else:
                 point = decode_point_json(value)
                 token = self.acks.hold(event, stream, 1)
-                await self._add(
-                    partial(
-                        self.buffer.add, point.series_key(), point.timestamp_ms, point.value, token
-                    )
+                add = partial(
+                    self.buffer.add, point.series_key(), point.timestamp_ms, point.value, token
                 )
+                await self._write_behind(await self._add(add))
                 self.metrics.ts_points_buffered.inc()
         except InvalidRecord as exc:
             self.acks.forget(event)
             await self.dead_letters.write(event, exc)
             await stream.ack(event)
 
-    async def _add(self, add: Callable[[], list[SeriesBatch]]) -> None:
+    async def _add(self, add: Callable[[], list[SeriesBatch]]) -> list[SeriesBatch]:
         """Run one buffer add; at the hard cap, flush everything and retry (back-pressure)."""
         while True:
             try:
-                batches = add()
+                return add()
             except BufferOverflow:
                 await self.flush(FlushReason.MEMORY)
-                continue
-            await self.write(batches)
+
+    async def _write_behind(self, batches: list[SeriesBatch]) -> None:
+        """Send batches now (in order) and finish them in the background, bounded."""
+        completion = self._send(batches)
+        if completion is None:
             return
+        await self._slots.acquire()
+        task = asyncio.create_task(self._finish(completion))
+        self._inflight.add(task)
+        task.add_done_callback(self._inflight.discard)
+
+    async def _finish(self, completion: Coroutine[Any, Any, None]) -> None:
+        try:
+            await completion
+        except Exception as exc:
+            _LOG.critical("writing blocks failed; the worker stops consuming: %s", exc)
+            self._failure = exc
+        finally:
+            self._slots.release()
+
+    async def drain(self) -> None:
+        """Wait for every write in flight."""
+        while self._inflight:
+            await asyncio.gather(*list(self._inflight))
 
     def _sync_flush_counts(self) -> None:
         """Mirror the buffer's per-trigger flush counts into the labelled counter."""
@@ -114,8 +145,14 @@ class TSPath:
 
     async def write(self, batches: list[SeriesBatch]) -> None:
         """Make batches durable as blocks, then release the acks they hold."""
+        completion = self._send(batches)
+        if completion is not None:
+            await completion
+
+    def _send(self, batches: list[SeriesBatch]) -> Coroutine[Any, Any, None] | None:
+        """Encode and produce blocks and WAL entries now; the coroutine awaits durability."""
         if not batches:
-            return
+            return None
         t0 = time.perf_counter()
         futures = []
         raw_points = 0
@@ -136,6 +173,16 @@ class TSPath:
                     self.producer.produce(self.blocks_topic, data, key=block.block_id.encode())
                 )
                 futures.append(self.wal.append(EntryType.TS_BLOCK, data))
+        return self._complete(futures, batches, raw_points, block_bytes, t0)
+
+    async def _complete(
+        self,
+        futures: list[asyncio.Future[Any]],
+        batches: list[SeriesBatch],
+        raw_points: int,
+        block_bytes: int,
+        t0: float,
+    ) -> None:
         # The blocks and their WAL entries are durable before any input record is acked.
         await asyncio.gather(*futures)
         self.blocks_written += len(futures) // 2
@@ -152,11 +199,12 @@ class TSPath:
     async def flush(self, reason: FlushReason) -> None:
         """Drain every series now; returns the number of points made durable."""
         async with self._flush_lock:
+            await self.drain()
             batches = self.buffer.flush(reason=reason)
             await self.write(batches)
 
     async def flush_due(self) -> None:
-        await self.write(self.buffer.due())
+        await self._write_behind(self.buffer.due())
         self.metrics.ts_current_size.set(self.buffer.stats().current_buffer_size)
 
 
