@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import urllib.request
 from pathlib import Path
 from typing import cast
 
@@ -87,6 +88,20 @@ def test_json_points_and_frames_are_queried_back_exactly(topics: Settings, tmp_p
             timeout_s=30,
             what="input offsets committed",
         )
+        with urllib.request.urlopen(
+            f"http://127.0.0.1:{topics.worker.web_port}/metrics", timeout=5
+        ) as resp:
+            exposition = resp.read().decode()
+        for name in (
+            "ts_auto_buffer_points_buffered_total",
+            "ts_auto_buffer_points_flushed_total",
+            "ts_auto_buffer_flush_count_total",
+            "ts_auto_buffer_compression_ratio",
+            "ts_auto_buffer_current_size",
+            "ts_auto_buffer_flush_duration_seconds_bucket",
+        ):
+            assert name in exposition
+        assert f"ts_auto_buffer_points_flushed_total {float(expected_total)}" in exposition
     finally:
         assert stop_process(worker) == 0, (tmp_path / "worker.log").read_text()[-3000:]
 

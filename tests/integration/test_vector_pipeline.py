@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import signal
+import urllib.request
 from pathlib import Path
 from typing import Any, cast
 
@@ -117,6 +118,18 @@ def test_adds_updates_removes_are_searchable_and_bad_ops_are_dead_lettered(
         ]
         assert stats["vectors_buffered"] == 200 + 100 + 50 + 30 + 4
         assert stats["dead_letters"] == 3
+        with urllib.request.urlopen(
+            f"http://127.0.0.1:{vec_settings.worker.web_port}/metrics", timeout=5
+        ) as resp:
+            exposition = resp.read().decode()
+        for name in (
+            "vector_auto_buffer_vectors_buffered_total 384.0",
+            "vector_auto_buffer_vectors_flushed_total",
+            "vector_auto_buffer_current_size",
+            "vector_auto_buffer_flush_duration_seconds_bucket",
+            "vector_search_latency_seconds_bucket",
+        ):
+            assert name in exposition
     finally:
         assert stop_process(worker) == 0, (tmp_path / "worker.log").read_text()[-3000:]
     consumer = Consumer(
