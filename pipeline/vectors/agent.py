@@ -422,6 +422,26 @@ def install_vector_path(app: faust.App, settings: Settings) -> None:
                         out[pk] = got[1]
             return self.json(out)
 
+    class GetView(View):
+        async def get(self, request: Request) -> Response:
+            """One pk: ``{"pk", "present", "pending", "metadata"}`` (pending: buffered op)."""
+            pk = request.query.get("pk", "")
+            for shard in list(path.shards.values()):
+                pending = shard.buffer.pending(pk)
+                got = shard.index.get(pk)
+                if pending is not None or got is not None:
+                    present = got is not None if pending is None else pending.op != "remove"
+                    return self.json(
+                        {
+                            "pk": pk,
+                            "present": present,
+                            "pending": None if pending is None else str(pending.op),
+                            "metadata": None if got is None else got[1],
+                        }
+                    )
+            return self.json({"pk": pk, "present": False, "pending": None, "metadata": None})
+
+    app.page("/vectors/get")(GetView)
     app.page("/vectors/dump")(DumpView)
     app.page("/vectors/buffer/stats")(StatsView)
     app.page("/vectors/buffer/flush")(FlushView)
