@@ -172,7 +172,10 @@ def _config_show(args: argparse.Namespace) -> int:
     import dataclasses
 
     settings = load_settings(Path(args.config) if args.config else None)
-    print(json.dumps(dataclasses.asdict(settings), indent=2, default=str))
+    shown = dataclasses.asdict(settings)
+    if shown["facade"]["api_keys"]:
+        shown["facade"]["api_keys"] = "(set, not shown)"
+    print(json.dumps(shown, indent=2, default=str))
     return 0
 
 

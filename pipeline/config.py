@@ -104,6 +104,30 @@ class WalSettings:
 
 
 @dataclass(frozen=True)
+class FacadeSettings:
+    """The HTTP ingest facade (``themis facade``)."""
+
+    host: str = "127.0.0.1"
+    port: int = field(default=8080, metadata=_rng(0, 65535))
+    response_mode: str = field(default="acked", metadata=_choices("acked", "queued"))
+    """What a 200 means: ``acked`` = the broker acknowledged (acks=all); ``queued`` = in
+    the facade's producer queue only."""
+    auth_enabled: bool = True
+    api_keys: str = ""
+    """Comma-separated ``key:role`` pairs (roles ``writer``, ``admin``); never logged."""
+    api_keys_file: str = ""
+    """A file with one ``key:role`` per line, read at start-up."""
+    worker_urls: str = ""
+    """Comma-separated worker base URLs; empty = ``http://127.0.0.1:<worker.web_port>``."""
+    max_body_bytes: int = field(default=8 * _MiB, metadata=_rng(1024))
+    max_in_flight: int = field(default=100_000, metadata=_rng(1))
+    """Requests accepted but not yet acknowledged by the broker; above it: 429."""
+    rate_ts_put_per_min: int = field(default=10_000, metadata=_rng(1))
+    rate_vectors_add_per_min: int = field(default=5_000, metadata=_rng(1))
+    rate_flush_per_min: int = field(default=10, metadata=_rng(1))
+
+
+@dataclass(frozen=True)
 class Settings:
     """Every setting of the pipeline."""
 
@@ -112,6 +136,7 @@ class Settings:
     ts_auto_buffer: TSAutoBufferSettings = TSAutoBufferSettings()
     vector_auto_buffer: VectorAutoBufferSettings = VectorAutoBufferSettings()
     compressed_wal_shipping: WalSettings = WalSettings()
+    facade: FacadeSettings = FacadeSettings()
 
     def topic(self, spec_name: str) -> str:
         """The full topic name for a spec name such as ``ts.points``."""
@@ -120,7 +145,7 @@ class Settings:
 
 # Where each section lives in features.yaml.
 _FEATURE_SECTIONS = ("ts_auto_buffer", "vector_auto_buffer", "compressed_wal_shipping")
-_TOP_SECTIONS = ("kafka", "worker")
+_TOP_SECTIONS = ("kafka", "worker", "facade")
 
 # Environment prefix of each section; every field is THEMIS_<PREFIX>_<FIELD>.
 ENV_PREFIX: Mapping[str, str] = {
@@ -129,6 +154,7 @@ ENV_PREFIX: Mapping[str, str] = {
     "ts_auto_buffer": "THEMIS_TS_AUTO_BUFFER_",
     "vector_auto_buffer": "THEMIS_VECTOR_AUTO_BUFFER_",
     "compressed_wal_shipping": "THEMIS_WAL_",
+    "facade": "THEMIS_FACADE_",
 }
 
 # The roadmap's names, kept as aliases of the generic ones.
@@ -235,6 +261,7 @@ _SECTION_TYPES: Mapping[str, type] = {
     "ts_auto_buffer": TSAutoBufferSettings,
     "vector_auto_buffer": VectorAutoBufferSettings,
     "compressed_wal_shipping": WalSettings,
+    "facade": FacadeSettings,
 }
 
 
