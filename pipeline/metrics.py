@@ -82,6 +82,42 @@ class PipelineMetrics:
             ["source_topic"],
             registry=r,
         )
+        self.wal_shipper_bytes_uncompressed_total = Counter(
+            "wal_shipper_bytes_uncompressed",
+            "WAL batch bodies confirmed by replicas, before compression (bytes).",
+            registry=r,
+        )
+        self.wal_shipper_bytes_shipped_total = Counter(
+            "wal_shipper_bytes_shipped",
+            "WAL batch bytes sent to replicas, compressed, headers included (bytes).",
+            registry=r,
+        )
+        self.wal_shipper_compression_ratio = Gauge(
+            "wal_shipper_compression_ratio",
+            "Uncompressed bytes over shipped bytes of all confirmed WAL batches.",
+            registry=r,
+        )
+        self.wal_shipper_batches_total = Counter(
+            "wal_shipper_batches", "WAL batches confirmed by replicas.", registry=r
+        )
+        self.wal_shipper_failures_total = Counter(
+            "wal_shipper_failures",
+            "Failed attempts to ship a WAL batch, by replica.",
+            ["replica"],
+            registry=r,
+        )
+        self.wal_shipper_lag_seconds = Gauge(
+            "wal_shipper_lag_seconds",
+            "Age of the oldest WAL entry a replica has not confirmed (0 when caught up).",
+            ["replica"],
+            registry=r,
+        )
+        self.wal_shipper_lag_bytes = Gauge(
+            "wal_shipper_lag_bytes",
+            "WAL entry bytes after the replica's confirmed LSN (0 when caught up).",
+            ["replica"],
+            registry=r,
+        )
 
     def exposition(self) -> bytes:
         """The text exposition format of every metric."""

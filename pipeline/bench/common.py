@@ -61,12 +61,38 @@ def add_bench_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentPar
         "auto buffer against one durable write per point",
     )
     add_bench_arguments(ts).set_defaults(handler=_bench_ts)
+    vectors = kinds.add_parser(
+        "vectors",
+        help="vector path: Kafka -> searchable throughput against bare hnswlib, recall@10, "
+        "buffered against direct writes, bytes per vector",
+    )
+    add_bench_arguments(vectors).set_defaults(handler=_bench_vectors)
+    wal = kinds.add_parser(
+        "wal",
+        help="compressed WAL shipping: bytes against uncompressed and Kafka's zstd, "
+        "codec speed, replication lag",
+    )
+    add_bench_arguments(wal).set_defaults(handler=_bench_wal)
 
 
 def _bench_ts(args: argparse.Namespace) -> int:
     from pipeline.bench.ts import render_table, run_ts_bench
 
     emit(run_ts_bench(args.quick), as_json=args.json, render=render_table)
+    return 0
+
+
+def _bench_wal(args: argparse.Namespace) -> int:
+    from pipeline.bench.wal import render_table, run_wal_bench
+
+    emit(run_wal_bench(args.quick), as_json=args.json, render=render_table)
+    return 0
+
+
+def _bench_vectors(args: argparse.Namespace) -> int:
+    from pipeline.bench.vectors import render_table, run_vector_bench
+
+    emit(run_vector_bench(args.quick), as_json=args.json, render=render_table)
     return 0
 
 

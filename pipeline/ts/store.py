@@ -184,3 +184,58 @@ class BlockStore:
     def point_count(self) -> int:
         """Points over all blocks (a replayed point stored in two blocks counts twice)."""
         return int(self._db.execute("SELECT COALESCE(SUM(count), 0) FROM blocks").fetchone()[0])
+
+    # -- written by a WAL replica (pipeline.wal.applier) ------------------------
+
+    def insert_blocks(
+        self, blocks: list[bytes], *, positions: dict[tuple[str, int], int] | None = None
+    ) -> int:
+        """Store ``blocks`` (verified block bytes) and ``positions`` in one transaction.
+
+        Idempotent by block id: a block already stored is not stored again, so a
+        replayed block keeps its first place in write order. ``positions`` maps
+        ``(name, partition)`` to an integer kept beside the blocks (a WAL replica
+        keeps its last applied LSN there). Raises :class:`CorruptBlock` (storing
+        nothing) for a block that does not decode. Returns the number of new blocks.
+        """
+        rows: list[tuple[Any, ...]] = []
+        seq = self._seq()
+        for value in blocks:
+            block = decode_block(value)
+            ts, _ = block.points()
+            seq += 1
+            rows.append(
+                (
+                    block.block_id,
+                    block.series_key,
+                    block.first_ts_ms,
+                    block.last_ts_ms,
+                    int(ts.min()),
+                    int(ts.max()),
+                    block.count,
+                    seq,
+                    bytes(value),
+                )
+            )
+        self._db.execute("BEGIN")
+        try:
+            before = self._db.total_changes
+            self._db.executemany("INSERT OR IGNORE INTO blocks VALUES (?,?,?,?,?,?,?,?,?)", rows)
+            added = self._db.total_changes - before
+            self._db.executemany(
+                "INSERT OR REPLACE INTO positions VALUES (?, ?, ?)",
+                [(name, part, value) for (name, part), value in (positions or {}).items()],
+            )
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
+        return added
+
+    def position(self, name: str, partition: int = 0) -> int | None:
+        """The integer kept for ``(name, partition)`` by :meth:`insert_blocks` or ``catch_up``."""
+        row = self._db.execute(
+            "SELECT next_offset FROM positions WHERE topic = ? AND partition = ?",
+            (name, partition),
+        ).fetchone()
+        return None if row is None else int(row[0])

@@ -1,0 +1,398 @@
+"""The shipped batch: consecutive WAL entries, serialized, compressed, checksummed.
+
+A batch covers the LSN range ``first_lsn..last_lsn`` of the primary's WAL. Every
+entry in the range is in the batch unless its record could not be read (an offset
+without an entry); each entry carries its LSN as a delta from ``first_lsn``, so a
+replica that applied up to ``first_lsn - 1`` can apply the batch and move to
+``last_lsn``.
+
+Layout (every integer little-endian)
+
+    ======  ======  ====================================================
+    offset  size    field
+    ======  ======  ====================================================
+    0       4       magic ``TWB1``
+    4       1       format version (u8), 1
+    5       1       codec (u8): 0 = none, 1 = zstd
+    6       1       flags (u8): bit 0 = the batch carries its dictionary
+    7       1       reserved, 0
+    8       4       dictionary id (u32), 0 = no dictionary
+    12      8       first LSN (u64)
+    20      8       last LSN (u64)
+    28      4       entry count (u32)
+    32      8       uncompressed body length in bytes (u64)
+    40      4       compressed body length in bytes (u32)
+    44      2       primary id length ``P`` (u16)
+    46      4       carried dictionary length ``D`` (u32), 0 without the flag
+    50      4       CRC-32 (``zlib.crc32``) of every byte of the batch except
+                    these four: header, primary id, dictionary and body
+    54      P       primary id, UTF-8
+    54+P    D       zstd dictionary bytes (only with flag bit 0)
+    54+P+D  B       body: the entries, compressed with the codec
+    ======  ======  ====================================================
+
+Uncompressed body: per entry, in LSN order::
+
+    u32 LSN - first LSN | u8 entry type | i64 timestamp (ms) | u32 payload length | payload
+
+A dictionary is a zstd dictionary made by :func:`train_dictionary`; its id is
+zstd's own dictionary id (in the dictionary's bytes), so two different
+dictionaries practically never share an id. A replica keeps every dictionary it
+received (see :class:`pipeline.wal.applier.ReplicaState`); a batch whose dictionary
+the replica does not know raises :class:`UnknownDictionary` and must be re-sent
+with the dictionary attached.
+
+Compression ratio of a batch: uncompressed body bytes over the batch's bytes on the
+wire (:attr:`BatchHeader.compression_ratio`), so a batch with codec ``none`` has a
+ratio a little below 1 (its header).
+"""
+
+from __future__ import annotations
+
+import struct
+import zlib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from enum import IntEnum
+from typing import Final
+
+import zstandard
+
+from pipeline.errors import ThemisError
+from pipeline.wal.entry import EntryType, WalEntry
+
+__all__ = [
+    "MAGIC",
+    "MAX_UNCOMPRESSED_BYTES",
+    "BatchHeader",
+    "Codec",
+    "CorruptBatch",
+    "Dictionary",
+    "UnknownDictionary",
+    "decode_batch",
+    "encode_batch",
+    "read_header",
+    "train_dictionary",
+]
+
+MAGIC: Final = b"TWB1"
+FORMAT_VERSION: Final = 1
+MAX_UNCOMPRESSED_BYTES: Final = 256 * 1024 * 1024
+"""A batch claiming a larger body is refused before decompression (a bomb guard)."""
+
+_FLAG_CARRIES_DICTIONARY: Final = 0x01
+_HEAD: Final = struct.Struct("<4sBBBBIQQIQIHI")  # up to, not including, the CRC
+_CRC: Final = struct.Struct("<I")
+_HEADER_BYTES: Final = _HEAD.size + _CRC.size
+_ENTRY: Final = struct.Struct("<IBqI")
+
+
+class CorruptBatch(ThemisError):
+    """A WAL batch failed its checksum, did not decompress or does not parse.
+
+    Not retriable: the same bytes fail again. The sender should send the range again.
+    """
+
+    retriable = False
+
+
+class UnknownDictionary(CorruptBatch):
+    """A batch was compressed with a dictionary this replica has not received.
+
+    ``dictionary_id`` names it; re-send the batch with the dictionary attached.
+    """
+
+    def __init__(self, message: str, *, dictionary_id: int) -> None:
+        super().__init__(message)
+        self.dictionary_id = dictionary_id
+
+
+class Codec(IntEnum):
+    """How a batch body is compressed."""
+
+    NONE = 0
+    ZSTD = 1
+
+    @classmethod
+    def from_name(cls, name: str) -> Codec:
+        """``"none"`` or ``"zstd"`` (the values of ``features.compressed_wal_shipping``)."""
+        try:
+            return cls[name.upper()]
+        except KeyError:
+            raise ValueError(f"unknown WAL compression {name!r}; allowed: none, zstd") from None
+
+
+@dataclass(frozen=True, slots=True)
+class Dictionary:
+    """A trained zstd dictionary: its id (zstd's) and its bytes."""
+
+    dictionary_id: int
+    data: bytes
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> Dictionary:
+        dict_id = zstandard.ZstdCompressionDict(data).dict_id()
+        if dict_id == 0:
+            raise ValueError(
+                "not a zstd dictionary with an id (raw content dictionaries have none)"
+            )
+        return cls(dict_id, bytes(data))
+
+    def zstd(self) -> zstandard.ZstdCompressionDict:
+        return zstandard.ZstdCompressionDict(self.data)
+
+
+@dataclass(frozen=True, slots=True)
+class BatchHeader:
+    """The decoded header of a batch; lengths in bytes."""
+
+    codec: Codec
+    dictionary_id: int
+    primary_id: str
+    first_lsn: int
+    last_lsn: int
+    entry_count: int
+    uncompressed_bytes: int
+    body_bytes: int
+    batch_bytes: int
+    checksum: int
+    dictionary: Dictionary | None
+    """The dictionary the batch carries (flag bit 0), else ``None``."""
+
+    @property
+    def compression_ratio(self) -> float:
+        """Uncompressed body bytes over batch bytes (header included)."""
+        return self.uncompressed_bytes / self.batch_bytes if self.batch_bytes else 0.0
+
+
+def train_dictionary(samples: Sequence[bytes], size: int = 16 * 1024) -> Dictionary:
+    """A zstd dictionary of at most ``size`` bytes trained on ``samples`` (entry records).
+
+    zstd needs enough samples (hundreds) of some variety; it raises otherwise
+    (``zstandard.ZstdError``).
+    """
+    trained = zstandard.train_dictionary(size, list(samples))
+    return Dictionary(trained.dict_id(), trained.as_bytes())
+
+
+def _serialize_entries(entries: Sequence[WalEntry], first_lsn: int) -> bytes:
+    parts: list[bytes] = []
+    for entry in entries:
+        parts.append(
+            _ENTRY.pack(
+                entry.lsn - first_lsn, int(entry.type), entry.timestamp_ms, len(entry.payload)
+            )
+        )
+        parts.append(entry.payload)
+    return b"".join(parts)
+
+
+def encode_batch(
+    entries: Sequence[WalEntry],
+    codec: Codec | str,
+    level: int,
+    primary_id: str,
+    dictionary: Dictionary | None = None,
+    *,
+    first_lsn: int | None = None,
+    last_lsn: int | None = None,
+    carry_dictionary: bool = True,
+) -> bytes:
+    """A batch of ``entries`` (in increasing LSN order) as in the module docstring.
+
+    ``level`` is the zstd level (1-22, ignored for ``none``). ``dictionary`` (zstd
+    only) compresses with a trained dictionary; ``carry_dictionary`` puts its bytes
+    into the batch so any replica can decompress it. ``first_lsn``/``last_lsn``
+    default to the first and last entry's LSN; a wider range says that the LSNs in
+    it without an entry hold nothing to apply.
+    """
+    codec = Codec.from_name(codec) if isinstance(codec, str) else codec
+    if not entries and (first_lsn is None or last_lsn is None):
+        raise ValueError("an empty batch needs first_lsn and last_lsn")
+    first = entries[0].lsn if first_lsn is None else first_lsn
+    last = entries[-1].lsn if last_lsn is None else last_lsn
+    if first < 1 or last < first:
+        raise ValueError(f"LSN range {first}..{last} is not a range of LSNs >= 1")
+    previous = first - 1
+    for entry in entries:
+        if not previous < entry.lsn <= last:
+            raise ValueError(f"entry LSN {entry.lsn} is out of order or outside {first}..{last}")
+        previous = entry.lsn
+    if last - first > 0xFFFFFFFF:
+        raise ValueError(f"LSN range {first}..{last} is wider than 2**32 entries")
+    body = _serialize_entries(entries, first)
+    use_dict = dictionary if codec is Codec.ZSTD else None
+    if codec is Codec.ZSTD:
+        compressor = (
+            zstandard.ZstdCompressor(level=level, dict_data=use_dict.zstd())
+            if use_dict is not None
+            else zstandard.ZstdCompressor(level=level)
+        )
+        compressed = compressor.compress(body)
+    else:
+        compressed = body
+    key = primary_id.encode("utf-8")
+    if len(key) > 0xFFFF:
+        raise ValueError("primary id is longer than 65535 bytes of UTF-8")
+    carried = use_dict.data if use_dict is not None and carry_dictionary else b""
+    head = _HEAD.pack(
+        MAGIC,
+        FORMAT_VERSION,
+        int(codec),
+        _FLAG_CARRIES_DICTIONARY if carried else 0,
+        0,
+        use_dict.dictionary_id if use_dict is not None else 0,
+        first,
+        last,
+        len(entries),
+        len(body),
+        len(compressed),
+        len(key),
+        len(carried),
+    )
+    crc = zlib.crc32(compressed, zlib.crc32(carried, zlib.crc32(key, zlib.crc32(head))))
+    return b"".join((head, _CRC.pack(crc), key, carried, compressed))
+
+
+def read_header(data: bytes | bytearray | memoryview) -> BatchHeader:
+    """Parse and verify a batch's header and checksum without decompressing it.
+
+    Raises :class:`CorruptBatch` naming what is wrong.
+    """
+    view = memoryview(data)
+    if len(view) < _HEADER_BYTES:
+        raise CorruptBatch(
+            f"WAL batch is {len(view)} bytes, shorter than its {_HEADER_BYTES}-byte header"
+        )
+    (
+        magic,
+        version,
+        raw_codec,
+        flags,
+        _reserved,
+        dictionary_id,
+        first_lsn,
+        last_lsn,
+        count,
+        uncompressed,
+        body_len,
+        key_len,
+        dict_len,
+    ) = _HEAD.unpack_from(view, 0)
+    if magic != MAGIC:
+        raise CorruptBatch(f"not a WAL batch: magic {bytes(magic)!r}, expected {MAGIC!r}")
+    expected = _HEADER_BYTES + key_len + dict_len + body_len
+    if len(view) != expected:
+        raise CorruptBatch(
+            f"WAL batch is {len(view)} bytes but its header describes {expected} "
+            "(truncated, padded or a damaged length field)"
+        )
+    (stored,) = _CRC.unpack_from(view, _HEAD.size)
+    actual = zlib.crc32(view[_HEADER_BYTES:], zlib.crc32(view[: _HEAD.size]))
+    if stored != actual:
+        raise CorruptBatch(
+            f"WAL batch {first_lsn}..{last_lsn} checksum mismatch: stored crc32 {stored:08x}, "
+            f"computed {actual:08x}; send the range again"
+        )
+    if version != FORMAT_VERSION:
+        raise CorruptBatch(f"WAL batch format {version} is not supported (this build reads 1)")
+    try:
+        codec = Codec(raw_codec)
+    except ValueError:
+        raise CorruptBatch(f"WAL batch has unknown codec {raw_codec}") from None
+    if uncompressed > MAX_UNCOMPRESSED_BYTES:
+        raise CorruptBatch(
+            f"WAL batch claims {uncompressed} uncompressed bytes; at most {MAX_UNCOMPRESSED_BYTES}"
+        )
+    try:
+        primary_id = bytes(view[_HEADER_BYTES : _HEADER_BYTES + key_len]).decode("utf-8")
+    except UnicodeDecodeError:
+        raise CorruptBatch("WAL batch primary id is not valid UTF-8") from None
+    dictionary = None
+    if flags & _FLAG_CARRIES_DICTIONARY:
+        at = _HEADER_BYTES + key_len
+        dictionary = Dictionary(dictionary_id, bytes(view[at : at + dict_len]))
+    return BatchHeader(
+        codec=codec,
+        dictionary_id=dictionary_id,
+        primary_id=primary_id,
+        first_lsn=first_lsn,
+        last_lsn=last_lsn,
+        entry_count=count,
+        uncompressed_bytes=uncompressed,
+        body_bytes=body_len,
+        batch_bytes=len(view),
+        checksum=stored,
+        dictionary=dictionary,
+    )
+
+
+def decode_batch(
+    data: bytes | bytearray | memoryview, dictionaries: Mapping[int, Dictionary] | None = None
+) -> tuple[BatchHeader, list[WalEntry]]:
+    """Verify, decompress and parse a batch: ``(header, entries in LSN order)``.
+
+    ``dictionaries`` maps dictionary ids to dictionaries the caller received
+    before; a dictionary the batch carries is used first. Raises
+    :class:`CorruptBatch` on a checksum mismatch, a body that does not decompress
+    or parse, and :class:`UnknownDictionary` for a dictionary not at hand.
+    """
+    header = read_header(data)
+    view = memoryview(data)
+    body_at = header.batch_bytes - header.body_bytes
+    compressed = view[body_at:]
+    if header.codec is Codec.NONE:
+        body = bytes(compressed)
+    else:
+        dictionary = header.dictionary
+        if header.dictionary_id and dictionary is None:
+            dictionary = (dictionaries or {}).get(header.dictionary_id)
+            if dictionary is None:
+                raise UnknownDictionary(
+                    f"WAL batch {header.first_lsn}..{header.last_lsn} needs zstd dictionary "
+                    f"{header.dictionary_id}, which this replica has not received; "
+                    "send the batch again with the dictionary attached",
+                    dictionary_id=header.dictionary_id,
+                )
+        try:
+            decompressor = (
+                zstandard.ZstdDecompressor(dict_data=dictionary.zstd())
+                if dictionary is not None
+                else zstandard.ZstdDecompressor()
+            )
+            body = decompressor.decompress(compressed, max_output_size=header.uncompressed_bytes)
+        except zstandard.ZstdError as exc:
+            raise CorruptBatch(
+                f"WAL batch {header.first_lsn}..{header.last_lsn} does not decompress: {exc}"
+            ) from None
+    if len(body) != header.uncompressed_bytes:
+        raise CorruptBatch(
+            f"WAL batch body is {len(body)} bytes; the header says {header.uncompressed_bytes}"
+        )
+    return header, _parse_entries(body, header)
+
+
+def _parse_entries(body: bytes, header: BatchHeader) -> list[WalEntry]:
+    entries: list[WalEntry] = []
+    pos = 0
+    previous = header.first_lsn - 1
+    for i in range(header.entry_count):
+        if pos + _ENTRY.size > len(body):
+            raise CorruptBatch(f"WAL batch body truncated in entry {i}")
+        delta, raw_type, timestamp_ms, size = _ENTRY.unpack_from(body, pos)
+        pos += _ENTRY.size
+        lsn = header.first_lsn + delta
+        if not previous < lsn <= header.last_lsn:
+            raise CorruptBatch(f"WAL batch entry {i} has LSN {lsn}, out of order or range")
+        try:
+            entry_type = EntryType(raw_type)
+        except ValueError:
+            raise CorruptBatch(f"WAL batch entry {i} has unknown type {raw_type}") from None
+        if pos + size > len(body):
+            raise CorruptBatch(f"WAL batch body truncated in entry {i} payload")
+        entries.append(WalEntry(lsn, entry_type, timestamp_ms, body[pos : pos + size]))
+        pos += size
+        previous = lsn
+    if pos != len(body):
+        raise CorruptBatch(f"WAL batch body has {len(body) - pos} bytes after its entries")
+    return entries

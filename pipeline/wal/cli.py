@@ -1,0 +1,224 @@
+"""``themis wal ship | apply | serve``: WAL shipping from the command line.
+
+Wire into ``themis`` with :func:`add_wal_parser`; ``python -m pipeline.wal.cli`` runs
+the same commands on their own. Settings are read here, once.
+
+``themis wal ship --replica ID=ENDPOINT [--replica ...] [--once]``
+    Ships the primary's WAL (``KAFKA_BOOTSTRAP_SERVERS``) to every replica until
+    SIGTERM or SIGINT, printing the stats as one JSON line every ``--stats-interval``
+    seconds; ``--once`` exits 0 once every replica confirmed the WAL's end.
+``themis wal apply --replica NAME [--bootstrap HOST:PORT] [--once]``
+    Applies ``<namespace>.wal.replica`` of the replica cluster (default: the local
+    cluster named NAME) into ``<data_dir>/replica-<NAME>``.
+``themis wal serve --replica NAME --port P [--tls-cert C --tls-key K [--tls-client-ca CA]]``
+    Serves ``POST /api/v1/wal/apply`` for ``<data_dir>/replica-<NAME>``; with
+    ``--tls-client-ca``, clients must present a certificate signed by that CA.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import ssl
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from pipeline.config import Settings, load_settings
+from pipeline.errors import ThemisError
+
+__all__ = ["add_wal_arguments", "add_wal_parser", "main"]
+
+_LOG = logging.getLogger(__name__)
+
+
+def _stop_on_signals() -> threading.Event:
+    stop = threading.Event()
+
+    def handler(signum: int, frame: object) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)
+    return stop
+
+
+def _client_ssl(args: argparse.Namespace) -> ssl.SSLContext | None:
+    if not (args.tls_ca or args.tls_cert):
+        return None
+    context = ssl.create_default_context(cafile=args.tls_ca)
+    if args.tls_cert:
+        context.load_cert_chain(args.tls_cert, args.tls_key)
+    return context
+
+
+def _ship(args: argparse.Namespace) -> int:
+    from pipeline.wal.shipper import WalShipper
+
+    settings = load_settings()
+    if not settings.kafka.bootstrap_servers:
+        raise ThemisError("themis wal ship needs the primary cluster: set KAFKA_BOOTSTRAP_SERVERS")
+    replicas = []
+    for spec in args.replica:
+        replica_id, sep, endpoint = spec.partition("=")
+        if not sep or not replica_id or not endpoint:
+            raise ThemisError(
+                f"--replica {spec!r}: expected ID=ENDPOINT, e.g. r1=kafka://host:9092"
+            )
+        replicas.append((replica_id, endpoint))
+    stop = _stop_on_signals()
+    shipper = WalShipper(settings, primary_id=args.primary_id, ssl_context=_client_ssl(args))
+    if args.compression:
+        shipper.configure_compression(
+            args.compression, args.level or settings.compressed_wal_shipping.compression_level
+        )
+    try:
+        for replica_id, endpoint in replicas:
+            shipper.add_replica(replica_id, endpoint)
+        deadline = time.monotonic() + args.timeout
+        next_print = time.monotonic() + args.stats_interval
+        while not stop.wait(0.2):
+            if args.once and shipper.caught_up():
+                break
+            if args.once and time.monotonic() > deadline:
+                print(json.dumps(shipper.stats()), flush=True)
+                raise ThemisError(f"replicas not caught up within {args.timeout:.0f} s")
+            if time.monotonic() >= next_print:
+                print(json.dumps(shipper.stats()), flush=True)
+                next_print += args.stats_interval
+        print(json.dumps(shipper.stats()), flush=True)
+    finally:
+        shipper.close()
+    return 0
+
+
+def _replica_dir(settings: Settings, name: str) -> Path:
+    return settings.worker.data_dir / f"replica-{name}"
+
+
+def _apply(args: argparse.Namespace) -> int:
+    from pipeline.kafka.local_broker import LocalKafka
+    from pipeline.wal.applier import ReplicaState, run_kafka_applier
+
+    settings = load_settings()
+    bootstrap = args.bootstrap
+    if not bootstrap:
+        record = LocalKafka(args.replica).status()
+        if record is None:
+            raise ThemisError(
+                f"no --bootstrap given and no local cluster named {args.replica!r} runs; "
+                f"start one with `themis kafka up --name {args.replica}`"
+            )
+        bootstrap = record.bootstrap_servers
+    stop = _stop_on_signals()
+    state = ReplicaState(_replica_dir(settings, args.replica), settings)
+    try:
+        stats = run_kafka_applier(
+            state, bootstrap, settings, args.replica, stop=stop, until_caught_up=args.once
+        )
+        print(json.dumps(vars(stats) | state.status()), flush=True)
+    finally:
+        state.close()
+    return 0
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from pipeline.wal.applier import ReplicaState
+    from pipeline.wal.http import ReplicaServer, server_ssl_context
+
+    settings = load_settings()
+    if bool(args.tls_cert) != bool(args.tls_key):
+        raise ThemisError("--tls-cert and --tls-key go together")
+    if args.tls_client_ca and not args.tls_cert:
+        raise ThemisError("--tls-client-ca needs --tls-cert and --tls-key")
+    context = (
+        server_ssl_context(
+            Path(args.tls_cert),
+            Path(args.tls_key),
+            Path(args.tls_client_ca) if args.tls_client_ca else None,
+        )
+        if args.tls_cert
+        else None
+    )
+    stop = _stop_on_signals()
+    state = ReplicaState(_replica_dir(settings, args.replica), settings)
+    server = ReplicaServer(state, host=args.host, port=args.port, ssl_context=context)
+    port = server.start()
+    scheme = "https" if context else "http"
+    print(f"replica {args.replica!r} serving {scheme}://{args.host}:{port}", flush=True)
+    try:
+        stop.wait()
+    finally:
+        server.stop()
+        state.close()
+    return 0
+
+
+def add_wal_arguments(wal: argparse.ArgumentParser) -> None:
+    """The ``ship``, ``apply`` and ``serve`` sub-commands under ``wal``."""
+    sub = wal.add_subparsers(dest="wal_action", required=True)
+    ship = sub.add_parser("ship", help="ship the primary's WAL to replicas")
+    ship.add_argument(
+        "--replica",
+        action="append",
+        required=True,
+        metavar="ID=ENDPOINT",
+        help="kafka://host:port or http(s)://host:port; repeat for several replicas",
+    )
+    ship.add_argument("--once", action="store_true", help="exit once every replica caught up")
+    ship.add_argument("--timeout", type=float, default=300.0, help="--once deadline, seconds")
+    ship.add_argument("--stats-interval", type=float, default=10.0, help="seconds between stats")
+    ship.add_argument("--primary-id", default=None, help="default: the worker's app id")
+    ship.add_argument(
+        "--max-batch-entries", type=int, default=1000, help="entries per batch at most"
+    )
+    ship.add_argument("--compression", choices=("zstd", "none"), default=None)
+    ship.add_argument("--level", type=int, default=None, help="zstd level 1-22")
+    ship.add_argument("--tls-ca", default=None, help="CA file to verify https replicas")
+    ship.add_argument("--tls-cert", default=None, help="client certificate (mTLS)")
+    ship.add_argument("--tls-key", default=None, help="client key (mTLS)")
+    ship.set_defaults(handler=_ship)
+
+    apply = sub.add_parser("apply", help="apply WAL batches from the replica cluster")
+    apply.add_argument("--replica", required=True, metavar="NAME")
+    apply.add_argument("--bootstrap", default=None, help="replica cluster; default: local NAME")
+    apply.add_argument("--once", action="store_true", help="exit at the topic's end")
+    apply.set_defaults(handler=_apply)
+
+    serve = sub.add_parser("serve", help="serve POST /api/v1/wal/apply for a replica")
+    serve.add_argument("--replica", default="http", metavar="NAME")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8765)
+    serve.add_argument("--tls-cert", default=None)
+    serve.add_argument("--tls-key", default=None)
+    serve.add_argument("--tls-client-ca", default=None, help="require client certs (mTLS)")
+    serve.set_defaults(handler=_serve)
+
+
+def add_wal_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add ``wal`` to ``themis``'s sub-commands (the ``handler`` convention of cli.py)."""
+    add_wal_arguments(subparsers.add_parser("wal", help="compressed WAL shipping to replicas"))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m pipeline.wal.cli ship|apply|serve ...``; returns the exit code."""
+    parser = argparse.ArgumentParser(prog="themis wal", description=__doc__.split("\n")[0])
+    add_wal_arguments(parser)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING)
+    try:
+        code: int = args.handler(args)
+    except ThemisError as exc:
+        print(f"themis wal: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
