@@ -17,6 +17,7 @@ from pipeline.bench.common import add_bench_parser
 from pipeline.config import load_settings
 from pipeline.errors import ThemisError
 from pipeline.kafka.local_broker import LocalKafka, themis_home
+from pipeline.rag.cli import add_rag_parser
 from pipeline.wal.cli import add_wal_parser
 
 Handler = Callable[[argparse.Namespace], int]
@@ -251,6 +252,7 @@ def build_parser() -> argparse.ArgumentParser:
     config.set_defaults(handler=_config_show)
     add_bench_parser(sub)
     add_wal_parser(sub)
+    add_rag_parser(sub)
     return parser
 
 

@@ -1,0 +1,95 @@
+"""``python -m pipeline.bench.vectors --quick --json`` end to end against the session broker."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from pipeline.kafka.broker import BrokerHandle
+from tests.support import REPO, settings_env
+
+pytestmark = pytest.mark.e2e
+
+RATES = (
+    "indexed_vectors_per_s",
+    "bare_hnswlib_vectors_per_s",
+    "indexed_vs_bare",
+    "buffered_vectors_per_s",
+    "direct_vectors_per_s",
+    "buffered_vs_direct",
+    "bytes_per_vector",
+)
+
+
+@pytest.fixture(scope="module")
+def quick_report(kafka_broker: BrokerHandle) -> dict[str, object]:
+    env = settings_env(
+        {"KAFKA_BOOTSTRAP_SERVERS": kafka_broker.bootstrap_servers, "THEMIS_CONFIG": os.devnull}
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "pipeline.bench.vectors", "--quick", "--json"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=150,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-4000:]
+    report: dict[str, object] = json.loads(done.stdout)
+    return report
+
+
+def test_quick_run_reports_every_rate_positive_and_defined(
+    quick_report: dict[str, object],
+) -> None:
+    definitions = quick_report["definitions"]
+    assert isinstance(definitions, dict)
+    for name in RATES:
+        value = quick_report[name]
+        assert isinstance(value, int | float), name
+        assert value > 0, name
+        assert name in definitions, name
+    assert "recall_at_10" in definitions
+
+
+def test_quick_run_finds_nearly_every_exact_neighbour_at_the_configured_ef(
+    quick_report: dict[str, object],
+) -> None:
+    recall = quick_report["recall_at_10"]
+    assert isinstance(recall, float)
+    assert 0.9 < recall <= 1.0
+    assert quick_report["ef_search"] == 64
+
+
+def test_quick_run_buffering_beats_one_durable_searchable_write_at_a_time(
+    quick_report: dict[str, object],
+) -> None:
+    ratio = quick_report["buffered_vs_direct"]
+    assert isinstance(ratio, float)
+    assert ratio > 10
+
+
+def test_quick_run_states_memory_counts_and_dataset(quick_report: dict[str, object]) -> None:
+    assert quick_report["raw_bytes_per_vector"] == 4 * 768
+    per_vector = quick_report["bytes_per_vector"]
+    assert isinstance(per_vector, float)
+    assert per_vector > 4 * 768
+    counts = quick_report["vectors"]
+    assert isinstance(counts, dict)
+    assert counts["indexed"] > 0
+    assert counts["live_at_end"] == (
+        counts["live_after_mix"] + counts["buffered"] + counts["direct"]
+    )
+    dataset = quick_report["dataset"]
+    assert isinstance(dataset, dict)
+    assert dataset["dimension"] == 768
+    assert dataset["clusters"] > 1
+    assert "seed" in dataset
+    settings = quick_report["settings"]
+    assert isinstance(settings, dict)
+    assert (settings["space"], settings["m"], settings["ef_construction"]) == ("cosine", 16, 200)
