@@ -49,7 +49,7 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
 
 
 def add_bench_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Add ``bench ts|vectors|wal`` to ``themis``'s sub-commands (the ``handler`` convention of cli.py).
+    """Add ``bench ts|vectors|wal`` to ``themis``'s sub-commands (cli.py's ``handler`` way).
 
     ``subparsers`` is what ``ArgumentParser.add_subparsers`` returned.
     """
