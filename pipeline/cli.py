@@ -16,6 +16,7 @@ from pathlib import Path
 from pipeline.bench.common import add_bench_parser
 from pipeline.config import load_settings
 from pipeline.errors import ThemisError
+from pipeline.facade.cli import add_facade_parser
 from pipeline.kafka.local_broker import LocalKafka, themis_home
 from pipeline.rag.cli import add_rag_parser
 from pipeline.wal.cli import add_wal_parser
@@ -253,6 +254,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_bench_parser(sub)
     add_wal_parser(sub)
     add_rag_parser(sub)
+    add_facade_parser(sub)
     return parser
 
 

@@ -1,0 +1,80 @@
+"""``themis facade``: run the HTTP ingest facade until SIGTERM / SIGINT.
+
+On SIGTERM the server stops accepting connections, lets requests in flight finish
+(up to ``--shutdown-timeout`` seconds), then waits until the broker acknowledged every
+record accepted (``queued`` mode included) before the process exits.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+
+from pipeline.config import load_settings
+
+_LOG = logging.getLogger(__name__)
+
+
+def add_facade_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add ``facade`` to ``themis``'s sub-commands (the ``handler`` convention of cli.py)."""
+    parser = subparsers.add_parser("facade", help="run the HTTP ingest facade (REST API)")
+    parser.add_argument("--host", default=None, help="bind address (default: facade.host)")
+    parser.add_argument("--port", type=int, default=None, help="port (default: facade.port)")
+    parser.add_argument(
+        "--response-mode",
+        choices=("acked", "queued"),
+        default=None,
+        help="what a 200 means by default (default: facade.response_mode)",
+    )
+    parser.add_argument(
+        "--shutdown-timeout",
+        type=float,
+        default=30.0,
+        help="seconds to let requests in flight finish on SIGTERM",
+    )
+    parser.set_defaults(handler=run_facade)
+
+
+def run_facade(args: argparse.Namespace) -> int:
+    """Read settings, find the broker, serve until a signal; returns the exit code."""
+    from aiohttp import web
+
+    from pipeline.facade.app import create_facade
+    from pipeline.kafka.broker import require_broker
+
+    overrides: dict[str, object] = {}
+    if args.host is not None:
+        overrides["host"] = args.host
+    if args.port is not None:
+        overrides["port"] = args.port
+    if args.response_mode is not None:
+        overrides["response_mode"] = args.response_mode
+    settings = load_settings(overrides={"facade": overrides})
+    bootstrap = settings.kafka.bootstrap_servers or require_broker(settings).bootstrap_servers
+    app = create_facade(settings, bootstrap)
+    _LOG.info("facade listening on %s:%s", settings.facade.host, settings.facade.port)
+    # run_app handles SIGINT and SIGTERM: stop accepting, finish requests, run cleanup
+    # (which flushes the producer), then return.
+    web.run_app(
+        app,
+        host=settings.facade.host,
+        port=settings.facade.port,
+        shutdown_timeout=args.shutdown_timeout,
+        print=None,
+        access_log=None,
+    )
+    return 0
+
+
+def main() -> int:
+    """``python -m pipeline.facade.cli``: the same as ``themis facade``."""
+    parser = argparse.ArgumentParser(prog="themis")
+    add_facade_parser(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    code: int = args.handler(args)
+    return code
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,330 @@
+"""The facade's auth (401 / 403 / 200), rate limits and input checks, without Kafka.
+
+The facade runs in-process on aiohttp's test server with a fake producer; a fake
+worker (another aiohttp test server) answers the worker pages it asks for.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
+
+from pipeline.config import Settings, load_settings
+from pipeline.errors import ConfigError
+from pipeline.facade import FACADE_STATE, create_facade
+from pipeline.facade.auth import ApiKeyring, Role, load_keyring, parse_key_entries, presented_key
+from pipeline.facade.ratelimit import RateLimiter, RouteClass, TokenBucket
+
+pytestmark = pytest.mark.unit
+
+WRITER = {"Authorization": "Bearer w-key"}
+ADMIN = {"X-API-Key": "a-key"}
+POINT = {"metric": "cpu", "entity": "s1", "timestamp_ms": 1, "value": 1.5}
+DIM = 4
+
+
+class FakeProducer:
+    """Records what would go to Kafka; every delivery succeeds at once."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, bytes, bytes | None, int | None]] = []
+
+    def produce(
+        self, topic: str, value: bytes, *, key: bytes | None = None, partition: int | None = None
+    ) -> asyncio.Future[Any]:
+        self.sent.append((topic, value, key, partition))
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        future.set_result(None)
+        return future
+
+    def flush(self, timeout_s: float = 30.0) -> int:
+        return 0
+
+    def close(self) -> None:
+        pass
+
+
+def fake_worker() -> web.Application:
+    async def ts_stats(request: web.Request) -> web.Response:
+        return web.json_response(
+            {
+                "points_buffered": 10,
+                "points_flushed": 8,
+                "flush_count": 2,
+                "auto_flush_count": 1,
+                "manual_flush_count": 1,
+                "current_buffer_size": 2,
+                "current_buffer_memory": 64,
+                "avg_compression_ratio": 4.0,
+                "last_flush_time": "2025-12-15T12:30:00Z",
+            }
+        )
+
+    async def flush(request: web.Request) -> web.Response:
+        return web.json_response({"success": True, "points_flushed": 2, "vectors_flushed": 0})
+
+    async def vec_stats(request: web.Request) -> web.Response:
+        return web.json_response({"current_buffer_size": 0, "vectors_buffered": 0})
+
+    async def get_pk(request: web.Request) -> web.Response:
+        pk = request.query["pk"]
+        return web.json_response({"pk": pk, "present": pk == "known", "pending": None})
+
+    app = web.Application()
+    app.router.add_get("/ts/buffer/stats", ts_stats)
+    app.router.add_post("/ts/buffer/flush", flush)
+    app.router.add_get("/vectors/buffer/stats", vec_stats)
+    app.router.add_post("/vectors/buffer/flush", flush)
+    app.router.add_get("/vectors/get", get_pk)
+    return app
+
+
+Scenario = Callable[[TestClient[web.Request, web.Application], FakeProducer], Awaitable[None]]
+
+
+def run_facade(
+    scenario: Scenario, sections: dict[str, dict[str, object]] | None = None, **facade: object
+) -> None:
+    """Run ``scenario`` against a facade wired to a fake worker and a fake producer."""
+
+    async def main() -> None:
+        worker = TestServer(fake_worker())
+        await worker.start_server()
+        try:
+            overrides: dict[str, dict[str, object]] = {
+                "facade": {
+                    "api_keys": "w-key:writer,a-key:admin",
+                    "worker_urls": str(worker.make_url("")).rstrip("/"),
+                }
+                | facade,
+                "vector_auto_buffer": {"dimension": DIM},
+            }
+            overrides.update(sections or {})
+            settings: Settings = load_settings(path=Path("/dev/null"), env={}, overrides=overrides)
+            producer = FakeProducer()
+            app = create_facade(
+                settings,
+                None,
+                producer=producer,
+                partitions={settings.topic("ts.points"): 6, settings.topic("vectors.ops"): 6},
+            )
+            async with TestClient(TestServer(app)) as client:
+                await scenario(client, producer)
+        finally:
+            await worker.close()
+
+    asyncio.run(main())
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "headers", "status"),
+    [
+        ("GET", "/ts/buffer/stats", {}, 401),
+        ("GET", "/ts/buffer/stats", {"Authorization": "Bearer nope"}, 401),
+        ("GET", "/ts/buffer/stats", {"X-API-Key": "w-key-but-longer"}, 401),
+        ("GET", "/ts/buffer/stats", WRITER, 200),
+        ("GET", "/ts/buffer/stats", ADMIN, 200),
+        ("POST", "/ts/buffer/flush", {}, 401),
+        ("POST", "/ts/buffer/flush", WRITER, 403),
+        ("POST", "/ts/buffer/flush", ADMIN, 200),
+        ("POST", "/vectors/buffer/flush", WRITER, 403),
+        ("POST", "/vectors/buffer/flush", ADMIN, 200),
+        ("GET", "/metrics", {}, 200),
+    ],
+)
+def test_auth_matrix_answers_401_for_missing_or_unknown_keys_and_403_for_weak_roles(
+    method: str, path: str, headers: dict[str, str], status: int
+) -> None:
+    async def scenario(client: TestClient[web.Request, web.Application], _: FakeProducer) -> None:
+        resp = await client.request(method, path, headers=headers)
+        assert resp.status == status
+        if status >= 400:
+            body = await resp.json()
+            assert body["success"] is False
+            assert body["error"]
+            assert "key" not in body["error"] or "w-key" not in body["error"]
+        if status == 401:
+            assert resp.headers["WWW-Authenticate"].startswith("Bearer")
+
+    run_facade(scenario)
+
+
+def test_buffered_put_answers_roadmap_shape_with_buffer_size_from_workers() -> None:
+    async def scenario(
+        client: TestClient[web.Request, web.Application], sink: FakeProducer
+    ) -> None:
+        stats = await (await client.get("/ts/buffer/stats", headers=WRITER)).json()
+        # The background refresh has to see the fake worker's current_buffer_size (2) first.
+        assert client.app is not None
+        facade = client.app[FACADE_STATE]
+        deadline = asyncio.get_running_loop().time() + 10
+        while not facade.worker_ts_sizes and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.02)
+        resp = await client.post("/ts/put/buffered", json=POINT, headers=WRITER)
+        assert resp.status == 200
+        assert await resp.json() == {"success": True, "buffered": True, "buffer_size": 2}
+        assert len(sink.sent) == 1
+        assert stats["points_flushed"] == 8
+        assert stats["avg_compression_ratio"] == 4.0
+
+    run_facade(scenario)
+
+
+def test_bad_inputs_answer_400_naming_the_field_and_send_nothing() -> None:
+    async def scenario(
+        client: TestClient[web.Request, web.Application], sink: FakeProducer
+    ) -> None:
+        cases: list[tuple[str, str, bytes | str, str]] = [
+            ("POST", "/ts/put/buffered", b"{not json", "not valid JSON"),
+            (
+                "POST",
+                "/ts/put/buffered",
+                '{"metric": "m", "entity": "e", "value": 1}',
+                "timestamp_ms",
+            ),
+            (
+                "POST",
+                "/ts/put/buffered",
+                '{"metric": "m", "entity": "e", "timestamp_ms": 1, "value": NaN}',
+                "'value'",
+            ),
+            (
+                "POST",
+                "/ts/put/buffered",
+                '{"metric": 5, "entity": "e", "timestamp_ms": 1, "value": 1}',
+                "'metric'",
+            ),
+            (
+                "POST",
+                "/ts/put/buffered/batch",
+                '[{"metric": "m", "entity": "e", "timestamp_ms": 1, "value": 1}, {"metric": "m"}]',
+                "point 1",
+            ),
+            (
+                "POST",
+                "/vectors/add/buffered",
+                '{"pk": "a", "vector": [1, 2]}',
+                "vector has 2 dimensions",
+            ),
+            ("POST", "/vectors/add/buffered", '{"pk": "", "vector": [1, 2, 3, 4]}', "'pk'"),
+            ("POST", "/vectors/add/buffered", '{"pk": "a", "vector": [1, 2, 3, "x"]}', "'vector'"),
+            ("POST", "/vectors/search", '{"vector": [1, 2, 3, 4], "k": 0}', "'k'"),
+        ]
+        for method, path, body, needle in cases:
+            resp = await client.request(method, path, data=body, headers=WRITER)
+            text = await resp.text()
+            assert resp.status == 400, (path, body, text)
+            assert needle in (await resp.json())["error"], (path, body, text)
+        resp = await client.request(
+            "DELETE", "/vectors/remove/buffered", json={"pk": "ghost"}, headers=WRITER
+        )
+        assert resp.status == 404
+        assert "ghost" in (await resp.json())["error"]
+        assert sink.sent == []
+        resp = await client.request(
+            "DELETE", "/vectors/remove/buffered", json={"pk": "known"}, headers=WRITER
+        )
+        assert resp.status == 200
+
+    run_facade(scenario)
+
+
+def test_body_over_the_limit_answers_413() -> None:
+    async def scenario(
+        client: TestClient[web.Request, web.Application], sink: FakeProducer
+    ) -> None:
+        resp = await client.post("/ts/put/buffered", data=b"x" * 5000, headers=WRITER)
+        assert resp.status == 413
+        assert "max_body_bytes" in (await resp.json())["error"]
+        assert sink.sent == []
+
+    run_facade(scenario, max_body_bytes=2048)
+
+
+def test_rate_limit_answers_429_with_retry_after_per_key() -> None:
+    async def scenario(client: TestClient[web.Request, web.Application], _: FakeProducer) -> None:
+        statuses = [
+            (await client.post("/ts/put/buffered", json=POINT, headers=WRITER)).status
+            for _ in range(3)
+        ]
+        assert statuses == [200, 200, 429]
+        resp = await client.post("/ts/put/buffered", json=POINT, headers=WRITER)
+        assert int(resp.headers["Retry-After"]) >= 1
+        # Another key has its own bucket.
+        assert (await client.post("/ts/put/buffered", json=POINT, headers=ADMIN)).status == 200
+
+    run_facade(scenario, rate_ts_put_per_min=2)
+
+
+def test_disabled_feature_answers_503_on_buffered_endpoints_only() -> None:
+    async def scenario(client: TestClient[web.Request, web.Application], _: FakeProducer) -> None:
+        resp = await client.post("/ts/put/buffered", json=POINT, headers=WRITER)
+        assert resp.status == 503
+        assert "/ts/put" in (await resp.json())["error"]
+        assert (await client.post("/ts/put", json=POINT, headers=WRITER)).status == 200
+        vector = {"pk": "a", "vector": [1.0, 2.0, 3.0, 4.0]}
+        resp = await client.post("/vectors/add/buffered", json=vector, headers=WRITER)
+        assert resp.status == 503
+        assert "vector_auto_buffer" in (await resp.json())["error"]
+        assert (await client.post("/vectors/add", json=vector, headers=WRITER)).status == 200
+
+    run_facade(
+        scenario,
+        sections={
+            "ts_auto_buffer": {"enabled": False},
+            "vector_auto_buffer": {"enabled": False, "dimension": DIM},
+        },
+    )
+
+
+def test_keyring_compares_every_key_and_parses_roles() -> None:
+    ring = ApiKeyring(parse_key_entries("a:b:admin, w:writer", separator=",", origin="test"))
+    assert ring.role_of("a:b") is Role.ADMIN
+    assert ring.role_of("w") is Role.WRITER
+    assert ring.role_of("") is None
+    assert ring.role_of("a:b:admin") is None
+    assert "a:b" not in repr(ring)
+    assert Role.ADMIN.allows(Role.WRITER)
+    assert not Role.WRITER.allows(Role.ADMIN)
+    with pytest.raises(ConfigError, match="entry 1 has role 'root'"):
+        parse_key_entries("k:root", separator=",", origin="test")
+
+
+def test_keys_file_is_read_with_comments(tmp_path: Path) -> None:
+    keys = tmp_path / "keys"
+    keys.write_text("# ops team\nfile-key:admin\n\n")
+    settings = load_settings(
+        path=Path("/dev/null"), env={}, overrides={"facade": {"api_keys_file": str(keys)}}
+    )
+    assert load_keyring(settings.facade).role_of("file-key") is Role.ADMIN
+
+
+def test_presented_key_prefers_bearer_then_x_api_key() -> None:
+    assert presented_key({"Authorization": "Bearer t1", "X-API-Key": "t2"}) == "t1"
+    assert presented_key({"Authorization": "Basic xyz", "X-API-Key": "t2"}) == "t2"
+    assert presented_key({}) is None
+
+
+def test_token_bucket_refills_at_rate_per_minute() -> None:
+    now = [100.0]
+    limiter = RateLimiter({RouteClass.FLUSH: 10}, clock=lambda: now[0])
+    assert [limiter.retry_after("k", RouteClass.FLUSH) for _ in range(10)] == [0] * 10
+    assert limiter.retry_after("k", RouteClass.FLUSH) == 6  # one token per 6 s
+    now[0] += 3.0
+    assert limiter.retry_after("k", RouteClass.FLUSH) == 3
+    now[0] += 3.0
+    assert limiter.retry_after("k", RouteClass.FLUSH) == 0
+    assert limiter.retry_after("other", RouteClass.FLUSH) == 0
+
+
+def test_token_bucket_never_exceeds_capacity() -> None:
+    bucket = TokenBucket(capacity=2, rate_per_s=1.0, tokens=2, updated=0.0)
+    assert bucket.take(1000.0) == 0.0
+    assert bucket.take(1000.0) == 0.0
+    assert bucket.take(1000.0) == pytest.approx(1.0)
