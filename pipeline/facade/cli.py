@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+from pathlib import Path
 
 from pipeline.config import load_settings
 
@@ -32,6 +33,11 @@ def add_facade_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentPa
         default=30.0,
         help="seconds to let requests in flight finish on SIGTERM",
     )
+    parser.add_argument("--tls-cert", default=None, help="serve HTTPS with this certificate")
+    parser.add_argument("--tls-key", default=None, help="the certificate's private key")
+    parser.add_argument(
+        "--tls-client-ca", default=None, help="require client certificates signed by this CA"
+    )
     parser.set_defaults(handler=run_facade)
 
 
@@ -40,6 +46,7 @@ def run_facade(args: argparse.Namespace) -> int:
     from aiohttp import web
 
     from pipeline.facade.app import create_facade
+    from pipeline.facade.replication import install_replication, replication_routes
     from pipeline.kafka.broker import require_broker
 
     overrides: dict[str, object] = {}
@@ -51,7 +58,14 @@ def run_facade(args: argparse.Namespace) -> int:
         overrides["response_mode"] = args.response_mode
     settings = load_settings(overrides={"facade": overrides})
     bootstrap = settings.kafka.bootstrap_servers or require_broker(settings).bootstrap_servers
-    app = create_facade(settings, bootstrap)
+    app = create_facade(settings, bootstrap, extra_routes=replication_routes())
+    install_replication(app, settings, bootstrap)
+    ssl_context = None
+    if args.tls_cert:
+        from pipeline.wal.http import server_ssl_context
+
+        ca = Path(args.tls_client_ca) if args.tls_client_ca else None
+        ssl_context = server_ssl_context(Path(args.tls_cert), Path(args.tls_key), ca)
     _LOG.info("facade listening on %s:%s", settings.facade.host, settings.facade.port)
     # run_app handles SIGINT and SIGTERM: stop accepting, finish requests, run cleanup
     # (which flushes the producer), then return.
@@ -62,6 +76,9 @@ def run_facade(args: argparse.Namespace) -> int:
         shutdown_timeout=args.shutdown_timeout,
         print=None,
         access_log=None,
+        ssl_context=ssl_context,
+        # WAL batches arrive with Content-Encoding: zstd; the applier decompresses them.
+        auto_decompress=False,
     )
     return 0
 

@@ -1,0 +1,97 @@
+"""The facade's replication endpoints against a real broker, shipping to itself."""
+
+from __future__ import annotations
+
+import http.client
+import sys
+from pathlib import Path
+
+import pytest
+
+from pipeline.kafka.local_broker import free_port
+from tests.conftest import MakeSettings
+from tests.integration.test_facade import ADMIN, WRITER, _settings, http_call
+from tests.support import settings_as_env, start_process, stop_process, wait_until
+
+pytestmark = pytest.mark.integration
+
+
+def test_replication_stats_config_and_replicas_and_wal_apply(
+    make_settings: MakeSettings, tmp_path: Path
+) -> None:
+    port = free_port()
+    settings = _settings(make_settings, port=port)
+    proc = start_process(
+        [sys.executable, "-m", "pipeline.facade.cli", "facade"],
+        settings_as_env(settings),
+        tmp_path / "facade.log",
+    )
+
+    def answers() -> bool:
+        try:
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+            conn.request("GET", "/metrics")
+            return conn.getresponse().status == 200
+        except OSError:
+            return False
+
+    try:
+        wait_until(answers, timeout_s=60, what="the facade subprocess to listen")
+        status, body, _ = http_call(port, "GET", "/api/v1/replication/stats", None, WRITER)
+        assert status == 200
+        assert body["replicas"] == []
+        assert list(body["stats"]) == [
+            "total_entries_shipped",
+            "total_bytes_shipped",
+            "total_bytes_uncompressed",
+            "avg_compression_ratio",
+            "total_batches",
+            "failed_ships",
+        ]
+        config = {"compression_type": "zstd", "compression_level": 5}
+        assert http_call(port, "POST", "/api/v1/replication/config", config, WRITER)[0] == 403
+        assert http_call(port, "POST", "/api/v1/replication/config", config, ADMIN)[0] == 200
+        bad = {"compression_type": "zstd", "compression_level": 30}
+        status, body, _ = http_call(port, "POST", "/api/v1/replication/config", bad, ADMIN)
+        assert status == 400
+        assert "compression_level" in body["error"]
+
+        # Durable direct writes append WAL entries; the facade ships them to itself.
+        for i in range(5):
+            point = {"metric": "rep", "entity": "e", "timestamp_ms": 1000 + i, "value": i * 1.5}
+            assert http_call(port, "POST", "/ts/put", point, WRITER)[0] == 200
+        replica = {"replica_id": "self", "endpoint": f"http://127.0.0.1:{port}"}
+        assert http_call(port, "POST", "/api/v1/replication/replicas", replica, ADMIN)[0] == 200
+
+        def caught_up() -> bool:
+            rows = http_call(port, "GET", "/api/v1/replication/stats", None, WRITER)[1]["replicas"]
+            return (
+                bool(rows)
+                and rows[0]["lag_bytes"] == 0
+                and rows[0]["last_confirmed_lsn"] >= "0000000000000005"
+            )
+
+        wait_until(caught_up, timeout_s=60, what="the replica to confirm the WAL's end")
+        stats = http_call(port, "GET", "/api/v1/replication/stats", None, WRITER)[1]
+        assert stats["stats"]["total_entries_shipped"] >= 5
+        assert stats["stats"]["total_bytes_shipped"] > 0
+        assert stats["replicas"][0]["is_healthy"] is True
+
+        status, body, _ = http_call(
+            port,
+            "POST",
+            "/api/v1/wal/apply",
+            b"\x28\xb5\x2f\xfd garbage",
+            {"X-Primary-ID": "p1", "Content-Encoding": "zstd"},
+        )
+        assert status == 400
+        assert body["success"] is False
+
+        gone = {"replica_id": "self"}
+        assert http_call(port, "DELETE", "/api/v1/replication/replicas", gone, ADMIN)[0] == 200
+        status, body, _ = http_call(port, "DELETE", "/api/v1/replication/replicas", gone, ADMIN)
+        assert status == 404
+        assert "replica_id" in body["error"]
+    finally:
+        code = stop_process(proc)
+    assert code == 0, (tmp_path / "facade.log").read_text()[-2000:]
