@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test lint typecheck unit clean
+.PHONY: setup demo test lint typecheck unit clean prometheus
 
 $(STAMP): pyproject.toml setup.py pipeline/ts/_gorilla.c
 	$(PYTHON) -m venv $(VENV)
@@ -25,8 +25,12 @@ lint: setup
 typecheck: setup
 	$(BIN)/mypy
 
+## The prometheus binary the scrape test runs (Debian's package, installed if missing).
+prometheus:
+	scripts/ensure-prometheus.sh
+
 ## Lint, type-check, then every test against a real broker (started here if none is given).
-test: lint typecheck
+test: lint typecheck prometheus
 	$(BIN)/pytest
 
 unit: setup

@@ -1,14 +1,16 @@
-"""``themis demo``: the main job end to end on a local broker.
+"""``themis demo``: the main job end to end on a local broker, driven through the facade.
 
-Brings up the broker (the one order of preference), applies the topic specs,
-starts a worker, sends a sample load through the pipeline and prints what the
-pipeline did. Each pipeline path adds its step here.
+Brings up the broker (the one order of preference), applies the topic specs, starts a
+worker and the HTTP facade, sends a sample load (time series and vectors) through the
+facade and the producers, prints the facade's stats and answers, then ships the WAL
+zstd-compressed to a replica cluster and shows that the replica answers the same.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -21,16 +23,15 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from confluent_kafka import Consumer, TopicPartition
 
 from pipeline.config import Settings, child_env, load_settings
 from pipeline.kafka.broker import running_broker
 from pipeline.kafka.local_broker import LocalKafka, free_port
 from pipeline.kafka.topics import apply_topics
 from pipeline.ts.dataset import devops_dataset
-from pipeline.ts.point import DataPoint, series_key
+from pipeline.ts.point import series_key
 from pipeline.ts.producer import TSProducer
-from pipeline.ts.reader import query
-from pipeline.vectors.client import search as vector_search
 from pipeline.vectors.producer import VectorProducer
 
 
@@ -38,22 +39,26 @@ def _say(message: str) -> None:
     print(f"==> {message}", flush=True)
 
 
-def start_worker_process(settings: Settings, log_path: Path) -> subprocess.Popen[bytes]:
-    """``themis worker`` as a child process with the same settings."""
-    env = child_env(settings)
+def start_child(args: list[str], env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]:
+    """A child process in its own session, output to ``log_path``."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with log_path.open("ab") as log:
         return subprocess.Popen(
-            [sys.executable, "-m", "pipeline.cli", "worker", "-l", "info"],
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
+            args, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
         )
 
 
+def start_worker_process(settings: Settings, log_path: Path) -> subprocess.Popen[bytes]:
+    """``themis worker`` as a child process with the same settings."""
+    return start_child(
+        [sys.executable, "-m", "pipeline.cli", "worker", "-l", "info"],
+        child_env(settings),
+        log_path,
+    )
+
+
 def stop_worker_process(proc: subprocess.Popen[bytes], timeout_s: float = 30.0) -> int:
-    """SIGTERM the worker, wait for a clean exit (it flushes and commits), SIGKILL late."""
+    """SIGTERM a child, wait for a clean exit (it flushes and commits), SIGKILL late."""
     if proc.poll() is None:
         os.killpg(proc.pid, signal.SIGTERM)
         try:
@@ -64,14 +69,36 @@ def stop_worker_process(proc: subprocess.Popen[bytes], timeout_s: float = 30.0) 
     return proc.returncode
 
 
-def _get_json(url: str, *, method: str = "GET") -> dict[str, Any] | None:
-    try:
-        request = urllib.request.Request(url, method=method)  # noqa: S310 - loopback worker
-        with urllib.request.urlopen(request, timeout=5) as resp:  # noqa: S310 - loopback worker
-            body: dict[str, Any] = json.loads(resp.read())
-            return body
-    except (urllib.error.URLError, OSError, ValueError):
-        return None
+class FacadeClient:
+    """Tiny JSON client for the demo's facade (loopback, one API key per role)."""
+
+    def __init__(self, port: int, writer_key: str, admin_key: str) -> None:
+        self.base = f"http://127.0.0.1:{port}"
+        self.writer_key = writer_key
+        self.admin_key = admin_key
+
+    def call(
+        self, method: str, path: str, body: Any = None, *, admin: bool = False, raw: bytes = b""
+    ) -> tuple[int, dict[str, Any]]:
+        data = raw or (None if body is None else json.dumps(body).encode())
+        request = urllib.request.Request(  # noqa: S310 - loopback facade
+            self.base + path, data=data, method=method
+        )
+        request.add_header(
+            "Authorization", f"Bearer {self.admin_key if admin else self.writer_key}"
+        )
+        request.add_header("Content-Type", "application/x-ndjson" if raw else "application/json")
+        try:
+            with urllib.request.urlopen(request, timeout=60) as resp:  # noqa: S310
+                return resp.status, json.loads(resp.read() or b"{}")
+        except urllib.error.HTTPError as exc:
+            return exc.code, json.loads(exc.read() or b"{}")
+
+    def answers(self) -> bool:
+        try:
+            return self.call("GET", "/ts/buffer/stats")[0] == 200
+        except OSError:
+            return False
 
 
 def _wait_for(predicate: Callable[[], bool], timeout_s: float, what: str) -> None:
@@ -82,138 +109,167 @@ def _wait_for(predicate: Callable[[], bool], timeout_s: float, what: str) -> Non
         time.sleep(0.2)
 
 
-def demo_time_series(settings: Settings, worker_url: str) -> None:
-    """Stream a devops-like load through the TS path; print buffer stats and a query."""
+def _print_fields(body: dict[str, Any], keys: tuple[str, ...]) -> None:
+    for key in keys:
+        print(f"    {key}: {body.get(key)}")
+
+
+def demo_time_series(settings: Settings, facade: FacadeClient) -> None:
+    """100,000 points in frames (producer) and 1,000 JSON points through the facade."""
     series = [
         (series_key(name.split("{")[0], name.split("=")[1].rstrip("}")), ts, vs)
         for name, ts, vs in devops_dataset(50, 2000, seed=1)
     ]
     total_frames = sum(len(ts) for _, ts, _ in series)
     json_points = [
-        DataPoint(
-            "cpu_usage",
-            f"server{i % 10:02d}",
-            1_702_645_200_000 + 10_000 * (i // 10),
-            round(40 + (i % 37) * 1.5, 1),
-            {"datacenter": "eu-west-1"},
-        )
+        {
+            "metric": "cpu_usage",
+            "entity": f"server{i % 10:02d}",
+            "timestamp_ms": 1_702_645_200_000 + 10_000 * (i // 10),
+            "value": round(40 + (i % 37) * 1.5, 1),
+            "tags": {"datacenter": "eu-west-1"},
+        }
         for i in range(1000)
     ]
-    stats_before = _get_json(f"{worker_url}/ts/buffer/stats") or {}
-    base = int(stats_before.get("points_buffered", 0))
-    _say(f"time series: {total_frames} points in binary frames + {len(json_points)} JSON points")
-    producer = TSProducer(settings)
+    _say(f"time series: {total_frames} points as binary frames (TSProducer), 1000 JSON points")
     t0 = time.monotonic()
+    producer = TSProducer(settings)
     producer.put_arrays(series)
-    for point in json_points:
-        producer.put(point)
     producer.flush()
-    total = total_frames + len(json_points)
+    status, body = facade.call("POST", "/ts/put/buffered", json_points[0])
+    print(f"    POST /ts/put/buffered -> {status} {body}")
+    ndjson = "\n".join(json.dumps(p) for p in json_points[1:]).encode()
+    status, body = facade.call("POST", "/ts/put/buffered/batch", raw=ndjson)
+    print(f"    POST /ts/put/buffered/batch (999 points, NDJSON) -> {status} {body}")
     _wait_for(
         lambda: (
-            int((_get_json(f"{worker_url}/ts/buffer/stats") or {}).get("points_buffered", 0))
-            >= base + total
+            int(facade.call("GET", "/ts/buffer/stats")[1].get("points_buffered", 0))
+            >= total_frames + len(json_points)
         ),
         120,
-        "points buffered by the worker",
+        "the worker to buffer every point",
     )
-    print(f"    produced and buffered in {time.monotonic() - t0:.2f} s")
-    _get_json(f"{worker_url}/ts/buffer/flush", method="POST")
-    stats = _get_json(f"{worker_url}/ts/buffer/stats") or {}
-    _say("TS buffer stats (GET /ts/buffer/stats on the worker)")
-    for key in (
-        "points_buffered",
-        "points_flushed",
-        "flush_count",
-        "auto_flush_count",
-        "manual_flush_count",
-        "current_buffer_size",
-        "current_buffer_memory",
-        "avg_compression_ratio",
-        "last_flush_time",
-        "blocks_written",
-        "dead_letters",
-    ):
-        print(f"    {key}: {stats.get(key)}")
-    result = query(
-        "cpu_usage", "server03", 0, 2**62, {"datacenter": "eu-west-1"}, settings=settings
+    print(f"    sent and buffered in {time.monotonic() - t0:.2f} s")
+    status, body = facade.call("POST", "/ts/buffer/flush", {}, admin=True)
+    print(f"    POST /ts/buffer/flush (admin) -> {status}")
+    _say("GET /ts/buffer/stats")
+    _print_fields(
+        facade.call("GET", "/ts/buffer/stats")[1],
+        (
+            "points_buffered",
+            "points_flushed",
+            "flush_count",
+            "auto_flush_count",
+            "manual_flush_count",
+            "current_buffer_size",
+            "current_buffer_memory",
+            "avg_compression_ratio",
+            "last_flush_time",
+        ),
     )
-    _say("themis ts query --metric cpu_usage --entity server03 --tag datacenter=eu-west-1")
-    print(f"    {len(result)} points; first: {result.to_list()[:3]}")
+    path = "/ts/query?metric=cpu_usage&entity=server03&tag=datacenter:eu-west-1"
+    status, body = facade.call("GET", path)
+    points = body.get("points", [])
+    _say(f"GET {path}")
+    print(f"    {len(points)} points; first: {points[:3]}")
 
 
-def demo_vectors(settings: Settings, worker_url: str) -> np.ndarray:
-    """Send clustered embeddings with updates and removes; print stats and a search."""
+def demo_vectors(settings: Settings, facade: FacadeClient) -> np.ndarray:
+    """2000 ADDs in frames, UPDATEs and REMOVEs through the facade; stats and a search."""
     dim = settings.vector_auto_buffer.dimension
     rng = np.random.default_rng(3)
     centers = rng.normal(0, 1, (16, dim))
-    labels = rng.integers(0, 16, 2000)
-    vectors = (centers[labels] + rng.normal(0, 0.2, (2000, dim))).astype(np.float32)
+    vectors = (centers[rng.integers(0, 16, 2000)] + rng.normal(0, 0.2, (2000, dim))).astype(
+        np.float32
+    )
     categories = ["technology", "science", "sports", "finance"]
-    _say(f"vectors: 2000 ADDs ({dim} dimensions) in frames, 200 UPDATEs and 100 REMOVEs as JSON")
+    _say(f"vectors: 2000 ADDs ({dim} dimensions) as frames, 50 UPDATEs and 100 REMOVEs via HTTP")
     producer = VectorProducer(settings)
     producer.add_many(
         (f"doc_{i:05d}", vectors[i], {"title": f"Document {i}", "category": categories[i % 4]})
         for i in range(2000)
     )
-    for i in range(200):
-        producer.update(
-            f"doc_{i:05d}", vectors[i], {"title": f"Document {i} v2", "category": "updated"}
-        )
-    for i in range(1900, 2000):
-        producer.remove(f"doc_{i:05d}")
     producer.flush()
     _wait_for(
-        lambda: (
-            int((_get_json(f"{worker_url}/vectors/buffer/stats") or {}).get("live_vectors", 0))
-            == 1900
-        ),
+        lambda: facade.call("GET", "/vectors/buffer/stats")[1].get("vectors_flushed", 0) >= 2000,
         120,
-        "the vector index to hold 1900 live vectors",
+        "the worker to index the ADDs",
     )
-    stats = _get_json(f"{worker_url}/vectors/buffer/stats") or {}
-    _say("vector buffer stats (GET /vectors/buffer/stats on the worker)")
-    for key in (
-        "vectors_buffered",
-        "vectors_flushed",
-        "flush_count",
-        "current_buffer_size",
-        "current_buffer_memory",
-        "compression_type",
-        "last_flush_time",
-        "live_vectors",
-    ):
-        print(f"    {key}: {stats.get(key)}")
-    hits = vector_search(vectors[42], 3, settings=settings)
-    _say("search: the 3 nearest neighbours of doc_00042's vector")
-    for hit in hits:
-        print(f"    {hit.pk}  distance={hit.distance:.4f}  {hit.metadata}")
+    for i in range(50):
+        body = {
+            "pk": f"doc_{i:05d}",
+            "vector": vectors[i].tolist(),
+            "metadata": {"title": f"Document {i} v2", "category": "updated"},
+        }
+        facade.call("POST", "/vectors/update/buffered", body)
+    for i in range(1900, 2000):
+        facade.call("DELETE", "/vectors/remove/buffered", {"pk": f"doc_{i:05d}"})
+    facade.call("POST", "/vectors/buffer/flush", {}, admin=True)
+    _wait_for(
+        lambda: facade.call("GET", "/vectors/buffer/stats")[1].get("current_buffer_size") == 0,
+        60,
+        "the vector buffer to drain",
+    )
+    _say("GET /vectors/buffer/stats")
+    _print_fields(
+        facade.call("GET", "/vectors/buffer/stats")[1],
+        (
+            "vectors_buffered",
+            "vectors_flushed",
+            "flush_count",
+            "current_buffer_size",
+            "current_buffer_memory",
+            "compression_type",
+            "last_flush_time",
+        ),
+    )
+    _, body = facade.call("POST", "/vectors/search", {"vector": vectors[42].tolist(), "k": 3})
+    _say("POST /vectors/search: the 3 nearest neighbours of doc_00042's vector")
+    for hit in body.get("results", []):
+        print(f"    {hit['pk']}  distance={hit['distance']:.4f}  {hit['metadata']}")
     probe: np.ndarray = vectors[42]
     return probe
 
 
-def demo_replication(settings: Settings, probe: np.ndarray) -> None:
-    """Start a replica cluster, ship the WAL zstd-compressed, apply it, compare answers."""
+def _wal_end_lsn(settings: Settings) -> int:
+    """The LSN of the WAL's last entry now (its high watermark: offset + 1 of the last)."""
+    consumer = Consumer(
+        {"bootstrap.servers": settings.kafka.bootstrap_servers, "group.id": "themis-demo"}
+    )
+    try:
+        _, high = consumer.get_watermark_offsets(TopicPartition(settings.topic("wal"), 0), 10)
+        return int(high)
+    finally:
+        consumer.close()
+
+
+def demo_replication(settings: Settings, facade: FacadeClient, probe: np.ndarray) -> None:
+    """Add a replica cluster through the facade, ship the WAL, apply it, compare answers."""
     from pipeline.wal.applier import ReplicaState, run_kafka_applier
-    from pipeline.wal.shipper import WalShipper
 
     replica = LocalKafka("replica")
     record = replica.status() or replica.up()
-    _say(f"replica cluster 'replica' at {record.bootstrap_servers}; shipping the WAL (zstd)")
-    shipper = WalShipper(settings)
-    try:
-        shipper.add_replica("replica-1", f"kafka://{record.bootstrap_servers}")
-        _wait_for(shipper.caught_up, 120, "the shipper to reach the WAL's end")
-        stats = shipper.stats()
-    finally:
-        shipper.close()
-    for key, value in stats["stats"].items():
-        print(f"    {key}: {value}")
+    _say(f"replica cluster 'replica' at {record.bootstrap_servers}")
+    endpoint = {"replica_id": "replica-1", "endpoint": f"kafka://{record.bootstrap_servers}"}
+    status, _ = facade.call("POST", "/api/v1/replication/replicas", endpoint, admin=True)
+    print(f"    POST /api/v1/replication/replicas (admin) -> {status}")
+
+    wal_end = _wal_end_lsn(settings)
+
+    def caught_up() -> bool:
+        rows = facade.call("GET", "/api/v1/replication/stats")[1].get("replicas", [])
+        return bool(rows) and int(rows[0]["last_confirmed_lsn"], 16) >= wal_end
+
+    _wait_for(caught_up, 120, "the replica to confirm the WAL's end")
+    stats = facade.call("GET", "/api/v1/replication/stats")[1]
+    _say("GET /api/v1/replication/stats (WAL shipped zstd-compressed)")
+    _print_fields(stats["stats"], tuple(stats["stats"]))
     for row in stats["replicas"]:
         print(
             f"    replica {row['replica_id']}: last_confirmed_lsn={row['last_confirmed_lsn']} "
-            f"lag_bytes={row['lag_bytes']} healthy={row['is_healthy']}"
+            f"lag_bytes={row['lag_bytes']} lag_ms={row['lag_ms']} healthy={row['is_healthy']}"
         )
+    facade.call("DELETE", "/api/v1/replication/replicas", {"replica_id": "replica-1"}, admin=True)
     state = ReplicaState(settings.worker.data_dir / "replica-replica", settings)
     try:
         run_kafka_applier(
@@ -224,26 +280,17 @@ def demo_replication(settings: Settings, probe: np.ndarray) -> None:
             stop=threading.Event(),
             until_caught_up=True,
         )
+        path = "/ts/query?metric=cpu_usage&entity=server03&tag=datacenter:eu-west-1"
+        primary_points = facade.call("GET", path)[1].get("points", [])
         key = series_key("cpu_usage", "server03", {"datacenter": "eu-west-1"})
-        primary = query(
-            "cpu_usage",
-            "server03",
-            0,
-            2**62,
-            {"datacenter": "eu-west-1"},
-            settings=settings,
-            include_buffered=False,
-        )
-        ts, vs = state.query_ts(key, 0, 2**62)
-        same_ts = ts.tolist() == primary.timestamps.tolist()
-        same_values = vs.tolist() == primary.values.tolist()
+        ts, vs = state.query_ts(key, -(2**62), 2**62)
+        primary_pairs = [(p["timestamp_ms"], p["value"]) for p in primary_points]
+        same = list(zip(ts.tolist(), vs.tolist(), strict=True)) == primary_pairs
         replica_hits = [hit.pk for hit in state.search(probe, 3)]
-        primary_hits = [hit.pk for hit in vector_search(probe, 3, settings=settings)]
+        primary = facade.call("POST", "/vectors/search", {"vector": probe.tolist(), "k": 3})[1]
+        primary_hits = [hit["pk"] for hit in primary.get("results", [])]
         _say(f"replica applied up to LSN {state.status().get('last_applied_lsn')}")
-        print(
-            f"    ts query on the replica equals the primary's: {same_ts and same_values}"
-            f" ({len(ts)} points)"
-        )
+        print(f"    ts query on the replica equals the primary's: {same} ({len(ts)} points)")
         print(
             f"    live vectors on the replica: {len(state.vector_dump())}; "
             f"top-3 search equals the primary's: {replica_hits == primary_hits}"
@@ -255,7 +302,7 @@ def demo_replication(settings: Settings, probe: np.ndarray) -> None:
 def run_demo() -> int:
     """Run the demo; returns the process exit code."""
     t0 = time.monotonic()
-    # SIGTERM ends the demo like Ctrl-C does, so the worker child is stopped too.
+    # SIGTERM ends the demo like Ctrl-C does, so the children are stopped too.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     settings = load_settings()
     handle = running_broker(settings)
@@ -267,25 +314,44 @@ def run_demo() -> int:
     else:
         bootstrap = handle.bootstrap_servers
         _say(f"using broker at {bootstrap} ({handle.source})")
-    web_port = free_port(settings.worker.web_port)  # another worker may hold the default
+    writer_key, admin_key = secrets.token_hex(16), secrets.token_hex(16)
     settings = load_settings(
-        overrides={"kafka": {"bootstrap_servers": bootstrap}, "worker": {"web_port": web_port}}
+        overrides={
+            "kafka": {"bootstrap_servers": bootstrap},
+            # other workers or facades may hold the default ports
+            "worker": {"web_port": free_port(settings.worker.web_port)},
+            "facade": {
+                "port": free_port(settings.facade.port),
+                "api_keys": f"{writer_key}:writer,{admin_key}:admin",
+            },
+        }
     )
     _say("applying topic specs (topics/*.yaml)")
     for report in apply_topics(bootstrap, settings):
         print(f"    {report.topic}: {report.action}")
-    log_path = settings.worker.data_dir / "demo-worker.log"
-    _say(f"starting worker (log: {log_path})")
-    worker = start_worker_process(settings, log_path)
+    logs = settings.worker.data_dir
+    _say(f"starting worker and facade (logs: {logs}/demo-*.log)")
+    worker = start_worker_process(settings, logs / "demo-worker.log")
+    facade_proc = start_child(
+        [sys.executable, "-m", "pipeline.cli", "facade"],
+        child_env(settings),
+        logs / "demo-facade.log",
+    )
+    facade = FacadeClient(settings.facade.port, writer_key, admin_key)
     try:
-        worker_url = f"http://127.0.0.1:{settings.worker.web_port}"
-        _wait_for(lambda: _get_json(f"{worker_url}/ts/buffer/stats") is not None, 120, "worker")
-        demo_time_series(settings, worker_url)
-        probe = demo_vectors(settings, worker_url)
-        demo_replication(settings, probe)
+        _wait_for(facade.answers, 120, "the facade and the worker")
+        print(
+            f"    facade at http://127.0.0.1:{settings.facade.port} (keys generated for this run)"
+        )
+        demo_time_series(settings, facade)
+        probe = demo_vectors(settings, facade)
+        demo_replication(settings, facade, probe)
     finally:
-        code = stop_worker_process(worker)
-        _say(f"worker stopped (exit {code})")
-    _say(f"demo finished in {time.monotonic() - t0:.1f} s; the broker keeps running")
-    print(f"    stop it with: themis kafka down --name {settings.kafka.cluster}")
+        _say(f"facade stopped (exit {stop_worker_process(facade_proc)})")
+        _say(f"worker stopped (exit {stop_worker_process(worker)})")
+    _say(f"demo finished in {time.monotonic() - t0:.1f} s; the brokers keep running")
+    print(
+        f"    stop them with: themis kafka down --name {settings.kafka.cluster}; "
+        "themis kafka down --name replica"
+    )
     return 0

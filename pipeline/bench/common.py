@@ -73,6 +73,12 @@ def add_bench_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentPar
         "codec speed, replication lag",
     )
     add_bench_arguments(wal).set_defaults(handler=_bench_wal)
+    http = kinds.add_parser(
+        "http",
+        help="HTTP facade: buffered-put requests/s against a bare aiohttp server, "
+        "server-side p99, batch points/s",
+    )
+    add_bench_arguments(http).set_defaults(handler=_bench_http)
 
 
 def _bench_ts(args: argparse.Namespace) -> int:
@@ -86,6 +92,13 @@ def _bench_wal(args: argparse.Namespace) -> int:
     from pipeline.bench.wal import render_table, run_wal_bench
 
     emit(run_wal_bench(args.quick), as_json=args.json, render=render_table)
+    return 0
+
+
+def _bench_http(args: argparse.Namespace) -> int:
+    from pipeline.bench.http import render_table, run_http_bench
+
+    emit(run_http_bench(args.quick), as_json=args.json, render=render_table)
     return 0
 
 

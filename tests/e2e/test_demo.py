@@ -45,9 +45,12 @@ def test_demo_streams_points_and_vectors_and_prints_stats_and_results(
     out = result.stdout
     assert "points_flushed: 101000" in out
     assert "current_buffer_size: 0" in out
-    assert "100 points; first: [(1702645200000, 44.5)" in out
-    assert "live_vectors: 1900" in out
+    assert "100 points; first: [{'timestamp_ms': 1702645200000, 'value': 44.5}" in out
+    assert "vectors_flushed: 2150" in out
     assert "doc_00042  distance=" in out
+    assert "POST /ts/put/buffered -> 200 {'success': True, 'buffered': True, 'buffer_size':" in out
+    assert "failed_ships: 0" in out
     assert "ts query on the replica equals the primary's: True (100 points)" in out
     assert "live vectors on the replica: 1900; top-3 search equals the primary's: True" in out
+    assert "facade stopped (exit 0)" in out
     assert "worker stopped (exit 0)" in out

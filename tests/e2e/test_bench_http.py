@@ -1,0 +1,112 @@
+"""``python -m pipeline.bench.http --quick --json`` end to end against the session broker."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+from confluent_kafka.admin import AdminClient
+
+from pipeline.kafka.broker import BrokerHandle
+from tests.support import REPO, settings_env, wait_until
+
+pytestmark = pytest.mark.e2e
+
+RATES = (
+    "put_buffered_req_per_s",
+    "put_buffered_queued_req_per_s",
+    "bare_framework_req_per_s",
+    "put_vs_bare",
+    "server_p50_ms",
+    "server_p99_ms",
+    "client_p99_ms",
+    "batch_points_per_s",
+    "batch_req_per_s",
+)
+
+
+@pytest.fixture(scope="module")
+def quick_report(kafka_broker: BrokerHandle) -> dict[str, object]:
+    env = settings_env(
+        {"KAFKA_BOOTSTRAP_SERVERS": kafka_broker.bootstrap_servers, "THEMIS_CONFIG": os.devnull}
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "pipeline.bench.http", "--quick", "--json"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=90,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-4000:]
+    report: dict[str, object] = json.loads(done.stdout)
+    return report
+
+
+def test_quick_run_reports_every_rate_and_latency_positive(
+    quick_report: dict[str, object],
+) -> None:
+    for name in RATES:
+        value = quick_report[name]
+        assert isinstance(value, int | float), name
+        assert value > 0, name
+    definitions = quick_report["definitions"]
+    assert isinstance(definitions, dict)
+    assert {"put_buffered_req_per_s", "bare_framework_req_per_s", "server_p99_ms"} <= set(
+        definitions
+    )
+
+
+def test_quick_run_takes_p99_from_a_bucket_of_the_facade_histogram(
+    quick_report: dict[str, object],
+) -> None:
+    bucket = quick_report["server_p99_bucket_ms"]
+    assert isinstance(bucket, list)
+    lower, upper = bucket
+    p99 = quick_report["server_p99_ms"]
+    assert isinstance(p99, float)
+    assert lower <= p99 <= upper
+    settings = quick_report["settings"]
+    assert isinstance(settings, dict)
+    assert upper in settings["facade_histogram_buckets_ms"]
+
+
+def test_quick_run_states_modes_load_worker_broker_and_machine(
+    quick_report: dict[str, object], kafka_broker: BrokerHandle
+) -> None:
+    assert quick_report["response_mode"] == "acked"
+    assert quick_report["response_modes_measured"] == ["acked", "queued"]
+    settings = quick_report["settings"]
+    assert isinstance(settings, dict)
+    assert settings["connections"] > 0
+    assert settings["concurrency"] > 0
+    assert settings["batch_points"] == 1000
+    worker = quick_report["worker"]
+    assert isinstance(worker, dict)
+    assert worker["ran"] is False
+    assert quick_report["broker"] == {
+        "source": "environment",
+        "bootstrap_servers": kafka_broker.bootstrap_servers,
+        "startup_seconds": 0.0,
+    }
+    machine = quick_report["machine"]
+    assert isinstance(machine, dict)
+    assert machine["nproc"] > 0
+
+
+def test_quick_run_leaves_no_topics_on_a_given_broker(
+    quick_report: dict[str, object], kafka_broker: BrokerHandle
+) -> None:
+    prefix = quick_report["topic_prefix"]
+    assert isinstance(prefix, str)
+    assert prefix.startswith("bench-")
+    admin = AdminClient({"bootstrap.servers": kafka_broker.bootstrap_servers})
+
+    def bench_topics() -> list[str]:
+        return [t for t in admin.list_topics(timeout=10).topics if t.startswith(prefix)]
+
+    wait_until(lambda: not bench_topics(), timeout_s=15, what=f"no topics under {prefix}")
