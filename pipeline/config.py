@@ -54,6 +54,8 @@ class WorkerSettings:
 
     app_id: str = "themis-pipeline"
     """Faust app id, also the consumer group id."""
+    web_host: str = "127.0.0.1"
+    """Address the worker's web server binds (``0.0.0.0`` in a container)."""
     web_port: int = field(default=6066, metadata=_rng(0, 65535))
     """Port of the worker's web server (metrics); 0 picks a free port."""
     data_dir: Path = Path("var/data")

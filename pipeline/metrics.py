@@ -82,6 +82,19 @@ class PipelineMetrics:
             ["source_topic"],
             registry=r,
         )
+
+    def exposition(self) -> bytes:
+        """The text exposition format of every metric."""
+        return generate_latest(self.registry)
+
+
+class WalShipperMetrics:
+    """The WAL shipper's metrics, on a registry of their own (served by the process that
+    ships: ``themis wal ship --metrics-port`` or the facade)."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
         self.wal_shipper_bytes_uncompressed_total = Counter(
             "wal_shipper_bytes_uncompressed",
             "WAL batch bodies confirmed by replicas, before compression (bytes).",

@@ -365,6 +365,8 @@ class Facade:
         self.worker_ts_sizes: dict[str, int] = {}
         self.worker_vec_sizes: dict[str, int] = {}
         self.routes: dict[tuple[str, str], RouteSpec] = {}
+        self.extra_registries: list[CollectorRegistry] = []
+        """More registries served at ``/metrics`` (the WAL shipper's, when one runs)."""
 
     # -- lifecycle ------------------------------------------------------------
 
@@ -869,10 +871,8 @@ class Facade:
     # -- metrics --------------------------------------------------------------
 
     async def metrics_page(self, request: web.Request) -> web.Response:
-        return web.Response(
-            body=generate_latest(self.metrics.registry),
-            headers={"Content-Type": CONTENT_TYPE_LATEST},
-        )
+        body = b"".join(generate_latest(r) for r in [self.metrics.registry, *self.extra_registries])
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     def builtin_routes(self) -> list[RouteSpec]:
         ts, vec, flush = RouteClass.TS_PUT, RouteClass.VECTORS_ADD, RouteClass.FLUSH

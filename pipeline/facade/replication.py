@@ -25,8 +25,9 @@ from aiohttp import web
 
 from pipeline.config import Settings
 from pipeline.errors import ThemisError
-from pipeline.facade.app import RequestRejected, RouteSpec, parse_json
+from pipeline.facade.app import FACADE_STATE, RequestRejected, RouteSpec, parse_json
 from pipeline.facade.auth import Role
+from pipeline.metrics import WalShipperMetrics
 from pipeline.wal.applier import ReplicaState
 from pipeline.wal.http import REPLICA_STATE, handle_wal_apply
 from pipeline.wal.shipper import WalShipper
@@ -48,12 +49,13 @@ class ReplicationControl:
         self.settings = settings
         self.bootstrap = bootstrap
         self.shipper: WalShipper | None = None
+        self.metrics = WalShipperMetrics()
         wal = settings.compressed_wal_shipping
         self.compression = (wal.compression_type, wal.compression_level)
 
     def _ensure(self) -> WalShipper:
         if self.shipper is None:
-            self.shipper = WalShipper(self.settings, bootstrap=self.bootstrap)
+            self.shipper = WalShipper(self.settings, bootstrap=self.bootstrap, metrics=self.metrics)
             self.shipper.configure_compression(*self.compression)
         return self.shipper
 
@@ -148,6 +150,7 @@ def install_replication(app: web.Application, settings: Settings, bootstrap: str
     """Mount the replication routes' state on ``app`` (routes via ``replication_routes``)."""
     control = ReplicationControl(settings, bootstrap)
     app[SHIPPER] = control
+    app[FACADE_STATE].extra_registries.append(control.metrics.registry)
     state = ReplicaState(settings.worker.data_dir / "replica-facade", settings)
     app[REPLICA_STATE] = state
 

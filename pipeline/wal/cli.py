@@ -57,6 +57,9 @@ def _client_ssl(args: argparse.Namespace) -> ssl.SSLContext | None:
 
 
 def _ship(args: argparse.Namespace) -> int:
+    from prometheus_client import start_http_server
+
+    from pipeline.metrics import WalShipperMetrics
     from pipeline.wal.shipper import WalShipper
 
     settings = load_settings()
@@ -71,7 +74,12 @@ def _ship(args: argparse.Namespace) -> int:
             )
         replicas.append((replica_id, endpoint))
     stop = _stop_on_signals()
-    shipper = WalShipper(settings, primary_id=args.primary_id, ssl_context=_client_ssl(args))
+    metrics = WalShipperMetrics()
+    if args.metrics_port is not None:
+        start_http_server(args.metrics_port, addr="127.0.0.1", registry=metrics.registry)
+    shipper = WalShipper(
+        settings, primary_id=args.primary_id, ssl_context=_client_ssl(args), metrics=metrics
+    )
     if args.compression:
         shipper.configure_compression(
             args.compression, args.level or settings.compressed_wal_shipping.compression_level
@@ -170,6 +178,9 @@ def add_wal_arguments(wal: argparse.ArgumentParser) -> None:
         help="kafka://host:port or http(s)://host:port; repeat for several replicas",
     )
     ship.add_argument("--once", action="store_true", help="exit once every replica caught up")
+    ship.add_argument(
+        "--metrics-port", type=int, default=None, help="serve /metrics on 127.0.0.1:PORT"
+    )
     ship.add_argument("--timeout", type=float, default=300.0, help="--once deadline, seconds")
     ship.add_argument("--stats-interval", type=float, default=10.0, help="seconds between stats")
     ship.add_argument("--primary-id", default=None, help="default: the worker's app id")

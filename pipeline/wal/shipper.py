@@ -51,7 +51,7 @@ from confluent_kafka import OFFSET_END, Consumer, KafkaError, Producer, TopicPar
 
 from pipeline.config import Settings
 from pipeline.errors import InvalidRecord, ThemisError
-from pipeline.metrics import PipelineMetrics
+from pipeline.metrics import WalShipperMetrics
 from pipeline.wal.applier import (
     REPLICA_STATUS_TOPIC,
     REPLICA_TOPIC,
@@ -555,7 +555,7 @@ class WalShipper:
         *,
         bootstrap: str | None = None,
         primary_id: str | None = None,
-        metrics: PipelineMetrics | None = None,
+        metrics: WalShipperMetrics | None = None,
         dictionary: Dictionary | None = None,
         ssl_context: ssl.SSLContext | None = None,
         max_batch_entries: int = MAX_BATCH_ENTRIES,

@@ -76,6 +76,17 @@ def test_replication_stats_config_and_replicas_and_wal_apply(
         assert stats["stats"]["total_entries_shipped"] >= 5
         assert stats["stats"]["total_bytes_shipped"] > 0
         assert stats["replicas"][0]["is_healthy"] is True
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        conn.request("GET", "/metrics")
+        exposition = conn.getresponse().read().decode()
+        for name in (
+            "wal_shipper_bytes_uncompressed_total",
+            "wal_shipper_bytes_shipped_total",
+            "wal_shipper_compression_ratio",
+            "wal_shipper_batches_total",
+            'wal_shipper_lag_bytes{replica="self"}',
+        ):
+            assert name in exposition
 
         status, body, _ = http_call(
             port,

@@ -28,7 +28,7 @@ from pipeline.config import Settings
 from pipeline.facade.app import FacadeMetrics
 from pipeline.kafka.local_broker import free_port
 from pipeline.kafka.topics import apply_topics
-from pipeline.metrics import PipelineMetrics
+from pipeline.metrics import PipelineMetrics, WalShipperMetrics
 from tests.conftest import MakeSettings
 from tests.integration.test_facade import FacadeThread
 from tests.support import (
@@ -308,7 +308,11 @@ def test_prometheus_scrapes_every_worker_and_facade_metric(
 @pytest.mark.parametrize("name", DASHBOARD_FILES)
 def test_dashboard_queries_name_only_metrics_the_pipeline_exports(name: str) -> None:
     board = dashboard(name)
-    known = series_names(PipelineMetrics().registry) | facade_series_names()
+    known = (
+        series_names(PipelineMetrics().registry)
+        | series_names(WalShipperMetrics().registry)
+        | facade_series_names()
+    )
     assert board["schemaVersion"] >= 36
     variables = {v["name"]: v for v in board["templating"]["list"]}
     assert variables["datasource"]["type"] == "datasource"
