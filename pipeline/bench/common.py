@@ -20,14 +20,14 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
 from confluent_kafka.admin import AdminClient
 
 from pipeline.config import Settings, child_env
-from pipeline.errors import BenchmarkFailed
+from pipeline.errors import BenchmarkFailed, ThemisError
 
 _T = TypeVar("_T")
 
@@ -117,6 +117,28 @@ def emit(
         print(json.dumps(result, indent=2), flush=True)
     else:
         print(render(result), flush=True)
+
+
+def run_bench_main(
+    name: str,
+    description: str,
+    run: Callable[[bool], Mapping[str, object]],
+    render: Callable[[Mapping[str, object]], str],
+    argv: Sequence[str] | None,
+) -> int:
+    """``python -m pipeline.bench.NAME [--quick] [--json]``: parse, run, print; the exit code."""
+    parser = add_bench_arguments(
+        argparse.ArgumentParser(prog=f"themis bench {name}", description=description)
+    )
+    args = parser.parse_args(argv)
+    try:
+        emit(run(args.quick), as_json=args.json, render=render)
+    except ThemisError as exc:
+        print(f"themis bench {name}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    return 0
 
 
 def progress(message: str) -> None:

@@ -47,16 +47,15 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.bench.common import (
-    add_bench_arguments,
     delete_topics_under,
-    emit,
     machine_info,
     progress,
     rounded,
+    run_bench_main,
     wait_for,
 )
 from pipeline.config import Settings, child_env, load_settings
-from pipeline.errors import BenchmarkFailed, ThemisError
+from pipeline.errors import BenchmarkFailed
 from pipeline.kafka.broker import BrokerHandle, provide_broker
 from pipeline.kafka.local_broker import free_port
 from pipeline.kafka.topics import apply_topics, load_specs
@@ -667,21 +666,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _load_main(args_list)
     if "--bare-server" in args_list:
         return _bare_main(args_list)
-    parser = add_bench_arguments(
-        argparse.ArgumentParser(
-            prog="themis bench http",
-            description="Requests per second of the HTTP facade against a bare aiohttp server.",
-        )
+    return run_bench_main(
+        "http",
+        "Requests per second of the HTTP facade against a bare aiohttp server.",
+        run_http_bench,
+        render_table,
+        args_list,
     )
-    args = parser.parse_args(args_list)
-    try:
-        emit(run_http_bench(args.quick), as_json=args.json, render=render_table)
-    except ThemisError as exc:
-        print(f"themis bench http: error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        return 130
-    return 0
 
 
 if __name__ == "__main__":

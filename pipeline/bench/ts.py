@@ -56,7 +56,6 @@ and Python.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import itertools
 import os
@@ -82,17 +81,16 @@ from confluent_kafka import (
 
 from pipeline.bench.common import (
     WorkerProcess,
-    add_bench_arguments,
     best_rate,
     delete_topics_under,
-    emit,
     machine_info,
     progress,
     rounded,
+    run_bench_main,
     wait_for,
 )
 from pipeline.config import Settings, load_settings
-from pipeline.errors import BenchmarkFailed, ThemisError
+from pipeline.errors import BenchmarkFailed
 from pipeline.kafka.broker import BrokerHandle, provide_broker
 from pipeline.kafka.local_broker import free_port
 from pipeline.kafka.producer import durable_producer_config
@@ -792,20 +790,9 @@ def render_table(result: Mapping[str, object]) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m pipeline.bench.ts [--quick] [--json]``; returns the exit code."""
-    parser = add_bench_arguments(
-        argparse.ArgumentParser(
-            prog="themis bench ts", description="How small and how fast the time-series path is."
-        )
+    return run_bench_main(
+        "ts", "How small and how fast the time-series path is.", run_ts_bench, render_table, argv
     )
-    args = parser.parse_args(argv)
-    try:
-        emit(run_ts_bench(args.quick), as_json=args.json, render=render_table)
-    except ThemisError as exc:
-        print(f"themis bench ts: error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        return 130
-    return 0
 
 
 if __name__ == "__main__":

@@ -33,7 +33,6 @@ Measurements (one JSON object with ``--json``; :data:`DEFINITIONS` is copied int
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import os
 import sys
@@ -51,16 +50,15 @@ import numpy.typing as npt
 
 from pipeline.bench.common import (
     WorkerProcess,
-    add_bench_arguments,
     delete_topics_under,
-    emit,
     machine_info,
     progress,
     rounded,
+    run_bench_main,
     wait_for,
 )
 from pipeline.config import Settings, load_settings
-from pipeline.errors import BenchmarkFailed, ThemisError
+from pipeline.errors import BenchmarkFailed
 from pipeline.kafka.broker import BrokerHandle, provide_broker
 from pipeline.kafka.local_broker import free_port
 from pipeline.kafka.producer import key_partition
@@ -648,21 +646,13 @@ def render_table(result: Mapping[str, object]) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m pipeline.bench.vectors [--quick] [--json]``; returns the exit code."""
-    parser = add_bench_arguments(
-        argparse.ArgumentParser(
-            prog="themis bench vectors",
-            description="How fast, how exact and how big the vector path is.",
-        )
+    return run_bench_main(
+        "vectors",
+        "How fast, how exact and how big the vector path is.",
+        run_vector_bench,
+        render_table,
+        argv,
     )
-    args = parser.parse_args(argv)
-    try:
-        emit(run_vector_bench(args.quick), as_json=args.json, render=render_table)
-    except ThemisError as exc:
-        print(f"themis bench vectors: error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        return 130
-    return 0
 
 
 if __name__ == "__main__":

@@ -50,10 +50,11 @@ from pipeline.bench.common import (
     machine_info,
     progress,
     rounded,
+    run_bench_main,
     wait_for,
 )
 from pipeline.config import Settings, load_settings
-from pipeline.errors import BenchmarkFailed, ThemisError
+from pipeline.errors import BenchmarkFailed
 from pipeline.kafka.broker import provide_broker
 from pipeline.kafka.local_broker import LocalKafka
 from pipeline.kafka.topics import TopicSpec, apply_topics, load_specs
@@ -449,18 +450,7 @@ def _bench_wal(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m pipeline.bench.wal [--quick] [--json]``; returns the exit code."""
-    parser = add_bench_arguments(
-        argparse.ArgumentParser(prog="themis bench wal", description="Compressed WAL shipping.")
-    )
-    args = parser.parse_args(argv)
-    try:
-        emit(run_wal_bench(args.quick), as_json=args.json, render=render_table)
-    except ThemisError as exc:
-        print(f"themis bench wal: error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        return 130
-    return 0
+    return run_bench_main("wal", "Compressed WAL shipping.", run_wal_bench, render_table, argv)
 
 
 if __name__ == "__main__":
