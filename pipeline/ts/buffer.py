@@ -136,7 +136,7 @@ class _Series:
         return ts_parts, val_parts
 
 
-def _sorted_last_wins(
+def sorted_last_wins(
     ts_parts: list[_Int64s], val_parts: list[_Float64s]
 ) -> tuple[_Int64s, _Float64s]:
     """Concatenate, sort by timestamp (stable) and keep the last value of each timestamp."""
@@ -329,7 +329,7 @@ class TSAutoBuffer:
                 chunks = [*series.chunks, (list(series.ts), list(series.vals))]
         ts_parts = [np.asarray(t, dtype=np.int64) for t, _ in chunks]
         val_parts = [np.asarray(v, dtype=np.float64) for _, v in chunks]
-        ts, vals = _sorted_last_wins(ts_parts, val_parts)
+        ts, vals = sorted_last_wins(ts_parts, val_parts)
         lo = int(np.searchsorted(ts, start_ms, side="left"))
         hi = int(np.searchsorted(ts, end_ms, side="right"))
         return ts[lo:hi].copy(), vals[lo:hi].copy()
@@ -408,5 +408,5 @@ class TSAutoBuffer:
 
 def _to_batch(series_key: str, series: _Series) -> SeriesBatch:
     """Build the batch of a detached series (outside the lock: it is no longer shared)."""
-    ts, vals = _sorted_last_wins(*series.parts())
+    ts, vals = sorted_last_wins(*series.parts())
     return SeriesBatch(series_key, ts, vals, series.tokens)

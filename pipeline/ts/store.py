@@ -20,6 +20,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
 from pipeline.errors import CorruptBlock
 from pipeline.ts.block import decode_block
+from pipeline.ts.buffer import sorted_last_wins
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS blocks (
@@ -47,17 +48,7 @@ Points = tuple[npt.NDArray[np.int64], npt.NDArray[np.float64]]
 
 def merge_last_wins(parts: list[Points]) -> Points:
     """Concatenate point sets in write order, sort by time, keep the last write per timestamp."""
-    if not parts:
-        return np.empty(0, np.int64), np.empty(0, np.float64)
-    ts = np.concatenate([p[0] for p in parts])
-    vs = np.concatenate([p[1] for p in parts])
-    order = np.argsort(ts, kind="stable")
-    ts, vs = ts[order], vs[order]
-    if ts.size > 1:
-        keep = np.ones(ts.size, dtype=bool)
-        keep[:-1] = ts[1:] != ts[:-1]  # the last of each run of equal timestamps
-        ts, vs = ts[keep], vs[keep]
-    return ts, vs
+    return sorted_last_wins([p[0] for p in parts], [p[1] for p in parts])
 
 
 class BlockStore:
