@@ -31,7 +31,8 @@ prometheus:
 
 ## Lint, type-check, then every test against a real broker (started here if none is given).
 test: lint typecheck prometheus
-	$(BIN)/pytest
+	$(BIN)/pytest --junitxml=var/junit.xml
+	@$(BIN)/python -c "import xml.etree.ElementTree as E; s=E.parse('var/junit.xml').getroot().find('testsuite'); t,f,e,k=(int(s.get(a)) for a in ('tests','failures','errors','skipped')); print(f'{t-f-e-k} passed, {f+e} failed, {k} skipped')"
 
 unit: setup
 	$(BIN)/pytest -m unit
