@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -87,3 +88,20 @@ def committed_total(bootstrap: str, group: str, topic: str, partitions: int) -> 
 def settings_as_env(settings: Settings) -> dict[str, str]:
     """The environment that makes a child process load exactly these settings."""
     return settings_to_env(settings)
+
+
+def run_quick_bench(module: str, bootstrap: str, timeout_s: float) -> dict[str, object]:
+    """``python -m pipeline.bench.MODULE --quick --json`` against ``bootstrap``; its report."""
+    env = settings_env({"KAFKA_BOOTSTRAP_SERVERS": bootstrap, "THEMIS_CONFIG": os.devnull})
+    done = subprocess.run(
+        [sys.executable, "-m", f"pipeline.bench.{module}", "--quick", "--json"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-4000:]
+    report: dict[str, object] = json.loads(done.stdout)
+    return report

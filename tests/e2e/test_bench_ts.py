@@ -2,16 +2,11 @@
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
-
 import pytest
 from confluent_kafka.admin import AdminClient
 
 from pipeline.kafka.broker import BrokerHandle
-from tests.support import REPO, settings_env, wait_until
+from tests.support import run_quick_bench, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -33,21 +28,7 @@ COUNTS = ("codec", "pipeline_json", "pipeline_frames", "bare_consume", "buffered
 
 @pytest.fixture(scope="module")
 def quick_report(kafka_broker: BrokerHandle) -> dict[str, object]:
-    env = settings_env(
-        {"KAFKA_BOOTSTRAP_SERVERS": kafka_broker.bootstrap_servers, "THEMIS_CONFIG": os.devnull}
-    )
-    done = subprocess.run(
-        [sys.executable, "-m", "pipeline.bench.ts", "--quick", "--json"],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=150,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr[-4000:]
-    report: dict[str, object] = json.loads(done.stdout)
-    return report
+    return run_quick_bench("ts", kafka_broker.bootstrap_servers, timeout_s=150)
 
 
 def test_quick_run_reports_every_rate_positive(quick_report: dict[str, object]) -> None:
