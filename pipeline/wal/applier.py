@@ -97,6 +97,12 @@ _TS_ENTRIES: Final = ("wal.ts.entries", 0)
 _VECTOR_NEEDED: Final = ("wal.vector.last_entry_lsn", 0)
 
 
+SNAPSHOT_INTERVAL_S = 1.0
+"""The vector index is snapshotted at most this often (and on close). After a crash the
+replica resumes from the older of the block store's and the snapshot's LSN: a batch
+beyond it is refused as a gap and the shipper resends; replayed entries are idempotent."""
+
+
 class WalGap(ThemisError):
     """A batch starts after the next LSN this replica needs; nothing was applied.
 
@@ -181,12 +187,14 @@ class ReplicaState:
                     self._dictionaries[found.dictionary_id] = found
         self.batches_applied = 0
         self.entries_rejected = 0
+        self._vector_dirty = False
+        self._snapshot_at = time.monotonic()
 
     # -- state ----------------------------------------------------------------
 
     @property
     def last_applied_lsn(self) -> int:
-        """Every entry up to this LSN is applied (durably, for both blocks and vectors)."""
+        """Every entry up to this LSN is applied (vectors durable at the next snapshot)."""
         with self._lock:
             return min(self._lsn, self._vector_lsn)
 
@@ -212,7 +220,17 @@ class ReplicaState:
 
     def close(self) -> None:
         with self._lock:
+            if self._vector_dirty:
+                self._snapshot_vectors()
             self._store.close()
+
+    def _snapshot_vectors(self) -> None:
+        """Snapshot the index with the LSN it covers (at most every SNAPSHOT_INTERVAL_S)."""
+        self._index.save(
+            self._vector_dir, extra={"lsn": self._vector_lsn, "entries": self._vector_entries}
+        )
+        self._vector_dirty = False
+        self._snapshot_at = time.monotonic()
 
     # -- applying -------------------------------------------------------------
 
@@ -254,16 +272,18 @@ class ReplicaState:
             if vector_batches:
                 for batch in vector_batches:
                     self._index.apply(batch)
-                self._index.save(
-                    self._vector_dir, extra={"lsn": header.last_lsn, "entries": vector_entries}
-                )
                 self._vector_entries = vector_entries
+                self._vector_dirty = True
             self._vector_lsn = max(self._vector_lsn, header.last_lsn)
-            positions = {_LSN: header.last_lsn, _TS_ENTRIES: ts_entries}
+            if self._vector_dirty and time.monotonic() - self._snapshot_at >= SNAPSHOT_INTERVAL_S:
+                self._snapshot_vectors()
+            # A replay (after a crash between vector snapshots) never moves the LSN back.
+            lsn = max(self._lsn, header.last_lsn)
+            positions = {_LSN: lsn, _TS_ENTRIES: ts_entries}
             if last_vector:
                 positions[_VECTOR_NEEDED] = last_vector
             self._store.insert_blocks(blocks, positions=positions)
-            self._lsn = header.last_lsn
+            self._lsn = lsn
             self._ts_entries = ts_entries
             self.batches_applied += 1
             self.entries_rejected += rejected
