@@ -105,3 +105,13 @@ def run_quick_bench(module: str, bootstrap: str, timeout_s: float) -> dict[str, 
     assert done.returncode == 0, done.stderr[-4000:]
     report: dict[str, object] = json.loads(done.stdout)
     return report
+
+
+class FakeClock:
+    """A monotonic clock in seconds that moves only when told."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now

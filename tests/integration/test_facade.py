@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import http.client
 import json
-import sys
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,99 +12,28 @@ from typing import Any
 
 import numpy as np
 import pytest
-from aiohttp import web
 
-from pipeline.config import Settings
-from pipeline.facade import create_facade
 from pipeline.kafka.local_broker import free_port
-from pipeline.kafka.topics import apply_topics
 from tests.conftest import MakeSettings
-from tests.support import settings_as_env, start_themis_worker, stop_process, wait_until
+from tests.facade_support import (
+    ADMIN,
+    DIM,
+    WRITER,
+    FacadeThread,
+    facade_behind_worker,
+    facade_settings,
+    http_call,
+    start_facade_process,
+)
+from tests.support import stop_process, wait_until
 
 pytestmark = pytest.mark.integration
-
-DIM = 16
-WRITER = {"Authorization": "Bearer writer-key"}
-ADMIN = {"X-API-Key": "admin-key"}
-KEYS = "writer-key:writer,admin-key:admin"
-
-
-class FacadeThread:
-    """The facade on its own event loop in a thread, on a free loopback port."""
-
-    def __init__(self, settings: Settings) -> None:
-        self.port = free_port()
-        self.settings = dataclasses.replace(
-            settings, facade=dataclasses.replace(settings.facade, port=self.port)
-        )
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-        self.thread.start()
-        app = create_facade(self.settings, settings.kafka.bootstrap_servers)
-        self.runner = web.AppRunner(app)
-        self._run(self.runner.setup())
-        self._run(web.TCPSite(self.runner, "127.0.0.1", self.port).start())
-
-    def _run(self, coro: Any) -> Any:
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout=60)
-
-    def close(self) -> None:
-        self._run(self.runner.cleanup())
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(timeout=10)
-        self.loop.close()
-
-    def call(
-        self, method: str, path: str, body: Any = None, headers: dict[str, str] | None = None
-    ) -> tuple[int, Any, dict[str, str]]:
-        return http_call(self.port, method, path, body, headers)
-
-
-def http_call(
-    port: int, method: str, path: str, body: Any = None, headers: dict[str, str] | None = None
-) -> tuple[int, Any, dict[str, str]]:
-    """``(status, decoded JSON, headers)``; ``body`` bytes go as they are, else as JSON."""
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
-    data = body if isinstance(body, bytes) or body is None else json.dumps(body).encode()
-    try:
-        conn.request(method, path, body=data, headers=headers or {})
-        resp = conn.getresponse()
-        raw = resp.read()
-        return resp.status, json.loads(raw) if raw else None, dict(resp.getheaders())
-    finally:
-        conn.close()
-
-
-def _settings(make_settings: MakeSettings, **facade: object) -> Settings:
-    settings = make_settings(
-        facade={"api_keys": KEYS} | facade,
-        ts_auto_buffer={"flush_interval_ms": 60_000},
-        vector_auto_buffer={
-            "dimension": DIM,
-            "snapshot_interval_ms": 300,
-            "flush_interval_ms": 200,
-        },
-    )
-    assert settings.kafka.bootstrap_servers
-    apply_topics(settings.kafka.bootstrap_servers, settings, partitions_override=2)
-    return settings
 
 
 @pytest.fixture
 def with_worker(make_settings: MakeSettings, tmp_path: Path) -> Iterator[FacadeThread]:
-    settings = _settings(make_settings)
-    worker = start_themis_worker(settings_as_env(settings), tmp_path / "worker.log")
-    facade = FacadeThread(settings)
-    try:
-        wait_until(
-            lambda: facade.call("GET", "/ts/buffer/stats", headers=WRITER)[0] == 200,
-            timeout_s=90,
-            what="the worker's web server behind the facade",
-        )
+    with facade_behind_worker(facade_settings(make_settings), tmp_path, WRITER) as facade:
         yield facade
-    finally:
-        facade.close()
-        stop_process(worker)
 
 
 def _points(facade: FacadeThread, query: str) -> list[list[Any]]:
@@ -240,7 +166,7 @@ def test_buffered_points_and_vectors_go_through_the_worker_and_come_back_exactly
 def test_feature_flag_off_answers_503_while_direct_writes_are_durable_and_rate_limited(
     make_settings: MakeSettings,
 ) -> None:
-    settings = _settings(make_settings, rate_ts_put_per_min=2)
+    settings = facade_settings(make_settings, rate_ts_put_per_min=2)
     settings = dataclasses.replace(
         settings,
         ts_auto_buffer=dataclasses.replace(settings.ts_auto_buffer, enabled=False),
@@ -281,26 +207,10 @@ def test_sigterm_delivers_every_queued_point_before_the_facade_exits(
 ) -> None:
     from confluent_kafka import Consumer, TopicPartition
 
-    from tests.support import start_process
-
     port = free_port()
-    settings = _settings(make_settings, port=port, response_mode="queued")
-    proc = start_process(
-        [sys.executable, "-m", "pipeline.facade.cli", "facade"],
-        settings_as_env(settings),
-        tmp_path / "facade.log",
-    )
-
-    def answers() -> bool:
-        try:
-            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
-            conn.request("GET", "/metrics")
-            return conn.getresponse().status == 200
-        except OSError:
-            return False
-
+    settings = facade_settings(make_settings, port=port, response_mode="queued")
+    proc = start_facade_process(settings, tmp_path / "facade.log")
     try:
-        wait_until(answers, timeout_s=60, what="the facade subprocess to listen")
         for i in range(200):
             point = {"metric": "q", "entity": "e", "timestamp_ms": i, "value": float(i)}
             assert http_call(port, "POST", "/ts/put/buffered", point, WRITER)[0] == 200

@@ -26,8 +26,8 @@ import pytest
 
 from pipeline.kafka.topics import apply_topics
 from tests.conftest import MakeSettings
-from tests.integration.test_facade import FacadeThread
-from tests.support import REPO, settings_as_env, start_themis_worker, stop_process, wait_until
+from tests.facade_support import FacadeThread, facade_behind_worker
+from tests.support import REPO
 
 pytestmark = pytest.mark.integration
 
@@ -113,18 +113,8 @@ def doc_facade(make_settings: MakeSettings, tmp_path: Path) -> Iterator[FacadeTh
     )
     assert config.kafka.bootstrap_servers
     apply_topics(config.kafka.bootstrap_servers, config, partitions_override=2)
-    worker = start_themis_worker(settings_as_env(config), tmp_path / "worker.log")
-    facade = FacadeThread(config)
-    try:
-        wait_until(
-            lambda: facade.call("GET", "/vectors/buffer/stats", headers=WRITER)[0] == 200,
-            timeout_s=90,
-            what="the worker's web server behind the facade",
-        )
+    with facade_behind_worker(config, tmp_path, WRITER) as facade:
         yield facade
-    finally:
-        facade.close()
-        stop_process(worker)
 
 
 def _run(example: CurlExample, port: int, headers_file: Path) -> tuple[int, str]:

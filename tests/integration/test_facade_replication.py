@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import http.client
-import sys
 from pathlib import Path
 
 import pytest
 
 from pipeline.kafka.local_broker import free_port
 from tests.conftest import MakeSettings
-from tests.integration.test_facade import ADMIN, WRITER, _settings, http_call
-from tests.support import settings_as_env, start_process, stop_process, wait_until
+from tests.facade_support import (
+    ADMIN,
+    WRITER,
+    facade_settings,
+    http_call,
+    start_facade_process,
+)
+from tests.support import stop_process, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -20,23 +25,9 @@ def test_replication_stats_config_and_replicas_and_wal_apply(
     make_settings: MakeSettings, tmp_path: Path
 ) -> None:
     port = free_port()
-    settings = _settings(make_settings, port=port)
-    proc = start_process(
-        [sys.executable, "-m", "pipeline.facade.cli", "facade"],
-        settings_as_env(settings),
-        tmp_path / "facade.log",
-    )
-
-    def answers() -> bool:
-        try:
-            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
-            conn.request("GET", "/metrics")
-            return conn.getresponse().status == 200
-        except OSError:
-            return False
-
+    settings = facade_settings(make_settings, port=port)
+    proc = start_facade_process(settings, tmp_path / "facade.log")
     try:
-        wait_until(answers, timeout_s=60, what="the facade subprocess to listen")
         status, body, _ = http_call(port, "GET", "/api/v1/replication/stats", None, WRITER)
         assert status == 200
         assert body["replicas"] == []

@@ -33,8 +33,8 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from tests.conftest import MakeSettings
-from tests.integration.test_facade import DIM, FacadeThread, _settings
-from tests.support import REPO, settings_as_env, start_themis_worker, stop_process, wait_until
+from tests.facade_support import DIM, FacadeThread, facade_behind_worker, facade_settings
+from tests.support import REPO
 
 pytestmark = pytest.mark.integration
 
@@ -58,24 +58,14 @@ CHECKS = [
 @pytest.fixture
 def live_facade(make_settings: MakeSettings, tmp_path: Path) -> Iterator[FacadeThread]:
     """A worker and the facade, with limits high enough that fuzzing is not throttled."""
-    config = _settings(
+    config = facade_settings(
         make_settings,
         rate_ts_put_per_min=1_000_000,
         rate_vectors_add_per_min=1_000_000,
         rate_flush_per_min=1_000_000,
     )
-    worker = start_themis_worker(settings_as_env(config), tmp_path / "worker.log")
-    facade = FacadeThread(config)
-    try:
-        wait_until(
-            lambda: facade.call("GET", "/vectors/buffer/stats", headers=AUTH)[0] == 200,
-            timeout_s=90,
-            what="the worker's web server behind the facade",
-        )
+    with facade_behind_worker(config, tmp_path, AUTH) as facade:
         yield facade
-    finally:
-        facade.close()
-        stop_process(worker)
 
 
 def _spec_for_dimension(dimension: int) -> dict[str, Any]:

@@ -30,12 +30,10 @@ from pipeline.kafka.local_broker import free_port
 from pipeline.kafka.topics import apply_topics
 from pipeline.metrics import PipelineMetrics, WalShipperMetrics
 from tests.conftest import MakeSettings
-from tests.integration.test_facade import FacadeThread
+from tests.facade_support import FacadeThread, facade_behind_worker
 from tests.support import (
     REPO,
-    settings_as_env,
     start_process,
-    start_themis_worker,
     stop_process,
     wait_until,
 )
@@ -200,18 +198,8 @@ def worker_and_facade(make_settings: MakeSettings, tmp_path: Path) -> Iterator[F
     )
     assert settings.kafka.bootstrap_servers
     apply_topics(settings.kafka.bootstrap_servers, settings, partitions_override=2)
-    worker = start_themis_worker(settings_as_env(settings), tmp_path / "worker.log")
-    facade = FacadeThread(settings)
-    try:
-        wait_until(
-            lambda: facade.call("GET", "/ts/buffer/stats", headers=WRITER)[0] == 200,
-            timeout_s=90,
-            what="the worker's web server behind the facade",
-        )
+    with facade_behind_worker(settings, tmp_path, WRITER) as facade:
         yield facade
-    finally:
-        facade.close()
-        stop_process(worker)
 
 
 def _load(facade: FacadeThread) -> None:

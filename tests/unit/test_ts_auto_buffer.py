@@ -19,21 +19,12 @@ from pipeline.ts.buffer import (
     TSAutoBuffer,
     TSBufferStats,
 )
+from tests.support import FakeClock
 
 pytestmark = pytest.mark.unit
 
 KEY = "cpu_usage_percent{host=host-00001}"
 OTHER = "mem_free_bytes{host=host-00002}"
-
-
-class FakeClock:
-    """A monotonic clock in seconds that moves only when told."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def make_buffer(

@@ -20,20 +20,11 @@ from pipeline.vectors.buffer import (
     VectorBufferStats,
 )
 from pipeline.vectors.ops import OpType, VectorOp
+from tests.support import FakeClock
 
 pytestmark = pytest.mark.unit
 
 DIM = 4
-
-
-class FakeClock:
-    """A monotonic clock in seconds that moves only when told."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def make_buffer(
