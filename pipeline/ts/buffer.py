@@ -180,7 +180,6 @@ class TSAutoBuffer:
         self._clock = clock
         self._max_points = settings.max_points_per_buffer
         self._max_memory = settings.max_memory_bytes
-        self._max_total = settings.max_total_points
         self._interval_s = settings.flush_interval_ms / 1000.0
         # Insertion order is creation order, which is oldest-first-point order
         # because a drained series is removed: due() stops at the first young one.
@@ -208,8 +207,7 @@ class TSAutoBuffer:
         timestamp_ms = operator.index(timestamp_ms)
         value = float(value)
         with self._lock:
-            if self._total >= self._max_total:
-                raise self._core.overflow(self._total, 1)
+            self._core.check_capacity(self._total, 1)
             series = self._series.get(series_key)
             if series is None:
                 series = self._new_series(series_key)

@@ -154,7 +154,6 @@ class VectorAutoBuffer:
         self._dimension = settings.dimension
         self._max_vectors = settings.max_vectors_per_buffer
         self._max_memory = settings.max_memory_bytes
-        self._max_total = settings.max_total_vectors
         self._interval_s = settings.flush_interval_ms / 1000.0
         # Re-adding a pk moves it to the end: iteration is last-operation order.
         self._pending: dict[str, _Entry] = {}
@@ -178,8 +177,8 @@ class VectorAutoBuffer:
         """
         entry = self._entry(op)
         with self._lock:
-            if op.pk not in self._pending and len(self._pending) >= self._max_total:
-                raise self._core.overflow(len(self._pending), 1)
+            if op.pk not in self._pending:
+                self._core.check_capacity(len(self._pending), 1)
             self._put(entry)
             self._accepted += 1
             self._ops_in += 1
