@@ -301,6 +301,17 @@ def load_settings(
     )
 
 
+def with_overrides(settings: Settings, overrides: Mapping[str, Mapping[str, object]]) -> Settings:
+    """``settings`` with ``overrides`` (``{section: {field: value}}``) applied and checked
+    like every other source (CLI flags on top of the settings ``themis`` loaded)."""
+    sections: dict[str, object] = {}
+    for name, cls in _SECTION_TYPES.items():
+        current: dict[str, object] = dataclasses.asdict(getattr(settings, name))
+        current.update(overrides.get(name, {}))
+        sections[name] = _build_section(cls, name, current, "overrides")
+    return Settings(**sections)  # type: ignore[arg-type]
+
+
 def settings_to_env(settings: Settings) -> dict[str, str]:
     """The environment that makes a child process load exactly ``settings``.
 

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 from confluent_kafka import Consumer, TopicPartition
 
-from pipeline.config import Settings, child_env, load_settings
+from pipeline.config import Settings, child_env, with_overrides
 from pipeline.kafka.broker import running_broker
 from pipeline.kafka.local_broker import LocalKafka, free_port
 from pipeline.kafka.topics import apply_topics
@@ -245,7 +245,7 @@ def _wal_end_lsn(settings: Settings) -> int:
 
 def demo_replication(settings: Settings, facade: FacadeClient, probe: np.ndarray) -> None:
     """Add a replica cluster through the facade, ship the WAL, apply it, compare answers."""
-    from pipeline.wal.applier import ReplicaState, run_kafka_applier
+    from pipeline.replication.replica import ReplicaState, run_kafka_applier
 
     replica = LocalKafka("replica")
     record = replica.status() or replica.up()
@@ -299,12 +299,11 @@ def demo_replication(settings: Settings, facade: FacadeClient, probe: np.ndarray
         state.close()
 
 
-def run_demo() -> int:
-    """Run the demo; returns the process exit code."""
+def run_demo(settings: Settings) -> int:
+    """Run the demo with the settings ``themis`` loaded; returns the process exit code."""
     t0 = time.monotonic()
     # SIGTERM ends the demo like Ctrl-C does, so the children are stopped too.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
-    settings = load_settings()
     handle = running_broker(settings)
     if handle is None:
         _say(f"starting local Kafka cluster {settings.kafka.cluster!r}")
@@ -315,8 +314,9 @@ def run_demo() -> int:
         bootstrap = handle.bootstrap_servers
         _say(f"using broker at {bootstrap} ({handle.source})")
     writer_key, admin_key = secrets.token_hex(16), secrets.token_hex(16)
-    settings = load_settings(
-        overrides={
+    settings = with_overrides(
+        settings,
+        {
             "kafka": {"bootstrap_servers": bootstrap},
             # other workers or facades may hold the default ports
             "worker": {"web_port": free_port(settings.worker.web_port)},
@@ -324,7 +324,7 @@ def run_demo() -> int:
                 "port": free_port(settings.facade.port),
                 "api_keys": f"{writer_key}:writer,{admin_key}:admin",
             },
-        }
+        },
     )
     _say("applying topic specs (topics/*.yaml)")
     for report in apply_topics(bootstrap, settings):

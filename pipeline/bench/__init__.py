@@ -4,6 +4,6 @@
 time-series path: Gorilla compression and codec speed, producer -> Kafka -> worker
 -> durable block throughput for JSON points and binary frames, a bare consumer on
 the same topic, and the auto buffer against one durable write per point.
-:mod:`pipeline.bench.common` holds what benchmarks share: polling with deadlines,
+:mod:`pipeline.bench.harness` holds what benchmarks share: polling with deadlines,
 a worker child process, machine facts and output.
 """

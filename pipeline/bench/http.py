@@ -46,7 +46,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from pipeline.bench.common import (
+from pipeline.bench.harness import (
     delete_topics_under,
     machine_info,
     progress,
@@ -59,6 +59,7 @@ from pipeline.errors import BenchmarkFailed
 from pipeline.kafka.broker import BrokerHandle, provide_broker
 from pipeline.kafka.local_broker import free_port
 from pipeline.kafka.topics import apply_topics, load_specs
+from pipeline.worker.process import themis_command
 
 __all__ = ["DEFINITIONS", "FULL", "QUICK", "LoadPlan", "main", "render_table", "run_http_bench"]
 
@@ -480,7 +481,7 @@ def _measure(
     bare_port = free_port()
     progress(f"facade on 127.0.0.1:{facade_port}, bare aiohttp server on 127.0.0.1:{bare_port}")
     facade = _ServerProcess(
-        [sys.executable, "-m", "pipeline.facade.cli", "facade", "--response-mode", "acked"],
+        [*themis_command(), "facade", "--response-mode", "acked"],
         child_env(config),
         work_dir / "facade.log",
     )

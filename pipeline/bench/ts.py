@@ -79,7 +79,7 @@ from confluent_kafka import (
     TopicPartition,
 )
 
-from pipeline.bench.common import (
+from pipeline.bench.harness import (
     WorkerProcess,
     best_rate,
     delete_topics_under,
@@ -650,7 +650,7 @@ def run_ts_bench(quick: bool, *, settings: Settings | None = None) -> dict[str, 
     ``quick`` picks :data:`QUICK` sizes (about a minute) over :data:`FULL` (a few
     minutes). ``settings`` defaults to :func:`~pipeline.config.load_settings`; its
     ``kafka.bootstrap_servers`` (``KAFKA_BOOTSTRAP_SERVERS``) chooses a given broker.
-    Progress goes to stderr; raises :class:`~pipeline.bench.common.BenchmarkFailed`
+    Progress goes to stderr; raises :class:`~pipeline.bench.harness.BenchmarkFailed`
     (or another :class:`~pipeline.errors.ThemisError`) when a step fails.
     """
     settings = settings if settings is not None else load_settings()

@@ -48,7 +48,7 @@ from typing import Any, Final
 import numpy as np
 import numpy.typing as npt
 
-from pipeline.bench.common import (
+from pipeline.bench.harness import (
     WorkerProcess,
     delete_topics_under,
     machine_info,
@@ -63,10 +63,11 @@ from pipeline.kafka.broker import BrokerHandle, provide_broker
 from pipeline.kafka.local_broker import free_port
 from pipeline.kafka.producer import key_partition
 from pipeline.kafka.topics import apply_topics, load_specs
-from pipeline.vectors.client import search, worker_request
 from pipeline.vectors.index import VectorIndex
 from pipeline.vectors.ops import OpType, VectorOp
 from pipeline.vectors.producer import VectorProducer
+from pipeline.worker.client import run_with_client, worker_urls
+from pipeline.worker.query import search
 
 __all__ = [
     "DEFINITIONS",
@@ -349,7 +350,7 @@ def _measure(settings: Settings, sizes: Sizes, work_dir: Path, partitions: int) 
         progress(f"mix: {k:,} updates, {k:,} removes, {k:,} adds")
         _send(producer, ops)
         run.wait_settled(ops_total, len(live), "the mix to be applied", 60 + len(ops) / 100)
-        dump = worker_request(settings, "/vectors/dump", timeout_s=60)
+        dump = run_with_client(worker_urls(settings), lambda c: c.vector_dump(), timeout_s=60)
         if set(dump) != set(live):
             raise BenchmarkFailed(
                 f"after the mix the worker holds {len(dump):,} pks, {len(set(dump) ^ set(live)):,} "
@@ -405,7 +406,7 @@ def _measure(settings: Settings, sizes: Sizes, work_dir: Path, partitions: int) 
         progress(f"direct: {direct_rate:,.1f} vectors/s ({d} in {direct_s:.2f} s)")
 
         final = run.stats()
-        worker_request(settings, "/vectors/buffer/flush", {})
+        run_with_client(worker_urls(settings), lambda c: c.flush_vectors())
     except BenchmarkFailed as exc:
         raise BenchmarkFailed(f"{exc}\nworker log tail:\n{worker.log_tail()}") from None
     finally:

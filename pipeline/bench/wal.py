@@ -27,7 +27,6 @@ Wiring (one line in ``pipeline/bench/common.py``'s ``add_bench_parser``)::
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import os
 import sys
@@ -43,10 +42,8 @@ from typing import Any, Final
 import numpy as np
 from confluent_kafka import Producer
 
-from pipeline.bench.common import (
-    add_bench_arguments,
+from pipeline.bench.harness import (
     best_rate,
-    emit,
     machine_info,
     progress,
     rounded,
@@ -58,16 +55,14 @@ from pipeline.errors import BenchmarkFailed
 from pipeline.kafka.broker import provide_broker
 from pipeline.kafka.local_broker import LocalKafka
 from pipeline.kafka.topics import TopicSpec, apply_topics, load_specs
+from pipeline.replication.replica import ApplyResult, ReplicaState, run_kafka_applier
+from pipeline.replication.shipper import WalShipper
 from pipeline.ts.block import encode_block
 from pipeline.ts.dataset import devops_dataset
 from pipeline.ts.point import DataPoint
 from pipeline.vectors.ops import OpType, VectorOp, encode_op_frame
-from pipeline.wal.applier import ApplyResult, ReplicaState, run_kafka_applier
 from pipeline.wal.batch import decode_batch, encode_batch
 from pipeline.wal.entry import EntryType, WalEntry, encode_entry_record
-from pipeline.wal.shipper import WalShipper
-
-__all__ = ["DEFINITIONS", "add_wal_bench_arguments", "main", "render_table", "run_wal_bench"]
 
 BATCH_ENTRIES: Final = 1000
 LEVEL: Final = 3
@@ -435,17 +430,6 @@ def render_table(result: Mapping[str, object]) -> str:
     ]
     width = max(len(name) for name, _ in rows)
     return "\n".join(f"{name:<{width}}  {value}" for name, value in rows)
-
-
-def add_wal_bench_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    """``--quick``/``--json`` and the handler, for ``themis bench wal``."""
-    add_bench_arguments(parser).set_defaults(handler=_bench_wal)
-    return parser
-
-
-def _bench_wal(args: argparse.Namespace) -> int:
-    emit(run_wal_bench(args.quick), as_json=args.json, render=render_table)
-    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:

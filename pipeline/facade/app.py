@@ -65,6 +65,8 @@ from pipeline.ts.producer import MAX_FRAME_POINTS
 from pipeline.vectors.ops import OpType, VectorOp, decode_op_json, encode_op_json, validate_vector
 from pipeline.wal.entry import EntryType
 from pipeline.wal.writer import WalWriter
+from pipeline.worker.client import WorkerClient
+from pipeline.worker.query import query_series
 
 __all__ = [
     "FACADE_STATE",
@@ -393,6 +395,7 @@ class Facade:
         if missing:
             self._partitions.update(await asyncio.to_thread(self._topic_partitions, missing))
         self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=WORKER_TIMEOUT_S))
+        self.workers = WorkerClient(self.worker_urls, timeout_s=WORKER_TIMEOUT_S)
         self._refresher = asyncio.create_task(self._refresh_workers())
 
     def _topic_partitions(self, topics: list[str]) -> dict[str, int]:
@@ -415,6 +418,7 @@ class Facade:
             await asyncio.gather(self._refresher, return_exceptions=True)
         if self._session is not None:
             await self._session.close()
+            await self.workers.close()
         if self._producer is not None:
             await asyncio.to_thread(self._producer.flush, 60.0)
             if self._pending:
@@ -699,7 +703,18 @@ class Facade:
                 raise RequestRejected(400, f"query parameter 'tag' must be key:value; got {tag!r}")
             tags[name] = value
         async with self._query_lock:
-            ts, vs = await asyncio.to_thread(self._query, metric, entity, start, end, tags)
+            result = await query_series(
+                self.workers,
+                self.settings,
+                self.bootstrap or "",
+                metric,
+                entity,
+                start,
+                end,
+                tags,
+                store_path=self.settings.worker.data_dir / "facade-query-blocks.sqlite",
+            )
+        ts, vs = result.timestamps, result.values
         points = [
             {"timestamp_ms": t, "value": _finite_or_text(v)}
             for t, v in zip(ts.tolist(), vs.tolist(), strict=True)
@@ -721,30 +736,6 @@ class Facade:
         if not -(2**63) <= value <= 2**63 - 1:
             raise RequestRejected(400, f"query parameter {name!r} is outside the int64 range")
         return value
-
-    def _query(
-        self, metric: str, entity: str, start: int, end: int, tags: dict[str, str]
-    ) -> tuple[Any, Any]:
-        from pipeline.ts.reader import buffered_from_worker, query
-        from pipeline.ts.store import merge_last_wins
-
-        durable = query(
-            metric,
-            entity,
-            start,
-            end,
-            tags,
-            settings=self.settings,
-            include_buffered=False,
-            store_path=self.settings.worker.data_dir / "facade-query-blocks.sqlite",
-        )
-        parts = [(durable.timestamps, durable.values)]
-        key = series_key(metric, entity, tags)
-        for url in self.worker_urls:
-            buffered = buffered_from_worker(url, key, start, end)
-            if buffered is not None:
-                parts.append(buffered)
-        return merge_last_wins(parts)
 
     # -- vectors --------------------------------------------------------------
 

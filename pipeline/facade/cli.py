@@ -11,7 +11,7 @@ import argparse
 import logging
 from pathlib import Path
 
-from pipeline.config import load_settings
+from pipeline.config import Settings, with_overrides
 
 _LOG = logging.getLogger(__name__)
 
@@ -41,12 +41,12 @@ def add_facade_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentPa
     parser.set_defaults(handler=run_facade)
 
 
-def run_facade(args: argparse.Namespace) -> int:
-    """Read settings, find the broker, serve until a signal; returns the exit code."""
+def run_facade(args: argparse.Namespace, settings: Settings) -> int:
+    """Find the broker, serve until a signal; returns the exit code."""
     from aiohttp import web
 
     from pipeline.facade.app import create_facade
-    from pipeline.facade.replication import install_replication, replication_routes
+    from pipeline.facade.replication_routes import install_replication, replication_routes
     from pipeline.kafka.broker import require_broker
 
     overrides: dict[str, object] = {}
@@ -56,13 +56,13 @@ def run_facade(args: argparse.Namespace) -> int:
         overrides["port"] = args.port
     if args.response_mode is not None:
         overrides["response_mode"] = args.response_mode
-    settings = load_settings(overrides={"facade": overrides})
+    settings = with_overrides(settings, {"facade": overrides})
     bootstrap = settings.kafka.bootstrap_servers or require_broker(settings).bootstrap_servers
     app = create_facade(settings, bootstrap, extra_routes=replication_routes())
     install_replication(app, settings, bootstrap)
     ssl_context = None
     if args.tls_cert:
-        from pipeline.wal.http import server_ssl_context
+        from pipeline.replication.server import server_ssl_context
 
         ca = Path(args.tls_client_ca) if args.tls_client_ca else None
         ssl_context = server_ssl_context(Path(args.tls_cert), Path(args.tls_key), ca)
@@ -81,17 +81,3 @@ def run_facade(args: argparse.Namespace) -> int:
         auto_decompress=False,
     )
     return 0
-
-
-def main() -> int:
-    """``python -m pipeline.facade.cli``: the same as ``themis facade``."""
-    parser = argparse.ArgumentParser(prog="themis")
-    add_facade_parser(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args()
-    logging.basicConfig(level=logging.WARNING)
-    code: int = args.handler(args)
-    return code
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

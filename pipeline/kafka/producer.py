@@ -14,15 +14,9 @@ from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
-from pipeline.errors import ThemisError
+from pipeline.errors import DeliveryFailed
 
 Headers = Sequence[tuple[str, bytes]]
-
-
-class DeliveryFailed(ThemisError):
-    """The broker did not acknowledge a record."""
-
-    retriable = True
 
 
 def durable_producer_config(bootstrap: str, **extra: Any) -> dict[str, Any]:

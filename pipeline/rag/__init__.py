@@ -1,7 +1,7 @@
 """Retrieval-augmented generation input: documents -> chunks -> embeddings -> the vector path.
 
-``themis rag ingest PATH`` (:func:`pipeline.rag.ingest.ingest`; not re-exported here,
-where the name would hide the module) chunks ``.md`` / ``.txt`` files
+``themis rag ingest PATH`` (:func:`ingest`, the resumable ingestion job of
+:mod:`pipeline.rag.job`) chunks ``.md`` / ``.txt`` files
 (:func:`chunk_document`), embeds them (:class:`HashingEmbedder` built in,
 :class:`SentenceTransformerEmbedder` with ``pip install themis-pipeline[embeddings]``)
 and sends them to the vector operations topic; re-runs are incremental.
@@ -9,7 +9,7 @@ and sends them to the vector operations topic; re-runs are incremental.
 
 from pipeline.rag.chunking import Chunk, chunk_document
 from pipeline.rag.embedding import Embedder, HashingEmbedder, SentenceTransformerEmbedder
-from pipeline.rag.ingest import IngestReport, VectorSink, ingest_files
+from pipeline.rag.job import IngestReport, VectorSink, ingest, ingest_files
 
 __all__ = [
     "Chunk",
@@ -19,5 +19,6 @@ __all__ = [
     "SentenceTransformerEmbedder",
     "VectorSink",
     "chunk_document",
+    "ingest",
     "ingest_files",
 ]

@@ -13,6 +13,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from pipeline.config import Settings
 from pipeline.rag.chunking import DEFAULT_MAX_CHARS, DEFAULT_OVERLAP
 
 if TYPE_CHECKING:
@@ -79,12 +80,10 @@ def _embedder(args: argparse.Namespace, dimension: int) -> Embedder:
     return HashingEmbedder(dimension)
 
 
-def _rag_ingest(args: argparse.Namespace) -> int:
-    from pipeline.config import load_settings
+def _rag_ingest(args: argparse.Namespace, settings: Settings) -> int:
     from pipeline.kafka.broker import require_broker
-    from pipeline.rag.ingest import ingest
+    from pipeline.rag.job import ingest
 
-    settings = load_settings()
     broker = require_broker(settings)
     settings = replace(
         settings, kafka=replace(settings.kafka, bootstrap_servers=broker.bootstrap_servers)
@@ -111,13 +110,12 @@ def _rag_ingest(args: argparse.Namespace) -> int:
     return 0
 
 
-def _rag_search(args: argparse.Namespace) -> int:
-    from pipeline.config import load_settings
-    from pipeline.vectors.client import search
+def _rag_search(args: argparse.Namespace, settings: Settings) -> int:
+    from pipeline.worker.client import run_with_client, worker_urls
 
-    settings = load_settings()
     embedder = _embedder(args, settings.vector_auto_buffer.dimension)
-    hits = search(embedder.embed([args.query])[0], args.k, settings=settings)
+    vector = embedder.embed([args.query])[0]
+    hits, _ = run_with_client(worker_urls(settings), lambda c: c.search(vector, args.k))
     if args.json:
         rows = [{"pk": h.pk, "distance": h.distance, "metadata": h.metadata} for h in hits]
         print(json.dumps(rows, indent=2))

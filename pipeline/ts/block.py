@@ -37,8 +37,8 @@ from typing import Any, Final
 import numpy as np
 import numpy.typing as npt
 
-from pipeline.errors import CorruptBlock
-from pipeline.ts.gorilla import decode_chunk, encode_chunk
+from pipeline.errors import CorruptBlock, InvalidArgument
+from pipeline.ts.gorilla import MAX_POINTS, decode_chunk, encode_chunk
 
 __all__ = [
     "CODEC_VERSION",
@@ -109,7 +109,7 @@ class GorillaBlock:
         """Serialise the block in the layout of the module docstring."""
         key = self.series_key.encode("utf-8")
         if len(key) > _MAX_KEY_BYTES:
-            raise ValueError(
+            raise InvalidArgument(
                 f"series key is {len(key)} bytes of UTF-8; a block allows at most {_MAX_KEY_BYTES}"
             )
         body = b"".join(
@@ -163,6 +163,26 @@ def encode_block(
         chunk=chunk,
     )
     return block.to_bytes()
+
+
+def encode_blocks(
+    series_key: str,
+    timestamps: npt.NDArray[np.integer[Any]],
+    values: npt.NDArray[np.floating[Any]],
+) -> list[GorillaBlock]:
+    """One series' samples as blocks of at most :data:`~pipeline.ts.gorilla.MAX_POINTS` each.
+
+    The samples stay in the order given; raises like :func:`encode_block`.
+    """
+    blocks = []
+    for start in range(0, int(np.asarray(timestamps).size), MAX_POINTS):
+        ts = timestamps[start : start + MAX_POINTS]
+        vs = values[start : start + MAX_POINTS]
+        chunk = encode_chunk(ts, vs)
+        blocks.append(
+            GorillaBlock(series_key, int(ts.size), int(ts[0]), int(ts[-1]), CODEC_VERSION, chunk)
+        )
+    return blocks
 
 
 def decode_block(data: bytes | bytearray | memoryview) -> GorillaBlock:

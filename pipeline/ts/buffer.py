@@ -37,8 +37,8 @@ from typing import Final
 import numpy as np
 import numpy.typing as npt
 
-from pipeline.buffering import BufferCore, FlushReason
 from pipeline.config import TSAutoBufferSettings
+from pipeline.ingest.buffer_core import BufferCore, FlushReason
 
 __all__ = ["POINT_BYTES", "SERIES_OVERHEAD_BYTES", "SeriesBatch", "TSAutoBuffer", "TSBufferStats"]
 

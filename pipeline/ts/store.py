@@ -11,6 +11,7 @@ from __future__ import annotations
 import sqlite3
 import time
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,8 @@ import numpy.typing as npt
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
 from pipeline.errors import CorruptBlock
-from pipeline.ts.block import decode_block
+from pipeline.kafka.consumer import open_consumer
+from pipeline.ts.block import GorillaBlock, decode_block
 from pipeline.ts.buffer import sorted_last_wins
 
 _SCHEMA = """
@@ -44,6 +46,22 @@ CREATE TABLE IF NOT EXISTS positions (
 """
 
 Points = tuple[npt.NDArray[np.int64], npt.NDArray[np.float64]]
+"""``(timestamps_ms, values)``: int64 milliseconds and float64 values of equal length."""
+
+
+@dataclass(frozen=True)
+class SeriesPoints:
+    """Points of one series in timestamp order (int64 milliseconds, float64 values)."""
+
+    series_key: str
+    timestamps: npt.NDArray[np.int64]
+    values: npt.NDArray[np.float64]
+
+    def __len__(self) -> int:
+        return int(self.timestamps.size)
+
+    def to_list(self) -> list[tuple[int, float]]:
+        return list(zip(self.timestamps.tolist(), self.values.tolist(), strict=True))
 
 
 def merge_last_wins(parts: list[Points]) -> Points:
@@ -70,19 +88,9 @@ class BlockStore:
 
     def catch_up(self, bootstrap: str, topic: str, *, timeout_s: float = 60.0) -> int:
         """Read the blocks topic up to its current end; returns the number of new blocks."""
-        consumer = Consumer(
-            {
-                "bootstrap.servers": bootstrap,
-                "group.id": f"themis-blockstore-{uuid.uuid4().hex}",
-                "enable.auto.commit": False,
-                "enable.partition.eof": False,
-                "fetch.max.bytes": 64 * 1024 * 1024,
-            }
-        )
-        try:
+        group = f"themis-blockstore-{uuid.uuid4().hex}"
+        with open_consumer(bootstrap, group, **{"fetch.max.bytes": 64 * 1024 * 1024}) as consumer:
             return self._catch_up(consumer, topic, timeout_s)
-        finally:
-            consumer.close()
 
     def _catch_up(self, consumer: Consumer, topic: str, timeout_s: float) -> int:
         metadata = consumer.list_topics(topic, timeout=10)
@@ -123,24 +131,11 @@ class BlockStore:
                 if value is None:
                     continue
                 try:
-                    block = decode_block(value)
-                    ts, _ = block.points()
+                    row = _row(decode_block(value), value, seq + 1)
                 except CorruptBlock:
                     continue  # counted by the worker that wrote it; never stops a rebuild
                 seq += 1
-                rows.append(
-                    (
-                        block.block_id,
-                        block.series_key,
-                        block.first_ts_ms,
-                        block.last_ts_ms,
-                        int(ts.min()),
-                        int(ts.max()),
-                        block.count,
-                        seq,
-                        bytes(value),
-                    )
-                )
+                rows.append(row)
             if not batch:
                 continue
             self._db.execute("BEGIN")
@@ -176,7 +171,7 @@ class BlockStore:
         """Points over all blocks (a replayed point stored in two blocks counts twice)."""
         return int(self._db.execute("SELECT COALESCE(SUM(count), 0) FROM blocks").fetchone()[0])
 
-    # -- written by a WAL replica (pipeline.wal.applier) ------------------------
+    # -- written by a WAL replica (pipeline.replication.replica) ------------------------
 
     def insert_blocks(
         self, blocks: list[bytes], *, positions: dict[tuple[str, int], int] | None = None
@@ -192,22 +187,8 @@ class BlockStore:
         rows: list[tuple[Any, ...]] = []
         seq = self._seq()
         for value in blocks:
-            block = decode_block(value)
-            ts, _ = block.points()
             seq += 1
-            rows.append(
-                (
-                    block.block_id,
-                    block.series_key,
-                    block.first_ts_ms,
-                    block.last_ts_ms,
-                    int(ts.min()),
-                    int(ts.max()),
-                    block.count,
-                    seq,
-                    bytes(value),
-                )
-            )
+            rows.append(_row(decode_block(value), value, seq))
         self._db.execute("BEGIN")
         try:
             before = self._db.total_changes
@@ -230,3 +211,31 @@ class BlockStore:
             (name, partition),
         ).fetchone()
         return None if row is None else int(row[0])
+
+
+def _row(block: GorillaBlock, data: bytes, seq: int) -> tuple[Any, ...]:
+    """The ``blocks`` row of a block (verified by decoding its points)."""
+    ts, _ = block.points()
+    return (
+        block.block_id,
+        block.series_key,
+        block.first_ts_ms,
+        block.last_ts_ms,
+        int(ts.min()),
+        int(ts.max()),
+        block.count,
+        seq,
+        bytes(data),
+    )
+
+
+def read_durable(  # noqa: PLR0917 - where the blocks are, then the series and its range
+    bootstrap: str, blocks_topic: str, store_path: Path, series_key: str, start_ms: int, end_ms: int
+) -> Points:
+    """Catch the store at ``store_path`` up with ``blocks_topic``, then query one series."""
+    store = BlockStore(store_path)
+    try:
+        store.catch_up(bootstrap, blocks_topic)
+        return store.query(series_key, start_ms, end_ms)
+    finally:
+        store.close()

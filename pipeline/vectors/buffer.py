@@ -52,8 +52,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Final
 
-from pipeline.buffering import BufferCore, FlushReason
 from pipeline.config import VectorAutoBufferSettings
+from pipeline.ingest.buffer_core import BufferCore, FlushReason
 from pipeline.vectors.ops import OpType, VectorOp, op_metadata_bytes
 
 __all__ = [

@@ -38,7 +38,7 @@ Uncompressed body: per entry, in LSN order::
 A dictionary is a zstd dictionary made by :func:`train_dictionary`; its id is
 zstd's own dictionary id (in the dictionary's bytes), so two different
 dictionaries practically never share an id. A replica keeps every dictionary it
-received (see :class:`pipeline.wal.applier.ReplicaState`); a batch whose dictionary
+received (see :class:`pipeline.replication.replica.ReplicaState`); a batch whose dictionary
 the replica does not know raises :class:`UnknownDictionary` and must be re-sent
 with the dictionary attached.
 
@@ -58,7 +58,7 @@ from typing import Final
 
 import zstandard
 
-from pipeline.errors import ThemisError
+from pipeline.errors import CorruptBatch, UnknownDictionary
 from pipeline.wal.entry import EntryType, WalEntry
 
 __all__ = [
@@ -66,9 +66,7 @@ __all__ = [
     "MAX_UNCOMPRESSED_BYTES",
     "BatchHeader",
     "Codec",
-    "CorruptBatch",
     "Dictionary",
-    "UnknownDictionary",
     "decode_batch",
     "encode_batch",
     "read_header",
@@ -85,26 +83,6 @@ _HEAD: Final = struct.Struct("<4sBBBBIQQIQIHI")  # up to, not including, the CRC
 _CRC: Final = struct.Struct("<I")
 _HEADER_BYTES: Final = _HEAD.size + _CRC.size
 _ENTRY: Final = struct.Struct("<IBqI")
-
-
-class CorruptBatch(ThemisError):
-    """A WAL batch failed its checksum, did not decompress or does not parse.
-
-    Not retriable: the same bytes fail again. The sender should send the range again.
-    """
-
-    retriable = False
-
-
-class UnknownDictionary(CorruptBatch):
-    """A batch was compressed with a dictionary this replica has not received.
-
-    ``dictionary_id`` names it; re-send the batch with the dictionary attached.
-    """
-
-    def __init__(self, message: str, *, dictionary_id: int) -> None:
-        super().__init__(message)
-        self.dictionary_id = dictionary_id
 
 
 class Codec(IntEnum):

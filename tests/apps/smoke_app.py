@@ -8,13 +8,13 @@ from __future__ import annotations
 
 from typing import Any
 
-import faust
+from pipeline.config import load_settings
+from pipeline.worker.app import create_app
+from pipeline.worker.context import WorkerApp, WorkerContext
 
-from pipeline.app import create_app
-from pipeline.config import Settings
 
-
-def _install_recorder(app: faust.App, settings: Settings) -> None:
+def _install_recorder(app: WorkerApp, context: WorkerContext) -> None:
+    settings = context.settings
     topic = app.topic(settings.topic("ts.points"), value_serializer="raw", key_serializer="raw")
     seen = settings.worker.data_dir / "seen.txt"
 
@@ -27,4 +27,5 @@ def _install_recorder(app: faust.App, settings: Settings) -> None:
     app.agent(topic, name="smoke-recorder")(record)
 
 
-app = create_app(components=[_install_recorder])
+# The Faust entry point of this test app reads the settings, as pipeline.app does.
+app = create_app(load_settings(), stages=[_install_recorder])

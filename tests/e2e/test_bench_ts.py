@@ -6,7 +6,7 @@ import pytest
 from confluent_kafka.admin import AdminClient
 
 from pipeline.kafka.broker import BrokerHandle
-from tests.support import run_quick_bench, wait_until
+from tests.fixtures.support import run_quick_bench, wait_until
 
 pytestmark = pytest.mark.e2e
 

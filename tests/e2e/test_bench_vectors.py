@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from pipeline.kafka.broker import BrokerHandle
-from tests.support import run_quick_bench
+from tests.fixtures.support import run_quick_bench
 
 pytestmark = pytest.mark.e2e
 

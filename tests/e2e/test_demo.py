@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import subprocess
-import sys
 import uuid
 from pathlib import Path
 
@@ -11,7 +10,7 @@ import pytest
 
 from pipeline.kafka.broker import BrokerHandle
 from pipeline.kafka.local_broker import LocalKafka
-from tests.support import REPO, settings_env
+from tests.fixtures.support import REPO, THEMIS, settings_env
 
 pytestmark = pytest.mark.e2e
 
@@ -31,7 +30,7 @@ def test_demo_streams_points_and_vectors_and_prints_stats_and_results(
     )
     try:
         result = subprocess.run(
-            [sys.executable, "-m", "pipeline.cli", "demo"],
+            [*THEMIS, "demo"],
             cwd=REPO,
             env=env,
             capture_output=True,

@@ -11,14 +11,12 @@ from typing import Any
 import pytest
 
 from pipeline.config import Settings
-from pipeline.errors import ThemisError
 from pipeline.kafka.topics import apply_topics
 from pipeline.rag import HashingEmbedder
-from pipeline.rag.ingest import ingest
-from pipeline.vectors import search
-from pipeline.vectors.client import worker_request
-from tests.conftest import MakeSettings
-from tests.support import (
+from pipeline.rag.job import ingest
+from pipeline.worker import search
+from tests.fixtures.broker import MakeSettings
+from tests.fixtures.support import (
     REPO,
     settings_as_env,
     settings_env,
@@ -26,6 +24,7 @@ from tests.support import (
     stop_process,
     wait_until,
 )
+from tests.fixtures.worker import vector_dump, worker_answers
 
 pytestmark = pytest.mark.e2e
 
@@ -124,15 +123,11 @@ def rag_settings(make_settings: MakeSettings) -> Settings:
 
 
 def _answers(settings: Settings) -> bool:
-    try:
-        worker_request(settings, "/vectors/buffer/stats", timeout_s=2)
-    except ThemisError:
-        return False
-    return True
+    return worker_answers(settings)
 
 
 def _dump(settings: Settings) -> dict[str, Any]:
-    return worker_request(settings, "/vectors/dump")
+    return vector_dump(settings)
 
 
 def _top_source(settings: Settings, query: str) -> str:

@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 
 from pipeline.kafka.local_broker import free_port
-from tests.conftest import MakeSettings
-from tests.facade_support import (
+from tests.fixtures.broker import MakeSettings
+from tests.fixtures.facade import (
     ADMIN,
     DIM,
     WRITER,
@@ -25,7 +25,7 @@ from tests.facade_support import (
     http_call,
     start_facade_process,
 )
-from tests.support import stop_process, wait_until
+from tests.fixtures.support import stop_process, wait_until
 
 pytestmark = pytest.mark.integration
 

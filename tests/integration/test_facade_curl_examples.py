@@ -25,9 +25,9 @@ from typing import Any
 import pytest
 
 from pipeline.kafka.topics import apply_topics
-from tests.conftest import MakeSettings
-from tests.facade_support import FacadeThread, facade_behind_worker
-from tests.support import REPO
+from tests.fixtures.broker import MakeSettings
+from tests.fixtures.facade import FacadeThread, facade_behind_worker
+from tests.fixtures.support import REPO
 
 pytestmark = pytest.mark.integration
 

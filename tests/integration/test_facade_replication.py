@@ -8,15 +8,15 @@ from pathlib import Path
 import pytest
 
 from pipeline.kafka.local_broker import free_port
-from tests.conftest import MakeSettings
-from tests.facade_support import (
+from tests.fixtures.broker import MakeSettings
+from tests.fixtures.facade import (
     ADMIN,
     WRITER,
     facade_settings,
     http_call,
     start_facade_process,
 )
-from tests.support import stop_process, wait_until
+from tests.fixtures.support import stop_process, wait_until
 
 pytestmark = pytest.mark.integration
 

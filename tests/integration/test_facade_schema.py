@@ -32,9 +32,9 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from tests.conftest import MakeSettings
-from tests.facade_support import DIM, FacadeThread, facade_behind_worker, facade_settings
-from tests.support import REPO
+from tests.fixtures.broker import MakeSettings
+from tests.fixtures.facade import DIM, FacadeThread, facade_behind_worker, facade_settings
+from tests.fixtures.support import REPO
 
 pytestmark = pytest.mark.integration
 

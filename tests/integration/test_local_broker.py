@@ -13,14 +13,14 @@ import pytest
 
 from pipeline.errors import BrokerStartError
 from pipeline.kafka.local_broker import LocalKafka, metadata_answers
-from tests.support import settings_env
+from tests.fixtures.support import THEMIS, settings_env
 
 pytestmark = pytest.mark.e2e
 
 
 def _themis(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "pipeline.cli", *args],
+        [*THEMIS, *args],
         env=env or settings_env({}),
         capture_output=True,
         text=True,

@@ -29,9 +29,9 @@ from pipeline.facade.app import FacadeMetrics
 from pipeline.kafka.local_broker import free_port
 from pipeline.kafka.topics import apply_topics
 from pipeline.metrics import PipelineMetrics, WalShipperMetrics
-from tests.conftest import MakeSettings
-from tests.facade_support import FacadeThread, facade_behind_worker
-from tests.support import (
+from tests.fixtures.broker import MakeSettings
+from tests.fixtures.facade import FacadeThread, facade_behind_worker
+from tests.fixtures.support import (
     REPO,
     start_process,
     stop_process,

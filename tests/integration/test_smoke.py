@@ -8,7 +8,7 @@ import pytest
 from confluent_kafka import Producer
 
 from pipeline.config import Settings
-from tests.support import (
+from tests.fixtures.support import (
     committed_total,
     settings_as_env,
     start_faust_worker,

@@ -12,10 +12,11 @@ import pytest
 from confluent_kafka import Consumer, Message, Producer
 
 from pipeline.config import Settings
-from pipeline.deadletter import REASON, SOURCE_OFFSET, SOURCE_PARTITION, SOURCE_TOPIC
-from pipeline.ts import DataPoint, TSProducer, query
+from pipeline.ingest.deadletter import REASON, SOURCE_OFFSET, SOURCE_PARTITION, SOURCE_TOPIC
+from pipeline.ts import DataPoint, TSProducer
 from pipeline.ts.store import BlockStore
-from tests.support import (
+from pipeline.worker import query
+from tests.fixtures.support import (
     committed_total,
     settings_as_env,
     start_themis_worker,

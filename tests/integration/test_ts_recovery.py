@@ -15,7 +15,7 @@ from pipeline.config import Settings
 from pipeline.kafka.local_broker import free_port
 from pipeline.ts import TSProducer, series_key
 from pipeline.ts.store import BlockStore
-from tests.support import settings_as_env, start_themis_worker, stop_process, wait_until
+from tests.fixtures.support import settings_as_env, start_themis_worker, stop_process, wait_until
 
 pytestmark = pytest.mark.integration
 

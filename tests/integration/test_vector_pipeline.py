@@ -12,12 +12,12 @@ import pytest
 from confluent_kafka import Consumer, Producer
 
 from pipeline.config import Settings
-from pipeline.deadletter import REASON
-from pipeline.errors import ThemisError
-from pipeline.vectors import OpType, VectorOp, VectorProducer, search
-from pipeline.vectors.client import worker_request
-from tests.conftest import MakeSettings
-from tests.support import settings_as_env, start_themis_worker, stop_process, wait_until
+from pipeline.ingest.deadletter import REASON
+from pipeline.vectors import OpType, VectorOp, VectorProducer
+from pipeline.worker import search
+from tests.fixtures.broker import MakeSettings
+from tests.fixtures.support import settings_as_env, start_themis_worker, stop_process, wait_until
+from tests.fixtures.worker import vector_dump, worker_answers, worker_page
 
 pytestmark = pytest.mark.integration
 
@@ -43,15 +43,11 @@ def _clustered(n: int, seed: int) -> np.ndarray:
 
 
 def _answers(settings: Settings) -> bool:
-    try:
-        worker_request(settings, "/vectors/buffer/stats", timeout_s=2)
-    except ThemisError:
-        return False
-    return True
+    return worker_answers(settings)
 
 
 def _dump(settings: Settings) -> dict[str, Any]:
-    return worker_request(settings, "/vectors/dump")
+    return vector_dump(settings)
 
 
 def test_adds_updates_removes_are_searchable_and_bad_ops_are_dead_lettered(
@@ -106,7 +102,7 @@ def test_adds_updates_removes_are_searchable_and_bad_ops_are_dead_lettered(
         assert {h.pk for h in everything} == expected
         only = search(vectors[100], 5, filter={"n": 123}, settings=vec_settings)
         assert [h.pk for h in only] == ["doc123"]
-        stats = worker_request(vec_settings, "/vectors/buffer/stats")
+        stats = worker_page(vec_settings, "/vectors/buffer/stats")
         assert list(stats)[:7] == [
             "vectors_buffered",
             "vectors_flushed",
@@ -191,7 +187,7 @@ def test_sigkill_mid_ingest_of_20000_mixed_ops_then_restart_equals_the_offset_or
             if start == 8_000:
                 wait_until(
                     lambda: (
-                        worker_request(vec_settings, "/vectors/buffer/stats")["vectors_buffered"]
+                        worker_page(vec_settings, "/vectors/buffer/stats")["vectors_buffered"]
                         > 5_000
                     ),
                     timeout_s=60,

@@ -19,21 +19,21 @@ import pytest
 from confluent_kafka import Consumer, Producer
 
 from pipeline.config import Settings
-from pipeline.deadletter import REASON
+from pipeline.ingest.deadletter import REASON
 from pipeline.kafka.local_broker import LocalKafka
 from pipeline.kafka.topics import apply_topics, load_specs
+from pipeline.replication import shipper as shipper_module
+from pipeline.replication.replica import ApplierStats, ReplicaState, run_kafka_applier
+from pipeline.replication.server import ReplicaServer, server_ssl_context
+from pipeline.replication.shipper import WalShipper
 from pipeline.ts.block import decode_block, encode_block
 from pipeline.ts.dataset import devops_dataset
 from pipeline.ts.store import merge_last_wins
 from pipeline.vectors.ops import OpType, VectorOp, encode_op_frame
-from pipeline.wal import shipper as shipper_module
-from pipeline.wal.applier import ApplierStats, ReplicaState, run_kafka_applier
 from pipeline.wal.batch import encode_batch
 from pipeline.wal.entry import EntryType, WalEntry, encode_entry_record, format_lsn
-from pipeline.wal.http import ReplicaServer, server_ssl_context
-from pipeline.wal.shipper import WalShipper
-from tests.conftest import MakeSettings
-from tests.support import (
+from tests.fixtures.broker import MakeSettings
+from tests.fixtures.support import (
     REPO,
     committed_total,
     settings_as_env,
@@ -301,7 +301,7 @@ def test_shipper_killed_mid_stream_resumes_from_the_confirmed_lsn_without_loss_o
     args = [
         sys.executable,
         "-m",
-        "pipeline.wal.cli",
+        "pipeline.replication.cli",
         "ship",
         "--replica",
         f"r1=kafka://{replica_cluster}",

@@ -258,7 +258,7 @@ def test_progress_bar_is_drawn_with_carriage_returns(tmp_path: Path) -> None:
 
 def test_public_names_match_all() -> None:
     public = {name for name in vars(pipeline.rag) if not name.startswith("_")}
-    modules = {"chunking", "embedding", "ingest"}
+    modules = {"chunking", "embedding", "job"}
     assert sorted(pipeline.rag.__all__) == pipeline.rag.__all__
     assert set(pipeline.rag.__all__) == public - modules
     assert isinstance(chunk_document("x", "x.txt")[0], Chunk)

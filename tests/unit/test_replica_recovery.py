@@ -8,11 +8,12 @@ import numpy as np
 import pytest
 
 from pipeline.config import load_settings
+from pipeline.errors import WalGap
+from pipeline.replication import replica as applier_module
+from pipeline.replication.replica import ReplicaState
 from pipeline.ts.block import encode_block
 from pipeline.ts.point import series_key
 from pipeline.vectors.ops import OpType, VectorOp, encode_op_frame
-from pipeline.wal import applier as applier_module
-from pipeline.wal.applier import ReplicaState, WalGap
 from pipeline.wal.batch import encode_batch
 from pipeline.wal.entry import EntryType, WalEntry
 

@@ -9,9 +9,9 @@ import threading
 import numpy as np
 import pytest
 
-from pipeline.buffering import BufferCore, FlushReason
 from pipeline.config import TSAutoBufferSettings
 from pipeline.errors import BufferOverflow, ThemisError
+from pipeline.ingest.buffer_core import BufferCore, FlushReason
 from pipeline.ts.buffer import (
     POINT_BYTES,
     SERIES_OVERHEAD_BYTES,
@@ -19,7 +19,7 @@ from pipeline.ts.buffer import (
     TSAutoBuffer,
     TSBufferStats,
 )
-from tests.support import FakeClock
+from tests.fixtures.support import FakeClock
 
 pytestmark = pytest.mark.unit
 

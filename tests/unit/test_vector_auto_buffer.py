@@ -10,9 +10,9 @@ import threading
 import numpy as np
 import pytest
 
-from pipeline.buffering import FlushReason
 from pipeline.config import VectorAutoBufferSettings
 from pipeline.errors import BufferOverflow, ThemisError
+from pipeline.ingest.buffer_core import FlushReason
 from pipeline.vectors.buffer import (
     ENTRY_OVERHEAD_BYTES,
     VectorAutoBuffer,
@@ -20,7 +20,7 @@ from pipeline.vectors.buffer import (
     VectorBufferStats,
 )
 from pipeline.vectors.ops import OpType, VectorOp
-from tests.support import FakeClock
+from tests.fixtures.support import FakeClock
 
 pytestmark = pytest.mark.unit
 

@@ -5,18 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from pipeline.errors import CorruptBatch, UnknownDictionary
 from pipeline.ts.block import encode_block
 from pipeline.ts.dataset import devops_dataset
 from pipeline.vectors.ops import OpType, VectorOp, encode_op_frame
-from pipeline.wal.batch import (
-    Codec,
-    CorruptBatch,
-    UnknownDictionary,
-    decode_batch,
-    encode_batch,
-    read_header,
-    train_dictionary,
-)
+from pipeline.wal.batch import Codec, decode_batch, encode_batch, read_header, train_dictionary
 from pipeline.wal.entry import EntryType, WalEntry, encode_entry_record
 
 pytestmark = pytest.mark.unit

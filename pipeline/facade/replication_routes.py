@@ -1,7 +1,7 @@
 """The facade's replication endpoints: WAL apply (replica side) and shipper control.
 
 ``POST /api/v1/wal/apply``
-    The WAL issue's applier (:func:`pipeline.wal.http.handle_wal_apply`) into a replica
+    The WAL issue's applier (:func:`pipeline.replication.server.handle_wal_apply`) into a replica
     state under ``<data_dir>/replica-facade``. It takes no API key: a replica is
     authenticated by TLS client certificates (``themis facade --tls-client-ca``), as
     the shipper presents one and no bearer token.
@@ -28,9 +28,9 @@ from pipeline.errors import ThemisError
 from pipeline.facade.app import FACADE_STATE, RequestRejected, RouteSpec, parse_json
 from pipeline.facade.auth import Role
 from pipeline.metrics import WalShipperMetrics
-from pipeline.wal.applier import ReplicaState
-from pipeline.wal.http import REPLICA_STATE, handle_wal_apply
-from pipeline.wal.shipper import WalShipper
+from pipeline.replication.replica import ReplicaState
+from pipeline.replication.server import REPLICA_STATE, handle_wal_apply
+from pipeline.replication.shipper import WalShipper
 
 _EMPTY_STATS = {
     "total_entries_shipped": 0,

@@ -33,8 +33,9 @@ from typing import Final
 
 from aiohttp import web
 
-from pipeline.wal.applier import ReplicaState, WalGap
-from pipeline.wal.batch import CorruptBatch, UnknownDictionary, read_header
+from pipeline.errors import CorruptBatch, UnknownDictionary, WalGap
+from pipeline.replication.replica import ReplicaState
+from pipeline.wal.batch import read_header
 from pipeline.wal.entry import format_lsn
 
 __all__ = [

@@ -1,7 +1,7 @@
 """``themis wal ship | apply | serve``: WAL shipping from the command line.
 
-Wire into ``themis`` with :func:`add_wal_parser`; ``python -m pipeline.wal.cli`` runs
-the same commands on their own. Settings are read here, once.
+Mounted into ``themis`` by :func:`add_wal_parser`; the handlers get the settings
+``themis`` loaded.
 
 ``themis wal ship --replica ID=ENDPOINT [--replica ...] [--once]``
     Ships the primary's WAL (``KAFKA_BOOTSTRAP_SERVERS``) to every replica until
@@ -22,16 +22,14 @@ import json
 import logging
 import signal
 import ssl
-import sys
 import threading
 import time
-from collections.abc import Sequence
 from pathlib import Path
 
-from pipeline.config import Settings, load_settings
+from pipeline.config import Settings
 from pipeline.errors import ThemisError
 
-__all__ = ["add_wal_arguments", "add_wal_parser", "main"]
+__all__ = ["add_wal_arguments", "add_wal_parser"]
 
 _LOG = logging.getLogger(__name__)
 
@@ -56,13 +54,12 @@ def _client_ssl(args: argparse.Namespace) -> ssl.SSLContext | None:
     return context
 
 
-def _ship(args: argparse.Namespace) -> int:
+def _ship(args: argparse.Namespace, settings: Settings) -> int:
     from prometheus_client import start_http_server
 
     from pipeline.metrics import WalShipperMetrics
-    from pipeline.wal.shipper import WalShipper
+    from pipeline.replication.shipper import WalShipper
 
-    settings = load_settings()
     if not settings.kafka.bootstrap_servers:
         raise ThemisError("themis wal ship needs the primary cluster: set KAFKA_BOOTSTRAP_SERVERS")
     replicas = []
@@ -108,11 +105,10 @@ def _replica_dir(settings: Settings, name: str) -> Path:
     return settings.worker.data_dir / f"replica-{name}"
 
 
-def _apply(args: argparse.Namespace) -> int:
+def _apply(args: argparse.Namespace, settings: Settings) -> int:
     from pipeline.kafka.local_broker import LocalKafka
-    from pipeline.wal.applier import ReplicaState, run_kafka_applier
+    from pipeline.replication.replica import ReplicaState, run_kafka_applier
 
-    settings = load_settings()
     bootstrap = args.bootstrap
     if not bootstrap:
         record = LocalKafka(args.replica).status()
@@ -134,11 +130,10 @@ def _apply(args: argparse.Namespace) -> int:
     return 0
 
 
-def _serve(args: argparse.Namespace) -> int:
-    from pipeline.wal.applier import ReplicaState
-    from pipeline.wal.http import ReplicaServer, server_ssl_context
+def _serve(args: argparse.Namespace, settings: Settings) -> int:
+    from pipeline.replication.replica import ReplicaState
+    from pipeline.replication.server import ReplicaServer, server_ssl_context
 
-    settings = load_settings()
     if bool(args.tls_cert) != bool(args.tls_key):
         raise ThemisError("--tls-cert and --tls-key go together")
     if args.tls_client_ca and not args.tls_cert:
@@ -213,23 +208,3 @@ def add_wal_arguments(wal: argparse.ArgumentParser) -> None:
 def add_wal_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add ``wal`` to ``themis``'s sub-commands (the ``handler`` convention of cli.py)."""
     add_wal_arguments(subparsers.add_parser("wal", help="compressed WAL shipping to replicas"))
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m pipeline.wal.cli ship|apply|serve ...``; returns the exit code."""
-    parser = argparse.ArgumentParser(prog="themis wal", description=__doc__.split("\n")[0])
-    add_wal_arguments(parser)
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING)
-    try:
-        code: int = args.handler(args)
-    except ThemisError as exc:
-        print(f"themis wal: error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        return 130
-    return code
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,4 +1,4 @@
-"""The mechanism every ingest path shares: hold input records until durable, then ack.
+"""Acks that follow durability: an input record is acked once every unit it carried is durable.
 
 An agent reads records with explicit acks (``stream.noack()``). For each record it
 asks :class:`AckTracker` for a token covering the units (points, operations) the
@@ -9,7 +9,8 @@ unit that is only in memory. (Faust's ``take()`` acks a batch even when the loop
 body raises; explicit acks avoid that.)
 
 Records that cannot be decoded go to the dead-letter topic via
-:class:`DeadLetterWriter`, and are acked only once the dead letter is durable.
+:class:`~pipeline.ingest.deadletter.DeadLetterWriter`, and are acked only once the
+dead letter is durable.
 """
 
 from __future__ import annotations
@@ -19,9 +20,7 @@ from typing import Any
 
 from faust.types import EventT, StreamT
 
-from pipeline.deadletter import DeadLetter
-from pipeline.kafka.producer import AsyncProducer
-from pipeline.metrics import PipelineMetrics
+__all__ = ["AckTracker"]
 
 
 @dataclass
@@ -60,32 +59,3 @@ class AckTracker:
     async def release_all(self, tokens: list[tuple[object, int]]) -> None:
         for token, units in tokens:
             await self.release(token, units)
-
-
-class DeadLetterWriter:
-    """Writes undecodable records to the dead-letter topic and counts them."""
-
-    def __init__(self, producer: AsyncProducer, topic: str, metrics: PipelineMetrics) -> None:
-        self.producer = producer
-        self.topic = topic
-        self.metrics = metrics
-        self.count = 0
-
-    async def write(self, event: EventT[Any], exc: Exception) -> None:
-        """Make the dead letter durable; the caller acks the record afterwards."""
-        message = event.message
-        value = event.value if isinstance(event.value, bytes | bytearray) else b""
-        letter = DeadLetter(
-            key=message.key if isinstance(message.key, bytes | bytearray) else None,
-            value=bytes(value),
-            reason=str(exc),
-            error_type=type(exc).__name__,
-            source_topic=message.topic,
-            source_partition=message.partition,
-            source_offset=message.offset,
-        )
-        await self.producer.produce(
-            self.topic, letter.value, key=letter.key, headers=letter.headers()
-        )
-        self.count += 1
-        self.metrics.dead_letters.labels(source_topic=message.topic).inc()

@@ -15,7 +15,7 @@ Replicas, by endpoint:
 
 ``kafka://host:port``
     The batch is produced to ``<namespace>.wal.replica`` on that cluster (created if
-    missing, see :func:`~pipeline.wal.applier.ensure_replica_topics`) with headers
+    missing, see :func:`~pipeline.replication.replica.ensure_replica_topics`) with headers
     ``themis.wal.primary``, ``themis.wal.first_lsn``, ``themis.wal.last_lsn``,
     ``themis.wal.codec``, ``themis.wal.checksum``. Confirmed when the replica broker
     acknowledged it (``acks=all``). The shipper also reads
@@ -50,13 +50,12 @@ import orjson
 from confluent_kafka import OFFSET_END, Consumer, KafkaError, Producer, TopicPartition
 
 from pipeline.config import Settings
-from pipeline.errors import InvalidRecord, ThemisError
+from pipeline.errors import InvalidRecord, ReplicaRewind, ShipFailed, ThemisError
+from pipeline.kafka.consumer import commit_offset, committed_offset
 from pipeline.metrics import WalShipperMetrics
-from pipeline.wal.applier import (
+from pipeline.replication.replica import (
     REPLICA_STATUS_TOPIC,
     REPLICA_TOPIC,
-    commit_offset,
-    committed_offset,
     ensure_replica_topics,
 )
 from pipeline.wal.batch import BatchHeader, Codec, Dictionary, encode_batch, read_header
@@ -66,8 +65,6 @@ __all__ = [
     "MAX_BATCH_BYTES",
     "MAX_BATCH_ENTRIES",
     "MAX_BATCH_INTERVAL_MS",
-    "ReplicaRewind",
-    "ShipFailed",
     "WalShipper",
 ]
 
@@ -92,27 +89,6 @@ _WATERMARK_REFRESH_S: Final = 0.5
 _STATUS_POLL_S: Final = 0.5
 _REWIND_QUIET_S: Final = 5.0
 _SHIP_TIMEOUT_S: Final = 30.0
-
-
-class ShipFailed(ThemisError):
-    """A replica did not confirm a batch; the shipper retries with backoff."""
-
-    retriable = True
-
-    def __init__(self, message: str, *, bytes_sent: int = 0) -> None:
-        super().__init__(message)
-        self.bytes_sent = bytes_sent
-
-
-class ReplicaRewind(ThemisError):
-    """The replica needs entries from ``expected_lsn`` on (HTTP 409 or a reported gap)."""
-
-    retriable = True
-
-    def __init__(self, message: str, *, expected_lsn: int, need_dictionary: bool = False) -> None:
-        super().__init__(message)
-        self.expected_lsn = expected_lsn
-        self.need_dictionary = need_dictionary
 
 
 class _Target(Protocol):

@@ -1,11 +1,12 @@
-"""The time-series path of the worker: points topic -> TSAutoBuffer -> Gorilla blocks.
+"""The worker's time-series stage: points topic -> TSAutoBuffer -> Gorilla blocks.
 
-For each record of the points topic (a JSON point or a binary batch frame) the agent
+For each record of the points topic (a JSON point or a binary batch frame) the stage
 adds its points to the buffer. When the buffer returns batches (size or memory
-trigger, the flush timer, a revoke, a manual flush) they are encoded into blocks,
-produced to the blocks topic with ``acks=all``, and **only then** are the input
-records whose points they carried acked. A record is acked once all of its points
-are durable, so the committed offset never passes a point that is only in memory.
+trigger, the flush timer, a revoke, a manual flush) the
+:class:`~pipeline.ts.writer.BlockWriter` encodes them into blocks and produces them
+with their WAL entries (``acks=all``), and **only then** are the input records whose
+points they carried acked. A record is acked once all of its points are durable, so
+the committed offset never passes a point that is only in memory.
 
 Blocks are keyed by a deterministic id: a range replayed after a crash produces the
 same blocks (or blocks holding the same points), and queries keep one value per
@@ -16,58 +17,59 @@ the dead letter is durable.
 from __future__ import annotations
 
 import asyncio
-import base64
 import logging
 import time
 from collections.abc import Awaitable, Callable, Coroutine
 from functools import partial
-from typing import Any
+from typing import Any, Final
 
-import faust
-import numpy as np
 from faust import Stream
 from faust.types import EventT, StreamT
-from faust.web import Request, Response, View
 
-from pipeline.buffering import FlushReason
-from pipeline.config import Settings
 from pipeline.errors import BufferOverflow, InvalidRecord
-from pipeline.ingest import AckTracker, DeadLetterWriter
-from pipeline.kafka.producer import AsyncProducer
-from pipeline.metrics import PipelineMetrics
-from pipeline.ts.block import CODEC_VERSION, GorillaBlock
+from pipeline.ingest.acks import AckTracker
+from pipeline.ingest.buffer_core import FlushReason
+from pipeline.ingest.deadletter import DeadLetterWriter
 from pipeline.ts.buffer import SeriesBatch, TSAutoBuffer
-from pipeline.ts.gorilla import MAX_POINTS, encode_chunk
 from pipeline.ts.point import decode_frame, decode_point_json, is_frame
-from pipeline.wal.entry import EntryType
+from pipeline.ts.writer import BlockWrite, BlockWriter
 from pipeline.wal.writer import WalWriter
+from pipeline.worker.context import WorkerApp, WorkerContext
+
+__all__ = ["MAX_WRITES_IN_FLIGHT", "TSStage", "install_ts_stage"]
 
 _LOG = logging.getLogger(__name__)
 
-MAX_WRITES_IN_FLIGHT = 16
+MAX_WRITES_IN_FLIGHT: Final = 16
 """Flushes whose blocks may be awaiting the broker's acknowledgement at once."""
 
 
-class TSPath:
-    """State of the time-series path in one worker."""
+class TSStage:
+    """State of the time-series stage in one worker."""
 
-    def __init__(self, settings: Settings, metrics: PipelineMetrics, producer: AsyncProducer):
+    def __init__(self, context: WorkerContext) -> None:
+        settings = context.settings
         self.settings = settings
-        self.metrics = metrics
-        self.producer = producer
+        self.metrics = context.metrics
         self.buffer = TSAutoBuffer(settings.ts_auto_buffer)
         self.acks = AckTracker()
-        self.wal = WalWriter(producer, settings.topic("wal"))
-        self.dead_letters = DeadLetterWriter(producer, settings.topic("deadletter"), metrics)
+        self.dead_letters = DeadLetterWriter(
+            context.producer, settings.topic("deadletter"), context.metrics
+        )
         self.points_topic = settings.topic("ts.points")
-        self.blocks_topic = settings.topic("ts.blocks")
+        self.writer = BlockWriter(
+            context.producer,
+            settings.topic("ts.blocks"),
+            WalWriter(context.producer, settings.topic("wal")),
+        )
         self._flush_lock = asyncio.Lock()
         self._flushes_seen: dict[str, int] = {}
-        self.blocks_written = 0
         # Writes behind the hot path: at most this many flushes in flight at once.
         self._slots = asyncio.Semaphore(MAX_WRITES_IN_FLIGHT)
         self._inflight: set[asyncio.Task[None]] = set()
         self._failure: BaseException | None = None
+        self.blocks_written = 0
+        """Blocks this worker wrote that the broker acknowledged."""
 
     async def on_event(self, event: EventT[Any], stream: StreamT[Any]) -> None:
         """Buffer the points of one input record (or dead-letter it)."""
@@ -154,119 +156,54 @@ class TSPath:
         if not batches:
             return None
         t0 = time.perf_counter()
-        futures = []
-        raw_points = 0
-        block_bytes = 0
-        for batch in batches:
-            n = int(batch.timestamps.size)
-            raw_points += n
-            for start in range(0, n, MAX_POINTS):
-                ts = batch.timestamps[start : start + MAX_POINTS]
-                vs = batch.values[start : start + MAX_POINTS]
-                chunk = encode_chunk(ts, vs)
-                block = GorillaBlock(
-                    batch.series_key, int(ts.size), int(ts[0]), int(ts[-1]), CODEC_VERSION, chunk
-                )
-                data = block.to_bytes()
-                block_bytes += len(data)
-                futures.append(
-                    self.producer.produce(self.blocks_topic, data, key=block.block_id.encode())
-                )
-                futures.append(self.wal.append(EntryType.TS_BLOCK, data))
-        return self._complete(futures, batches, raw_points, block_bytes, t0)
+        write = self.writer.send((b.series_key, b.timestamps, b.values) for b in batches)
+        return self._complete(write, batches, t0)
 
-    async def _complete(
-        self,
-        futures: list[asyncio.Future[Any]],
-        batches: list[SeriesBatch],
-        raw_points: int,
-        block_bytes: int,
-        t0: float,
-    ) -> None:
+    async def _complete(self, write: BlockWrite, batches: list[SeriesBatch], t0: float) -> None:
         # The blocks and their WAL entries are durable before any input record is acked.
-        await asyncio.gather(*futures)
-        self.blocks_written += len(futures) // 2
-        self.buffer.record_durable(raw_points, block_bytes)
+        await write.durable()
+        self.blocks_written += write.blocks
+        self.buffer.record_durable(write.points, write.block_bytes)
         for batch in batches:
             await self.acks.release_all(batch.tokens)
         stats = self.buffer.stats()
-        self.metrics.ts_points_flushed.inc(raw_points)
+        self.metrics.ts_points_flushed.inc(write.points)
         self._sync_flush_counts()
         self.metrics.ts_compression_ratio.set(stats.avg_compression_ratio)
         self.metrics.ts_current_size.set(stats.current_buffer_size)
         self.metrics.ts_flush_duration.observe(time.perf_counter() - t0)
 
     async def flush(self, reason: FlushReason) -> None:
-        """Drain every series now; returns the number of points made durable."""
+        """Drain every series now and wait until what it held is durable."""
         async with self._flush_lock:
             await self.drain()
             batches = self.buffer.flush(reason=reason)
             await self.write(batches)
 
     async def flush_due(self) -> None:
+        """Timer: write the series whose flush interval has passed."""
         await self._write_behind(self.buffer.due())
         self.metrics.ts_current_size.set(self.buffer.stats().current_buffer_size)
 
 
-def install_ts_path(app: faust.App, settings: Settings) -> None:
-    """Install the time-series agent, its flush timer and its web pages on ``app``."""
-    metrics: PipelineMetrics = app.themis_metrics  # type: ignore[attr-defined]
-    producer: AsyncProducer = app.themis_producer  # type: ignore[attr-defined]
-    path = TSPath(settings, metrics, producer)
-    app.themis_ts = path  # type: ignore[attr-defined]
-    topic_name = path.points_topic
-    topic = app.topic(topic_name, key_serializer="raw", value_serializer="raw")
+def install_ts_stage(app: WorkerApp, context: WorkerContext) -> None:
+    """Install the time-series agent, its flush timer and its revoke hook on ``app``."""
+    stage = TSStage(context)
+    context.ts = stage
+    topic = app.topic(stage.points_topic, key_serializer="raw", value_serializer="raw")
 
     async def ingest(stream: StreamT[Any]) -> None:
         assert isinstance(stream, Stream)
         async for event in stream.noack().events():
-            await path.on_event(event, stream)
+            await stage.on_event(event, stream)
 
     app.agent(topic, name="ts-points")(ingest)
 
-    interval = max(0.05, min(1.0, settings.ts_auto_buffer.flush_interval_ms / 4000))
-    app.timer(interval, name="ts-flush-due")(path.flush_due)
+    interval = max(0.05, min(1.0, context.settings.ts_auto_buffer.flush_interval_ms / 4000))
+    app.timer(interval, name="ts-flush-due")(stage.flush_due)
 
     def on_revoked(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> Awaitable[None]:
         # Everything buffered becomes durable before the partitions move on.
-        return path.flush(FlushReason.REVOKE)
+        return stage.flush(FlushReason.REVOKE)
 
     app.on_partitions_revoked.connect(on_revoked)
-
-    class BufferStatsView(View):
-        async def get(self, request: Request) -> Response:
-            body = path.buffer.stats().to_dict() | {
-                "flush_reasons": path.buffer.flush_reason_counts(),
-                "blocks_written": path.blocks_written,
-                "dead_letters": path.dead_letters.count,
-                "pending_records": len(path.acks.pending),
-                "assigned_partitions": sorted(
-                    tp.partition for tp in app.consumer.assignment() if tp.topic == topic_name
-                ),
-            }
-            return self.json(body)
-
-    class FlushView(View):
-        async def post(self, request: Request) -> Response:
-            before = path.buffer.stats().points_flushed
-            await path.flush(FlushReason.MANUAL)
-            flushed = path.buffer.stats().points_flushed - before
-            return self.json({"success": True, "points_flushed": flushed})
-
-    class BufferedPointsView(View):
-        async def get(self, request: Request) -> Response:
-            key = request.query["series"]
-            start, end = int(request.query["start"]), int(request.query["end"])
-            ts, vs = path.buffer.buffered_points(key, start, end)
-            return self.json(
-                {
-                    "timestamps": base64.b64encode(
-                        np.ascontiguousarray(ts, "<i8").tobytes()
-                    ).decode(),
-                    "values": base64.b64encode(np.ascontiguousarray(vs, "<f8").tobytes()).decode(),
-                }
-            )
-
-    app.page("/ts/buffer/stats")(BufferStatsView)
-    app.page("/ts/buffer/flush")(FlushView)
-    app.page("/ts/buffered")(BufferedPointsView)

@@ -55,23 +55,22 @@ import numpy.typing as npt
 import orjson
 from confluent_kafka import (
     OFFSET_BEGINNING,
-    Consumer,
     KafkaError,
-    KafkaException,
     Producer,
     TopicPartition,
 )
 
 from pipeline.config import Settings
-from pipeline.deadletter import DeadLetter
-from pipeline.errors import CorruptBlock, InvalidRecord, ThemisError
+from pipeline.errors import CorruptBatch, CorruptBlock, InvalidRecord, WalGap
+from pipeline.ingest.deadletter import DeadLetter
+from pipeline.kafka.consumer import LARGE_FETCH, commit_offset, committed_offset, make_consumer
 from pipeline.kafka.topics import TopicSpec, apply_topics, load_specs
 from pipeline.ts.block import decode_block
 from pipeline.ts.store import BlockStore, Points
 from pipeline.vectors.buffer import VectorBatch
 from pipeline.vectors.index import SearchHit, VectorIndex
 from pipeline.vectors.ops import OpType, VectorOp, decode_op_frame
-from pipeline.wal.batch import CorruptBatch, Dictionary, decode_batch
+from pipeline.wal.batch import Dictionary, decode_batch
 from pipeline.wal.entry import EntryType, WalEntry, format_lsn
 
 __all__ = [
@@ -80,7 +79,6 @@ __all__ = [
     "ApplierStats",
     "ApplyResult",
     "ReplicaState",
-    "WalGap",
     "ensure_replica_topics",
     "run_kafka_applier",
 ]
@@ -101,20 +99,6 @@ SNAPSHOT_INTERVAL_S = 1.0
 """The vector index is snapshotted at most this often (and on close). After a crash the
 replica resumes from the older of the block store's and the snapshot's LSN: a batch
 beyond it is refused as a gap and the shipper resends; replayed entries are idempotent."""
-
-
-class WalGap(ThemisError):
-    """A batch starts after the next LSN this replica needs; nothing was applied.
-
-    ``expected_lsn`` is the LSN to send next. Retriable: send from there.
-    """
-
-    retriable = True
-
-    def __init__(self, message: str, *, expected_lsn: int, first_lsn: int) -> None:
-        super().__init__(message)
-        self.expected_lsn = expected_lsn
-        self.first_lsn = first_lsn
 
 
 @dataclass(frozen=True, slots=True)
@@ -425,47 +409,6 @@ def ensure_replica_topics(bootstrap: str, settings: Settings) -> None:
 # -- the Kafka applier -------------------------------------------------------------
 
 
-def committed_offset(consumer: Consumer, tp: TopicPartition, timeout_s: float = 60.0) -> int:
-    """The group's committed offset of ``tp`` (negative: none), retrying while the
-    group coordinator is loading or moving (a fresh broker answers NOT_COORDINATOR)."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        try:
-            offset: int = consumer.committed([tp], timeout=10)[0].offset
-            return offset
-        except KafkaException as exc:
-            error = exc.args[0] if exc.args else None
-            retriable = isinstance(error, KafkaError) and error.retriable()
-            if time.monotonic() > deadline or not (retriable or _coordinator_moving(error)):
-                raise
-            time.sleep(0.2)
-
-
-def commit_offset(consumer: Consumer, tp: TopicPartition, timeout_s: float = 60.0) -> None:
-    """Commit ``tp`` synchronously, retrying coordinator hiccups until ``timeout_s``."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        try:
-            consumer.commit(offsets=[tp], asynchronous=False)
-            return
-        except KafkaException as exc:
-            error = exc.args[0] if exc.args else None
-            retriable = isinstance(error, KafkaError) and error.retriable()
-            if time.monotonic() > deadline or not (retriable or _coordinator_moving(error)):
-                raise
-            time.sleep(0.2)
-
-
-def _coordinator_moving(error: object) -> bool:
-    return isinstance(error, KafkaError) and error.code() in (
-        KafkaError.NOT_COORDINATOR,
-        KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
-        KafkaError.COORDINATOR_NOT_AVAILABLE,
-        KafkaError._WAIT_COORD,
-        KafkaError._TIMED_OUT,
-    )
-
-
 @dataclass
 class ApplierStats:
     """Counters of one :func:`run_kafka_applier` run."""
@@ -510,16 +453,8 @@ def run_kafka_applier(
     """
     ensure_replica_topics(bootstrap, settings)
     topic = settings.topic(REPLICA_TOPIC)
-    consumer = Consumer(
-        {
-            "bootstrap.servers": bootstrap,
-            "group.id": f"{settings.worker.app_id}-wal-apply-{replica_name}",
-            "enable.auto.commit": False,
-            "enable.partition.eof": False,
-            "auto.offset.reset": "earliest",
-            "fetch.max.bytes": 128 * 1024 * 1024,
-            "max.partition.fetch.bytes": 64 * 1024 * 1024,
-        }
+    consumer = make_consumer(
+        bootstrap, f"{settings.worker.app_id}-wal-apply-{replica_name}", **LARGE_FETCH
     )
     producer = Producer({"bootstrap.servers": bootstrap, "acks": "all", "linger.ms": 5})
     stats = ApplierStats()

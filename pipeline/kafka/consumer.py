@@ -1,0 +1,116 @@
+"""confluent-kafka consumers with the project's defaults, and offset calls that retry.
+
+Every consumer the pipeline creates comes from :func:`make_consumer` (or the
+:func:`open_consumer` context manager, which closes it): offsets are committed
+explicitly, never automatically (``enable.auto.commit`` false), because an offset
+may only move once what it covers is durable; a partition's end raises no event;
+a group without a committed offset starts at the beginning.
+
+:func:`committed_offset` and :func:`commit_offset` turn librdkafka's errors into
+:class:`~pipeline.errors.KafkaOperationFailed` and retry them through
+:func:`~pipeline.errors.call_with_retries` while the error is retriable (a fresh
+broker answers ``NOT_COORDINATOR`` while its group coordinator loads).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from typing import Any, Final
+
+from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
+
+from pipeline.errors import KafkaOperationFailed, call_with_retries
+
+__all__ = [
+    "LARGE_FETCH",
+    "commit_offset",
+    "committed_offset",
+    "committed_offsets",
+    "consumer_config",
+    "make_consumer",
+    "open_consumer",
+]
+
+LARGE_FETCH: Final = {
+    "fetch.max.bytes": 128 * 1024 * 1024,
+    "max.partition.fetch.bytes": 64 * 1024 * 1024,
+}
+"""Fetch sizes for consumers that read whole topics of large records (blocks, batches)."""
+
+_COORDINATOR_MOVING: Final = frozenset(
+    {
+        KafkaError.NOT_COORDINATOR,
+        KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
+        KafkaError.COORDINATOR_NOT_AVAILABLE,
+        KafkaError._WAIT_COORD,
+        KafkaError._TIMED_OUT,
+    }
+)
+
+
+def consumer_config(bootstrap: str, group_id: str, **overrides: Any) -> dict[str, Any]:
+    """librdkafka settings: the project's defaults, then ``overrides`` (librdkafka names)."""
+    config: dict[str, Any] = {
+        "bootstrap.servers": bootstrap,
+        "group.id": group_id,
+        "enable.auto.commit": False,
+        "enable.partition.eof": False,
+        "auto.offset.reset": "earliest",
+    }
+    config.update(overrides)
+    return config
+
+
+def make_consumer(bootstrap: str, group_id: str, **overrides: Any) -> Consumer:
+    """A consumer with :func:`consumer_config`; the caller closes it."""
+    return Consumer(consumer_config(bootstrap, group_id, **overrides))
+
+
+@contextlib.contextmanager
+def open_consumer(bootstrap: str, group_id: str, **overrides: Any) -> Iterator[Consumer]:
+    """:func:`make_consumer` as a context manager that always closes the consumer."""
+    consumer = make_consumer(bootstrap, group_id, **overrides)
+    try:
+        yield consumer
+    finally:
+        consumer.close()
+
+
+def _kafka_failure(what: str, exc: KafkaException) -> KafkaOperationFailed:
+    error = exc.args[0] if exc.args else None
+    retriable = isinstance(error, KafkaError) and (
+        error.retriable() or error.code() in _COORDINATOR_MOVING
+    )
+    return KafkaOperationFailed(f"{what} failed: {exc}", retriable=retriable)
+
+
+def committed_offsets(
+    consumer: Consumer, partitions: list[TopicPartition], timeout_s: float = 60.0
+) -> list[int]:
+    """The group's committed offsets of ``partitions`` (negative where none), in order."""
+
+    def ask() -> list[int]:
+        try:
+            return [int(tp.offset) for tp in consumer.committed(partitions, timeout=10)]
+        except KafkaException as exc:
+            raise _kafka_failure("reading committed offsets", exc) from exc
+
+    return call_with_retries(ask, timeout_s=timeout_s)
+
+
+def committed_offset(consumer: Consumer, tp: TopicPartition, timeout_s: float = 60.0) -> int:
+    """The group's committed offset of ``tp`` (negative: none)."""
+    return committed_offsets(consumer, [tp], timeout_s)[0]
+
+
+def commit_offset(consumer: Consumer, tp: TopicPartition, timeout_s: float = 60.0) -> None:
+    """Commit ``tp`` synchronously, retrying while the error is retriable."""
+
+    def commit() -> None:
+        try:
+            consumer.commit(offsets=[tp], asynchronous=False)
+        except KafkaException as exc:
+            raise _kafka_failure(f"committing {tp.topic}[{tp.partition}]", exc) from exc
+
+    call_with_retries(commit, timeout_s=timeout_s)

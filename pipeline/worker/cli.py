@@ -1,0 +1,107 @@
+"""``themis worker``, ``themis ts query`` and ``themis vectors search``.
+
+The worker runs the ingest stages; the other two ask running workers through the one
+:class:`~pipeline.worker.client.WorkerClient` (``facade.worker_urls``, else the local
+worker on ``worker.web_port``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from pathlib import Path
+
+from pipeline.config import Settings
+
+__all__ = ["add_worker_parsers"]
+
+
+def add_worker_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add ``worker``, ``ts query`` and ``vectors search`` to ``themis``'s sub-commands."""
+    worker = sub.add_parser("worker", help="run the Faust worker")
+    worker.add_argument("-l", "--loglevel", default="warning")
+    worker.set_defaults(handler=_worker)
+
+    ts = sub.add_parser("ts", help="the time-series path")
+    ts_sub = ts.add_subparsers(dest="action", required=True)
+    tsq = ts_sub.add_parser("query", help="the exact points of one series, in timestamp order")
+    tsq.add_argument("--metric", required=True)
+    tsq.add_argument("--entity", required=True)
+    tsq.add_argument("--tag", action="append", default=[], metavar="KEY=VALUE")
+    tsq.add_argument("--start", type=int, default=-(2**63), help="first timestamp, ms (inclusive)")
+    tsq.add_argument("--end", type=int, default=2**63 - 1, help="last timestamp, ms (inclusive)")
+    tsq.add_argument("--no-buffered", action="store_true", help="durable blocks only")
+    tsq.add_argument("--json", action="store_true")
+    tsq.set_defaults(handler=_ts_query)
+
+    vectors = sub.add_parser("vectors", help="the vector path")
+    vectors_sub = vectors.add_subparsers(dest="action", required=True)
+    vs = vectors_sub.add_parser("search", help="k nearest neighbours on the running workers")
+    vs.add_argument("--vector", default=None, help="the query vector as a JSON array")
+    vs.add_argument("--vector-file", default=None, help="a file holding the JSON array")
+    vs.add_argument("-k", type=int, default=10)
+    vs.add_argument("--ef", type=int, default=None, help="widen the search (ef_search)")
+    vs.add_argument(
+        "--where",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="keep hits whose metadata has this value",
+    )
+    vs.add_argument("--json", action="store_true")
+    vs.set_defaults(handler=_vectors_search)
+
+
+def _worker(args: argparse.Namespace, settings: Settings) -> int:
+    """Apply topic specs, then run the worker until SIGTERM / SIGINT."""
+    from faust import Worker
+
+    from pipeline.kafka.broker import require_broker
+    from pipeline.kafka.topics import apply_topics
+    from pipeline.worker.app import create_app
+
+    broker = require_broker(settings)
+    apply_topics(broker.bootstrap_servers, settings)
+    app = create_app(settings, bootstrap_servers=broker.bootstrap_servers)
+    Worker(app, loglevel=args.loglevel, quiet=True).execute_from_commandline()
+
+
+def _ts_query(args: argparse.Namespace, settings: Settings) -> int:
+    from pipeline.worker.query import query
+
+    tags = dict(tag.split("=", 1) for tag in args.tag)
+    result = query(
+        args.metric,
+        args.entity,
+        args.start,
+        args.end,
+        tags,
+        settings=settings,
+        include_buffered=not args.no_buffered,
+    )
+    if args.json:
+        points = [[t, v if math.isfinite(v) else str(v)] for t, v in result.to_list()]
+        print(json.dumps({"series": result.series_key, "count": len(result), "points": points}))
+        return 0
+    print(f"{result.series_key}: {len(result)} points")
+    for t, v in result.to_list():
+        print(f"{t}\t{v!r}")
+    return 0
+
+
+def _vectors_search(args: argparse.Namespace, settings: Settings) -> int:
+    from pipeline.worker.query import search
+
+    vector = json.loads(Path(args.vector_file).read_text()) if args.vector_file else None
+    if vector is None:
+        vector = json.loads(args.vector)
+    where = dict(item.split("=", 1) for item in args.where)
+    hits = search(vector, args.k, args.ef, where or None, settings=settings)
+    rows = [{"pk": h.pk, "distance": h.distance, "metadata": h.metadata} for h in hits]
+    if args.json:
+        print(json.dumps({"results": rows}))
+    else:
+        for row in rows:
+            print(f"{row['pk']}\t{row['distance']:.6f}\t{json.dumps(row['metadata'])}")
+    return 0

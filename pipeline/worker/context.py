@@ -1,0 +1,58 @@
+"""What one worker process holds: settings, producer, metrics and its ingest stages.
+
+The Faust app of a worker is a :class:`WorkerApp`; its :attr:`WorkerApp.context` is
+the typed :class:`WorkerContext` that the stages and the web pages share.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import faust
+
+from pipeline.config import Settings
+from pipeline.kafka.producer import AsyncProducer
+from pipeline.metrics import PipelineMetrics
+
+if TYPE_CHECKING:
+    from pipeline.worker.ts_stage import TSStage
+    from pipeline.worker.vector_stage import VectorStage
+
+__all__ = ["WorkerApp", "WorkerContext", "context_of"]
+
+
+@dataclass
+class WorkerContext:
+    """Shared state of one worker; each stage sets its own field when installed."""
+
+    settings: Settings
+    bootstrap: str
+    metrics: PipelineMetrics
+    producer: AsyncProducer
+    ts: TSStage | None = None
+    vectors: VectorStage | None = None
+
+    def require_ts(self) -> TSStage:
+        """The time-series stage; a worker built without it has no such pages."""
+        if self.ts is None:
+            raise LookupError("this worker runs no time-series stage")
+        return self.ts
+
+    def require_vectors(self) -> VectorStage:
+        """The vector stage; a worker built without it has no such pages."""
+        if self.vectors is None:
+            raise LookupError("this worker runs no vector stage")
+        return self.vectors
+
+
+class WorkerApp(faust.App):
+    """A Faust app that carries the worker's :class:`WorkerContext`."""
+
+    context: WorkerContext
+
+
+def context_of(app: Any) -> WorkerContext:
+    """The context of the worker app ``app`` (a page's ``self.app``)."""
+    assert isinstance(app, WorkerApp), "worker pages are served by a WorkerApp"
+    return app.context

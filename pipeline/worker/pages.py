@@ -1,0 +1,189 @@
+"""The worker's web pages (Faust's web server on ``worker.web_port``), all JSON but metrics.
+
+=========================  ======  ======================================================
+path                       method  answer
+=========================  ======  ======================================================
+``/metrics``               GET     Prometheus exposition of :class:`PipelineMetrics`
+``/ts/buffer/stats``       GET     the roadmap's TS buffer stats + ``flush_reasons``,
+                                   ``blocks_written``, ``dead_letters``,
+                                   ``pending_records``, ``assigned_partitions``
+``/ts/buffer/flush``       POST    ``{"success", "points_flushed"}`` once durable
+``/ts/buffered``           GET     ``?series=KEY&start=MS&end=MS``: buffered points as
+                                   base64 little-endian int64 / float64 arrays
+``/vectors/buffer/stats``  GET     the roadmap's vector buffer stats + ``live_vectors``,
+                                   ``shards``, ``pending_records``, ``dead_letters``
+``/vectors/buffer/flush``  POST    ``{"success", "vectors_flushed"}`` once snapshotted
+``/vectors/search``        POST    ``{"vector", "k", "ef"?, "filter"?}`` ->
+                                   ``{"success", "results": [{pk, distance, metadata}]}``
+``/vectors/get``           GET     ``?pk=PK``: ``{"pk", "present", "pending", "metadata"}``
+``/vectors/dump``          GET     every live pk with its metadata (checks, small indexes)
+=========================  ======  ======================================================
+
+:class:`pipeline.worker.client.WorkerClient` is the one client of these pages.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+from typing import Any, Final
+
+import numpy as np
+from faust.web import Request, Response, View
+from prometheus_client import CONTENT_TYPE_LATEST
+
+from pipeline.errors import InvalidRecord
+from pipeline.ingest.buffer_core import FlushReason
+from pipeline.worker.context import WorkerApp, context_of
+
+__all__ = [
+    "METRICS",
+    "TS_BUFFERED",
+    "TS_FLUSH",
+    "TS_STATS",
+    "VECTORS_DUMP",
+    "VECTORS_FLUSH",
+    "VECTORS_GET",
+    "VECTORS_SEARCH",
+    "VECTORS_STATS",
+    "install_pages",
+]
+
+METRICS: Final = "/metrics"
+TS_STATS: Final = "/ts/buffer/stats"
+TS_FLUSH: Final = "/ts/buffer/flush"
+TS_BUFFERED: Final = "/ts/buffered"
+VECTORS_STATS: Final = "/vectors/buffer/stats"
+VECTORS_FLUSH: Final = "/vectors/buffer/flush"
+VECTORS_SEARCH: Final = "/vectors/search"
+VECTORS_GET: Final = "/vectors/get"
+VECTORS_DUMP: Final = "/vectors/dump"
+
+
+def _b64(array: Any, dtype: str) -> str:
+    return base64.b64encode(np.ascontiguousarray(array, dtype).tobytes()).decode()
+
+
+class MetricsPage(View):
+    async def get(self, request: Request) -> Response:
+        body = context_of(self.app).metrics.exposition()
+        # aiohttp wants the charset apart from the media type.
+        return self.bytes(body, content_type=CONTENT_TYPE_LATEST.split(";")[0])
+
+
+class TSStatsPage(View):
+    async def get(self, request: Request) -> Response:
+        stage = context_of(self.app).require_ts()
+        assignment = self.app.consumer.assignment()
+        body = stage.buffer.stats().to_dict() | {
+            "flush_reasons": stage.buffer.flush_reason_counts(),
+            "blocks_written": stage.blocks_written,
+            "dead_letters": stage.dead_letters.count,
+            "pending_records": len(stage.acks.pending),
+            "assigned_partitions": sorted(
+                tp.partition for tp in assignment if tp.topic == stage.points_topic
+            ),
+        }
+        return self.json(body)
+
+
+class TSFlushPage(View):
+    async def post(self, request: Request) -> Response:
+        stage = context_of(self.app).require_ts()
+        before = stage.buffer.stats().points_flushed
+        await stage.flush(FlushReason.MANUAL)
+        flushed = stage.buffer.stats().points_flushed - before
+        return self.json({"success": True, "points_flushed": flushed})
+
+
+class TSBufferedPage(View):
+    async def get(self, request: Request) -> Response:
+        stage = context_of(self.app).require_ts()
+        key = request.query["series"]
+        start, end = int(request.query["start"]), int(request.query["end"])
+        ts, vs = stage.buffer.buffered_points(key, start, end)
+        return self.json({"timestamps": _b64(ts, "<i8"), "values": _b64(vs, "<f8")})
+
+
+class VectorStatsPage(View):
+    async def get(self, request: Request) -> Response:
+        stage = context_of(self.app).require_vectors()
+        body = stage.stats() | {
+            "live_vectors": sum(s.index.live_count() for s in stage.shards.values()),
+            "shards": sorted(stage.shards),
+            "pending_records": len(stage.acks.pending),
+            "dead_letters": stage.dead_letters.count,
+        }
+        return self.json(body)
+
+
+class VectorFlushPage(View):
+    async def post(self, request: Request) -> Response:
+        applied = await context_of(self.app).require_vectors().flush()
+        return self.json({"success": True, "vectors_flushed": applied})
+
+
+class VectorSearchPage(View):
+    async def post(self, request: Request) -> Response:
+        stage = context_of(self.app).require_vectors()
+        body = await request.json()
+        try:
+            vector = np.asarray(body["vector"], dtype=np.float32)
+            k = int(body.get("k", 10))
+            ef = body.get("ef")
+            hits = await asyncio.to_thread(
+                stage.search, vector, k, None if ef is None else int(ef), body.get("filter")
+            )
+        except (KeyError, TypeError, ValueError, InvalidRecord) as exc:
+            return self.json({"success": False, "error": str(exc)}, status=400)
+        results = [{"pk": h.pk, "distance": h.distance, "metadata": h.metadata} for h in hits]
+        return self.json({"success": True, "results": results})
+
+
+class VectorDumpPage(View):
+    async def get(self, request: Request) -> Response:
+        stage = context_of(self.app).require_vectors()
+        out: dict[str, Any] = {}
+        for shard in list(stage.shards.values()):
+            for pk in shard.index.pks():
+                got = shard.index.get(pk)
+                if got is not None:
+                    out[pk] = got[1]
+        return self.json(out)
+
+
+class VectorGetPage(View):
+    async def get(self, request: Request) -> Response:
+        """One pk: ``{"pk", "present", "pending", "metadata"}`` (pending: a buffered op)."""
+        stage = context_of(self.app).require_vectors()
+        pk = request.query.get("pk", "")
+        for shard in list(stage.shards.values()):
+            pending = shard.buffer.pending(pk)
+            got = shard.index.get(pk)
+            if pending is not None or got is not None:
+                present = got is not None if pending is None else pending.op != "remove"
+                return self.json(
+                    {
+                        "pk": pk,
+                        "present": present,
+                        "pending": None if pending is None else str(pending.op),
+                        "metadata": None if got is None else got[1],
+                    }
+                )
+        return self.json({"pk": pk, "present": False, "pending": None, "metadata": None})
+
+
+def install_pages(app: WorkerApp) -> None:
+    """Serve the pages of the stages ``app.context`` holds (and ``/metrics``)."""
+    app.page(METRICS)(MetricsPage)
+    context = app.context
+    if context.ts is not None:
+        app.page(TS_STATS)(TSStatsPage)
+        app.page(TS_FLUSH)(TSFlushPage)
+        app.page(TS_BUFFERED)(TSBufferedPage)
+    if context.vectors is not None:
+        app.page(VECTORS_GET)(VectorGetPage)
+        app.page(VECTORS_DUMP)(VectorDumpPage)
+        app.page(VECTORS_STATS)(VectorStatsPage)
+        app.page(VECTORS_FLUSH)(VectorFlushPage)
+        app.page(VECTORS_SEARCH)(VectorSearchPage)
