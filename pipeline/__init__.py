@@ -1,7 +1,13 @@
 """Themis Pipeline: a Kafka-fed ingestion pipeline for ThemisDB time series and vectors.
 
-Folders follow the data: ``kafka/`` (broker, topics), ``ts/`` (points -> Gorilla
-blocks), ``app.py`` and ``worker.py`` (the Faust worker), ``cli.py`` (``themis``).
+Folders follow the data, lowest layer first (docs/architecture.md has the map):
+``kafka/`` (transport) -> ``ingest/`` (acks, dead letters, buffer core) -> ``wal/``
+(the log of applied mutations) -> ``ts/`` and ``vectors/`` (codecs, buffers, writers,
+stores) -> ``replication/`` (shipping the WAL, applying it on replicas) -> ``worker/``
+(the Faust worker, its pages and their client) -> ``facade/`` (the HTTP front door)
+and ``rag/`` (the ingestion job) -> ``bench/`` and ``demo.py`` -> ``cli.py``
+(``themis``) and ``app.py`` (``faust -A pipeline.app worker``). ``errors.py``,
+``config.py`` and ``metrics.py`` sit below everything.
 """
 
 from pipeline.config import Settings, load_settings

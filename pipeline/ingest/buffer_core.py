@@ -1,4 +1,4 @@
-"""The mechanism shared by the auto buffers (time series now, vectors later).
+"""The mechanism shared by the two auto buffers (time series and vectors): BufferCore.
 
 A :class:`BufferCore` holds what every auto buffer needs besides its own storage:
 
@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Final
 
-from pipeline.errors import BufferOverflow
+from pipeline.errors import BufferOverflow, InvalidArgument
 
 __all__ = ["AUTO_FLUSH_REASONS", "BufferCore", "FlushReason", "format_utc"]
 
@@ -84,7 +84,7 @@ class BufferCore:
         wall_clock: Callable[[], float] = time.time,
     ) -> None:
         if max_total < 1:
-            raise ValueError(f"{cap_setting} must be >= 1, got {max_total}")
+            raise InvalidArgument(f"{cap_setting} must be >= 1, got {max_total}")
         self.what = what
         self.unit = unit
         self.max_total = max_total

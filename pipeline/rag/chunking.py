@@ -26,6 +26,8 @@ from dataclasses import dataclass
 from pathlib import PurePosixPath
 from typing import Any, Final
 
+from pipeline.errors import InvalidArgument
+
 __all__ = [
     "DEFAULT_MAX_CHARS",
     "DEFAULT_OVERLAP",
@@ -84,7 +86,7 @@ def chunk_document(
     Raises ``ValueError`` unless ``0 <= overlap < max_chars``.
     """
     if not 0 <= overlap < max_chars:
-        raise ValueError(
+        raise InvalidArgument(
             f"need 0 <= overlap < max_chars; got overlap={overlap} max_chars={max_chars}"
         )
     path = PurePosixPath(source)

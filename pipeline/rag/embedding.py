@@ -33,7 +33,7 @@ from typing import Any, Final, Protocol
 import numpy as np
 import numpy.typing as npt
 
-from pipeline.errors import ConfigError
+from pipeline.errors import ConfigError, InvalidArgument
 
 __all__ = [
     "DEFAULT_SENTENCE_MODEL",
@@ -87,7 +87,7 @@ class HashingEmbedder:
 
     def __init__(self, dimension: int, *, seed: int = 0) -> None:
         if dimension < 1:
-            raise ValueError(f"dimension must be >= 1; got {dimension}")
+            raise InvalidArgument(f"dimension must be >= 1; got {dimension}")
         self._dimension = dimension
         self._seed = seed
         self._key = seed.to_bytes(8, "little", signed=False)

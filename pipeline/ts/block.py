@@ -89,7 +89,7 @@ class GorillaBlock:
         """
         try:
             timestamps, values = decode_chunk(self.chunk)
-        except ValueError as exc:
+        except CorruptBlock as exc:
             raise CorruptBlock(f"block for {self.series_key!r}: {exc}") from exc
         if timestamps.size != self.count:
             raise CorruptBlock(
@@ -148,9 +148,9 @@ def encode_block(
     """Compress one series' samples into a block (layout in the module docstring).
 
     ``timestamps`` are integer milliseconds and ``values`` floats, 1 to 65535 of
-    each. Raises ``ValueError``/``TypeError`` like
-    :func:`pipeline.ts.gorilla.encode_chunk`, and ``ValueError`` for a series key
-    longer than 65535 bytes of UTF-8.
+    each. Raises :class:`~pipeline.errors.InvalidArgument` like
+    :func:`pipeline.ts.gorilla.encode_chunk`, and for a series key longer than 65535
+    bytes of UTF-8.
     """
     chunk = encode_chunk(timestamps, values)
     ts = np.asarray(timestamps)

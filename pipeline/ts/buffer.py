@@ -38,6 +38,7 @@ import numpy as np
 import numpy.typing as npt
 
 from pipeline.config import TSAutoBufferSettings
+from pipeline.errors import InvalidArgument
 from pipeline.ingest.buffer_core import BufferCore, FlushReason
 
 __all__ = ["POINT_BYTES", "SERIES_OVERHEAD_BYTES", "SeriesBatch", "TSAutoBuffer", "TSBufferStats"]
@@ -246,7 +247,7 @@ class TSAutoBuffer:
         ts = np.array(timestamps, dtype=np.int64)
         vals = np.array(values, dtype=np.float64)
         if ts.ndim != 1 or ts.shape != vals.shape:
-            raise ValueError(
+            raise InvalidArgument(
                 f"add_many({series_key!r}): timestamps {ts.shape} and values {vals.shape} "
                 "must be one-dimensional arrays of equal length"
             )
@@ -339,7 +340,7 @@ class TSAutoBuffer:
         over ``block_bytes``, summed over every call.
         """
         if raw_points < 0 or block_bytes <= 0:
-            raise ValueError(
+            raise InvalidArgument(
                 f"record_durable: raw_points must be >= 0 and block_bytes > 0, "
                 f"got {raw_points} and {block_bytes}"
             )

@@ -29,6 +29,8 @@ from typing import Final
 import numpy as np
 import numpy.typing as npt
 
+from pipeline.errors import InvalidArgument
+
 __all__ = ["devops_dataset"]
 
 START_MS: Final = 1_700_000_000_000
@@ -88,7 +90,7 @@ def devops_dataset(series: int, points_per_series: int, seed: int = 0) -> list[S
     generator. Raises ``ValueError`` for negative sizes.
     """
     if series < 0 or points_per_series < 0:
-        raise ValueError(
+        raise InvalidArgument(
             f"series ({series}) and points_per_series ({points_per_series}) must be >= 0"
         )
     result: list[Series] = []

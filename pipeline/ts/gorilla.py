@@ -36,6 +36,7 @@ from typing import Any, Final
 import numpy as np
 import numpy.typing as npt
 
+from pipeline.errors import CorruptBlock, InvalidArgument
 from pipeline.ts import _gorilla
 
 __all__ = [
@@ -59,23 +60,23 @@ _DOD_BUCKETS: Final = ((0b10, 2, 14), (0b110, 3, 17), (0b1110, 4, 20))
 def _as_int64(timestamps: npt.ArrayLike) -> npt.NDArray[np.int64]:
     array = np.asarray(timestamps)
     if array.ndim != 1:
-        raise ValueError(f"timestamps must be a 1-D array, got shape {array.shape}")
+        raise InvalidArgument(f"timestamps must be a 1-D array, got shape {array.shape}")
     if array.dtype.kind not in "iu":
-        raise TypeError(
+        raise InvalidArgument(
             f"timestamps must be integer milliseconds, got dtype {array.dtype}; "
             "convert with timestamps.astype(np.int64)"
         )
     if array.dtype == np.uint64 and array.size and int(array.max()) > np.iinfo(np.int64).max:
-        raise ValueError("timestamps exceed the int64 millisecond range")
+        raise InvalidArgument("timestamps exceed the int64 millisecond range")
     return np.ascontiguousarray(array, dtype=np.int64)
 
 
 def _as_float64(values: npt.ArrayLike) -> npt.NDArray[np.float64]:
     array = np.asarray(values)
     if array.ndim != 1:
-        raise ValueError(f"values must be a 1-D array, got shape {array.shape}")
+        raise InvalidArgument(f"values must be a 1-D array, got shape {array.shape}")
     if array.dtype.kind != "f":
-        raise TypeError(
+        raise InvalidArgument(
             f"values must be a float array, got dtype {array.dtype}; "
             "convert with values.astype(np.float64)"
         )
@@ -88,13 +89,13 @@ def _validated(
     ts = _as_int64(timestamps)
     vals = _as_float64(values)
     if ts.shape != vals.shape:
-        raise ValueError(
+        raise InvalidArgument(
             f"timestamps and values differ in length: {ts.size} timestamps, {vals.size} values"
         )
     if ts.size == 0:
-        raise ValueError("cannot encode a chunk of 0 points")
+        raise InvalidArgument("cannot encode a chunk of 0 points")
     if ts.size > MAX_POINTS:
-        raise ValueError(
+        raise InvalidArgument(
             f"a chunk holds at most {MAX_POINTS} points, got {ts.size}; "
             "split the series into several chunks"
         )
@@ -111,7 +112,7 @@ def encode_chunk(
     equal length, 1 to :data:`MAX_POINTS` samples. Timestamps need not be sorted;
     unsorted or duplicate timestamps simply cost more bits.
 
-    Raises ``TypeError`` for non-numeric dtypes and ``ValueError`` for wrong
+    Raises :class:`~pipeline.errors.InvalidArgument` for non-numeric dtypes, wrong
     shapes, mismatched lengths, 0 points or more than 65535 points.
     """
     ts, vals = _validated(timestamps, values)
@@ -127,10 +128,13 @@ def decode_chunk(
     call ``.copy()`` to modify them. Values keep their exact bits, NaN payloads
     included. An empty chunk (count 0, 2 bytes) decodes to two empty arrays.
 
-    Raises ``ValueError`` naming the failing sample when ``data`` is truncated,
-    carries bytes after its last sample, or holds an impossible bit pattern.
+    Raises :class:`~pipeline.errors.CorruptBlock` naming the failing sample when ``data``
+    is truncated, carries bytes after its last sample, or holds an impossible bit pattern.
     """
-    ts_buffer, value_buffer = _gorilla.decode(data)
+    try:
+        ts_buffer, value_buffer = _gorilla.decode(data)
+    except ValueError as exc:  # the extension names the failing sample
+        raise CorruptBlock(str(exc)) from None
     return np.frombuffer(ts_buffer, dtype=np.int64), np.frombuffer(value_buffer, dtype=np.float64)
 
 
@@ -219,7 +223,7 @@ def reference_encode(
 
 
 class _BitCursor:
-    """Reads a bit string left to right; raises ValueError past its end."""
+    """Reads a bit string left to right; raises CorruptBlock past its end."""
 
     def __init__(self, data: bytes) -> None:
         self._bits = "".join(format(byte, "08b") for byte in data)
@@ -231,7 +235,7 @@ class _BitCursor:
 
     def take(self, width: int) -> int:
         if self.pos + width > len(self._bits):
-            raise ValueError(f"corrupt Gorilla chunk: truncated at bit {self.pos}")
+            raise CorruptBlock(f"corrupt Gorilla chunk: truncated at bit {self.pos}")
         value = int(self._bits[self.pos : self.pos + width], 2)
         self.pos += width
         return value
@@ -242,10 +246,10 @@ class _BitCursor:
             byte = self.take(8)
             if byte < 0x80:
                 if index == 9 and byte > 1:
-                    raise ValueError("corrupt Gorilla chunk: varint overflows 64 bits")
+                    raise CorruptBlock("corrupt Gorilla chunk: varint overflows 64 bits")
                 return result | (byte << (7 * index))
             result |= (byte & 0x7F) << (7 * index)
-        raise ValueError("corrupt Gorilla chunk: varint overflows 64 bits")
+        raise CorruptBlock("corrupt Gorilla chunk: varint overflows 64 bits")
 
 
 def _take_xor(
@@ -255,13 +259,13 @@ def _take_xor(
         return previous, window
     if cursor.take(1) == 0:
         if window is None:
-            raise ValueError("corrupt Gorilla chunk: window reused before it was set")
+            raise CorruptBlock("corrupt Gorilla chunk: window reused before it was set")
         leading, trailing = window
     else:
         leading = cursor.take(5)
         significant = cursor.take(6) or 64
         if leading + significant > 64:
-            raise ValueError("corrupt Gorilla chunk: leading plus significant bits above 64")
+            raise CorruptBlock("corrupt Gorilla chunk: leading plus significant bits above 64")
         trailing = 64 - leading - significant
         window = [leading, trailing]
     return previous ^ (cursor.take(64 - leading - trailing) << trailing), window
@@ -300,5 +304,5 @@ def reference_decode(data: bytes) -> tuple[npt.NDArray[np.int64], npt.NDArray[np
         value, window = _take_xor(cursor, bits[-1], window)
         bits.append(value)
     if (cursor.pos + 7) // 8 != cursor.total // 8:
-        raise ValueError("corrupt Gorilla chunk: bytes left over after the last sample")
+        raise CorruptBlock("corrupt Gorilla chunk: bytes left over after the last sample")
     return np.array(ts, dtype=np.int64), np.array(bits, dtype=np.uint64).view(np.float64)

@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import orjson
 
-from pipeline.errors import InvalidRecord
+from pipeline.errors import InvalidArgument, InvalidRecord
 
 FRAME_MAGIC = b"TSF1"
 _U16 = struct.Struct("<H")
@@ -72,7 +72,7 @@ class DataPoint:
     def to_json(self) -> bytes:
         """The JSON point; ``ValueError`` for NaN or infinity, which JSON cannot carry."""
         if not math.isfinite(self.value):
-            raise ValueError(f"{self.value} cannot be sent as JSON; use a binary batch frame")
+            raise InvalidArgument(f"{self.value} cannot be sent as JSON; use a binary batch frame")
         body: dict[str, object] = {
             "metric": self.metric,
             "entity": self.entity,
@@ -134,7 +134,7 @@ def encode_frame(series: Iterable[SeriesArrays]) -> bytes:
         ts = np.ascontiguousarray(timestamps, dtype="<i8")
         vs = np.ascontiguousarray(values, dtype="<f8")
         if ts.shape != vs.shape or ts.ndim != 1:
-            raise ValueError(f"series {key}: timestamps and values differ in shape")
+            raise InvalidArgument(f"series {key}: timestamps and values differ in shape")
         encoded = key.encode()
         parts += [_U16.pack(len(encoded)), encoded, _U32.pack(len(ts)), ts.tobytes(), vs.tobytes()]
         count += 1

@@ -53,6 +53,7 @@ from dataclasses import asdict, dataclass
 from typing import Final
 
 from pipeline.config import VectorAutoBufferSettings
+from pipeline.errors import InvalidArgument
 from pipeline.ingest.buffer_core import BufferCore, FlushReason
 from pipeline.vectors.ops import OpType, VectorOp, op_metadata_bytes
 
@@ -245,7 +246,7 @@ class VectorAutoBuffer:
     def record_durable(self, vectors: int) -> None:
         """Account ``vectors`` applied to the index (adds to ``vectors_flushed``)."""
         if vectors < 0:
-            raise ValueError(f"record_durable: vectors must be >= 0, got {vectors}")
+            raise InvalidArgument(f"record_durable: vectors must be >= 0, got {vectors}")
         with self._lock:
             self._durable += vectors
 
@@ -275,7 +276,7 @@ class VectorAutoBuffer:
         memory = ENTRY_OVERHEAD_BYTES + len(op.pk.encode("utf-8")) + op_metadata_bytes(op.metadata)
         if op.vector is not None:
             if op.vector.shape != (self._dimension,):
-                raise ValueError(
+                raise InvalidArgument(
                     f"{op.op.value} of {op.pk!r}: vector has {op.vector.shape[0]} dimensions; "
                     f"the buffer has {self._dimension}"
                 )

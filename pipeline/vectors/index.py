@@ -54,7 +54,7 @@ import numpy as np
 import numpy.typing as npt
 import orjson
 
-from pipeline.errors import ConfigError, ThemisError
+from pipeline.errors import ConfigError, InvalidArgument, ThemisError
 from pipeline.vectors.buffer import VectorBatch
 from pipeline.vectors.ops import VectorOp, op_metadata_bytes, validate_vector
 from pipeline.vectors.rwlock import ReadWriteLock
@@ -115,9 +115,9 @@ class VectorIndex:
         threads: int = -1,
     ) -> None:
         if space not in SPACES:
-            raise ValueError(f"space must be one of {', '.join(SPACES)}; got {space!r}")
+            raise InvalidArgument(f"space must be one of {', '.join(SPACES)}; got {space!r}")
         if dimension < 1 or initial_capacity < 1 or m < 2 or ef_construction < 1 or ef_search < 1:
-            raise ValueError(
+            raise InvalidArgument(
                 "dimension, initial_capacity and ef_* must be >= 1 and m >= 2; got "
                 f"dimension={dimension} initial_capacity={initial_capacity} m={m} "
                 f"ef_construction={ef_construction} ef_search={ef_search}"
@@ -204,7 +204,7 @@ class VectorIndex:
         removes = list(dict.fromkeys(batch.removes))
         both = upserts.keys() & set(removes)
         if both:
-            raise ValueError(
+            raise InvalidArgument(
                 f"batch both upserts and removes {sorted(both)[:5]}; a coalesced batch "
                 "lists each pk once"
             )
@@ -488,7 +488,7 @@ def _stack(ops: list[VectorOp], dimension: int) -> npt.NDArray[np.float32]:
         vector = op.vector
         if vector is None or vector.shape != (dimension,):
             shape = None if vector is None else vector.shape
-            raise ValueError(
+            raise InvalidArgument(
                 f"{op.op.value} of {op.pk!r} has vector shape {shape}; the index has "
                 f"dimension {dimension}"
             )

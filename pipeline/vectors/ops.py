@@ -44,7 +44,7 @@ import numpy as np
 import numpy.typing as npt
 import orjson
 
-from pipeline.errors import InvalidRecord
+from pipeline.errors import InvalidArgument, InvalidRecord
 
 __all__ = [
     "FRAME_MAGIC",
@@ -107,13 +107,13 @@ class VectorOp:
         object.__setattr__(self, "op", OpType(self.op))
         if self.op is OpType.REMOVE:
             if self.vector is not None:
-                raise ValueError(f"remove of {self.pk!r} must not carry a vector")
+                raise InvalidArgument(f"remove of {self.pk!r} must not carry a vector")
         elif (
             not isinstance(self.vector, np.ndarray)
             or self.vector.dtype != np.float32
             or self.vector.ndim != 1
         ):
-            raise ValueError(
+            raise InvalidArgument(
                 f"{self.op.value} of {self.pk!r} needs a one-dimensional float32 numpy array "
                 "as vector (use validate_vector to build one)"
             )
@@ -203,7 +203,7 @@ def encode_op_json(op: VectorOp) -> bytes:
     body: dict[str, object] = {"op": op.op.value, "pk": op.pk}
     if op.vector is not None:
         if not bool(np.isfinite(op.vector).all()):
-            raise ValueError(f"vector of {op.pk!r} has a NaN or infinite component")
+            raise InvalidArgument(f"vector of {op.pk!r} has a NaN or infinite component")
         body["vector"] = op.vector
     if op.metadata:
         body["metadata"] = op.metadata
@@ -248,18 +248,18 @@ def decode_op_json(
 def encode_op_frame(ops: Iterable[VectorOp], dimension: int) -> bytes:
     """A ``VOF1`` frame holding ``ops`` in order; ``ValueError`` for an op that cannot go in."""
     if not 1 <= dimension <= 0xFFFF:
-        raise ValueError(f"dimension must be 1..65535, got {dimension}")
+        raise InvalidArgument(f"dimension must be 1..65535, got {dimension}")
     parts: list[bytes] = [b""]
     count = 0
     for op in ops:
         pk = op.pk.encode("utf-8")
         if not pk or len(pk) > MAX_PK_BYTES:
-            raise ValueError(f"pk {op.pk!r} must be 1..{MAX_PK_BYTES} bytes of UTF-8")
+            raise InvalidArgument(f"pk {op.pk!r} must be 1..{MAX_PK_BYTES} bytes of UTF-8")
         metadata = orjson.dumps(op.metadata) if op.metadata else b""
         parts += [_OP_HEAD.pack(_CODE_OF[op.op], len(pk)), pk, _U32.pack(len(metadata)), metadata]
         if op.vector is not None:
             if op.vector.shape != (dimension,):
-                raise ValueError(
+                raise InvalidArgument(
                     f"vector of {op.pk!r} has shape {op.vector.shape}; the frame has "
                     f"dimension {dimension}"
                 )

@@ -10,6 +10,7 @@ from typing import Any
 import numpy.typing as npt
 
 from pipeline.config import Settings
+from pipeline.errors import ConfigError
 from pipeline.kafka.producer import TopicProducer, key_partition
 from pipeline.vectors.ops import OpType, VectorOp, encode_op_frame, encode_op_json, validate_vector
 
@@ -29,7 +30,9 @@ class VectorProducer(TopicProducer):
     def __init__(self, settings: Settings, *, bootstrap: str | None = None, **extra: Any) -> None:
         bootstrap = bootstrap or settings.kafka.bootstrap_servers
         if not bootstrap:
-            raise ValueError("VectorProducer needs a bootstrap address (settings or argument)")
+            raise ConfigError(
+                "VectorProducer needs a bootstrap address: set KAFKA_BOOTSTRAP_SERVERS or pass it"
+            )
         super().__init__(bootstrap, settings.topic("vectors.ops"), **extra)
         self.dimension = settings.vector_auto_buffer.dimension
         self.ops_sent = 0

@@ -58,7 +58,7 @@ from typing import Final
 
 import zstandard
 
-from pipeline.errors import CorruptBatch, UnknownDictionary
+from pipeline.errors import CorruptBatch, InvalidArgument, UnknownDictionary
 from pipeline.wal.entry import EntryType, WalEntry
 
 __all__ = [
@@ -97,7 +97,9 @@ class Codec(IntEnum):
         try:
             return cls[name.upper()]
         except KeyError:
-            raise ValueError(f"unknown WAL compression {name!r}; allowed: none, zstd") from None
+            raise InvalidArgument(
+                f"unknown WAL compression {name!r}; allowed: none, zstd"
+            ) from None
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,7 +113,7 @@ class Dictionary:
     def from_bytes(cls, data: bytes) -> Dictionary:
         dict_id = zstandard.ZstdCompressionDict(data).dict_id()
         if dict_id == 0:
-            raise ValueError(
+            raise InvalidArgument(
                 "not a zstd dictionary with an id (raw content dictionaries have none)"
             )
         return cls(dict_id, bytes(data))
@@ -186,18 +188,20 @@ def encode_batch(
     """
     codec = Codec.from_name(codec) if isinstance(codec, str) else codec
     if not entries and (first_lsn is None or last_lsn is None):
-        raise ValueError("an empty batch needs first_lsn and last_lsn")
+        raise InvalidArgument("an empty batch needs first_lsn and last_lsn")
     first = entries[0].lsn if first_lsn is None else first_lsn
     last = entries[-1].lsn if last_lsn is None else last_lsn
     if first < 1 or last < first:
-        raise ValueError(f"LSN range {first}..{last} is not a range of LSNs >= 1")
+        raise InvalidArgument(f"LSN range {first}..{last} is not a range of LSNs >= 1")
     previous = first - 1
     for entry in entries:
         if not previous < entry.lsn <= last:
-            raise ValueError(f"entry LSN {entry.lsn} is out of order or outside {first}..{last}")
+            raise InvalidArgument(
+                f"entry LSN {entry.lsn} is out of order or outside {first}..{last}"
+            )
         previous = entry.lsn
     if last - first > 0xFFFFFFFF:
-        raise ValueError(f"LSN range {first}..{last} is wider than 2**32 entries")
+        raise InvalidArgument(f"LSN range {first}..{last} is wider than 2**32 entries")
     body = _serialize_entries(entries, first)
     use_dict = dictionary if codec is Codec.ZSTD else None
     if codec is Codec.ZSTD:
@@ -211,7 +215,7 @@ def encode_batch(
         compressed = body
     key = primary_id.encode("utf-8")
     if len(key) > 0xFFFF:
-        raise ValueError("primary id is longer than 65535 bytes of UTF-8")
+        raise InvalidArgument("primary id is longer than 65535 bytes of UTF-8")
     carried = use_dict.data if use_dict is not None and carry_dictionary else b""
     head = _HEAD.pack(
         MAGIC,

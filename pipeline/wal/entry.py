@@ -28,7 +28,7 @@ import struct
 from dataclasses import dataclass
 from enum import IntEnum
 
-from pipeline.errors import InvalidRecord
+from pipeline.errors import InvalidArgument, InvalidRecord
 
 MAGIC = b"TWE1"
 _HEAD = struct.Struct("<4sBq")
@@ -58,7 +58,7 @@ def format_lsn(lsn: int) -> str:
 
 def parse_lsn(text: str) -> int:
     if len(text) != 16:
-        raise ValueError(f"an LSN has 16 hex digits; got {text!r}")
+        raise InvalidArgument(f"an LSN has 16 hex digits; got {text!r}")
     return int(text, 16)
 
 

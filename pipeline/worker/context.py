@@ -7,17 +7,15 @@ the typed :class:`WorkerContext` that the stages and the web pages share.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import faust
 
 from pipeline.config import Settings
 from pipeline.kafka.producer import AsyncProducer
 from pipeline.metrics import PipelineMetrics
-
-if TYPE_CHECKING:
-    from pipeline.worker.ts_stage import TSStage
-    from pipeline.worker.vector_stage import VectorStage
+from pipeline.worker.ts_stage import TSStage
+from pipeline.worker.vector_stage import VectorStage
 
 __all__ = ["WorkerApp", "WorkerContext", "context_of"]
 

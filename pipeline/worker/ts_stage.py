@@ -19,24 +19,25 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Callable, Coroutine
 from functools import partial
 from typing import Any, Final
 
-from faust import Stream
 from faust.types import EventT, StreamT
 
+from pipeline.config import Settings
 from pipeline.errors import BufferOverflow, InvalidRecord
 from pipeline.ingest.acks import AckTracker
 from pipeline.ingest.buffer_core import FlushReason
 from pipeline.ingest.deadletter import DeadLetterWriter
+from pipeline.kafka.producer import AsyncProducer
+from pipeline.metrics import PipelineMetrics
 from pipeline.ts.buffer import SeriesBatch, TSAutoBuffer
 from pipeline.ts.point import decode_frame, decode_point_json, is_frame
 from pipeline.ts.writer import BlockWrite, BlockWriter
 from pipeline.wal.writer import WalWriter
-from pipeline.worker.context import WorkerApp, WorkerContext
 
-__all__ = ["MAX_WRITES_IN_FLIGHT", "TSStage", "install_ts_stage"]
+__all__ = ["MAX_WRITES_IN_FLIGHT", "TSStage"]
 
 _LOG = logging.getLogger(__name__)
 
@@ -47,20 +48,17 @@ MAX_WRITES_IN_FLIGHT: Final = 16
 class TSStage:
     """State of the time-series stage in one worker."""
 
-    def __init__(self, context: WorkerContext) -> None:
-        settings = context.settings
+    def __init__(
+        self, settings: Settings, metrics: PipelineMetrics, producer: AsyncProducer
+    ) -> None:
         self.settings = settings
-        self.metrics = context.metrics
+        self.metrics = metrics
         self.buffer = TSAutoBuffer(settings.ts_auto_buffer)
         self.acks = AckTracker()
-        self.dead_letters = DeadLetterWriter(
-            context.producer, settings.topic("deadletter"), context.metrics
-        )
+        self.dead_letters = DeadLetterWriter(producer, settings.topic("deadletter"), metrics)
         self.points_topic = settings.topic("ts.points")
         self.writer = BlockWriter(
-            context.producer,
-            settings.topic("ts.blocks"),
-            WalWriter(context.producer, settings.topic("wal")),
+            producer, settings.topic("ts.blocks"), WalWriter(producer, settings.topic("wal"))
         )
         self._flush_lock = asyncio.Lock()
         self._flushes_seen: dict[str, int] = {}
@@ -184,26 +182,3 @@ class TSStage:
         """Timer: write the series whose flush interval has passed."""
         await self._write_behind(self.buffer.due())
         self.metrics.ts_current_size.set(self.buffer.stats().current_buffer_size)
-
-
-def install_ts_stage(app: WorkerApp, context: WorkerContext) -> None:
-    """Install the time-series agent, its flush timer and its revoke hook on ``app``."""
-    stage = TSStage(context)
-    context.ts = stage
-    topic = app.topic(stage.points_topic, key_serializer="raw", value_serializer="raw")
-
-    async def ingest(stream: StreamT[Any]) -> None:
-        assert isinstance(stream, Stream)
-        async for event in stream.noack().events():
-            await stage.on_event(event, stream)
-
-    app.agent(topic, name="ts-points")(ingest)
-
-    interval = max(0.05, min(1.0, context.settings.ts_auto_buffer.flush_interval_ms / 4000))
-    app.timer(interval, name="ts-flush-due")(stage.flush_due)
-
-    def on_revoked(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> Awaitable[None]:
-        # Everything buffered becomes durable before the partitions move on.
-        return stage.flush(FlushReason.REVOKE)
-
-    app.on_partitions_revoked.connect(on_revoked)

@@ -25,45 +25,49 @@ import time
 from typing import Any
 
 import numpy as np
-from faust import Stream
 from faust.types import EventT, StreamT
 
+from pipeline.config import Settings
 from pipeline.errors import BufferOverflow, InvalidRecord
 from pipeline.ingest.acks import AckTracker
 from pipeline.ingest.buffer_core import FlushReason
 from pipeline.ingest.deadletter import DeadLetterWriter
+from pipeline.kafka.producer import AsyncProducer
+from pipeline.metrics import PipelineMetrics
 from pipeline.vectors.buffer import VectorBatch
 from pipeline.vectors.index import SearchHit
 from pipeline.vectors.shard import ShardStore, VectorShard, batch_payload, decode_ops, merge_hits
 from pipeline.wal.entry import EntryType
 from pipeline.wal.writer import WalWriter
-from pipeline.worker.context import WorkerApp, WorkerContext
 
-__all__ = ["VectorStage", "install_vector_stage"]
+__all__ = ["VectorStage"]
 
 
 class VectorStage:
     """State of the vector stage in one worker."""
 
-    def __init__(self, context: WorkerContext) -> None:
-        settings = context.settings
+    def __init__(
+        self,
+        settings: Settings,
+        metrics: PipelineMetrics,
+        producer: AsyncProducer,
+        bootstrap: str,
+    ) -> None:
         self.settings = settings
         self.config = settings.vector_auto_buffer
-        self.metrics = context.metrics
+        self.metrics = metrics
         self.topic = settings.topic("vectors.ops")
         self.store = ShardStore(
             self.config,
-            bootstrap=context.bootstrap,
+            bootstrap=bootstrap,
             topic=self.topic,
             group=settings.worker.app_id,
             root=settings.worker.data_dir / "vectors",
         )
         self.shards: dict[int, VectorShard] = {}
         self.acks = AckTracker()
-        self.wal = WalWriter(context.producer, settings.topic("wal"))
-        self.dead_letters = DeadLetterWriter(
-            context.producer, settings.topic("deadletter"), context.metrics
-        )
+        self.wal = WalWriter(producer, settings.topic("wal"))
+        self.dead_letters = DeadLetterWriter(producer, settings.topic("deadletter"), metrics)
         self._lock = asyncio.Lock()
 
     # -- shards ---------------------------------------------------------------
@@ -195,32 +199,3 @@ class VectorStage:
         )
         self.metrics.vec_search_latency.observe(time.perf_counter() - t0)
         return hits
-
-
-def install_vector_stage(app: WorkerApp, context: WorkerContext) -> None:
-    """Install the vector agent, its timer and its rebalance hooks on ``app``."""
-    stage = VectorStage(context)
-    context.vectors = stage
-    topic = app.topic(stage.topic, key_serializer="raw", value_serializer="raw")
-
-    async def ingest(stream: StreamT[Any]) -> None:
-        assert isinstance(stream, Stream)
-        async for event in stream.noack().events():
-            await stage.on_event(event, stream)
-
-    app.agent(topic, name="vector-ops")(ingest)
-    app.timer(0.1, name="vector-tick")(stage.tick)
-
-    def ours(tps: Any) -> set[int]:
-        return {tp.partition for tp in tps if tp.topic == stage.topic}
-
-    async def on_assigned(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
-        assigned = kwargs.get("assigned", args[0] if args else set())
-        await stage.on_assigned(ours(assigned))
-
-    async def on_revoked(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
-        revoked = kwargs.get("revoked", args[0] if args else set())
-        await stage.on_revoked(ours(revoked))
-
-    app.on_partitions_assigned.connect(on_assigned)
-    app.on_partitions_revoked.connect(on_revoked)

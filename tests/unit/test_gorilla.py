@@ -12,6 +12,7 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
+from pipeline.errors import CorruptBlock, InvalidArgument
 from pipeline.ts import _gorilla
 from pipeline.ts.gorilla import (
     MAX_POINTS,
@@ -164,8 +165,8 @@ def test_bit_flipped_chunk_decodes_like_reference_or_raises_like_it(seed: int) -
         damaged[position // 8] ^= 0x80 >> (position % 8)
         try:
             expected = reference_decode(bytes(damaged))
-        except ValueError:
-            with pytest.raises(ValueError, match="corrupt Gorilla chunk"):
+        except CorruptBlock:
+            with pytest.raises(CorruptBlock, match="corrupt Gorilla chunk"):
                 decode_chunk(bytes(damaged))
         else:
             _assert_same_samples(decode_chunk(bytes(damaged)), expected)
@@ -245,10 +246,10 @@ def test_non_contiguous_buffers_are_rejected_with_type_error() -> None:
         _gorilla.encode(np.arange(8, dtype=np.int64)[::2], np.zeros(4))
 
 
-def test_integer_values_and_float_timestamps_are_rejected_with_type_error() -> None:
-    with pytest.raises(TypeError, match="values must be a float array"):
+def test_integer_values_and_float_timestamps_are_rejected_as_invalid_arguments() -> None:
+    with pytest.raises(InvalidArgument, match="values must be a float array"):
         encode_chunk(np.arange(3, dtype=np.int64), np.arange(3, dtype=np.int64))  # type: ignore[arg-type]
-    with pytest.raises(TypeError, match="timestamps must be integer milliseconds"):
+    with pytest.raises(InvalidArgument, match="timestamps must be integer milliseconds"):
         encode_chunk(np.zeros(3), np.zeros(3))  # type: ignore[arg-type]
 
 
@@ -278,31 +279,31 @@ def test_decode_accepts_bytearray_and_memoryview() -> None:
     [case for case in STORED_CASES if case["name"] in {"random_bits", "dod_boundaries"}],
     ids=_case_id,
 )
-def test_every_truncation_of_a_chunk_raises_value_error(case: dict[str, Any]) -> None:
+def test_every_truncation_of_a_chunk_raises_corrupt_block(case: dict[str, Any]) -> None:
     chunk = bytes.fromhex(case["chunk_hex"])
     for length in range(len(chunk)):
-        with pytest.raises(ValueError, match="corrupt Gorilla chunk"):
+        with pytest.raises(CorruptBlock, match="corrupt Gorilla chunk"):
             decode_chunk(chunk[:length])
 
 
 def test_bytes_after_the_last_sample_are_rejected() -> None:
     chunk = bytes.fromhex(STORED_CASES[0]["chunk_hex"])
-    with pytest.raises(ValueError, match="left over"):
+    with pytest.raises(CorruptBlock, match="left over"):
         decode_chunk(chunk + b"\x00")
 
 
 def test_count_header_larger_than_the_data_raises() -> None:
     chunk = bytes.fromhex(STORED_CASES[0]["chunk_hex"])
-    with pytest.raises(ValueError, match="data ends inside sample"):
+    with pytest.raises(CorruptBlock, match="data ends inside sample"):
         decode_chunk(b"\xff\xff" + chunk[2:])
 
 
 def test_window_reuse_before_any_window_is_rejected() -> None:
     # count 2, t0 = 0, v0 = 0.0, delta 1, then '10' (reuse) with no window yet.
     chunk = b"\x00\x02" + b"\x00" + bytes(8) + b"\x01" + b"\x80"
-    with pytest.raises(ValueError, match="reuses a leading/trailing window"):
+    with pytest.raises(CorruptBlock, match="reuses a leading/trailing window"):
         decode_chunk(chunk)
-    with pytest.raises(ValueError, match="window reused"):
+    with pytest.raises(CorruptBlock, match="window reused"):
         reference_decode(chunk)
 
 
@@ -310,23 +311,23 @@ def test_window_wider_than_64_bits_is_rejected() -> None:
     # '11', leading 31, significant 40: 71 bits do not fit in a float64.
     control = (0b11 << 11 | 31 << 6 | 40) << 3
     chunk = b"\x00\x02\x00" + bytes(8) + b"\x01" + control.to_bytes(2, "big") + bytes(5)
-    with pytest.raises(ValueError, match="above 64"):
+    with pytest.raises(CorruptBlock, match="above 64"):
         decode_chunk(chunk)
 
 
 def test_timestamp_varint_longer_than_64_bits_is_rejected() -> None:
-    with pytest.raises(ValueError, match="overflows 64 bits"):
+    with pytest.raises(CorruptBlock, match="overflows 64 bits"):
         decode_chunk(b"\x00\x01" + b"\xff" * 10 + b"\x01" + bytes(8))
 
 
-def test_random_garbage_raises_value_error_or_decodes_like_reference() -> None:
+def test_random_garbage_raises_corrupt_block_or_decodes_like_reference() -> None:
     rng = np.random.default_rng(99)
     for _ in range(300):
         garbage = bytes([0, int(rng.integers(0, 6))]) + rng.bytes(int(rng.integers(0, 40)))
         try:
             expected = reference_decode(garbage)
-        except ValueError:
-            with pytest.raises(ValueError, match="corrupt Gorilla chunk"):
+        except CorruptBlock:
+            with pytest.raises(CorruptBlock, match="corrupt Gorilla chunk"):
                 decode_chunk(garbage)
         else:
             _assert_same_samples(decode_chunk(garbage), expected)
