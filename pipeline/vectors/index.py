@@ -24,26 +24,13 @@ Distances are hnswlib's: ``l2`` is the squared Euclidean distance, ``ip`` is
 ``1 - <a, b>`` and ``cosine`` is ``1 - cos(a, b)`` (hnswlib normalises vectors on
 insert, so :meth:`VectorIndex.get` returns the unit vector in that space).
 
-Snapshots (:meth:`VectorIndex.save` / :meth:`VectorIndex.load`) live in one
-directory::
-
-    <directory>/CURRENT              name of the current snapshot, replaced atomically
-    <directory>/snap-<n>/index.bin   hnswlib's save_index
-    <directory>/snap-<n>/state.json  parameters, pk -> label, metadata, caller's ``extra``
-
-A new snapshot is written to a temporary directory, fsynced, renamed to
-``snap-<n>``, and only then named in ``CURRENT`` (``os.replace`` + directory fsync);
-older snapshots are deleted afterwards. A crash at any point leaves ``CURRENT``
-naming a complete snapshot, the old one or the new one.
+Snapshots (:meth:`VectorIndex.save` / :meth:`VectorIndex.load`) hold hnswlib's
+``save_index`` file and a ``state.json`` (parameters, pk -> label, metadata, the
+caller's ``extra``) in the crash-safe directory layout of :mod:`pipeline.vectors.snapshot`.
 """
 
 from __future__ import annotations
 
-import contextlib
-import os
-import shutil
-import sys
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,12 +39,18 @@ from typing import Any, Final
 import hnswlib
 import numpy as np
 import numpy.typing as npt
-import orjson
 
 from pipeline.errors import ConfigError, InvalidArgument, ThemisError
 from pipeline.vectors.buffer import VectorBatch
 from pipeline.vectors.ops import VectorOp, op_metadata_bytes, validate_vector
 from pipeline.vectors.rwlock import ReadWriteLock
+from pipeline.vectors.snapshot import (
+    INDEX_FILE,
+    current_snapshot,
+    has_snapshot,
+    read_state,
+    write_snapshot,
+)
 
 __all__ = ["SNAPSHOT_FORMAT", "SPACES", "SearchHit", "VectorIndex"]
 
@@ -69,9 +62,6 @@ _GROWTH: Final = 1.5
 _PK_ENTRY_BYTES: Final = 232
 """Estimated bytes of Python bookkeeping per live pk: two dict entries, a label int,
 a tuple and the pk and metadata objects' headers (measured on CPython 3.11, rounded)."""
-_CURRENT: Final = "CURRENT"
-_INDEX_FILE: Final = "index.bin"
-_STATE_FILE: Final = "state.json"
 
 Filter = Callable[[str, dict[str, Any]], bool]
 """A search filter: ``(pk, metadata) -> keep``."""
@@ -305,7 +295,7 @@ class VectorIndex:
     @staticmethod
     def has_snapshot(directory: Path) -> bool:
         """Whether ``directory`` holds a snapshot written by :meth:`save`."""
-        return (Path(directory) / _CURRENT).is_file()
+        return has_snapshot(Path(directory))
 
     def save(self, directory: Path, *, extra: dict[str, Any]) -> None:
         """Write an atomic snapshot into ``directory`` (created if missing).
@@ -315,15 +305,11 @@ class VectorIndex:
         there. Searches continue while saving; :meth:`apply` waits. Not safe to
         call from two processes on one directory at once.
         """
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        number = _current_number(directory) + 1
-        name = f"snap-{number}"
-        tmp = directory / f".tmp-{name}-{uuid.uuid4().hex}"
-        tmp.mkdir()
-        try:
+
+        def write(snapshot: Path) -> dict[str, Any]:
             with self._lock.read():
-                state = {
+                self._index.save_index(str(snapshot / INDEX_FILE))
+                return {
                     "format": SNAPSHOT_FORMAT,
                     "dimension": self._dimension,
                     "space": self._space,
@@ -333,34 +319,8 @@ class VectorIndex:
                     "pks": [[pk, e.label, e.metadata] for pk, e in self._entries.items()],
                     "extra": extra,
                 }
-                self._index.save_index(str(tmp / _INDEX_FILE))
-            body = orjson.dumps(state)
-            with (tmp / _STATE_FILE).open("wb") as out:
-                out.write(body)
-                out.flush()
-                os.fsync(out.fileno())
-            _fsync_file(tmp / _INDEX_FILE)
-            _fsync_dir(tmp)
-            target = directory / name
-            if target.exists():  # left by a crash after its rename, before CURRENT named it
-                shutil.rmtree(target)
-            tmp.rename(target)
-            _fsync_dir(directory)
-            pointer = directory / f".{_CURRENT}.tmp"
-            with pointer.open("w", encoding="utf-8") as out:
-                out.write(name + "\n")
-                out.flush()
-                os.fsync(out.fileno())
-            os.replace(pointer, directory / _CURRENT)
-            _fsync_dir(directory)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
-        for stale in directory.iterdir():
-            if stale.name != name and (
-                stale.name.startswith("snap-") or stale.name.startswith(".tmp-snap-")
-            ):
-                shutil.rmtree(stale, ignore_errors=True)
+
+        write_snapshot(Path(directory), write)
 
     @classmethod
     def load(
@@ -385,15 +345,8 @@ class VectorIndex:
         snapshot is unreadable or inconsistent.
         """
         directory = Path(directory)
-        try:
-            name = (directory / _CURRENT).read_text(encoding="utf-8").strip()
-        except FileNotFoundError:
-            raise FileNotFoundError(f"no vector index snapshot in {directory}") from None
-        snapshot = directory / name
-        try:
-            state = orjson.loads((snapshot / _STATE_FILE).read_bytes())
-        except (OSError, orjson.JSONDecodeError) as exc:
-            raise ThemisError(f"vector index snapshot {snapshot} is unreadable: {exc}") from None
+        snapshot = current_snapshot(directory)
+        state = read_state(snapshot)
         if state.get("format") != SNAPSHOT_FORMAT:
             raise ThemisError(
                 f"vector index snapshot {snapshot} has format {state.get('format')!r}; "
@@ -409,7 +362,7 @@ class VectorIndex:
         index = hnswlib.Index(space=state["space"], dim=state["dimension"])
         try:
             index.load_index(
-                str(snapshot / _INDEX_FILE),
+                str(snapshot / INDEX_FILE),
                 max_elements=state["capacity"],
                 allow_replace_deleted=True,
             )
@@ -494,27 +447,3 @@ def _stack(ops: list[VectorOp], dimension: int) -> npt.NDArray[np.float32]:
             )
         out[i] = vector
     return out
-
-
-def _current_number(directory: Path) -> int:
-    try:
-        name = (directory / _CURRENT).read_text(encoding="utf-8").strip()
-    except FileNotFoundError:
-        return 0
-    with contextlib.suppress(ValueError):
-        return int(name.removeprefix("snap-"))
-    return 0
-
-
-def _fsync_file(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _fsync_dir(path: Path) -> None:
-    if sys.platform == "win32":  # directories cannot be opened for fsync there
-        return
-    _fsync_file(path)
