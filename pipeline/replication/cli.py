@@ -107,7 +107,8 @@ def _replica_dir(settings: Settings, name: str) -> Path:
 
 def _apply(args: argparse.Namespace, settings: Settings) -> int:
     from pipeline.kafka.local_broker import LocalKafka
-    from pipeline.replication.replica import ReplicaState, run_kafka_applier
+    from pipeline.replication.kafka_applier import run_kafka_applier
+    from pipeline.replication.replica import ReplicaState
 
     bootstrap = args.bootstrap
     if not bootstrap:

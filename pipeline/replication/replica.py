@@ -1,4 +1,4 @@
-"""The replica's side of WAL shipping: state that applies batches, and the Kafka applier loop.
+"""The replica's state: the blocks and vector index it serves, applied from WAL batches.
 
 :class:`ReplicaState` holds what a replica serves: a :class:`~pipeline.ts.store.BlockStore`
 of Gorilla blocks and one :class:`~pipeline.vectors.index.VectorIndex`, under one
@@ -12,32 +12,27 @@ directory::
 Applying a batch, atomically and in LSN order:
 
 1. verify the checksum and decompress (:func:`~pipeline.wal.batch.decode_batch`);
-   a corrupt batch raises :class:`~pipeline.wal.batch.CorruptBatch` and changes nothing;
-2. a batch whose first LSN is beyond ``last_applied_lsn + 1`` raises :class:`WalGap`
-   (naming the LSN expected) and changes nothing; entries at or below
-   ``last_applied_lsn`` are skipped, so a batch sent twice is applied once;
+   a corrupt batch raises :class:`~pipeline.errors.CorruptBatch` and changes nothing;
+2. a batch whose first LSN is beyond ``last_applied_lsn + 1`` raises
+   :class:`~pipeline.errors.WalGap` (naming the LSN expected) and changes nothing;
+   entries at or below ``last_applied_lsn`` are skipped, so a batch sent twice is
+   applied once;
 3. every payload is decoded before anything is written; an entry whose payload does
    not decode is *rejected* (logged, counted, its LSN passed), because sending it
    again cannot repair it;
-4. vector batches are applied to the index in LSN order and the index is
-   snapshotted with the batch's last LSN;
+4. vector batches are applied to the index in LSN order; the index is snapshotted
+   with the LSN it covers at most every :data:`SNAPSHOT_INTERVAL_S` seconds (and on
+   :meth:`ReplicaState.close`);
 5. the blocks (``INSERT OR IGNORE`` by block id) and the last LSN are committed in
    one SQLite transaction.
 
-A crash between 4 and 5 leaves the snapshot ahead of SQLite: on restart
-``last_applied_lsn`` is SQLite's, the range after it is applied again, vector
-entries at or below the snapshot's LSN are skipped and blocks are stored once.
+After a crash ``last_applied_lsn`` is the older of SQLite's LSN and the snapshot's:
+a batch beyond it is refused as a gap (the shipper re-sends from there), vector
+entries at or below the snapshot's LSN and blocks already stored are skipped, and
+SQLite's LSN never moves back.
 
-The Kafka applier (:func:`run_kafka_applier`, ``themis wal apply``) reads
-``<namespace>.wal.replica`` on the replica cluster (created by
-:func:`ensure_replica_topics` with ``<namespace>.deadletter`` and
-``<namespace>.wal.replica.status``) and commits its consumer offset (group
-``<app_id>-wal-apply-<replica>``) only after a batch applied. A corrupt batch is
-dead-lettered on the replica cluster with the reason and skipped; a gap is skipped
-without committing (the missing range comes later, re-sent by the shipper). After
-each batch, and at once after a gap, the applier writes its status (last applied
-LSN, expected LSN) to the status topic, where the shipper reads it to re-send a
-missing range.
+Batches reach a replica through :mod:`pipeline.replication.kafka_applier` (the
+replica cluster's topic) or :mod:`pipeline.replication.server` (HTTP).
 """
 
 from __future__ import annotations
@@ -46,49 +41,26 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
 import numpy.typing as npt
-import orjson
-from confluent_kafka import (
-    OFFSET_BEGINNING,
-    KafkaError,
-    Producer,
-    TopicPartition,
-)
 
 from pipeline.config import Settings
-from pipeline.errors import CorruptBatch, CorruptBlock, InvalidRecord, WalGap
-from pipeline.ingest.deadletter import DeadLetter
-from pipeline.kafka.consumer import LARGE_FETCH, commit_offset, committed_offset, make_consumer
-from pipeline.kafka.topics import TopicSpec, apply_topics, load_specs
+from pipeline.errors import CorruptBlock, InvalidRecord, WalGap
 from pipeline.ts.block import decode_block
 from pipeline.ts.store import BlockStore, Points
 from pipeline.vectors.buffer import VectorBatch
 from pipeline.vectors.index import SearchHit, VectorIndex
 from pipeline.vectors.ops import OpType, VectorOp, decode_op_frame
+from pipeline.vectors.shard import new_index
 from pipeline.wal.batch import Dictionary, decode_batch
 from pipeline.wal.entry import EntryType, WalEntry, format_lsn
 
-__all__ = [
-    "REPLICA_STATUS_TOPIC",
-    "REPLICA_TOPIC",
-    "ApplierStats",
-    "ApplyResult",
-    "ReplicaState",
-    "ensure_replica_topics",
-    "run_kafka_applier",
-]
+__all__ = ["SNAPSHOT_INTERVAL_S", "ApplyResult", "ReplicaState"]
 
 _LOG = logging.getLogger(__name__)
-
-REPLICA_TOPIC: Final = "wal.replica"
-"""Spec name of the replica cluster's batch topic: ``<namespace>.wal.replica``."""
-REPLICA_STATUS_TOPIC: Final = "wal.replica.status"
-"""Spec name of the topic where Kafka appliers report their position."""
 
 _LSN: Final = ("wal.lsn", 0)
 _TS_ENTRIES: Final = ("wal.ts.entries", 0)
@@ -149,14 +121,7 @@ class ReplicaState:
             self._vector_lsn = int(extra["lsn"])
             self._vector_entries = int(extra["entries"])
         else:
-            self._index = VectorIndex(
-                dimension=vs.dimension,
-                space=vs.space,
-                m=vs.m,
-                ef_construction=vs.ef_construction,
-                ef_search=vs.ef_search,
-                initial_capacity=1024,
-            )
+            self._index = new_index(vs, initial_capacity=1024)
             self._vector_lsn = 0
             self._vector_entries = 0
         if self._vector_lsn >= vector_needed:
@@ -221,8 +186,9 @@ class ReplicaState:
     def apply_batch(self, data: bytes) -> ApplyResult:
         """Verify, decompress and apply one batch (see the module docstring).
 
-        Raises :class:`~pipeline.wal.batch.CorruptBatch` (checksum, decompression,
-        unknown dictionary) or :class:`WalGap`; either way nothing was applied.
+        Raises :class:`~pipeline.errors.CorruptBatch` (checksum, decompression,
+        unknown dictionary) or :class:`~pipeline.errors.WalGap`; either way nothing
+        was applied.
         """
         with self._lock:
             t0 = time.perf_counter()
@@ -366,178 +332,3 @@ class ReplicaState:
             if got is not None:
                 out[pk] = got[1]
         return out
-
-
-# -- the replica cluster's topics ------------------------------------------------------
-
-
-def replica_topic_specs() -> list[TopicSpec]:
-    """The batch topic, its status topic and the dead-letter topic of a replica cluster."""
-    return [
-        TopicSpec(
-            name=REPLICA_TOPIC,
-            purpose="WAL batches shipped from a primary, in LSN order (pipeline.wal.batch).",
-            partitions=1,
-            replication_factor=1,
-            key_format="primary id, UTF-8",
-            value_format="WAL batch TWB1; headers themis.wal.*",
-            configs={
-                "cleanup.policy": "delete",
-                "retention.ms": "604800000",
-                "compression.type": "producer",
-                "max.message.bytes": "67108864",
-            },
-        ),
-        TopicSpec(
-            name=REPLICA_STATUS_TOPIC,
-            purpose="Positions reported by the replica's WAL applier, read by the shipper.",
-            partitions=1,
-            replication_factor=1,
-            key_format="replica name, UTF-8",
-            value_format='JSON {"replica", "last_applied_lsn", "expected_lsn", "gap", "at_ms"}',
-            configs={"cleanup.policy": "delete", "retention.ms": "86400000"},
-        ),
-        *[spec for spec in load_specs() if spec.name == "deadletter"],
-    ]
-
-
-def ensure_replica_topics(bootstrap: str, settings: Settings) -> None:
-    """Create the replica cluster's WAL topics if missing (idempotent)."""
-    apply_topics(bootstrap, settings, replica_topic_specs())
-
-
-# -- the Kafka applier -------------------------------------------------------------
-
-
-@dataclass
-class ApplierStats:
-    """Counters of one :func:`run_kafka_applier` run."""
-
-    batches_applied: int = 0
-    entries_applied: int = 0
-    corrupt_batches: int = 0
-    gaps: int = 0
-    duplicate_batches: int = 0
-    errors: list[str] = field(default_factory=list)
-
-
-def _status_record(name: str, state: ReplicaState, gap: bool) -> bytes:
-    last = state.last_applied_lsn
-    return orjson.dumps(
-        {
-            "replica": name,
-            "last_applied_lsn": format_lsn(last),
-            "expected_lsn": format_lsn(last + 1),
-            "gap": gap,
-            "at_ms": int(time.time() * 1000),
-        }
-    )
-
-
-def run_kafka_applier(
-    state: ReplicaState,
-    bootstrap: str,
-    settings: Settings,
-    replica_name: str,
-    *,
-    stop: threading.Event,
-    until_caught_up: bool = False,
-    on_result: Callable[[ApplyResult], None] | None = None,
-    status_interval_s: float = 0.5,
-) -> ApplierStats:
-    """Apply batches from ``<namespace>.wal.replica`` on ``bootstrap`` until ``stop`` is set.
-
-    ``until_caught_up`` returns once the topic's end is reached and nothing is
-    missing. ``on_result`` sees every successful apply. See the module docstring for
-    offsets, dead letters and gaps.
-    """
-    ensure_replica_topics(bootstrap, settings)
-    topic = settings.topic(REPLICA_TOPIC)
-    consumer = make_consumer(
-        bootstrap, f"{settings.worker.app_id}-wal-apply-{replica_name}", **LARGE_FETCH
-    )
-    producer = Producer({"bootstrap.servers": bootstrap, "acks": "all", "linger.ms": 5})
-    stats = ApplierStats()
-    try:
-        committed = committed_offset(consumer, TopicPartition(topic, 0))
-        start = committed if committed >= 0 else OFFSET_BEGINNING
-        consumer.assign([TopicPartition(topic, 0, start)])
-        last_status = 0.0
-        gap_open = False
-        while not stop.is_set():
-            msg = consumer.poll(0.2)
-            now = time.monotonic()
-            if msg is None:
-                if until_caught_up and not gap_open:
-                    position = consumer.position([TopicPartition(topic, 0)])[0].offset
-                    _, high = consumer.get_watermark_offsets(
-                        TopicPartition(topic, 0), timeout=10, cached=False
-                    )
-                    if position >= high or (position < 0 and high == 0):
-                        break
-                if now - last_status > status_interval_s:
-                    _send_status(producer, settings, replica_name, state, gap_open)
-                    last_status = now
-                continue
-            error = msg.error()
-            if error is not None:
-                if error.code() != KafkaError._PARTITION_EOF:
-                    _LOG.warning("WAL applier %s: %s", replica_name, error.str())
-                continue
-            value = msg.value() or b""
-            offset = msg.offset()
-            assert offset is not None
-            try:
-                result = state.apply_batch(value)
-            except WalGap as gap:
-                stats.gaps += 1
-                if not gap_open:
-                    _LOG.warning("WAL applier %s: %s; waiting for the range", replica_name, gap)
-                gap_open = True
-                _send_status(producer, settings, replica_name, state, True)
-                last_status = now
-                continue
-            except CorruptBatch as exc:
-                stats.corrupt_batches += 1
-                _LOG.error(
-                    "WAL applier %s: batch at offset %d dead-lettered: %s",
-                    replica_name,
-                    offset,
-                    exc,
-                )
-                letter = DeadLetter(
-                    msg.key(), value, str(exc), type(exc).__name__, topic, 0, offset
-                )
-                dead_headers: list[tuple[str, str | bytes | None]] = list(letter.headers())
-                producer.produce(
-                    settings.topic("deadletter"), value, key=msg.key(), headers=dead_headers
-                )
-                producer.flush(30)
-                commit_offset(consumer, TopicPartition(topic, 0, offset + 1))
-                continue
-            commit_offset(consumer, TopicPartition(topic, 0, offset + 1))
-            gap_open = False
-            if result.entries_applied == 0 and result.entries_rejected == 0:
-                stats.duplicate_batches += 1
-            else:
-                stats.batches_applied += 1
-                stats.entries_applied += result.entries_applied
-            if on_result is not None:
-                on_result(result)
-            if now - last_status > status_interval_s:
-                _send_status(producer, settings, replica_name, state, False)
-                last_status = now
-        _send_status(producer, settings, replica_name, state, gap_open)
-        producer.flush(10)
-    finally:
-        consumer.close()
-    return stats
-
-
-def _send_status(
-    producer: Producer, settings: Settings, name: str, state: ReplicaState, gap: bool
-) -> None:
-    producer.produce(
-        settings.topic(REPLICA_STATUS_TOPIC), _status_record(name, state, gap), key=name.encode()
-    )
-    producer.poll(0)

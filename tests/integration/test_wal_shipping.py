@@ -6,7 +6,6 @@ import http.client
 import signal
 import ssl
 import subprocess
-import sys
 import threading
 import uuid
 from collections.abc import Iterator
@@ -22,10 +21,15 @@ from pipeline.config import Settings
 from pipeline.ingest.deadletter import REASON
 from pipeline.kafka.local_broker import LocalKafka
 from pipeline.kafka.topics import apply_topics, load_specs
-from pipeline.replication import shipper as shipper_module
-from pipeline.replication.replica import ApplierStats, ReplicaState, run_kafka_applier
-from pipeline.replication.server import ReplicaServer, server_ssl_context
-from pipeline.replication.shipper import WalShipper
+from pipeline.replication import (
+    ApplierStats,
+    ReplicaServer,
+    ReplicaState,
+    WalShipper,
+    run_kafka_applier,
+    server_ssl_context,
+)
+from pipeline.replication import targets as targets_module
 from pipeline.ts.block import decode_block, encode_block
 from pipeline.ts.dataset import devops_dataset
 from pipeline.ts.store import merge_last_wins
@@ -35,6 +39,7 @@ from pipeline.wal.entry import EntryType, WalEntry, encode_entry_record, format_
 from tests.fixtures.broker import MakeSettings
 from tests.fixtures.support import (
     REPO,
+    THEMIS,
     committed_total,
     settings_as_env,
     settings_env,
@@ -249,7 +254,7 @@ def test_corrupted_batch_is_dead_lettered_then_resent_and_the_replica_converges(
 ) -> None:
     payloads, model = mixed_payloads(90, seed=4)
     append_to_wal(wal_settings, payloads)
-    original = shipper_module._KafkaTarget.ship
+    original = targets_module.KafkaTarget.ship
     damaged: list[int] = []
 
     def ship_damaging_the_third(self: Any, data: bytes, header: Any) -> None:
@@ -260,7 +265,7 @@ def test_corrupted_batch_is_dead_lettered_then_resent_and_the_replica_converges(
             data = bytes(broken)
         original(self, data, header)
 
-    monkeypatch.setattr(shipper_module._KafkaTarget, "ship", ship_damaging_the_third)
+    monkeypatch.setattr(targets_module.KafkaTarget, "ship", ship_damaging_the_third)
     state = ReplicaState(tmp_path / "replica", wal_settings)
     applier = ApplierThread(state, replica_cluster, wal_settings)
     shipper = WalShipper(wal_settings, primary_id="primary-b", max_batch_entries=10)
@@ -299,9 +304,8 @@ def test_shipper_killed_mid_stream_resumes_from_the_confirmed_lsn_without_loss_o
     append_to_wal(wal_settings, payloads)
     env = settings_as_env(wal_settings)
     args = [
-        sys.executable,
-        "-m",
-        "pipeline.replication.cli",
+        *THEMIS,
+        "wal",
         "ship",
         "--replica",
         f"r1=kafka://{replica_cluster}",

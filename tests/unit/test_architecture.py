@@ -234,12 +234,28 @@ def _packages() -> list[str]:
     return sorted(names)
 
 
+def _isort_order(name: str) -> tuple[int, str]:
+    """ruff's RUF022 order: CONSTANTS, then Classes, then functions, each alphabetical."""
+    kind = 0 if name.isupper() else 1 if name[:1].isupper() else 2
+    return kind, name
+
+
 @pytest.mark.parametrize("name", _packages())
 def test_every_package_has_a_sorted_complete_all(name: str) -> None:
     package = importlib.import_module(name)
     exported = list(package.__all__)
-    assert exported == sorted(exported)
+    assert exported == sorted(exported, key=_isort_order)
     assert all(hasattr(package, item) for item in exported)
     public = {n for n in vars(package) if not n.startswith("_")}
     submodules = {n for n in public if inspect.ismodule(getattr(package, n))}
     assert public - submodules - {"annotations"} <= set(exported)
+
+
+def test_every_error_descends_from_themis_error() -> None:
+    import pipeline.errors as errors
+
+    classes = [v for v in vars(errors).values() if isinstance(v, type) and issubclass(v, Exception)]
+    assert all(issubclass(c, errors.ThemisError) for c in classes)
+    assert errors.BufferOverflow("full", buffer_size=3).buffer_size == 3
+    assert errors.BufferOverflow.retriable is True
+    assert errors.ConfigError.retriable is False

@@ -9,8 +9,8 @@ import pytest
 
 from pipeline.config import load_settings
 from pipeline.errors import WalGap
-from pipeline.replication import replica as applier_module
-from pipeline.replication.replica import ReplicaState
+from pipeline.replication import ReplicaState
+from pipeline.replication import replica as replica_module
 from pipeline.ts.block import encode_block
 from pipeline.ts.point import series_key
 from pipeline.vectors.ops import OpType, VectorOp, encode_op_frame
@@ -51,7 +51,7 @@ def test_crash_between_snapshots_refuses_the_next_batch_as_a_gap_then_converges(
     first = ReplicaState(tmp_path, settings)
     first.apply_batch(encode_batch(batches[0], "zstd", 3, "p1"))
     first.close()  # clean close: snapshot taken
-    monkeypatch.setattr(applier_module, "SNAPSHOT_INTERVAL_S", 3600.0)
+    monkeypatch.setattr(replica_module, "SNAPSHOT_INTERVAL_S", 3600.0)
     crashed = ReplicaState(tmp_path, settings)
     for batch in batches[1:4]:
         crashed.apply_batch(encode_batch(batch, "zstd", 3, "p1"))

@@ -1,0 +1,174 @@
+"""The Kafka applier: applies batches from the replica cluster's topic into a ReplicaState.
+
+:func:`run_kafka_applier` (``themis wal apply``) reads ``<namespace>.wal.replica`` on
+the replica cluster (created by :func:`~pipeline.replication.topics.ensure_replica_topics`
+with ``<namespace>.deadletter`` and ``<namespace>.wal.replica.status``) and commits its
+consumer offset (group ``<app_id>-wal-apply-<replica>``) only after a batch applied:
+
+* a corrupt batch is dead-lettered on the replica cluster with the reason, and its
+  offset committed (sending the same bytes again cannot repair it);
+* a gap is skipped without committing (the missing range comes later, re-sent by the
+  shipper);
+* after each batch, at least every ``status_interval_s`` seconds while idle, and at
+  once after a gap, the applier writes a status record to the status topic, where
+  the shipper's Kafka target reads it to re-send a missing range::
+
+      key    replica name, UTF-8
+      value  {"replica": "r1", "last_applied_lsn": "00000000000000f0",
+              "expected_lsn": "00000000000000f1", "gap": false, "at_ms": 1700000000000}
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import orjson
+from confluent_kafka import OFFSET_BEGINNING, KafkaError, Producer, TopicPartition
+
+from pipeline.config import Settings
+from pipeline.errors import CorruptBatch, WalGap
+from pipeline.ingest.deadletter import DeadLetter
+from pipeline.kafka.consumer import LARGE_FETCH, commit_offset, committed_offset, open_consumer
+from pipeline.kafka.producer import durable_producer_config
+from pipeline.replication.replica import ApplyResult, ReplicaState
+from pipeline.replication.topics import REPLICA_STATUS_TOPIC, REPLICA_TOPIC, ensure_replica_topics
+from pipeline.wal.entry import format_lsn
+
+__all__ = ["ApplierStats", "run_kafka_applier"]
+
+_LOG = logging.getLogger(__name__)
+
+
+@dataclass
+class ApplierStats:
+    """Counters of one :func:`run_kafka_applier` run."""
+
+    batches_applied: int = 0
+    entries_applied: int = 0
+    corrupt_batches: int = 0
+    gaps: int = 0
+    duplicate_batches: int = 0
+    errors: list[str] = field(default_factory=list)
+
+
+def _status_record(name: str, state: ReplicaState, gap: bool) -> bytes:
+    """The status topic's value for replica ``name`` (see the module docstring)."""
+    last = state.last_applied_lsn
+    return orjson.dumps(
+        {
+            "replica": name,
+            "last_applied_lsn": format_lsn(last),
+            "expected_lsn": format_lsn(last + 1),
+            "gap": gap,
+            "at_ms": int(time.time() * 1000),
+        }
+    )
+
+
+def run_kafka_applier(
+    state: ReplicaState,
+    bootstrap: str,
+    settings: Settings,
+    replica_name: str,
+    *,
+    stop: threading.Event,
+    until_caught_up: bool = False,
+    on_result: Callable[[ApplyResult], None] | None = None,
+    status_interval_s: float = 0.5,
+) -> ApplierStats:
+    """Apply batches from ``<namespace>.wal.replica`` on ``bootstrap`` until ``stop`` is set.
+
+    ``until_caught_up`` returns once the topic's end is reached and nothing is
+    missing. ``on_result`` sees every successful apply. ``status_interval_s`` is in
+    seconds. See the module docstring for offsets, dead letters and gaps.
+    """
+    ensure_replica_topics(bootstrap, settings)
+    topic = settings.topic(REPLICA_TOPIC)
+    group = f"{settings.worker.app_id}-wal-apply-{replica_name}"
+    producer = Producer(durable_producer_config(bootstrap))
+    stats = ApplierStats()
+    with open_consumer(bootstrap, group, **LARGE_FETCH) as consumer:
+        committed = committed_offset(consumer, TopicPartition(topic, 0))
+        start = committed if committed >= 0 else OFFSET_BEGINNING
+        consumer.assign([TopicPartition(topic, 0, start)])
+        last_status = 0.0
+        gap_open = False
+        while not stop.is_set():
+            msg = consumer.poll(0.2)
+            now = time.monotonic()
+            if msg is None:
+                if until_caught_up and not gap_open:
+                    position = consumer.position([TopicPartition(topic, 0)])[0].offset
+                    _, high = consumer.get_watermark_offsets(
+                        TopicPartition(topic, 0), timeout=10, cached=False
+                    )
+                    if position >= high or (position < 0 and high == 0):
+                        break
+                if now - last_status > status_interval_s:
+                    _send_status(producer, settings, replica_name, state, gap_open)
+                    last_status = now
+                continue
+            error = msg.error()
+            if error is not None:
+                if error.code() != KafkaError._PARTITION_EOF:
+                    _LOG.warning("WAL applier %s: %s", replica_name, error.str())
+                continue
+            value = msg.value() or b""
+            offset = msg.offset()
+            assert offset is not None
+            try:
+                result = state.apply_batch(value)
+            except WalGap as gap:
+                stats.gaps += 1
+                if not gap_open:
+                    _LOG.warning("WAL applier %s: %s; waiting for the range", replica_name, gap)
+                gap_open = True
+                _send_status(producer, settings, replica_name, state, True)
+                last_status = now
+                continue
+            except CorruptBatch as exc:
+                stats.corrupt_batches += 1
+                _LOG.error(
+                    "WAL applier %s: batch at offset %d dead-lettered: %s",
+                    replica_name,
+                    offset,
+                    exc,
+                )
+                letter = DeadLetter(
+                    msg.key(), value, str(exc), type(exc).__name__, topic, 0, offset
+                )
+                dead_headers: list[tuple[str, str | bytes | None]] = list(letter.headers())
+                producer.produce(
+                    settings.topic("deadletter"), value, key=msg.key(), headers=dead_headers
+                )
+                producer.flush(30)
+                commit_offset(consumer, TopicPartition(topic, 0, offset + 1))
+                continue
+            commit_offset(consumer, TopicPartition(topic, 0, offset + 1))
+            gap_open = False
+            if result.entries_applied == 0 and result.entries_rejected == 0:
+                stats.duplicate_batches += 1
+            else:
+                stats.batches_applied += 1
+                stats.entries_applied += result.entries_applied
+            if on_result is not None:
+                on_result(result)
+            if now - last_status > status_interval_s:
+                _send_status(producer, settings, replica_name, state, False)
+                last_status = now
+        _send_status(producer, settings, replica_name, state, gap_open)
+        producer.flush(10)
+    return stats
+
+
+def _send_status(
+    producer: Producer, settings: Settings, name: str, state: ReplicaState, gap: bool
+) -> None:
+    producer.produce(
+        settings.topic(REPLICA_STATUS_TOPIC), _status_record(name, state, gap), key=name.encode()
+    )
+    producer.poll(0)

@@ -1,0 +1,346 @@
+"""One replica's shipping thread: reads the WAL from its own position, batches, ships.
+
+A :class:`ReplicaLink` owns a consumer of partition 0 of ``<namespace>.wal`` on the
+primary cluster (group ``<app_id>-wal-<replica_id>``) and a
+:class:`~pipeline.replication.targets.ShipTarget`. Its loop, in order:
+
+1. every half second, read the WAL's end (for lag and health);
+2. if the target reports a gap at or below the confirmed LSN, rewind to it (a report
+   of a gap already rewound to within 5 s is stale and ignored);
+3. read up to the owner's ``max_batch_entries``; a record that does not decode is
+   logged and its LSN ships as part of the range, empty;
+4. ship when the batch is full (entries or bytes), its first entry is older than
+   ``max_batch_interval_ms``, or the read caught up with the WAL's end;
+5. a failed ship is retried with bounded exponential backoff and +-50 % jitter; a
+   confirmed one commits ``last_lsn`` as the group's offset (LSN = offset + 1), so a
+   restart resumes after it.
+
+The link knows its shipper only as a :class:`LinkOwner`: the batch limits and codec
+to use, and where to report confirmations and failures.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from dataclasses import dataclass
+from typing import Final, Protocol
+
+from confluent_kafka import KafkaError, TopicPartition
+
+from pipeline.config import Settings
+from pipeline.errors import InvalidRecord, ReplicaRewind, ShipFailed
+from pipeline.kafka.consumer import commit_offset, committed_offset, make_consumer
+from pipeline.metrics import WalShipperMetrics
+from pipeline.replication.targets import ShipTarget
+from pipeline.wal.batch import BatchHeader, Codec, Dictionary, encode_batch, read_header
+from pipeline.wal.entry import WalEntry, decode_entry_record, format_lsn
+
+__all__ = ["LinkOwner", "ReplicaCounters", "ReplicaLink"]
+
+_LOG = logging.getLogger(__name__)
+
+BACKOFF_INITIAL_S: Final = 0.1
+BACKOFF_MAX_S: Final = 5.0
+"""Retry delays double from the initial one up to this bound, each with +-50 % jitter."""
+UNHEALTHY_FAILURES: Final = 3
+"""A replica with this many consecutive failed attempts is unhealthy."""
+UNHEALTHY_SILENCE_S: Final = 30.0
+"""A lagging replica without a confirmation for this long is unhealthy."""
+DICTIONARY_RESEND_BATCHES: Final = 256
+"""A trained dictionary rides along again every this many batches."""
+_WATERMARK_REFRESH_S: Final = 0.5
+_REWIND_QUIET_S: Final = 5.0
+_WAL_FETCH: Final = {
+    "fetch.max.bytes": 64 * 1024 * 1024,
+    "max.partition.fetch.bytes": 16 * 1024 * 1024,
+}
+
+
+class LinkOwner(Protocol):
+    """What a link reads from, and reports to, the shipper that runs it (it never writes
+    these attributes): the primary cluster, the batch limits and the codec to use."""
+
+    settings: Settings
+    bootstrap: str
+    primary_id: str
+    metrics: WalShipperMetrics | None
+    max_batch_entries: int
+    max_batch_bytes: int
+    max_batch_interval_ms: int
+
+    def compression(self) -> tuple[Codec, int, Dictionary | None]:
+        """The codec, level and dictionary for the next batch."""
+        ...
+
+    def record_confirmed(self, header: BatchHeader) -> None: ...
+
+    def record_failure(self, replica_id: str, bytes_sent: int) -> None: ...
+
+
+@dataclass
+class ReplicaCounters:
+    """What one replica was sent; bytes are batch bytes (compressed) or entry bytes."""
+
+    entries_shipped: int = 0
+    bytes_shipped: int = 0
+    bytes_uncompressed: int = 0
+    batches: int = 0
+    failed_ships: int = 0
+    consecutive_failures: int = 0
+
+
+class ReplicaLink(threading.Thread):
+    """Ships the WAL to one replica from its own position (see the module docstring).
+
+    ``lock`` guards the positions (``confirmed_lsn``, ``read_lsn``, ``wal_end_lsn``),
+    ``pending`` and ``counters``, which the shipper reads from other threads.
+    """
+
+    def __init__(
+        self, owner: LinkOwner, replica_id: str, endpoint: str, target: ShipTarget
+    ) -> None:
+        super().__init__(name=f"wal-ship-{replica_id}", daemon=True)
+        self.owner = owner
+        self.replica_id = replica_id
+        self.endpoint = endpoint
+        self.target = target
+        self.stop = threading.Event()
+        self.lock = threading.Lock()
+        self.counters = ReplicaCounters()
+        self.confirmed_lsn = 0
+        self.read_lsn = 0
+        self.wal_end_lsn = 0
+        self.last_confirm_at = time.monotonic()
+        self.pending: list[WalEntry] = []
+        self.pending_bytes = 0
+        self._read_entries = 0
+        self._read_bytes = 0
+        self.end_known = False
+        self.behind_since: float | None = None
+        self.error: BaseException | None = None
+        self._send_dictionary = True
+        self._batches_since_dictionary = 0
+        self._rewound: dict[int, float] = {}
+        self.wal_topic = owner.settings.topic("wal")
+        group = f"{owner.settings.worker.app_id}-wal-{replica_id}"
+        self._consumer = make_consumer(owner.bootstrap, group, **_WAL_FETCH)
+        self._tp = TopicPartition(self.wal_topic, 0)
+        try:
+            committed = committed_offset(self._consumer, self._tp)
+        except BaseException:
+            self._consumer.close()
+            raise
+        self.confirmed_lsn = max(committed, 0)
+        self.read_lsn = self.confirmed_lsn
+        self._consumer.assign([TopicPartition(self.wal_topic, 0, self.confirmed_lsn)])
+        self._last_watermark = 0.0
+
+    # -- the loop -----------------------------------------------------------
+
+    def run(self) -> None:
+        try:
+            self._loop()
+        except BaseException as exc:  # surfaced through stats() and the shipper's log
+            _LOG.exception("WAL shipping to %s stopped", self.replica_id)
+            self.error = exc
+        finally:
+            self._consumer.close()
+            self.target.close()
+
+    def _loop(self) -> None:
+        first_read_at: float | None = None
+        while not self.stop.is_set():
+            self._refresh_end()
+            gap = self.target.reported_gap()
+            if gap is not None and gap <= self.confirmed_lsn:
+                self._rewind(gap, "the replica reported a gap", quiet_s=_REWIND_QUIET_S)
+                first_read_at = None
+            limits = self.owner
+            room = max(1, limits.max_batch_entries - len(self.pending))
+            wait = limits.max_batch_interval_ms / 1000.0
+            if first_read_at is not None:
+                wait = max(0.0, first_read_at + wait - time.monotonic())
+            messages = self._consumer.consume(room, timeout=wait if self.pending else 0.2)
+            for msg in messages:
+                error = msg.error()
+                if error is not None:
+                    if error.code() != KafkaError._PARTITION_EOF:
+                        _LOG.warning("reading the WAL for %s: %s", self.replica_id, error.str())
+                    continue
+                offset = msg.offset()
+                assert offset is not None
+                value = msg.value() or b""
+                with self.lock:
+                    self.read_lsn = offset + 1
+                try:
+                    entry = decode_entry_record(value, offset)
+                except InvalidRecord as exc:
+                    _LOG.error("WAL record skipped (its LSN ships as empty): %s", exc)
+                    continue
+                if first_read_at is None:
+                    first_read_at = time.monotonic()
+                with self.lock:
+                    self.pending.append(entry)
+                    self.pending_bytes += len(value)
+                    self._read_entries += 1
+                    self._read_bytes += len(value)
+            full = (
+                len(self.pending) >= limits.max_batch_entries
+                or self.pending_bytes >= limits.max_batch_bytes
+            )
+            caught_up = len(messages) < room
+            expired = (
+                first_read_at is not None
+                and time.monotonic() - first_read_at >= limits.max_batch_interval_ms / 1000.0
+            )
+            if self.read_lsn > self.confirmed_lsn and (full or caught_up or expired):
+                self._ship_pending()
+                first_read_at = None
+
+    def _refresh_end(self) -> None:
+        now = time.monotonic()
+        if now - self._last_watermark < _WATERMARK_REFRESH_S:
+            return
+        self._last_watermark = now
+        try:
+            _, high = self._consumer.get_watermark_offsets(self._tp, timeout=5, cached=False)
+        except Exception:  # a primary hiccup: keep the previous end
+            return
+        with self.lock:
+            self.wal_end_lsn = max(high, 0)
+            self.end_known = True
+            if self.wal_end_lsn > self.confirmed_lsn:
+                self.behind_since = self.behind_since or now
+            else:
+                self.behind_since = None
+        self._publish_lag()
+
+    def _ship_pending(self) -> None:
+        first, last = self.confirmed_lsn + 1, self.read_lsn
+        entries = list(self.pending)
+        delay = BACKOFF_INITIAL_S
+        while not self.stop.is_set():
+            codec, level, dictionary = self.owner.compression()
+            attach = dictionary is not None and (
+                self._send_dictionary or self._batches_since_dictionary >= DICTIONARY_RESEND_BATCHES
+            )
+            data = encode_batch(
+                entries,
+                codec,
+                level,
+                self.owner.primary_id,
+                dictionary,
+                first_lsn=first,
+                last_lsn=last,
+                carry_dictionary=attach,
+            )
+            header = read_header(data)
+            try:
+                self.target.ship(data, header)
+            except ReplicaRewind as rewind:
+                if rewind.need_dictionary:
+                    self._send_dictionary = True
+                    continue
+                self._rewind(rewind.expected_lsn, str(rewind))
+                return
+            except ShipFailed as exc:
+                self._failed(exc, len(data) if exc.bytes_sent else 0)
+                jittered = delay * random.uniform(0.5, 1.5)
+                self.stop.wait(jittered)
+                delay = min(delay * 2, BACKOFF_MAX_S)
+                continue
+            self._confirmed(header, len(entries), attach)
+            return
+
+    def _confirmed(self, header: BatchHeader, entries: int, carried_dictionary: bool) -> None:
+        commit_offset(self._consumer, TopicPartition(self.wal_topic, 0, header.last_lsn))
+        if carried_dictionary:
+            self._send_dictionary = False
+            self._batches_since_dictionary = 0
+        else:
+            self._batches_since_dictionary += 1
+        now = time.monotonic()
+        with self.lock:
+            c = self.counters
+            c.entries_shipped += entries
+            c.bytes_shipped += header.batch_bytes
+            c.bytes_uncompressed += header.uncompressed_bytes
+            c.batches += 1
+            c.consecutive_failures = 0
+            self.confirmed_lsn = header.last_lsn
+            self.last_confirm_at = now
+            self.pending = []
+            self.pending_bytes = 0
+            if self.wal_end_lsn <= self.confirmed_lsn:
+                self.behind_since = None
+        self.owner.record_confirmed(header)
+        self._publish_lag()
+
+    def _failed(self, exc: ShipFailed, bytes_sent: int) -> None:
+        _LOG.warning("shipping to %s failed: %s", self.replica_id, exc)
+        with self.lock:
+            self.counters.failed_ships += 1
+            self.counters.consecutive_failures += 1
+            self.counters.bytes_shipped += bytes_sent
+        self.owner.record_failure(self.replica_id, bytes_sent)
+
+    def _rewind(self, expected_lsn: int, why: str, *, quiet_s: float = 0.0) -> None:
+        """Read and send again from ``expected_lsn`` (unless done within ``quiet_s`` seconds)."""
+        now = time.monotonic()
+        if quiet_s and now - self._rewound.get(expected_lsn, -quiet_s) < quiet_s:
+            return  # a stale report of a gap already being re-sent
+        self._rewound[expected_lsn] = now
+        position = max(expected_lsn - 1, 0)
+        _LOG.warning(
+            "replica %s: %s; sending again from LSN %s",
+            self.replica_id,
+            why,
+            format_lsn(position + 1),
+        )
+        self._consumer.seek(TopicPartition(self.wal_topic, 0, position))
+        commit_offset(self._consumer, TopicPartition(self.wal_topic, 0, position))
+        self._send_dictionary = True
+        with self.lock:
+            self.confirmed_lsn = position
+            self.read_lsn = position
+            self.pending = []
+            self.pending_bytes = 0
+
+    # -- reporting ----------------------------------------------------------
+
+    def lag(self) -> tuple[int, int]:
+        """``(lag_bytes, lag_ms)`` of this replica (0, 0 when caught up)."""
+        with self.lock:
+            behind = self.wal_end_lsn - self.confirmed_lsn
+            if behind <= 0:
+                return 0, 0
+            unread = max(0, self.wal_end_lsn - self.read_lsn)
+            average = self._read_bytes / self._read_entries if self._read_entries else 0.0
+            lag_bytes = self.pending_bytes + int(unread * average)
+            if self.pending:
+                lag_ms = max(0, int(time.time() * 1000) - self.pending[0].timestamp_ms)
+            elif self.behind_since is not None:
+                lag_ms = int((time.monotonic() - self.behind_since) * 1000)
+            else:
+                lag_ms = 0
+            return lag_bytes, lag_ms
+
+    def healthy(self) -> bool:
+        with self.lock:
+            if self.error is not None or not self.is_alive():
+                return False
+            if self.counters.consecutive_failures >= UNHEALTHY_FAILURES:
+                return False
+            lagging = self.wal_end_lsn > self.confirmed_lsn
+            return not lagging or time.monotonic() - self.last_confirm_at < UNHEALTHY_SILENCE_S
+
+    def _publish_lag(self) -> None:
+        metrics = self.owner.metrics
+        if metrics is None:
+            return
+        lag_bytes, lag_ms = self.lag()
+        metrics.wal_shipper_lag_bytes.labels(self.replica_id).set(lag_bytes)
+        metrics.wal_shipper_lag_seconds.labels(self.replica_id).set(lag_ms / 1000.0)

@@ -1,0 +1,217 @@
+"""Where the shipper sends batches: a replica cluster's topic, or a replica's HTTP(S) door.
+
+:func:`open_target` picks the target of an endpoint:
+
+``kafka://host:port`` (:class:`KafkaTarget`)
+    The batch is produced to ``<namespace>.wal.replica`` on that cluster (created if
+    missing, see :mod:`pipeline.replication.topics`) with headers
+    ``themis.wal.primary``, ``themis.wal.first_lsn``, ``themis.wal.last_lsn``,
+    ``themis.wal.codec``, ``themis.wal.checksum``. Confirmed when the replica broker
+    acknowledged it (``acks=all``). The target also reads
+    ``<namespace>.wal.replica.status``: when the replica's applier reports a gap
+    (say, it dead-lettered a corrupt batch) :meth:`KafkaTarget.reported_gap` names
+    the LSN it expects, and the shipper re-sends from there.
+``http://host:port`` or ``https://host:port`` (:class:`HttpTarget`)
+    ``POST /api/v1/wal/apply`` with the batch as body (``Content-Encoding: zstd`` for
+    zstd batches, ``X-Primary-ID``). Confirmed on 200; 409 rewinds to the LSN the
+    replica expects; 400 is retried (the bytes were damaged on the way).
+
+A target raises :class:`~pipeline.errors.ShipFailed` (retried with backoff) or
+:class:`~pipeline.errors.ReplicaRewind` (send again from ``expected_lsn``).
+"""
+
+from __future__ import annotations
+
+import http.client
+import ssl
+import time
+from typing import Any, Final, Protocol
+from urllib.parse import urlsplit
+
+import orjson
+from confluent_kafka import OFFSET_END, KafkaError, Producer, TopicPartition
+
+from pipeline.config import Settings
+from pipeline.errors import InvalidArgument, ReplicaRewind, ShipFailed
+from pipeline.kafka.consumer import make_consumer
+from pipeline.kafka.producer import durable_producer_config
+from pipeline.replication.topics import REPLICA_STATUS_TOPIC, REPLICA_TOPIC, ensure_replica_topics
+from pipeline.wal.batch import BatchHeader, Codec
+from pipeline.wal.entry import format_lsn, parse_lsn
+
+__all__ = ["SHIP_TIMEOUT_S", "HttpTarget", "KafkaTarget", "ShipTarget", "open_target"]
+
+SHIP_TIMEOUT_S: Final = 30.0
+"""A batch not confirmed within this many seconds counts as failed."""
+_STATUS_POLL_S: Final = 0.5
+_STATUS_GROUP: Final = "themis-wal-status-reader"
+
+
+class ShipTarget(Protocol):
+    """One replica as the shipper sees it."""
+
+    def ship(self, data: bytes, header: BatchHeader) -> None:
+        """Send one encoded batch; return once the replica confirmed it."""
+        ...
+
+    def reported_gap(self) -> int | None:
+        """The LSN the replica asks for, if it reported a gap since the last call."""
+        ...
+
+    def close(self) -> None: ...
+
+
+def open_target(
+    endpoint: str, settings: Settings, ssl_context: ssl.SSLContext | None
+) -> ShipTarget:
+    """The target of ``endpoint``: ``kafka://host:port`` or ``http(s)://host:port``."""
+    scheme = urlsplit(endpoint).scheme
+    if scheme == "kafka":
+        return KafkaTarget(endpoint.removeprefix("kafka://").rstrip("/"), settings)
+    if scheme in ("http", "https"):
+        return HttpTarget(endpoint, ssl_context)
+    raise InvalidArgument(
+        f"replica endpoint {endpoint!r}: use kafka://host:port or http(s)://host:port"
+    )
+
+
+class KafkaTarget:
+    """Produces batches to the replica cluster; reads the applier's status topic."""
+
+    def __init__(self, bootstrap: str, settings: Settings) -> None:
+        ensure_replica_topics(bootstrap, settings)
+        self.topic = settings.topic(REPLICA_TOPIC)
+        self._producer = Producer(
+            durable_producer_config(
+                bootstrap,
+                **{
+                    "compression.type": "none",  # the batch is compressed already
+                    "linger.ms": 0,
+                    "message.max.bytes": 64 * 1024 * 1024,
+                    "message.timeout.ms": int(SHIP_TIMEOUT_S * 1000),
+                },
+            )
+        )
+        self._status = make_consumer(bootstrap, _STATUS_GROUP)
+        self._status.assign([TopicPartition(settings.topic(REPLICA_STATUS_TOPIC), 0, OFFSET_END)])
+        self._last_status_poll = 0.0
+
+    def ship(self, data: bytes, header: BatchHeader) -> None:
+        outcome: list[KafkaError | None] = []
+        headers: list[tuple[str, str | bytes | None]] = [
+            ("themis.wal.primary", header.primary_id.encode()),
+            ("themis.wal.first_lsn", format_lsn(header.first_lsn).encode()),
+            ("themis.wal.last_lsn", format_lsn(header.last_lsn).encode()),
+            ("themis.wal.codec", header.codec.name.lower().encode()),
+            ("themis.wal.checksum", f"{header.checksum:08x}".encode()),
+        ]
+        try:
+            self._producer.produce(
+                self.topic,
+                data,
+                key=header.primary_id.encode(),
+                headers=headers,
+                on_delivery=lambda err, _msg: outcome.append(err),
+            )
+        except Exception as exc:  # BufferError, KafkaException: retried as a failed ship
+            raise ShipFailed(f"producing to {self.topic} failed: {exc}") from exc
+        self._producer.flush(SHIP_TIMEOUT_S)
+        if not outcome:
+            raise ShipFailed(f"{self.topic}: no acknowledgement within {SHIP_TIMEOUT_S:.0f} s")
+        if outcome[0] is not None:
+            raise ShipFailed(f"{self.topic}: delivery failed: {outcome[0].str()}")
+
+    def reported_gap(self) -> int | None:
+        """The LSN the replica's applier expects if its latest status reports a gap."""
+        now = time.monotonic()
+        if now - self._last_status_poll < _STATUS_POLL_S:
+            return None
+        self._last_status_poll = now
+        latest: dict[str, Any] | None = None
+        for msg in self._status.consume(1000, timeout=0):
+            if msg.error() is None and msg.value():
+                try:
+                    latest = orjson.loads(msg.value() or b"")
+                except orjson.JSONDecodeError:
+                    continue
+        if latest is None or not latest.get("gap"):
+            return None
+        try:
+            return parse_lsn(str(latest["expected_lsn"]))
+        except (KeyError, ValueError):
+            return None
+
+    def close(self) -> None:
+        self._producer.flush(5)
+        self._status.close()
+
+
+class HttpTarget:
+    """POSTs batches to a replica's ``/api/v1/wal/apply``."""
+
+    def __init__(self, endpoint: str, ssl_context: ssl.SSLContext | None) -> None:
+        parts = urlsplit(endpoint)
+        if parts.hostname is None:
+            raise InvalidArgument(
+                f"replica endpoint {endpoint!r} has no host; use http(s)://host:port"
+            )
+        self._https = parts.scheme == "https"
+        self._host = parts.hostname
+        self._port = parts.port or (443 if self._https else 80)
+        self._path = (parts.path.rstrip("/") or "") + "/api/v1/wal/apply"
+        self._ssl = ssl_context if ssl_context is not None else ssl.create_default_context()
+
+    def _connection(self) -> http.client.HTTPConnection:
+        if self._https:
+            return http.client.HTTPSConnection(
+                self._host, self._port, timeout=SHIP_TIMEOUT_S, context=self._ssl
+            )
+        return http.client.HTTPConnection(self._host, self._port, timeout=SHIP_TIMEOUT_S)
+
+    def ship(self, data: bytes, header: BatchHeader) -> None:
+        headers = {"Content-Type": "application/octet-stream", "X-Primary-ID": header.primary_id}
+        if header.codec is Codec.ZSTD:
+            headers["Content-Encoding"] = "zstd"
+        conn = self._connection()
+        try:
+            conn.request("POST", self._path, body=data, headers=headers)
+            response = conn.getresponse()
+            body = response.read()
+        except (OSError, http.client.HTTPException) as exc:
+            raise ShipFailed(f"POST {self._host}:{self._port}{self._path}: {exc}") from exc
+        finally:
+            conn.close()
+        if response.status == 200:
+            return
+        try:
+            reply: dict[str, Any] = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            reply = {}
+        if response.status == 409 and "expected_lsn" in reply:
+            try:
+                expected = parse_lsn(str(reply["expected_lsn"]))
+            except ValueError as exc:
+                raise ShipFailed(
+                    f"replica answered 409 with an unreadable expected_lsn: {exc}",
+                    bytes_sent=len(data),
+                ) from None
+            raise ReplicaRewind(
+                f"replica expects LSN {reply['expected_lsn']}", expected_lsn=expected
+            )
+        if response.status == 400 and reply.get("need_dictionary"):
+            raise ReplicaRewind(
+                "replica needs the dictionary",
+                expected_lsn=header.first_lsn,
+                need_dictionary=True,
+            )
+        reason = reply.get("error") or body[:200].decode("utf-8", "replace")
+        raise ShipFailed(
+            f"replica answered {response.status}: {reason}",
+            bytes_sent=len(data),
+        )
+
+    def reported_gap(self) -> int | None:
+        return None  # a 409 answers at once
+
+    def close(self) -> None:
+        return None
