@@ -15,10 +15,10 @@ header                     value
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
-from typing import Any
 
-from faust.types import EventT
+from confluent_kafka import Message
 
 from pipeline.kafka.producer import AsyncProducer
 from pipeline.metrics import PipelineMetrics
@@ -63,7 +63,7 @@ class DeadLetter:
 
 
 class DeadLetterWriter:
-    """Writes undecodable records to the dead-letter topic and counts them."""
+    """Writes records that cannot be processed to the dead-letter topic, and counts them."""
 
     def __init__(self, producer: AsyncProducer, topic: str, metrics: PipelineMetrics) -> None:
         self.producer = producer
@@ -71,21 +71,28 @@ class DeadLetterWriter:
         self.metrics = metrics
         self.count = 0
 
-    async def write(self, event: EventT[Any], exc: Exception) -> None:
-        """Make the dead letter durable; the caller acks the record afterwards."""
-        message = event.message
-        value = event.value if isinstance(event.value, bytes | bytearray) else b""
+    def send(self, message: Message, exc: Exception) -> asyncio.Future[Message]:
+        """Queue the dead letter of ``message``; the future resolves once it is durable.
+
+        The caller lets the record's offset be committed only after that.
+        """
+        source_topic = message.topic() or ""
         letter = DeadLetter(
-            key=message.key if isinstance(message.key, bytes | bytearray) else None,
-            value=bytes(value),
+            key=message.key(),
+            value=message.value() or b"",
             reason=str(exc),
             error_type=type(exc).__name__,
-            source_topic=message.topic,
-            source_partition=message.partition,
-            source_offset=message.offset,
-        )
-        await self.producer.produce(
-            self.topic, letter.value, key=letter.key, headers=letter.headers()
+            source_topic=source_topic,
+            source_partition=message.partition() or 0,
+            source_offset=message.offset() or 0,
         )
         self.count += 1
-        self.metrics.dead_letters.labels(source_topic=message.topic).inc()
+        self.metrics.dead_letters.labels(source_topic=source_topic).inc()
+        return self.producer.produce(
+            self.topic, letter.value, key=letter.key, headers=letter.headers()
+        )
+
+    async def write_all(self, rejected: list[tuple[Message, Exception]]) -> None:
+        """Make the dead letters of every ``(message, reason)`` durable."""
+        if rejected:
+            await asyncio.gather(*(self.send(message, exc) for message, exc in rejected))

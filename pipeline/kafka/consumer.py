@@ -15,6 +15,7 @@ broker answers ``NOT_COORDINATOR`` while its group coordinator loads).
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import Iterator
 from typing import Any, Final
 
@@ -25,12 +26,15 @@ from pipeline.errors import KafkaOperationFailed, call_with_retries
 __all__ = [
     "LARGE_FETCH",
     "commit_offset",
+    "commit_offsets",
     "committed_offset",
     "committed_offsets",
     "consumer_config",
     "make_consumer",
     "open_consumer",
 ]
+
+_LOG = logging.getLogger(__name__)
 
 LARGE_FETCH: Final = {
     "fetch.max.bytes": 128 * 1024 * 1024,
@@ -106,11 +110,33 @@ def committed_offset(consumer: Consumer, tp: TopicPartition, timeout_s: float = 
 
 def commit_offset(consumer: Consumer, tp: TopicPartition, timeout_s: float = 60.0) -> None:
     """Commit ``tp`` synchronously, retrying while the error is retriable."""
+    commit_offsets(consumer, [tp], timeout_s=timeout_s)
+
+
+def commit_offsets(
+    consumer: Consumer,
+    partitions: list[TopicPartition],
+    *,
+    asynchronous: bool = False,
+    timeout_s: float = 60.0,
+) -> None:
+    """Commit ``partitions`` (their ``offset`` is the next record to read).
+
+    Synchronously: retried while the error is retriable, raised otherwise.
+    ``asynchronous``: queued and not awaited; a commit that fails is only logged,
+    because a later one covers it (a crash in between means a replay).
+    """
+    if asynchronous:
+        try:
+            consumer.commit(offsets=partitions, asynchronous=True)
+        except KafkaException as exc:
+            _LOG.warning("queueing an offset commit failed (a later one covers it): %s", exc)
+        return
 
     def commit() -> None:
         try:
-            consumer.commit(offsets=[tp], asynchronous=False)
+            consumer.commit(offsets=partitions, asynchronous=False)
         except KafkaException as exc:
-            raise _kafka_failure(f"committing {tp.topic}[{tp.partition}]", exc) from exc
+            raise _kafka_failure(f"committing {partitions[0].topic}", exc) from exc
 
     call_with_retries(commit, timeout_s=timeout_s)

@@ -6,15 +6,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
+import asyncio
+from collections.abc import Callable, Sequence
 from datetime import timedelta
-from typing import Any
+from typing import Any, cast
 
-from faust import Stream
-from faust.types import StreamT
+from faust.app.base import BootStrategy
+from mode import Service
 
 from pipeline.config import Settings
-from pipeline.ingest.buffer_core import FlushReason
+from pipeline.ingest.batch_consumer import BatchConsumer
 from pipeline.kafka.broker import require_broker
 from pipeline.kafka.producer import AsyncProducer
 from pipeline.metrics import PipelineMetrics
@@ -35,56 +36,51 @@ Stage = Callable[[WorkerApp, WorkerContext], None]
 """Installs agents, timers and hooks on an app; each ingest path has one."""
 
 
+class _BatchIngest(Service):
+    """Runs one stage's :class:`BatchConsumer` for as long as the worker runs."""
+
+    def __init__(self, consumer: BatchConsumer) -> None:
+        super().__init__()
+        self.consumer = consumer
+        self._stop = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    async def on_start(self) -> None:
+        self._task = asyncio.ensure_future(self.consumer.run(self._stop))
+
+    async def on_stop(self) -> None:
+        # Flush, commit and leave the group before the worker's producer goes away.
+        self._stop.set()
+        if self._task is not None:
+            await self._task
+
+
+def _run_batch_consumer(app: WorkerApp, context: WorkerContext, consumer: BatchConsumer) -> None:
+    app.service(cast(Any, _BatchIngest(consumer)))
+    context.consumers.append(consumer)
+
+
 def install_ts_stage(app: WorkerApp, context: WorkerContext) -> None:
-    """Install the time-series agent, its flush timer and its revoke hook on ``app``."""
+    """The time-series stage, its batch consumer (group ``<app_id>-ts``) and flush timer."""
     stage = TSStage(context.settings, context.metrics, context.producer)
     context.ts = stage
-    topic = app.topic(stage.points_topic, key_serializer="raw", value_serializer="raw")
-
-    async def ingest(stream: StreamT[Any]) -> None:
-        assert isinstance(stream, Stream)
-        async for event in stream.noack().events():
-            await stage.on_event(event, stream)
-
-    app.agent(topic, name="ts-points")(ingest)
-
+    consumer = BatchConsumer(
+        stage, bootstrap=context.bootstrap, group=f"{context.settings.worker.app_id}-ts"
+    )
+    stage.consumer = consumer
+    _run_batch_consumer(app, context, consumer)
     interval = max(0.05, min(1.0, context.settings.ts_auto_buffer.flush_interval_ms / 4000))
     app.timer(interval, name="ts-flush-due")(stage.flush_due)
 
-    def on_revoked(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> Awaitable[None]:
-        # Everything buffered becomes durable before the partitions move on.
-        return stage.flush(FlushReason.REVOKE)
-
-    app.on_partitions_revoked.connect(on_revoked)
-
 
 def install_vector_stage(app: WorkerApp, context: WorkerContext) -> None:
-    """Install the vector agent, its timer and its rebalance hooks on ``app``."""
+    """The vector stage, its batch consumer (group ``<app_id>-vectors``) and its timer."""
     stage = VectorStage(context.settings, context.metrics, context.producer, context.bootstrap)
     context.vectors = stage
-    topic = app.topic(stage.topic, key_serializer="raw", value_serializer="raw")
-
-    async def ingest(stream: StreamT[Any]) -> None:
-        assert isinstance(stream, Stream)
-        async for event in stream.noack().events():
-            await stage.on_event(event, stream)
-
-    app.agent(topic, name="vector-ops")(ingest)
+    consumer = BatchConsumer(stage, bootstrap=context.bootstrap, group=stage.group)
+    stage.consumer = consumer
+    _run_batch_consumer(app, context, consumer)
     app.timer(0.1, name="vector-tick")(stage.tick)
-
-    def ours(tps: Any) -> set[int]:
-        return {tp.partition for tp in tps if tp.topic == stage.topic}
-
-    async def on_assigned(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
-        assigned = kwargs.get("assigned", args[0] if args else set())
-        await stage.on_assigned(ours(assigned))
-
-    async def on_revoked(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
-        revoked = kwargs.get("revoked", args[0] if args else set())
-        await stage.on_revoked(ours(revoked))
-
-    app.on_partitions_assigned.connect(on_assigned)
-    app.on_partitions_revoked.connect(on_revoked)
 
 
 DEFAULT_STAGES: tuple[Stage, ...] = (install_ts_stage, install_vector_stage)
@@ -96,11 +92,14 @@ def create_app(
     *,
     bootstrap_servers: str | None = None,
     stages: Sequence[Stage] = DEFAULT_STAGES,
+    faust_streams: bool = False,
 ) -> WorkerApp:
     """Build a configured worker app.
 
     ``bootstrap_servers`` defaults to the broker found by the one order of preference
-    (settings / environment, then a running local cluster).
+    (settings / environment, then a running local cluster). The stages read Kafka
+    through their own batch consumers; ``faust_streams`` also starts Faust's consumer
+    and producer, for stages that install Faust agents.
     """
     bootstrap = bootstrap_servers or require_broker(settings).bootstrap_servers
     data_dir = settings.worker.data_dir
@@ -122,6 +121,8 @@ def create_app(
         topic_disable_leader=True,
         stream_wait_empty=False,
     )
+    if faust_streams:
+        app.boot_strategy = BootStrategy(app, enable_kafka=True, enable_web=True)
     app.context = WorkerContext(
         settings=settings,
         bootstrap=bootstrap,

@@ -6,12 +6,14 @@ the typed :class:`WorkerContext` that the stages and the web pages share.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import faust
+from faust.app.base import BootStrategy
 
 from pipeline.config import Settings
+from pipeline.ingest.batch_consumer import BatchConsumer
 from pipeline.kafka.producer import AsyncProducer
 from pipeline.metrics import PipelineMetrics
 from pipeline.worker.ts_stage import TSStage
@@ -30,6 +32,8 @@ class WorkerContext:
     producer: AsyncProducer
     ts: TSStage | None = None
     vectors: VectorStage | None = None
+    consumers: list[BatchConsumer] = field(default_factory=list)
+    """The stages' batch consumers, started and stopped with the worker."""
 
     def require_ts(self) -> TSStage:
         """The time-series stage; a worker built without it has no such pages."""
@@ -44,9 +48,18 @@ class WorkerContext:
         return self.vectors
 
 
+class _Boot(BootStrategy):
+    """Faust runs the web pages, timers and services; the stages' batch consumers read
+    Kafka, so Faust's own consumer and producer stay off."""
+
+    enable_kafka = False
+    enable_web = True
+
+
 class WorkerApp(faust.App):
     """A Faust app that carries the worker's :class:`WorkerContext`."""
 
+    BootStrategy = _Boot
     context: WorkerContext
 
 

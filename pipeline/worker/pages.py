@@ -74,15 +74,12 @@ class MetricsPage(View):
 class TSStatsPage(View):
     async def get(self, request: Request) -> Response:
         stage = context_of(self.app).require_ts()
-        assignment = self.app.consumer.assignment()
         body = stage.buffer.stats().to_dict() | {
             "flush_reasons": stage.buffer.flush_reason_counts(),
             "blocks_written": stage.blocks_written,
             "dead_letters": stage.dead_letters.count,
-            "pending_records": len(stage.acks.pending),
-            "assigned_partitions": sorted(
-                tp.partition for tp in assignment if tp.topic == stage.points_topic
-            ),
+            "pending_records": stage.offsets.pending_records(),
+            "assigned_partitions": stage.assigned_partitions(),
         }
         return self.json(body)
 
@@ -111,8 +108,9 @@ class VectorStatsPage(View):
         body = stage.stats() | {
             "live_vectors": sum(s.index.live_count() for s in stage.shards.values()),
             "shards": sorted(stage.shards),
-            "pending_records": len(stage.acks.pending),
+            "pending_records": stage.offsets.pending_records(),
             "dead_letters": stage.dead_letters.count,
+            "assigned_partitions": stage.assigned_partitions(),
         }
         return self.json(body)
 

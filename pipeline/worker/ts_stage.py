@@ -1,17 +1,19 @@
 """The worker's time-series stage: points topic -> TSAutoBuffer -> Gorilla blocks.
 
-For each record of the points topic (a JSON point or a binary batch frame) the stage
-adds its points to the buffer. When the buffer returns batches (size or memory
+The stage gets whole batches of records from its
+:class:`~pipeline.ingest.batch_consumer.BatchConsumer` (JSON points, decoded by
+:class:`~pipeline.ts.json_batch.JsonPointDecoder`, and TSF1 frames). It groups the
+batch's points by series, in record order, and adds each group to the buffer with the
+batch's token for that partition. When the buffer returns batches (size or memory
 trigger, the flush timer, a revoke, a manual flush) the
-:class:`~pipeline.ts.writer.BlockWriter` encodes them into blocks and produces them
-with their WAL entries (``acks=all``), and **only then** are the input records whose
-points they carried acked. A record is acked once all of its points are durable, so
-the committed offset never passes a point that is only in memory.
+:class:`~pipeline.ts.writer.BlockWriter` encodes them into blocks and produces them with
+their WAL entries (``acks=all``), and **only then** are the tokens released, so the
+committed offset never passes a point that is only in memory.
 
 Blocks are keyed by a deterministic id: a range replayed after a crash produces the
 same blocks (or blocks holding the same points), and queries keep one value per
-timestamp. Malformed records go to the dead-letter topic, and are acked only once
-the dead letter is durable.
+timestamp. Malformed records go to the dead-letter topic first; the batch's offsets
+can only be committed once those dead letters are durable.
 """
 
 from __future__ import annotations
@@ -19,21 +21,24 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterable
 from functools import partial
-from typing import Any, Final
+from typing import Any, Final, cast
 
-from faust.types import EventT, StreamT
+import numpy as np
+from confluent_kafka import Message
 
 from pipeline.config import Settings
 from pipeline.errors import BufferOverflow, InvalidRecord
-from pipeline.ingest.acks import AckTracker
+from pipeline.ingest.batch_consumer import BatchConsumer
 from pipeline.ingest.buffer_core import FlushReason
 from pipeline.ingest.deadletter import DeadLetterWriter
+from pipeline.ingest.offsets import OffsetTracker
 from pipeline.kafka.producer import AsyncProducer
 from pipeline.metrics import PipelineMetrics
 from pipeline.ts.buffer import SeriesBatch, TSAutoBuffer
-from pipeline.ts.point import decode_frame, decode_point_json, is_frame
+from pipeline.ts.json_batch import JsonPointDecoder
+from pipeline.ts.point import FRAME_MAGIC, decode_frame
 from pipeline.ts.writer import BlockWrite, BlockWriter
 from pipeline.wal.writer import WalWriter
 
@@ -44,6 +49,9 @@ _LOG = logging.getLogger(__name__)
 MAX_WRITES_IN_FLIGHT: Final = 16
 """Flushes whose blocks may be awaiting the broker's acknowledgement at once."""
 
+_Chunk = tuple[Any, Any]
+"""Timestamps and values of a run of points: Python lists (JSON) or arrays (a frame)."""
+
 
 class TSStage:
     """State of the time-series stage in one worker."""
@@ -53,13 +61,15 @@ class TSStage:
     ) -> None:
         self.settings = settings
         self.metrics = metrics
+        self.topic = settings.topic("ts.points")
         self.buffer = TSAutoBuffer(settings.ts_auto_buffer)
-        self.acks = AckTracker()
+        self.offsets = OffsetTracker()
         self.dead_letters = DeadLetterWriter(producer, settings.topic("deadletter"), metrics)
-        self.points_topic = settings.topic("ts.points")
         self.writer = BlockWriter(
             producer, settings.topic("ts.blocks"), WalWriter(producer, settings.topic("wal"))
         )
+        self._decoder = JsonPointDecoder()
+        self._partition_of: dict[str, int] = {}
         self._flush_lock = asyncio.Lock()
         self._flushes_seen: dict[str, int] = {}
         # Writes behind the hot path: at most this many flushes in flight at once.
@@ -68,40 +78,105 @@ class TSStage:
         self._failure: BaseException | None = None
         self.blocks_written = 0
         """Blocks this worker wrote that the broker acknowledged."""
+        self.consumer: BatchConsumer | None = None
+        """The batch consumer feeding this stage (set when the worker wires it)."""
 
-    async def on_event(self, event: EventT[Any], stream: StreamT[Any]) -> None:
-        """Buffer the points of one input record (or dead-letter it)."""
+    # -- consuming ------------------------------------------------------------
+
+    async def on_batch(self, messages: list[Message]) -> None:
+        """Buffer the points of one batch of records (dead-lettering the bad ones)."""
         if self._failure is not None:
-            raise self._failure  # a write failed: stop; its records were never acked
-        value = event.value if isinstance(event.value, bytes | bytearray) else None
-        try:
-            if value is None:
-                raise InvalidRecord("record has no value")
-            value = bytes(value)
-            if is_frame(value):
-                series = decode_frame(value)
-                total = sum(int(ts.size) for _, ts, _ in series)
-                if total == 0:
-                    await stream.ack(event)
-                    return
-                token = self.acks.hold(event, stream, total)
-                batches: list[SeriesBatch] = []
-                for key, ts, vs in series:
-                    batches += await self._add(partial(self.buffer.add_many, key, ts, vs, token))
-                await self._write_behind(batches)
-                self.metrics.ts_points_buffered.inc(total)
-            else:
-                point = decode_point_json(value)
-                token = self.acks.hold(event, stream, 1)
-                add = partial(
-                    self.buffer.add, point.series_key(), point.timestamp_ms, point.value, token
-                )
-                await self._write_behind(await self._add(add))
-                self.metrics.ts_points_buffered.inc()
-        except InvalidRecord as exc:
-            self.acks.forget(event)
-            await self.dead_letters.write(event, exc)
-            await stream.ack(event)
+            raise self._failure  # a write failed: stop; its records were never committed
+        groups, ends, units, rejected = self._group(messages)
+        await self.dead_letters.write_all(rejected)
+        tokens = {
+            p: self.offsets.hold(p, end, units.get(p, 0), records=records)
+            for p, (end, records) in ends.items()
+        }
+        batches: list[SeriesBatch] = []
+        total = 0
+        for (partition, key), chunks in groups.items():
+            ts, vs = _joined(chunks)
+            total += int(ts.size)
+            self._partition_of[key] = partition
+            add = partial(self.buffer.add_many, key, ts, vs, tokens[partition])
+            batches += await self._add(add)
+        await self._write_behind(batches)
+        self.metrics.ts_points_buffered.inc(total)
+
+    def _group(
+        self, messages: list[Message]
+    ) -> tuple[
+        dict[tuple[int, str], list[_Chunk]],
+        dict[int, tuple[int, int]],
+        dict[int, int],
+        list[tuple[Message, Exception]],
+    ]:
+        """Points by (partition, series) in record order; each partition's next offset
+        and record count, and its point count; the records to dead-letter."""
+        groups: dict[tuple[int, str], list[_Chunk]] = {}
+        ends: dict[int, tuple[int, int]] = {}
+        units: dict[int, int] = {}
+        rejected: list[tuple[Message, Exception]] = []
+        decode = self._decoder.decode
+        for message in messages:
+            # Consumed records always have a partition and an offset.
+            partition = cast(int, message.partition())
+            seen = ends.get(partition)
+            end = cast(int, message.offset()) + 1
+            ends[partition] = (end, 1 if seen is None else seen[1] + 1)
+            value = message.value()
+            try:
+                if value is None:
+                    raise InvalidRecord("record has no value")
+                if value[:4] == FRAME_MAGIC:
+                    for key, ts, vs in decode_frame(value):
+                        groups.setdefault((partition, key), []).append((ts, vs))
+                        units[partition] = units.get(partition, 0) + int(ts.size)
+                    continue
+                key, timestamp_ms, point_value = decode(value)
+            except InvalidRecord as exc:
+                rejected.append((message, exc))
+                continue
+            chunks = groups.get((partition, key))
+            if chunks is None:
+                chunks = groups[(partition, key)] = [([], [])]
+            elif type(chunks[-1][0]) is not list:
+                chunks.append(([], []))
+            chunks[-1][0].append(timestamp_ms)
+            chunks[-1][1].append(point_value)
+            units[partition] = units.get(partition, 0) + 1
+        return groups, ends, units, rejected
+
+    async def on_assigned(self, partitions: set[int]) -> None:
+        """Nothing to open: the buffer starts empty and fills from the committed offset."""
+
+    async def on_revoked(self, partitions: set[int]) -> None:
+        """Make the series of ``partitions`` durable before the partitions move on."""
+        await self.flush(FlushReason.REVOKE, self._series_of(partitions))
+
+    async def on_lost(self, partitions: set[int]) -> None:
+        """Drop the series of ``partitions`` unwritten: their new owner replays them."""
+        async with self._flush_lock:
+            await self.drain()
+            dropped = self.buffer.flush(self._series_of(partitions), reason=FlushReason.REVOKE)
+        _LOG.warning(
+            "partitions %s lost: dropped %d buffered points; they are replayed by their owner",
+            sorted(partitions),
+            sum(int(b.timestamps.size) for b in dropped),
+        )
+
+    def _series_of(self, partitions: set[int]) -> list[str]:
+        keys = [key for key, p in self._partition_of.items() if p in partitions]
+        for key in keys:
+            del self._partition_of[key]
+        return keys
+
+    def assigned_partitions(self) -> list[int]:
+        """The input partitions this worker holds now, sorted."""
+        return [] if self.consumer is None else sorted(self.consumer.assigned)
+
+    # -- writing --------------------------------------------------------------
 
     async def _add(self, add: Callable[[], list[SeriesBatch]]) -> list[SeriesBatch]:
         """Run one buffer add; at the hard cap, flush everything and retry (back-pressure)."""
@@ -144,7 +219,7 @@ class TSStage:
                 self._flushes_seen[reason] = count
 
     async def write(self, batches: list[SeriesBatch]) -> None:
-        """Make batches durable as blocks, then release the acks they hold."""
+        """Make batches durable as blocks, then release the tokens they hold."""
         completion = self._send(batches)
         if completion is not None:
             await completion
@@ -158,12 +233,12 @@ class TSStage:
         return self._complete(write, batches, t0)
 
     async def _complete(self, write: BlockWrite, batches: list[SeriesBatch], t0: float) -> None:
-        # The blocks and their WAL entries are durable before any input record is acked.
+        # The blocks and their WAL entries are durable before any offset moves past them.
         await write.durable()
         self.blocks_written += write.blocks
         self.buffer.record_durable(write.points, write.block_bytes)
         for batch in batches:
-            await self.acks.release_all(batch.tokens)
+            self.offsets.release_all(batch.tokens)
         stats = self.buffer.stats()
         self.metrics.ts_points_flushed.inc(write.points)
         self._sync_flush_counts()
@@ -171,14 +246,24 @@ class TSStage:
         self.metrics.ts_current_size.set(stats.current_buffer_size)
         self.metrics.ts_flush_duration.observe(time.perf_counter() - t0)
 
-    async def flush(self, reason: FlushReason) -> None:
-        """Drain every series now and wait until what it held is durable."""
+    async def flush(self, reason: FlushReason, series_keys: Iterable[str] | None = None) -> None:
+        """Drain every series (or ``series_keys``) now and wait until they are durable."""
         async with self._flush_lock:
             await self.drain()
-            batches = self.buffer.flush(reason=reason)
+            batches = self.buffer.flush(series_keys, reason=reason)
             await self.write(batches)
 
     async def flush_due(self) -> None:
         """Timer: write the series whose flush interval has passed."""
         await self._write_behind(self.buffer.due())
         self.metrics.ts_current_size.set(self.buffer.stats().current_buffer_size)
+
+
+def _joined(chunks: list[_Chunk]) -> tuple[np.ndarray, np.ndarray]:
+    if len(chunks) == 1:
+        ts, vs = chunks[0]
+        return np.asarray(ts, dtype=np.int64), np.asarray(vs, dtype=np.float64)
+    return (
+        np.concatenate([np.asarray(ts, dtype=np.int64) for ts, _ in chunks]),
+        np.concatenate([np.asarray(vs, dtype=np.float64) for _, vs in chunks]),
+    )

@@ -6,41 +6,50 @@ Design
     holds the shards of the partitions assigned to it and a search fans out over them.
 
 Durability
-    A flushed batch is applied to its shard at once (searchable) and appended to the
-    WAL, but the input records it came from are acked only after a **snapshot** of the
-    shard covers them (at most every ``snapshot_interval_ms``). So the committed
-    offset never passes an operation that a restart could not recover.
+    Batches of records come from the stage's
+    :class:`~pipeline.ingest.batch_consumer.BatchConsumer` (group ``<app_id>-vectors``).
+    A flushed buffer is applied to its shard at once (searchable) and appended to the
+    WAL, but the offsets of the records it came from are released for commit only
+    after a **snapshot** of the shard covers them (at most every
+    ``snapshot_interval_ms``). So the committed offset never passes an operation that a
+    restart could not recover.
 
 Recovery and rebalance
     When a partition is assigned, :class:`~pipeline.vectors.shard.ShardStore` loads its
-    snapshot and replays the partition up to the group's committed offset; the agent
-    continues from there. A revoked partition's shard is flushed, snapshotted and
-    acked, then dropped; its new owner rebuilds it the same way.
+    snapshot and replays the partition up to the group's committed offset; consuming
+    continues from there. A revoked partition's shard is flushed and snapshotted (its
+    offsets then commit) and dropped; a lost one is dropped as it is. Its new owner
+    rebuilds it the same way.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any
+from typing import Any, Final, cast
 
 import numpy as np
-from faust.types import EventT, StreamT
+from confluent_kafka import Message
 
 from pipeline.config import Settings
 from pipeline.errors import BufferOverflow, InvalidRecord
-from pipeline.ingest.acks import AckTracker
+from pipeline.ingest.batch_consumer import BatchConsumer
 from pipeline.ingest.buffer_core import FlushReason
 from pipeline.ingest.deadletter import DeadLetterWriter
+from pipeline.ingest.offsets import OffsetTracker
 from pipeline.kafka.producer import AsyncProducer
 from pipeline.metrics import PipelineMetrics
 from pipeline.vectors.buffer import VectorBatch
 from pipeline.vectors.index import SearchHit
+from pipeline.vectors.ops import VectorOp
 from pipeline.vectors.shard import ShardStore, VectorShard, batch_payload, decode_ops, merge_hits
 from pipeline.wal.entry import EntryType
 from pipeline.wal.writer import WalWriter
 
 __all__ = ["VectorStage"]
+
+_ADD_CHUNK: Final = 500
+"""Operations given to the buffer at a time, so an empty buffer always has room."""
 
 
 class VectorStage:
@@ -57,18 +66,21 @@ class VectorStage:
         self.config = settings.vector_auto_buffer
         self.metrics = metrics
         self.topic = settings.topic("vectors.ops")
+        self.group = f"{settings.worker.app_id}-vectors"
         self.store = ShardStore(
             self.config,
             bootstrap=bootstrap,
             topic=self.topic,
-            group=settings.worker.app_id,
+            group=self.group,
             root=settings.worker.data_dir / "vectors",
         )
         self.shards: dict[int, VectorShard] = {}
-        self.acks = AckTracker()
+        self.offsets = OffsetTracker()
         self.wal = WalWriter(producer, settings.topic("wal"))
         self.dead_letters = DeadLetterWriter(producer, settings.topic("deadletter"), metrics)
         self._lock = asyncio.Lock()
+        self.consumer: BatchConsumer | None = None
+        """The batch consumer feeding this stage (set when the worker wires it)."""
 
     # -- shards ---------------------------------------------------------------
 
@@ -78,6 +90,7 @@ class VectorStage:
                 self.shards[p] = await asyncio.to_thread(self.store.open, p)
 
     async def on_revoked(self, partitions: set[int]) -> None:
+        """Apply and snapshot the shards of ``partitions``, then let them go."""
         async with self._lock:
             for p in sorted(partitions & self.shards.keys()):
                 shard = self.shards[p]
@@ -85,36 +98,57 @@ class VectorStage:
                 await self._snapshot(shard)
                 del self.shards[p]
 
+    async def on_lost(self, partitions: set[int]) -> None:
+        """Drop the shards of ``partitions`` unsnapshotted: their new owner rebuilds them."""
+        async with self._lock:
+            for p in sorted(partitions & self.shards.keys()):
+                del self.shards[p]
+
     # -- ingest ---------------------------------------------------------------
 
-    async def on_event(self, event: EventT[Any], stream: StreamT[Any]) -> None:
-        """Buffer the operations of one input record (or dead-letter it)."""
-        message = event.message
-        try:
-            if not isinstance(event.value, bytes | bytearray):
-                raise InvalidRecord("record has no value")
-            ops = decode_ops(bytes(event.value), self.config)
-        except InvalidRecord as exc:
-            await self.dead_letters.write(event, exc)
-            await stream.ack(event)
-            return
-        if not ops:
-            await stream.ack(event)
-            return
-        shard = self.shards.get(message.partition)
-        if shard is None:
-            await self.on_assigned({message.partition})
-            shard = self.shards[message.partition]
-        token = self.acks.hold(event, stream, len(ops))
-        shard.next_offset = message.offset + 1
-        while True:
+    async def on_batch(self, messages: list[Message]) -> None:
+        """Buffer the operations of one batch of records (dead-lettering the bad ones)."""
+        per_partition: dict[int, list[VectorOp]] = {}
+        ends: dict[int, tuple[int, int]] = {}
+        rejected: list[tuple[Message, Exception]] = []
+        for message in messages:
+            # Consumed records always have a partition and an offset.
+            partition = cast(int, message.partition())
+            seen = ends.get(partition)
+            end = cast(int, message.offset()) + 1
+            ends[partition] = (end, 1 if seen is None else seen[1] + 1)
+            value = message.value()
             try:
-                batch = shard.buffer.add_many(ops, token)
-                break
-            except BufferOverflow:
-                await self._apply(shard, shard.buffer.flush(reason=FlushReason.MEMORY))
+                if value is None:
+                    raise InvalidRecord("record has no value")
+                ops = decode_ops(value, self.config)
+            except InvalidRecord as exc:
+                rejected.append((message, exc))
+                continue
+            per_partition.setdefault(partition, []).extend(ops)
+        await self.dead_letters.write_all(rejected)
+        for partition, (end, records) in ends.items():
+            ops = per_partition.get(partition, [])
+            token = self.offsets.hold(partition, end, len(ops), records=records)
+            await self._buffer(partition, ops, token, end)
+
+    async def _buffer(self, partition: int, ops: list[VectorOp], token: object, end: int) -> None:
+        shard = self.shards.get(partition)
+        if shard is None:
+            await self.on_assigned({partition})
+            shard = self.shards[partition]
+        shard.next_offset = end
+        step = max(1, min(_ADD_CHUNK, self.config.max_total_vectors))
+        for start in range(0, len(ops), step):
+            chunk = ops[start : start + step]
+            while True:
+                try:
+                    batch = shard.buffer.add_many(chunk, token)
+                    break
+                except BufferOverflow:
+                    await self._apply(shard, shard.buffer.flush(reason=FlushReason.MEMORY))
+            await self._apply(shard, batch)
         self.metrics.vec_buffered.inc(len(ops))
-        await self._apply(shard, batch)
 
     async def _apply(self, shard: VectorShard, batch: VectorBatch | None) -> None:
         """Apply a batch to the shard (searchable now); its records wait for a snapshot."""
@@ -141,7 +175,7 @@ class VectorStage:
         t0 = time.perf_counter()
         await asyncio.to_thread(self.store.snapshot, shard, shard.applied_offset)
         self.metrics.vec_snapshot_duration.observe(time.perf_counter() - t0)
-        await self.acks.release_all(tokens)
+        self.offsets.release_all(tokens)
 
     async def tick(self) -> None:
         """Timer: time-triggered flushes, then snapshots that are due."""
@@ -161,6 +195,10 @@ class VectorStage:
             if snapshot:
                 await self._snapshot(shard)
         return applied
+
+    def assigned_partitions(self) -> list[int]:
+        """The input partitions this worker holds now, sorted."""
+        return [] if self.consumer is None else sorted(self.consumer.assigned)
 
     # -- reading --------------------------------------------------------------
 

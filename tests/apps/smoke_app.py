@@ -28,4 +28,4 @@ def _install_recorder(app: WorkerApp, context: WorkerContext) -> None:
 
 
 # The Faust entry point of this test app reads the settings, as pipeline.app does.
-app = create_app(load_settings(), stages=[_install_recorder])
+app = create_app(load_settings(), stages=[_install_recorder], faust_streams=True)

@@ -80,7 +80,7 @@ def test_json_points_and_frames_are_queried_back_exactly(topics: Settings, tmp_p
             lambda: (
                 committed_total(
                     topics.kafka.bootstrap_servers or "",
-                    topics.worker.app_id,
+                    f"{topics.worker.app_id}-ts",  # the TS stage's consumer group
                     topics.topic("ts.points"),
                     2,
                 )

@@ -1,0 +1,116 @@
+"""The fast JSON point decoder accepts, rejects and decodes exactly like the reference."""
+
+from __future__ import annotations
+
+import json
+import struct
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from pipeline.errors import InvalidRecord
+from pipeline.ts.json_batch import JsonPointDecoder
+from pipeline.ts.point import decode_point_json
+
+pytestmark = pytest.mark.unit
+
+_text = st.text(min_size=0, max_size=6)
+_scalar = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(min_value=-(2**70), max_value=2**70),
+    st.floats(allow_nan=False, allow_infinity=False),
+    _text,
+)
+_json = st.recursive(
+    _scalar,
+    lambda inner: st.one_of(st.lists(inner, max_size=3), st.dictionaries(_text, inner, max_size=3)),
+    max_leaves=6,
+)
+_tags = st.one_of(
+    st.dictionaries(_text, _text, max_size=4),
+    _json,
+)
+
+
+@st.composite
+def _point_objects(draw: st.DrawFn) -> dict[str, object]:
+    """Points that are mostly valid, with any field replaced or dropped now and then."""
+    point: dict[str, object] = {
+        "metric": draw(st.one_of(st.text(min_size=1, max_size=8), _json)),
+        "entity": draw(st.one_of(st.text(min_size=1, max_size=8), _json)),
+        "timestamp_ms": draw(st.one_of(st.integers(min_value=-(2**64), max_value=2**64), _json)),
+        "value": draw(
+            st.one_of(
+                st.floats(allow_nan=False, allow_infinity=False),
+                st.integers(min_value=-(2**80), max_value=2**80),
+                _json,
+            )
+        ),
+    }
+    if draw(st.booleans()):
+        point["tags"] = draw(_tags)
+    for name in draw(st.lists(st.sampled_from(sorted(point)), max_size=2)):
+        point.pop(name, None)
+    if draw(st.integers(0, 9)) == 0:
+        point[draw(_text)] = draw(_json)
+    return point
+
+
+def _encoded(obj: object) -> bytes:
+    # The standard encoder writes integers of any size, as producers may.
+    return json.dumps(obj, separators=(",", ":")).encode()
+
+
+_values = st.one_of(
+    _point_objects().map(_encoded),
+    _json.map(_encoded),
+    st.binary(max_size=40),
+    _point_objects()
+    .map(_encoded)
+    .flatmap(lambda raw: st.integers(0, len(raw)).map(lambda cut: raw[:cut])),
+)
+
+
+def _reference(value: bytes) -> tuple[str, int, bytes] | str:
+    try:
+        point = decode_point_json(value)
+    except InvalidRecord as exc:
+        return f"rejected: {exc}"
+    return point.series_key(), point.timestamp_ms, struct.pack("<d", point.value)
+
+
+def _fast(decoder: JsonPointDecoder, value: bytes) -> tuple[str, int, bytes] | str:
+    try:
+        key, ts, v = decoder.decode(value)
+    except InvalidRecord as exc:
+        return f"rejected: {exc}"
+    return key, ts, struct.pack("<d", v)
+
+
+@settings(max_examples=1500, deadline=None)
+@given(st.lists(_values, min_size=1, max_size=8))
+def test_fast_decoder_matches_the_reference_bit_for_bit(values: list[bytes]) -> None:
+    decoder = JsonPointDecoder()
+    for value in values:  # twice: the second pass is served from the series-key cache
+        assert _fast(decoder, value) == _reference(value)
+        assert _fast(decoder, value) == _reference(value)
+
+
+def test_decode_many_keeps_order_and_returns_the_reference_reason() -> None:
+    good = b'{"metric":"cpu","entity":"h1","timestamp_ms":5,"value":1.5,"tags":{"b":"2","a":"1"}}'
+    bad_tags = b'{"metric":"cpu","entity":"h1","timestamp_ms":5,"value":1.5,"tags":{"a":1}}'
+    out = JsonPointDecoder().decode_many([good, b"{", bad_tags, good])
+    assert out[0] == ('["cpu","h1",{"a":"1","b":"2"}]', 5, 1.5)
+    assert out[3] == out[0]
+    assert isinstance(out[1], InvalidRecord)
+    assert "not valid JSON" in str(out[1])
+    assert isinstance(out[2], InvalidRecord)
+    assert str(out[2]) == "field 'tags' must be an object of string to string"
+
+
+def test_whole_number_float_timestamps_are_rejected_like_the_reference() -> None:
+    value = b'{"metric":"m","entity":"e","timestamp_ms":4439.0,"value":1}'
+    assert _fast(JsonPointDecoder(), value) == _reference(value)
+    assert str(_reference(value)).startswith("rejected: field 'timestamp_ms'")
