@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import orjson
 import pytest
 
 from pipeline.config import Settings
@@ -104,6 +105,57 @@ def test_sigkill_mid_ingest_of_a_million_points_loses_and_doubles_nothing(
             lambda: _durable_distinct(topics, tmp_path, data) == SERIES * rounds * per_round,
             timeout_s=180,
             what="all 1,000,000 points durable after the restart",
+        )
+    finally:
+        assert stop_process(restarted) == 0
+    _assert_store_holds_exactly(topics, tmp_path, data)
+
+
+def _json_records(
+    data: list[tuple[str, np.ndarray, np.ndarray]], sl: slice
+) -> list[tuple[bytes, bytes]]:
+    """``(key, JSON point)`` records, one point each, as a Kafka producer writes them."""
+    out = []
+    for key, ts, vs in data:
+        metric, entity, tags = json.loads(key)
+        for t, v in zip(ts[sl].tolist(), vs[sl].tolist(), strict=True):
+            point = {"metric": metric, "entity": entity, "timestamp_ms": t, "value": v}
+            out.append((key.encode(), orjson.dumps(point | {"tags": tags})))
+    return out
+
+
+def test_sigkill_mid_ingest_of_a_million_json_points_loses_and_doubles_nothing(
+    topics: Settings, tmp_path: Path
+) -> None:
+    rounds, per_round = 10, 1_000
+    data = _dataset(rounds * per_round)
+    env = settings_as_env(topics) | {"THEMIS_TS_AUTO_BUFFER_FLUSH_INTERVAL_MS": "500"}
+    producer = TSProducer(topics)
+    worker = start_themis_worker(env, tmp_path / "worker1.log")
+    port = topics.worker.web_port
+    try:
+        wait_until(lambda: bool(_stats(port)), timeout_s=60, what="worker web server")
+        for r in range(rounds):
+            for key, value in _json_records(data, slice(r * per_round, (r + 1) * per_round)):
+                producer.send(value, key=key)
+            producer.flush()
+            if r == 4:
+                wait_until(
+                    lambda: _stats(port).get("points_flushed", 0) >= 200_000,
+                    timeout_s=60,
+                    what="some points durable before the kill",
+                )
+                stop_process(worker, sig=signal.SIGKILL)
+                assert _stats(port) == {}, "the worker still answers after SIGKILL"
+    finally:
+        stop_process(worker, sig=signal.SIGKILL)
+
+    restarted = start_themis_worker(env, tmp_path / "worker2.log")
+    try:
+        wait_until(
+            lambda: _durable_distinct(topics, tmp_path, data) == SERIES * rounds * per_round,
+            timeout_s=180,
+            what="all 1,000,000 JSON points durable after the restart",
         )
     finally:
         assert stop_process(restarted) == 0
