@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import operator
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Final
 
@@ -99,6 +99,10 @@ class TSBufferStats:
     def to_dict(self) -> dict[str, object]:
         """The fields by name, in declaration order."""
         return asdict(self)
+
+
+PointRun = tuple[list[int] | npt.NDArray[np.int64], list[float] | npt.NDArray[np.float64]]
+"""A run of one series' points: timestamps (ms) and values, as lists or arrays."""
 
 
 class _Series:
@@ -272,6 +276,54 @@ class TSAutoBuffer:
                 drained = self._detach_all(FlushReason.MEMORY)
             elif series.count >= self._max_points:
                 drained = [self._detach(series_key, FlushReason.SIZE)]
+            else:
+                return []
+        return [_to_batch(key, s) for key, s in drained]
+
+    def add_grouped(
+        self, groups: Mapping[str, Sequence[PointRun]], token: object | None = None
+    ) -> list[SeriesBatch]:
+        """Buffer the points of many series at once, in the order given per series.
+
+        ``groups`` maps a series key to its runs of points: ``(timestamps, values)``
+        as Python lists (int milliseconds, floats, taken as they are) or as int64 /
+        float64 arrays (kept as chunks). The same as one :meth:`add` or :meth:`add_many`
+        per run, with one lock, one capacity check and one trigger check for all;
+        ``token`` is recorded once per series with its point count. Raises
+        :class:`~pipeline.errors.BufferOverflow` and keeps nothing when accepting the
+        points would pass ``max_total_points``.
+        """
+        total = sum(len(ts) for runs in groups.values() for ts, _ in runs)
+        if total == 0:
+            return []
+        with self._lock:
+            self._core.check_capacity(self._total, total)
+            full: list[str] = []
+            for key, runs in groups.items():
+                series = self._series.get(key)
+                if series is None:
+                    series = self._new_series(key)
+                n = 0
+                for ts, vals in runs:
+                    if type(ts) is list:
+                        series.ts.extend(ts)
+                        series.vals.extend(vals)
+                    else:
+                        series.seal()
+                        series.chunks.append((ts, vals))
+                    n += len(ts)
+                series.count += n
+                if token is not None:
+                    series.tokens.append((token, n))
+                if series.count >= self._max_points:
+                    full.append(key)
+            self._total += total
+            self._accepted += total
+            self._memory += POINT_BYTES * total
+            if self._memory > self._max_memory:
+                drained = self._detach_all(FlushReason.MEMORY)
+            elif full:
+                drained = [self._detach(key, FlushReason.SIZE) for key in full]
             else:
                 return []
         return [_to_batch(key, s) for key, s in drained]

@@ -433,3 +433,55 @@ def test_concurrent_adds_deliver_every_point_exactly_once() -> None:
     assert stats.auto_flush_count == len(auto)
     assert stats.manual_flush_count == len(final)
     assert stats.flush_count == len(auto) + len(final)
+
+
+# -- many series at once ---------------------------------------------------------
+
+
+def test_add_grouped_equals_one_add_per_run_in_order() -> None:
+    frame_ts = np.array([15, 5], dtype=np.int64)
+    frame_vs = np.array([1.5, 0.5], dtype=np.float64)
+    grouped = make_buffer()
+    one_by_one = make_buffer()
+    assert (
+        grouped.add_grouped(
+            {
+                KEY: [([10, 20], [1.0, 2.0]), (frame_ts, frame_vs), ([20], [9.0])],
+                OTHER: [([1], [1.0])],
+            },
+            token="t",
+        )
+        == []
+    )
+    for ts, value in ((10, 1.0), (20, 2.0)):
+        one_by_one.add(KEY, ts, value, token="t")
+    one_by_one.add_many(KEY, frame_ts, frame_vs, token="t")
+    one_by_one.add(KEY, 20, 9.0, token="t")
+    one_by_one.add(OTHER, 1, 1.0, token="t")
+    got = {b.series_key: b for b in grouped.flush()}
+    want = {b.series_key: b for b in one_by_one.flush()}
+    assert got.keys() == want.keys() == {KEY, OTHER}
+    for key, batch in got.items():
+        assert batch.timestamps.tolist() == want[key].timestamps.tolist()
+        assert batch.values.tolist() == want[key].values.tolist()
+    assert got[KEY].timestamps.tolist() == [5, 10, 15, 20]
+    assert got[KEY].values.tolist() == [0.5, 1.0, 1.5, 9.0]  # the last write of 20 wins
+    assert got[KEY].tokens == [("t", 5)]
+    assert grouped.stats().points_buffered == one_by_one.stats().points_buffered == 6
+
+
+def test_add_grouped_returns_series_that_reach_the_size_limit() -> None:
+    buffer = make_buffer(max_points_per_buffer=3)
+    batches = buffer.add_grouped({KEY: [([1, 2, 3], [1.0, 2.0, 3.0])], OTHER: [([1], [1.0])]})
+    assert [b.series_key for b in batches] == [KEY]
+    assert buffer.flush_reason_counts()["size"] == 1
+    assert buffer.stats().current_buffer_size == 1
+
+
+def test_add_grouped_over_the_hard_cap_keeps_nothing() -> None:
+    buffer = make_buffer(max_total_points=3)
+    buffer.add(OTHER, 1, 1.0)
+    with pytest.raises(BufferOverflow):
+        buffer.add_grouped({KEY: [([1, 2], [1.0, 2.0])], OTHER: [([2], [2.0])]})
+    assert buffer.stats().current_buffer_size == 1
+    assert buffer.series_keys() == [OTHER]
