@@ -25,6 +25,7 @@ statuses in one place (``pipeline.facade.middleware``)::
      +-- ShipFailed                       a replica did not confirm a batch (retriable)
      +-- ReplicaRewind                    a replica needs entries from an earlier LSN (retriable)
      +-- WorkerUnavailable                no worker answers its web pages (retriable)
+     +-- ChildExited                      a child process waited for has exited
      +-- RequestError                     a front-door request cannot be served as sent
      |    +-- InvalidRequest              a field or parameter is invalid (names it)
      |    +-- AuthenticationFailed        no key, or an unknown one
@@ -51,6 +52,7 @@ __all__ = [
     "BrokerStartError",
     "BrokerUnavailable",
     "BufferOverflow",
+    "ChildExited",
     "ConfigError",
     "Conflict",
     "CorruptBatch",
@@ -211,6 +213,10 @@ class WorkerUnavailable(ThemisError):
     """No worker answers its web pages at the configured URLs; start one and retry."""
 
     retriable = True
+
+
+class ChildExited(ThemisError):
+    """A child process the caller waits for has exited; the message holds its log tail."""
 
 
 class RequestError(ThemisError):

@@ -1,27 +1,22 @@
-"""The HTTP ingest facade (``themis facade``): the roadmap's REST API in front of Kafka."""
+"""The HTTP ingest facade (``themis facade``): the roadmap's REST API in front of Kafka.
 
-from pipeline.facade.app import (
-    FACADE_STATE,
-    Facade,
-    RecordProducer,
-    RequestRejected,
-    RouteSpec,
-    create_facade,
-    mount_routes,
-)
+``app`` (:func:`create_facade` wiring, :class:`Facade` state and lifecycle),
+``middleware`` (auth, body limit, rate limit, request metrics, errors to HTTP statuses),
+``validation`` (request bodies and query parameters), ``ts_routes`` and
+``vector_routes`` (the roadmap's endpoints), ``replication_routes`` (WAL apply and
+shipper control), ``auth`` (API keys and roles), ``ratelimit`` (token buckets),
+``cli`` (``themis facade``).
+"""
+
+from pipeline.facade.app import Facade, create_facade
 from pipeline.facade.auth import ApiKeyring, Role
 from pipeline.facade.ratelimit import RateLimiter, RouteClass
 
 __all__ = [
-    "FACADE_STATE",
     "ApiKeyring",
     "Facade",
     "RateLimiter",
-    "RecordProducer",
-    "RequestRejected",
     "Role",
     "RouteClass",
-    "RouteSpec",
     "create_facade",
-    "mount_routes",
 ]

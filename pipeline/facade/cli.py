@@ -62,7 +62,7 @@ def run_facade(args: argparse.Namespace, settings: Settings) -> int:
     install_replication(app, settings, bootstrap)
     ssl_context = None
     if args.tls_cert:
-        from pipeline.replication.server import server_ssl_context
+        from pipeline.replication import server_ssl_context
 
         ca = Path(args.tls_client_ca) if args.tls_client_ca else None
         ssl_context = server_ssl_context(Path(args.tls_cert), Path(args.tls_key), ca)

@@ -1,7 +1,7 @@
 """The facade's replication endpoints: WAL apply (replica side) and shipper control.
 
 ``POST /api/v1/wal/apply``
-    The WAL issue's applier (:func:`pipeline.replication.server.handle_wal_apply`) into a replica
+    The WAL issue's applier (:func:`pipeline.replication.handle_wal_apply`) into a replica
     state under ``<data_dir>/replica-facade``. It takes no API key: a replica is
     authenticated by TLS client certificates (``themis facade --tls-client-ca``), as
     the shipper presents one and no bearer token.
@@ -24,13 +24,15 @@ from typing import Any
 from aiohttp import web
 
 from pipeline.config import Settings
-from pipeline.errors import ThemisError
-from pipeline.facade.app import FACADE_STATE, RequestRejected, RouteSpec, parse_json
+from pipeline.errors import Conflict, InvalidRequest, NotFound, ThemisError
+from pipeline.facade.app import FACADE_STATE
 from pipeline.facade.auth import Role
+from pipeline.facade.middleware import RouteSpec
+from pipeline.facade.validation import parse_json
 from pipeline.metrics import WalShipperMetrics
-from pipeline.replication.replica import ReplicaState
-from pipeline.replication.server import REPLICA_STATE, handle_wal_apply
-from pipeline.replication.shipper import WalShipper
+from pipeline.replication import REPLICA_STATE, ReplicaState, WalShipper, handle_wal_apply
+
+__all__ = ["SHIPPER", "ReplicationControl", "install_replication", "replication_routes"]
 
 _EMPTY_STATS = {
     "total_entries_shipped": 0,
@@ -75,14 +77,15 @@ class ReplicationControl:
 
 
 SHIPPER = web.AppKey("themis_replication", ReplicationControl)
+"""Where the application keeps its :class:`ReplicationControl`."""
 
 
 def _field(body: Any, name: str, kind: type) -> Any:
     if not isinstance(body, dict):
-        raise RequestRejected(400, "the request body must be a JSON object")
+        raise InvalidRequest("the request body must be a JSON object")
     value = body.get(name)
     if not isinstance(value, kind) or isinstance(value, bool) != (kind is bool):
-        raise RequestRejected(400, f"field {name!r} must be a {kind.__name__}")
+        raise InvalidRequest(f"field {name!r} must be a {kind.__name__}")
     return value
 
 
@@ -99,9 +102,9 @@ async def replication_config(request: web.Request) -> web.Response:
     kind = _field(body, "compression_type", str)
     level = _field(body, "compression_level", int)
     if kind not in ("zstd", "none"):
-        raise RequestRejected(400, "field 'compression_type' must be 'zstd' or 'none'")
+        raise InvalidRequest("field 'compression_type' must be 'zstd' or 'none'")
     if not 1 <= level <= 22:
-        raise RequestRejected(400, "field 'compression_level' must be between 1 and 22")
+        raise InvalidRequest("field 'compression_level' must be between 1 and 22")
     _control(request).configure(kind, level)
     return web.json_response(
         {"success": True, "compression_type": kind, "compression_level": level}
@@ -113,13 +116,13 @@ async def add_replica(request: web.Request) -> web.Response:
     replica_id = _field(body, "replica_id", str)
     endpoint = _field(body, "endpoint", str)
     if not replica_id:
-        raise RequestRejected(400, "field 'replica_id' must not be empty")
+        raise InvalidRequest("field 'replica_id' must not be empty")
     if not endpoint.startswith(("kafka://", "http://", "https://")):
-        raise RequestRejected(400, "field 'endpoint' must start with kafka://, http:// or https://")
+        raise InvalidRequest("field 'endpoint' must start with kafka://, http:// or https://")
     try:
         await asyncio.to_thread(_control(request)._ensure().add_replica, replica_id, endpoint)
-    except (ThemisError, ValueError) as exc:
-        raise RequestRejected(409, f"replica {replica_id!r} not added: {exc}") from None
+    except ThemisError as exc:  # InvalidArgument (the id) or Conflict (already configured)
+        raise Conflict(f"replica {replica_id!r} not added: {exc}") from None
     return web.json_response({"success": True, "replica_id": replica_id, "endpoint": endpoint})
 
 
@@ -131,12 +134,13 @@ async def remove_replica(request: web.Request) -> web.Response:
         r["replica_id"] == replica_id for r in shipper.stats()["replicas"]
     )
     if shipper is None or not known:
-        raise RequestRejected(404, f"field 'replica_id': {replica_id!r} is not a replica")
+        raise NotFound(f"field 'replica_id': {replica_id!r} is not a replica")
     await asyncio.to_thread(shipper.remove_replica, replica_id)
     return web.json_response({"success": True, "replica_id": replica_id})
 
 
 def replication_routes() -> list[RouteSpec]:
+    """The endpoints of the module docstring, for ``create_facade(extra_routes=...)``."""
     return [
         RouteSpec("POST", "/api/v1/wal/apply", handle_wal_apply, None),
         RouteSpec("GET", "/api/v1/replication/stats", replication_stats, Role.WRITER),

@@ -17,13 +17,14 @@ from pipeline.kafka.consumer import (
     open_consumer,
 )
 from pipeline.kafka.local_broker import LocalKafka, free_port
-from pipeline.kafka.producer import AsyncProducer, TopicProducer, key_partition
+from pipeline.kafka.producer import AsyncProducer, RecordProducer, TopicProducer, key_partition
 from pipeline.kafka.topics import TopicSpec, apply_topics, describe_topics, load_specs
 
 __all__ = [
     "AsyncProducer",
     "BrokerHandle",
     "LocalKafka",
+    "RecordProducer",
     "TopicProducer",
     "TopicSpec",
     "apply_topics",

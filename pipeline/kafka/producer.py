@@ -1,4 +1,5 @@
-"""A confluent-kafka producer whose deliveries can be awaited from asyncio or waited on.
+"""Producers whose deliveries can be awaited from asyncio (:class:`AsyncProducer`) or waited
+on (:class:`TopicProducer`), and :class:`RecordProducer`, what writers need of one.
 
 ``acks=all`` and idempotence are on: a record counts as durable when the broker
 acknowledged it, and retries never duplicate it.
@@ -10,13 +11,48 @@ import asyncio
 import threading
 import zlib
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Protocol
 
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
-from pipeline.errors import DeliveryFailed
+from pipeline.errors import DeliveryFailed, TopicError
+
+__all__ = [
+    "AsyncProducer",
+    "Headers",
+    "RecordProducer",
+    "TopicProducer",
+    "durable_producer_config",
+    "key_partition",
+]
 
 Headers = Sequence[tuple[str, bytes]]
+
+
+class RecordProducer(Protocol):
+    """What the WAL and block writers and the facade need of a producer.
+
+    :class:`AsyncProducer` is the real one; tests pass fakes that resolve at once.
+    """
+
+    def produce(
+        self,
+        topic: str,
+        value: bytes,
+        *,
+        key: bytes | None = None,
+        partition: int | None = None,
+    ) -> asyncio.Future[Any]:
+        """Send one record; the future resolves when the broker acknowledged it."""
+        ...
+
+    def flush(self, timeout_s: float = 30.0) -> int:
+        """Wait up to ``timeout_s`` seconds for deliveries; returns how many are left."""
+        ...
+
+    def close(self) -> None:
+        """Deliver what is queued, then release the producer."""
+        ...
 
 
 def durable_producer_config(bootstrap: str, **extra: Any) -> dict[str, Any]:
@@ -115,9 +151,10 @@ class TopicProducer:
         config = durable_producer_config(bootstrap, partitioner="consistent", **extra)
         self._producer = Producer(config)
         metadata = self._producer.list_topics(topic, timeout=10)
-        self.partitions = len(metadata.topics[topic].partitions)
+        described = metadata.topics.get(topic)
+        self.partitions = 0 if described is None else len(described.partitions)
         if self.partitions == 0:
-            raise ValueError(f"topic {topic} does not exist; run `themis topics apply`")
+            raise TopicError(f"topic {topic} does not exist; run `themis topics apply`")
         self._failures: list[str] = []
 
     def _on_delivery(self, err: KafkaError | None, msg: Message) -> None:

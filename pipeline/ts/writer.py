@@ -18,7 +18,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from pipeline.kafka.producer import AsyncProducer
+from pipeline.kafka.producer import RecordProducer
 from pipeline.ts.block import encode_blocks
 from pipeline.ts.point import SeriesArrays
 from pipeline.wal.entry import EntryType
@@ -51,7 +51,7 @@ class BlockWriter:
     ``blocks_written`` counts blocks queued over the writer's life.
     """
 
-    def __init__(self, producer: AsyncProducer, blocks_topic: str, wal: WalWriter) -> None:
+    def __init__(self, producer: RecordProducer, blocks_topic: str, wal: WalWriter) -> None:
         self.producer = producer
         self.blocks_topic = blocks_topic
         self.wal = wal

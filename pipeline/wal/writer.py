@@ -4,22 +4,21 @@ from __future__ import annotations
 
 import asyncio
 import time
+from typing import Any
 
-from confluent_kafka import Message
-
-from pipeline.kafka.producer import AsyncProducer
+from pipeline.kafka.producer import RecordProducer
 from pipeline.wal.entry import EntryType, encode_entry_record
 
 
 class WalWriter:
     """The pipeline's one way to write the WAL; callers await the entry's durability."""
 
-    def __init__(self, producer: AsyncProducer, topic: str) -> None:
+    def __init__(self, producer: RecordProducer, topic: str) -> None:
         self.producer = producer
         self.topic = topic
         self.entries_written = 0
 
-    def append(self, entry_type: EntryType, payload: bytes) -> asyncio.Future[Message]:
+    def append(self, entry_type: EntryType, payload: bytes) -> asyncio.Future[Any]:
         """Queue one entry; the future resolves when the broker acknowledged it."""
         value = encode_entry_record(entry_type, int(time.time() * 1000), payload)
         self.entries_written += 1

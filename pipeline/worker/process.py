@@ -18,19 +18,14 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from pipeline.config import Settings, child_env
-from pipeline.errors import ThemisError
+from pipeline.errors import ChildExited
 
 __all__ = [
-    "ChildExited",
     "ChildProcess",
     "WorkerProcess",
     "stop_process_group",
     "themis_command",
 ]
-
-
-class ChildExited(ThemisError):
-    """A child process the caller waits for has exited; the message holds its log tail."""
 
 
 def themis_command() -> list[str]:

@@ -25,7 +25,7 @@ from confluent_kafka import Producer
 from prometheus_client import CollectorRegistry
 
 from pipeline.config import Settings
-from pipeline.facade.app import FacadeMetrics
+from pipeline.facade.middleware import FacadeMetrics
 from pipeline.kafka.local_broker import free_port
 from pipeline.kafka.topics import apply_topics
 from pipeline.metrics import PipelineMetrics, WalShipperMetrics

@@ -1,4 +1,5 @@
-"""The facade's auth (401 / 403 / 200), rate limits and input checks, without Kafka.
+"""The facade's auth (401 / 403 / 200), rate limits, input checks, error table and batch
+framing, without Kafka.
 
 The facade runs in-process on aiohttp's test server with a fake producer; a fake
 worker (another aiohttp test server) answers the worker pages it asks for.
@@ -11,15 +12,21 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
+from pipeline import errors
 from pipeline.config import Settings, load_settings
 from pipeline.errors import ConfigError
-from pipeline.facade import FACADE_STATE, create_facade
+from pipeline.facade import create_facade
+from pipeline.facade.app import FACADE_STATE
 from pipeline.facade.auth import ApiKeyring, Role, load_keyring, parse_key_entries, presented_key
+from pipeline.facade.middleware import error_response
 from pipeline.facade.ratelimit import RateLimiter, RouteClass, TokenBucket
+from pipeline.ts.point import decode_frame
+from pipeline.ts.producer import series_partition
 
 pytestmark = pytest.mark.unit
 
@@ -328,3 +335,85 @@ def test_token_bucket_never_exceeds_capacity() -> None:
     assert bucket.take(1000.0) == 0.0
     assert bucket.take(1000.0) == 0.0
     assert bucket.take(1000.0) == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize(
+    ("error", "status", "extra", "headers"),
+    [
+        (errors.InvalidRequest("field 'k'"), 400, {}, {}),
+        (errors.InvalidRecord("bad record"), 400, {}, {}),
+        (errors.InvalidArgument("bad value"), 400, {}, {}),
+        (errors.CorruptBatch("bad checksum"), 400, {}, {}),
+        (errors.UnknownDictionary("no dict", dictionary_id=7), 400, {"need_dictionary": 7}, {}),
+        (
+            errors.AuthenticationFailed("no key", headers={"WWW-Authenticate": "Bearer"}),
+            401,
+            {},
+            {"WWW-Authenticate": "Bearer"},
+        ),
+        (errors.PermissionDenied("admin only"), 403, {}, {}),
+        (errors.NotFound("no pk", extra={"pk": "a"}), 404, {"pk": "a"}, {}),
+        (errors.Conflict("already there"), 409, {}, {}),
+        (
+            errors.WalGap("gap", expected_lsn=67, first_lsn=80),
+            409,
+            {"expected_lsn": "0000000000000043"},
+            {},
+        ),
+        (errors.PayloadTooLarge("too big"), 413, {}, {}),
+        (
+            errors.RateLimited("slow down", retry_after_s=4),
+            429,
+            {"retry_after_s": 4},
+            {"Retry-After": "4"},
+        ),
+        (
+            errors.BufferOverflow("Buffer overflow", buffer_size=12),
+            429,
+            {"buffer_size": 12},
+            {"Retry-After": "1"},
+        ),
+        (errors.ServiceUnavailable("feature off"), 503, {}, {}),
+        (errors.WorkerUnavailable("no worker answers"), 503, {}, {}),
+        (errors.DeliveryFailed("not acknowledged"), 503, {}, {}),
+        (errors.ConfigError("not a request error"), 500, None, {}),
+    ],
+)
+def test_error_table_gives_each_error_class_its_status_body_fields_and_headers(
+    error: errors.ThemisError, status: int, extra: dict[str, object] | None, headers: dict[str, str]
+) -> None:
+    response = error_response(error)
+    assert response.status == status
+    assert isinstance(response.body, bytes)
+    body = orjson.loads(response.body)
+    if extra is None:
+        assert body == {"success": False, "error": "internal error; see the facade's log"}
+    else:
+        assert body == {"success": False, "error": str(error)} | extra
+    assert {k: response.headers[k] for k in headers} == headers
+
+
+def test_batch_goes_as_frames_each_on_its_series_partition_holding_every_point() -> None:
+    series = [f"s{i}" for i in range(9)]
+    points = [
+        {"metric": "cpu", "entity": e, "timestamp_ms": t, "value": t * 0.5}
+        for t in range(5)
+        for e in series
+    ]
+
+    async def scenario(
+        client: TestClient[web.Request, web.Application], sink: FakeProducer
+    ) -> None:
+        resp = await client.post("/ts/put/buffered/batch", json=points, headers=WRITER)
+        assert resp.status == 200
+        assert (await resp.json())["points"] == len(points)
+        got: dict[str, list[tuple[int, float]]] = {}
+        for topic, value, key, partition in sink.sent:
+            assert (topic, key) == ("themis.ts.points", None)
+            for skey, ts, vs in decode_frame(value):
+                assert partition == series_partition(skey, 6)
+                got.setdefault(skey, []).extend(zip(ts.tolist(), vs.tolist(), strict=True))
+        assert len(sink.sent) == len({series_partition(k, 6) for k in got})
+        assert got == {f'["cpu","{e}",{{}}]': [(t, t * 0.5) for t in range(5)] for e in series}
+
+    run_facade(scenario)

@@ -1,0 +1,316 @@
+"""What every facade request passes through: auth, body limit, rate limit, request metrics,
+and the one table that turns an exception into an HTTP status and JSON error body.
+
+Order per request: the caller's key and role (401 / 403), the declared body size (413),
+the key's quota for the route class (429), then the handler. Whatever the handler or a
+check raises is answered here, as ``{"success": false, "error": message, ...}``:
+
+=====  ============================================================  =================
+code   exception classes (:mod:`pipeline.errors`)                    added to the body
+=====  ============================================================  =================
+400    InvalidRequest, InvalidRecord, InvalidArgument, CorruptBatch  ``need_dictionary``
+                                                                     (UnknownDictionary)
+401    AuthenticationFailed (``WWW-Authenticate`` header)
+403    PermissionDenied
+404    NotFound
+409    Conflict, WalGap                                              ``expected_lsn``
+                                                                     (WalGap, 16 hex)
+413    PayloadTooLarge
+429    RateLimited, BufferOverflow (``Retry-After`` header)          ``retry_after_s``,
+                                                                     ``buffer_size``
+503    ServiceUnavailable, WorkerUnavailable, DeliveryFailed
+=====  ============================================================  =================
+
+A :class:`~pipeline.errors.RequestError` adds its ``extra`` fields to the body and its
+``headers`` to the response. Anything else is logged and answered 500.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import Final
+
+import orjson
+from aiohttp import web
+from prometheus_client import CollectorRegistry, Gauge, Histogram
+
+from pipeline.config import FacadeSettings
+from pipeline.errors import (
+    AuthenticationFailed,
+    BufferOverflow,
+    ConfigError,
+    Conflict,
+    CorruptBatch,
+    DeliveryFailed,
+    InvalidArgument,
+    InvalidRecord,
+    InvalidRequest,
+    NotFound,
+    PayloadTooLarge,
+    PermissionDenied,
+    RateLimited,
+    RequestError,
+    ServiceUnavailable,
+    ThemisError,
+    UnknownDictionary,
+    WalGap,
+    WorkerUnavailable,
+)
+from pipeline.facade.auth import ApiKeyring, Role, load_keyring, presented_key
+from pipeline.facade.ratelimit import RateLimiter, RouteClass, limits_from_settings
+from pipeline.wal.entry import format_lsn
+
+__all__ = [
+    "STATUS_OF",
+    "FacadeMetrics",
+    "Handler",
+    "RequestGuard",
+    "RouteSpec",
+    "error_response",
+    "json_response",
+    "status_of",
+]
+
+_LOG = logging.getLogger(__name__)
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+STATUS_OF: Final[Mapping[type[ThemisError], int]] = {
+    InvalidRequest: 400,
+    InvalidRecord: 400,
+    InvalidArgument: 400,
+    CorruptBatch: 400,
+    AuthenticationFailed: 401,
+    PermissionDenied: 403,
+    NotFound: 404,
+    Conflict: 409,
+    WalGap: 409,
+    PayloadTooLarge: 413,
+    RateLimited: 429,
+    BufferOverflow: 429,
+    ServiceUnavailable: 503,
+    WorkerUnavailable: 503,
+    DeliveryFailed: 503,
+}
+"""The HTTP status of each error class a request can end in (subclasses inherit it)."""
+
+_INTERNAL: Final = "internal error; see the facade's log"
+_CHALLENGE: Final = {"WWW-Authenticate": 'Bearer realm="themis"'}
+_LATENCY_BUCKETS = (
+    0.0001,
+    0.00025,
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+)
+
+
+@dataclass(frozen=True)
+class RouteSpec:
+    """One endpoint: ``role`` ``None`` means no key is needed; ``rate_class`` picks a quota."""
+
+    method: str
+    path: str
+    handler: Handler
+    role: Role | None = Role.WRITER
+    rate_class: RouteClass | None = None
+
+
+class FacadeMetrics:
+    """The facade's Prometheus metrics, on a registry of its own (durations in seconds)."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.request_duration = Histogram(
+            "facade_request_duration_seconds",
+            "Time from receiving a request to answering it, by route, method and status.",
+            ["route", "method", "status"],
+            buckets=_LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.in_flight = Gauge(
+            "facade_requests_in_flight", "Requests being handled now.", registry=self.registry
+        )
+        self.unacked = Gauge(
+            "facade_unacked_points",
+            "Points and vector operations accepted but not yet acknowledged by the broker.",
+            registry=self.registry,
+        )
+
+
+def json_response(
+    body: object, status: int = 200, headers: Mapping[str, str] | None = None
+) -> web.Response:
+    """``body`` as JSON (numpy values included)."""
+    return web.Response(
+        body=orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY),
+        status=status,
+        content_type="application/json",
+        headers=headers,
+    )
+
+
+def status_of(exc: ThemisError) -> int | None:
+    """The HTTP status :data:`STATUS_OF` gives ``exc``'s class or nearest base, else ``None``."""
+    for cls in type(exc).__mro__:
+        status = STATUS_OF.get(cls)
+        if status is not None:
+            return status
+    return None
+
+
+def error_response(exc: ThemisError) -> web.Response:
+    """The JSON error answer to ``exc``; 500 if :data:`STATUS_OF` has no status for it."""
+    status = status_of(exc)
+    if status is None:
+        return _error(500, _INTERNAL)
+    extra: dict[str, object] = {}
+    headers: dict[str, str] = {}
+    if isinstance(exc, RequestError):
+        extra.update(exc.extra)
+        headers.update(exc.headers)
+    if isinstance(exc, UnknownDictionary):
+        extra["need_dictionary"] = exc.dictionary_id
+    if isinstance(exc, WalGap):
+        extra["expected_lsn"] = format_lsn(exc.expected_lsn)
+    if isinstance(exc, BufferOverflow):
+        extra["buffer_size"] = exc.buffer_size
+        headers["Retry-After"] = "1"
+    return _error(status, str(exc), extra, headers)
+
+
+def _error(
+    status: int,
+    message: str,
+    extra: Mapping[str, object] | None = None,
+    headers: Mapping[str, str] | None = None,
+) -> web.Response:
+    return json_response({"success": False, "error": message} | dict(extra or {}), status, headers)
+
+
+def _caller_id(key: str) -> str:
+    # Buckets are keyed by a digest so the key itself is not kept in another table.
+    return hashlib.sha256(key.encode("utf-8")).hexdigest()[:24]
+
+
+class RequestGuard:
+    """The middleware of one facade: checks every mounted route's requests, times them,
+    and answers their errors (:data:`STATUS_OF`).
+
+    ``routes`` maps ``(method, path)`` to the :class:`RouteSpec` it was mounted with;
+    a path not in it (e.g. a 404) is answered without checks.
+    """
+
+    def __init__(self, config: FacadeSettings, metrics: FacadeMetrics) -> None:
+        self.config = config
+        self.metrics = metrics
+        self.keyring: ApiKeyring = load_keyring(config)
+        if config.auth_enabled and not len(self.keyring):
+            raise ConfigError(
+                "facade.auth_enabled is true but no API keys are configured: set "
+                "THEMIS_FACADE_API_KEYS='key:admin,...' or THEMIS_FACADE_API_KEYS_FILE"
+            )
+        self.limiter = RateLimiter(limits_from_settings(config))
+        self.routes: dict[tuple[str, str], RouteSpec] = {}
+
+    def authorize(self, request: web.Request, spec: RouteSpec) -> str:
+        """The caller id for rate limits; 401 without a known key, 403 for too weak a role."""
+        if not self.config.auth_enabled or spec.role is None:
+            return f"peer:{request.remote or 'unknown'}"
+        key = presented_key(request.headers)
+        if key is None:
+            raise AuthenticationFailed(
+                "missing API key: send 'Authorization: Bearer <key>' or 'X-API-Key: <key>'",
+                headers=_CHALLENGE,
+            )
+        role = self.keyring.role_of(key)
+        if role is None:
+            raise AuthenticationFailed("unknown API key", headers=_CHALLENGE)
+        if not role.allows(spec.role):
+            raise PermissionDenied(
+                f"this endpoint needs role {spec.role.value}; the key has role {role.value}"
+            )
+        return _caller_id(key)
+
+    def check_body_size(self, request: web.Request) -> None:
+        """413 when the declared ``Content-Length`` is over ``facade.max_body_bytes``."""
+        length = request.content_length
+        if length is not None and length > self.config.max_body_bytes:
+            raise PayloadTooLarge(
+                f"the body is {length} bytes; at most {self.config.max_body_bytes} "
+                "(facade.max_body_bytes)"
+            )
+
+    def rate_limit(self, caller: str, spec: RouteSpec) -> None:
+        """429 when ``caller`` used up the quota of the route's class."""
+        if spec.rate_class is None:
+            return
+        wait = self.limiter.retry_after(caller, spec.rate_class)
+        if wait:
+            per_min = limits_from_settings(self.config)[spec.rate_class]
+            raise RateLimited(
+                f"rate limit of {per_min} requests per minute for {spec.rate_class.value} "
+                f"reached; retry after {wait} s",
+                retry_after_s=wait,
+            )
+
+    @web.middleware
+    async def middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        """The aiohttp middleware: times the request by route, method and status."""
+        t0 = time.perf_counter()
+        resource = request.match_info.route.resource
+        route = resource.canonical if resource is not None else "unmatched"
+        spec = self.routes.get((request.method, route))
+        status = 500
+        self.metrics.in_flight.inc()
+        try:
+            response = await self._answer(request, handler, spec)
+            status = response.status
+            return response
+        finally:
+            self.metrics.in_flight.dec()
+            self.metrics.request_duration.labels(route, request.method, str(status)).observe(
+                time.perf_counter() - t0
+            )
+
+    async def _answer(
+        self, request: web.Request, handler: Handler, spec: RouteSpec | None
+    ) -> web.StreamResponse:
+        try:
+            if spec is not None:
+                caller = self.authorize(request, spec)
+                self.check_body_size(request)
+                self.rate_limit(caller, spec)
+            return await handler(request)
+        except ThemisError as exc:
+            if status_of(exc) is None:
+                _LOG.exception("unmapped error on %s %s", request.method, request.path)
+            return error_response(exc)
+        except web.HTTPRequestEntityTooLarge:
+            return error_response(
+                PayloadTooLarge(
+                    f"the body is larger than {self.config.max_body_bytes} bytes "
+                    "(facade.max_body_bytes)"
+                )
+            )
+        except web.HTTPException as exc:
+            headers = {k: v for k, v in exc.headers.items() if k in ("Allow", "Retry-After")}
+            return _error(exc.status, exc.reason, headers=headers)
+        except Exception:
+            _LOG.exception("unexpected error on %s %s", request.method, request.path)
+            return _error(500, _INTERNAL)

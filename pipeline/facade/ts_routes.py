@@ -1,0 +1,175 @@
+"""The time-series endpoints: buffered and direct puts, buffer stats and flush, queries.
+
+``POST /ts/put/buffered``, ``POST /ts/put/buffered/batch`` (writer, ``ts_put`` quota)
+    Points to the points topic, a JSON point keyed by its series, a batch as binary
+    frames (:func:`~pipeline.ts.producer.frames_by_partition`); a worker buffers them.
+``POST /ts/put`` (writer, ``ts_put`` quota)
+    One point as a one-point Gorilla block plus its WAL entry
+    (:class:`~pipeline.ts.writer.BlockWriter`); answers once both are acknowledged.
+    Queryable at once, no worker needed.
+``GET /ts/buffer/stats`` (writer), ``POST /ts/buffer/flush`` (admin, ``flush`` quota)
+    The workers' buffers, aggregated (:func:`~pipeline.worker.client.aggregate_ts_stats`).
+``GET /ts/query`` (writer)
+    One series' exact points: durable blocks plus what the workers still buffer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from typing import TYPE_CHECKING
+
+import numpy as np
+from aiohttp import web
+
+from pipeline.errors import InvalidRequest
+from pipeline.facade.auth import Role
+from pipeline.facade.middleware import RouteSpec, json_response
+from pipeline.facade.ratelimit import RouteClass
+from pipeline.facade.validation import batch_points, parse_json, point_from_json, series_query
+from pipeline.ts.point import series_key
+from pipeline.ts.producer import frames_by_partition, series_arrays
+from pipeline.worker.query import query_series
+
+if TYPE_CHECKING:
+    from pipeline.facade.app import Facade
+
+__all__ = ["TimeSeriesRoutes"]
+
+_QUERY_STORE = "facade-query-blocks.sqlite"  # the facade's own block store file
+
+
+def _finite_or_text(value: float) -> float | str:
+    """``value``, or for NaN and infinities (which JSON lacks) ``"NaN"``, ``"inf"``, ``"-inf"``."""
+    if math.isfinite(value):
+        return value
+    return "NaN" if math.isnan(value) else ("inf" if value > 0 else "-inf")
+
+
+class TimeSeriesRoutes:
+    """The handlers of the ``/ts/...`` endpoints of one facade."""
+
+    def __init__(self, facade: Facade) -> None:
+        self.facade = facade
+        self.settings = facade.settings
+        self._query_lock = asyncio.Lock()  # one catch-up of the query store at a time
+
+    def routes(self) -> list[RouteSpec]:
+        ts, flush = RouteClass.TS_PUT, RouteClass.FLUSH
+        return [
+            RouteSpec("POST", "/ts/put/buffered", self.put_buffered, Role.WRITER, ts),
+            RouteSpec("POST", "/ts/put/buffered/batch", self.put_buffered_batch, Role.WRITER, ts),
+            RouteSpec("POST", "/ts/put", self.put_direct, Role.WRITER, ts),
+            RouteSpec("GET", "/ts/buffer/stats", self.buffer_stats, Role.WRITER),
+            RouteSpec("POST", "/ts/buffer/flush", self.buffer_flush, Role.ADMIN, flush),
+            RouteSpec("GET", "/ts/query", self.query, Role.WRITER),
+        ]
+
+    def _check_room(self) -> None:
+        facade = self.facade
+        cap = self.settings.ts_auto_buffer.max_total_points
+        facade.check_room(facade.ts_buffer_size(), facade.worker_ts_sizes, cap)
+
+    def _require_buffer(self) -> None:
+        self.facade.require_feature(
+            self.settings.ts_auto_buffer.enabled, "ts_auto_buffer", "/ts/put"
+        )
+
+    def _buffered_answer(self, **extra: int) -> web.Response:
+        body: dict[str, object] = {"success": True, "buffered": True}
+        return json_response(body | extra | {"buffer_size": self.facade.ts_buffer_size()})
+
+    async def put_buffered(self, request: web.Request) -> web.Response:
+        """One JSON point, keyed by its series, to the points topic."""
+        facade = self.facade
+        self._require_buffer()
+        point = point_from_json(parse_json(await request.read()))
+        acked = facade.acked_mode(request)
+        self._check_room()
+        future = facade.produce_keyed(
+            facade.points_topic, point.to_json(), point.series_key().encode()
+        )
+        delivery = facade.track([future], 1)
+        if acked:
+            await facade.durable(delivery)
+        return self._buffered_answer()
+
+    async def put_buffered_batch(self, request: web.Request) -> web.Response:
+        """A JSON array or NDJSON of points, all validated, then sent as binary frames."""
+        facade = self.facade
+        self._require_buffer()
+        points = batch_points(await request.read(), request.content_type)
+        if not points:
+            raise InvalidRequest("the batch holds no points")
+        acked = facade.acked_mode(request)
+        self._check_room()
+        partitions = facade.partitions(facade.points_topic)
+        futures = [
+            facade.producer.produce(facade.points_topic, frame.data, partition=frame.partition)
+            for frame in frames_by_partition(series_arrays(points), partitions)
+        ]
+        delivery = facade.track(futures, len(points))
+        if acked:
+            await facade.durable(delivery)
+        return self._buffered_answer(points=len(points))
+
+    async def put_direct(self, request: web.Request) -> web.Response:
+        """One point as a one-point block + WAL entry; answers once both are acknowledged."""
+        point = point_from_json(parse_json(await request.read()))
+        ts = np.array([point.timestamp_ms], np.int64)
+        vs = np.array([point.value], np.float64)
+        write = self.facade.block_writer.send([(point.series_key(), ts, vs)])
+        await self.facade.durable(self.facade.track(write.futures, 0))
+        return json_response({"success": True, "durable": True})
+
+    async def buffer_stats(self, request: web.Request) -> web.Response:
+        """The workers' TS buffer stats, aggregated."""
+        stats, answers = await self.facade.workers.ts_stats()
+        return json_response(
+            stats
+            | {
+                "workers": len(answers.pages),
+                "workers_unreachable": answers.unreachable,
+                "facade_unacked_points": self.facade.unacked_points,
+            }
+        )
+
+    async def buffer_flush(self, request: web.Request) -> web.Response:
+        """Deliver what this facade accepted, then flush every worker's TS buffer."""
+        await self.facade.drain_pending()
+        flushed, answers = await self.facade.workers.flush_ts()
+        return json_response(
+            {
+                "success": True,
+                "points_flushed": flushed,
+                "workers": len(answers.pages),
+                "workers_unreachable": answers.unreachable,
+            }
+        )
+
+    async def query(self, request: web.Request) -> web.Response:
+        """``metric``, ``entity``, ``tag=k:v``, ``start``/``end`` (ms, inclusive) -> points."""
+        q = series_query(request.query)
+        async with self._query_lock:
+            result = await query_series(
+                self.facade.workers,
+                self.settings,
+                self.facade.bootstrap or "",
+                q.metric,
+                q.entity,
+                q.start_ms,
+                q.end_ms,
+                q.tags,
+                store_path=self.settings.worker.data_dir / _QUERY_STORE,
+            )
+        points = [
+            {"timestamp_ms": t, "value": _finite_or_text(v)}
+            for t, v in zip(result.timestamps.tolist(), result.values.tolist(), strict=True)
+        ]
+        return json_response(
+            {
+                "series": series_key(q.metric, q.entity, q.tags),
+                "count": len(points),
+                "points": points,
+            }
+        )
