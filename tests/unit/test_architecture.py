@@ -228,9 +228,7 @@ def test_no_test_imports_the_conftest() -> None:
 
 def _packages() -> list[str]:
     names = ["pipeline"]
-    names += [
-        f"pipeline.{info.name}" for info in pkgutil.iter_modules([str(ROOT)]) if info.ispkg
-    ]
+    names += [f"pipeline.{info.name}" for info in pkgutil.iter_modules([str(ROOT)]) if info.ispkg]
     return sorted(names)
 
 
