@@ -23,7 +23,7 @@ import msgspec
 import orjson
 
 from pipeline.errors import InvalidRecord
-from pipeline.ts.point import decode_point_json, series_key
+from pipeline.ts.point import check_series_key, decode_point_json, series_key
 
 __all__ = ["DecodedPoint", "JsonPointDecoder"]
 
@@ -90,7 +90,7 @@ class JsonPointDecoder:
             # The reference names the field; it rejects what this rejects.
             decode_point_json(value)
             raise InvalidRecord("field 'tags' must be an object of string to string")
-        key = series_key(wire.metric, wire.entity, tags)
+        key = check_series_key(series_key(wire.metric, wire.entity, tags))
         if len(self._keys) >= _KEY_CACHE_LIMIT:
             self._keys.clear()
         self._keys[(wire.metric, wire.entity, raw_tags)] = key

@@ -44,6 +44,20 @@ _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 _FIELDS = {"metric", "entity", "timestamp_ms", "value", "tags"}
 
 
+MAX_SERIES_KEY_BYTES = 65_535
+"""Longest series key in UTF-8 bytes: what a Gorilla block header can hold (u16)."""
+
+
+def check_series_key(key: str) -> str:
+    """``key`` if a block can hold it; ``InvalidRecord`` naming the limit otherwise."""
+    if len(key) * 4 > MAX_SERIES_KEY_BYTES and len(key.encode()) > MAX_SERIES_KEY_BYTES:
+        raise InvalidRecord(
+            f"the series key (metric, entity and tags) is {len(key.encode())} bytes of UTF-8; "
+            f"at most {MAX_SERIES_KEY_BYTES}"
+        )
+    return key
+
+
 def series_key(metric: str, entity: str, tags: Mapping[str, str] | None = None) -> str:
     """The canonical key of a series: ``[metric, entity, {sorted tags}]`` as compact JSON."""
     ordered = dict(sorted(tags.items())) if tags else {}
@@ -110,7 +124,9 @@ def validate_point(raw: object) -> DataPoint:
         isinstance(k, str) and isinstance(v, str) for k, v in tags.items()
     ):
         raise InvalidRecord("field 'tags' must be an object of string to string")
-    return DataPoint(raw["metric"], raw["entity"], ts, float(value), tags)
+    point = DataPoint(raw["metric"], raw["entity"], ts, float(value), tags)
+    check_series_key(point.series_key())
+    return point
 
 
 def decode_point_json(data: bytes) -> DataPoint:

@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable, Sequence
 from datetime import timedelta
 from typing import Any, cast
@@ -32,6 +33,8 @@ __all__ = [
     "install_vector_stage",
 ]
 
+_LOG = logging.getLogger(__name__)
+
 Stage = Callable[[WorkerApp, WorkerContext], None]
 """Installs agents, timers and hooks on an app; each ingest path has one."""
 
@@ -46,7 +49,15 @@ class _BatchIngest(Service):
         self._task: asyncio.Task[None] | None = None
 
     async def on_start(self) -> None:
-        self._task = asyncio.ensure_future(self.consumer.run(self._stop))
+        self._task = asyncio.ensure_future(self._run())
+
+    async def _run(self) -> None:
+        try:
+            await self.consumer.run(self._stop)
+        except Exception as exc:
+            # Nothing past what is durable was committed: a restart resumes from there.
+            _LOG.critical("consuming %s failed; the worker stops: %s", self.consumer.group, exc)
+            await self.crash(exc)
 
     async def on_stop(self) -> None:
         # Flush, commit and leave the group before the worker's producer goes away.

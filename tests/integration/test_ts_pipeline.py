@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import cast
 
 import numpy as np
+import orjson
 import pytest
 from confluent_kafka import Consumer, Message, Producer
 
@@ -152,5 +153,57 @@ def test_malformed_records_go_to_the_dead_letter_topic_and_the_pipeline_goes_on(
         assert [h[SOURCE_OFFSET] for h in headers] == [b"0", b"1", b"2"]
         assert {h[SOURCE_PARTITION] for h in headers} == {b"0"}
         assert {h[SOURCE_TOPIC] for h in headers} == {topics.topic("ts.points").encode()}
+    finally:
+        assert stop_process(worker) == 0
+
+
+def test_a_series_key_too_long_for_a_block_is_dead_lettered_and_ingest_goes_on(
+    topics: Settings, tmp_path: Path
+) -> None:
+    bootstrap = topics.kafka.bootstrap_servers
+    assert bootstrap is not None
+    poison = orjson.dumps({"metric": "m" * 70_000, "entity": "e", "timestamp_ms": 1, "value": 1.0})
+    raw = Producer({"bootstrap.servers": bootstrap, "message.max.bytes": 1_000_000})
+    raw.produce(topics.topic("ts.points"), poison, key=b"poison", partition=0)
+    assert raw.flush(10) == 0
+    producer = TSProducer(topics)
+    for i in range(10_000):
+        producer.send(
+            orjson.dumps({"metric": "cpu", "entity": "ok", "timestamp_ms": i, "value": i * 0.5}),
+            key=b'["cpu","ok",{}]',
+        )
+    producer.flush()
+
+    worker = start_themis_worker(_fast_flush_env(topics), tmp_path / "worker.log")
+    try:
+        wait_until(
+            lambda: (
+                len(query("cpu", "ok", 0, 10**6, settings=topics, include_buffered=False)) == 10_000
+            ),
+            timeout_s=90,
+            what="every good point durable",
+        )
+        good = query("cpu", "ok", 0, 10**6, settings=topics, include_buffered=False)
+        assert good.values.tolist() == [i * 0.5 for i in range(10_000)]
+        consumer = Consumer(
+            {
+                "bootstrap.servers": bootstrap,
+                "group.id": "dlq-long",
+                "auto.offset.reset": "earliest",
+            }
+        )
+        consumer.subscribe([topics.topic("deadletter")])
+        letter = None
+        for _ in range(100):
+            letter = consumer.poll(0.3)
+            if letter is not None and not letter.error():
+                break
+        consumer.close()
+        assert letter is not None
+        assert letter.value() == poison
+        reason = dict(cast("list[tuple[str, bytes]]", letter.headers() or []))[REASON]
+        limit = b"the series key (metric, entity and tags) is 70011 bytes of UTF-8; at most 65535"
+        assert reason == limit
+        assert worker.poll() is None, "the worker must keep running"
     finally:
         assert stop_process(worker) == 0
