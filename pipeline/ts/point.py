@@ -65,9 +65,31 @@ def series_key(metric: str, entity: str, tags: Mapping[str, str] | None = None) 
 
 
 def parse_series_key(key: str) -> tuple[str, str, dict[str, str]]:
-    """``(metric, entity, tags)`` of a series key."""
-    metric, entity, tags = orjson.loads(key)
-    return str(metric), str(entity), dict(tags)
+    """``(metric, entity, tags)`` of a series key.
+
+    Raises :class:`~pipeline.errors.InvalidRecord` unless ``key`` is exactly what
+    :func:`series_key` makes: a JSON array of a non-empty metric, a non-empty entity and
+    an object of string tags, compact, tags sorted (another spelling of the same series
+    would be stored apart from it).
+    """
+    try:
+        metric, entity, tags = orjson.loads(key)
+    except (orjson.JSONDecodeError, ValueError, TypeError):
+        metric = entity = tags = None
+    if not (
+        isinstance(metric, str)
+        and metric
+        and isinstance(entity, str)
+        and entity
+        and isinstance(tags, dict)
+        and all(isinstance(k, str) and isinstance(v, str) for k, v in tags.items())
+        and series_key(metric, entity, tags) == key
+    ):
+        raise InvalidRecord(
+            f"{key[:200]!r} is not a series key: expected the compact JSON "
+            '["metric","entity",{sorted tags}] that pipeline.ts.series_key() makes'
+        )
+    return metric, entity, tags
 
 
 @dataclass(frozen=True, slots=True)

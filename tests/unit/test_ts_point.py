@@ -88,3 +88,30 @@ def test_frame_with_trailing_bytes_is_rejected() -> None:
     frame = encode_frame([(series_key("a", "b"), np.arange(2, dtype=np.int64), np.ones(2))])
     with pytest.raises(InvalidRecord, match="trailing"):
         decode_frame(frame + b"x")
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        '["m","e",null]',
+        '["m","e"]',
+        '["m","e",{"a":1}]',
+        '["","e",{}]',
+        '["m", "e", {}]',
+        '["m","e",{"b":"2","a":"1"}]',
+        "not json",
+        '{"m":"e"}',
+    ],
+)
+def test_a_frame_whose_series_key_is_not_canonical_is_an_invalid_record(key: str) -> None:
+    with pytest.raises(InvalidRecord, match="is not a series key"):
+        parse_series_key(key)
+    frame = encode_frame([(key, np.array([1], np.int64), np.array([1.0]))])
+    with pytest.raises(InvalidRecord, match="is not a series key"):
+        decode_frame(frame)
+
+
+def test_a_point_whose_series_key_does_not_fit_a_block_is_an_invalid_record() -> None:
+    raw = b'{"metric":"' + b"m" * 70_000 + b'","entity":"e","timestamp_ms":1,"value":1}'
+    with pytest.raises(InvalidRecord, match="is 70011 bytes of UTF-8; at most 65535"):
+        decode_point_json(raw)
