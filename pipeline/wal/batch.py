@@ -342,7 +342,7 @@ def decode_batch(
                 if dictionary is not None
                 else zstandard.ZstdDecompressor()
             )
-            body = decompressor.decompress(compressed, max_output_size=header.uncompressed_bytes)
+            body = _bounded_decompress(decompressor, compressed, header)
         except zstandard.ZstdError as exc:
             raise CorruptBatch(
                 f"WAL batch {header.first_lsn}..{header.last_lsn} does not decompress: {exc}"
@@ -352,6 +352,34 @@ def decode_batch(
             f"WAL batch body is {len(body)} bytes; the header says {header.uncompressed_bytes}"
         )
     return header, _parse_entries(body, header)
+
+
+def _bounded_decompress(
+    decompressor: zstandard.ZstdDecompressor, compressed: memoryview, header: BatchHeader
+) -> bytes:
+    """The body, never more than the header's ``uncompressed_bytes`` held in memory.
+
+    zstandard ignores ``max_output_size`` when the frame declares its content size, so
+    the declared size is checked first; a frame without one is read as a stream and
+    cut off one byte past the limit.
+    """
+    limit = header.uncompressed_bytes
+    declared = zstandard.frame_content_size(compressed)
+    if declared > limit:
+        raise CorruptBatch(
+            f"WAL batch {header.first_lsn}..{header.last_lsn}: its zstd frame declares "
+            f"{declared} bytes, the header {limit}"
+        )
+    if declared >= 0:
+        return decompressor.decompress(compressed)
+    out = bytearray()
+    with decompressor.stream_reader(compressed) as reader:
+        while len(out) <= limit:
+            chunk = reader.read(min(1 << 20, limit + 1 - len(out)))
+            if not chunk:
+                break
+            out += chunk
+    return bytes(out)
 
 
 def _parse_entries(body: bytes, header: BatchHeader) -> list[WalEntry]:

@@ -2,8 +2,15 @@
 
 from __future__ import annotations
 
+import struct
+import subprocess
+import sys
+import zlib
+from pathlib import Path
+
 import numpy as np
 import pytest
+import zstandard
 
 from pipeline.errors import CorruptBatch, UnknownDictionary
 from pipeline.ts.block import encode_block
@@ -112,3 +119,50 @@ def test_out_of_order_entries_are_refused_when_encoding() -> None:
     entries = _entries(3)
     with pytest.raises(ValueError, match="out of order"):
         encode_batch([entries[1], entries[0]], "zstd", 3, "p", first_lsn=1, last_lsn=3)
+
+
+def _with_body(batch: bytes, body: bytes, *, uncompressed: int) -> bytes:
+    """``batch`` with its compressed body replaced (lengths and checksum fixed up)."""
+    head = bytearray(batch[:50])
+    key_len, dict_len = struct.unpack_from("<HI", head, 44)
+    struct.pack_into("<QI", head, 32, uncompressed, len(body))
+    rest = batch[54 : 54 + key_len + dict_len]
+    crc = zlib.crc32(body, zlib.crc32(rest, zlib.crc32(bytes(head))))
+    return bytes(head) + struct.pack("<I", crc) + rest + body
+
+
+_BOMB_CHILD = """
+import resource, sys, zstandard
+from pipeline.errors import CorruptBatch
+from pipeline.wal.batch import decode_batch
+resource.setrlimit(resource.RLIMIT_AS, (400 * 2**20, 400 * 2**20))
+try:
+    decode_batch(open(sys.argv[1], "rb").read())
+except CorruptBatch as exc:
+    print("refused:", exc)
+"""
+
+
+@pytest.mark.parametrize("declare_size", [True, False])
+def test_a_decompression_bomb_is_refused_within_a_memory_limit(
+    tmp_path: Path, declare_size: bool
+) -> None:
+    entry = WalEntry(1, EntryType.TS_BLOCK, 1, b"x" * 100)
+    batch = encode_batch([entry], Codec.ZSTD, 3, "p1", None)
+    # 1 GiB of zeros in a few kilobytes; the header claims 200 bytes.
+    compressor = zstandard.ZstdCompressor(level=1, write_content_size=declare_size)
+    chunk = bytes(1 << 20)
+    bomb = compressor.compressobj()
+    body = b"".join(bomb.compress(chunk) for _ in range(1024)) + bomb.flush()
+    assert len(body) < 100_000
+    path = tmp_path / "bomb.twb"
+    path.write_bytes(_with_body(batch, body, uncompressed=200))
+    done = subprocess.run(
+        [sys.executable, "-c", _BOMB_CHILD, str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.startswith("refused: ")
