@@ -22,6 +22,7 @@ statuses in one place (``pipeline.facade.middleware``)::
      +-- CorruptBatch                     a WAL batch failed its checksum or decode
      |    +-- UnknownDictionary           compressed with a dictionary the replica lacks
      +-- WalGap                           a batch starts beyond the replica's next LSN (retriable)
+     +-- ForeignPrimary                   a batch comes from another primary than the replica's
      +-- ShipFailed                       a replica did not confirm a batch (retriable)
      +-- ReplicaRewind                    a replica needs entries from an earlier LSN (retriable)
      +-- WorkerUnavailable                no worker answers its web pages (retriable)
@@ -59,6 +60,7 @@ __all__ = [
     "CorruptBlock",
     "DeliveryFailed",
     "EnvironmentProblem",
+    "ForeignPrimary",
     "InvalidArgument",
     "InvalidRecord",
     "InvalidRequest",
@@ -183,6 +185,13 @@ class WalGap(ThemisError):
         super().__init__(message)
         self.expected_lsn = expected_lsn
         self.first_lsn = first_lsn
+
+
+class ForeignPrimary(ThemisError):
+    """A batch was written by another primary than the one this replica follows.
+
+    Nothing was applied; a replica follows one primary (its LSNs mean nothing to others).
+    """
 
 
 class ShipFailed(ThemisError):

@@ -30,7 +30,7 @@ import orjson
 from confluent_kafka import OFFSET_BEGINNING, KafkaError, Producer, TopicPartition
 
 from pipeline.config import Settings
-from pipeline.errors import CorruptBatch, WalGap
+from pipeline.errors import CorruptBatch, ForeignPrimary, WalGap
 from pipeline.ingest.deadletter import DeadLetter
 from pipeline.kafka.consumer import LARGE_FETCH, commit_offset, committed_offset, open_consumer
 from pipeline.kafka.producer import durable_producer_config
@@ -130,7 +130,7 @@ def run_kafka_applier(
                 _send_status(producer, settings, replica_name, state, True)
                 last_status = now
                 continue
-            except CorruptBatch as exc:
+            except (CorruptBatch, ForeignPrimary) as exc:
                 stats.corrupt_batches += 1
                 _LOG.error(
                     "WAL applier %s: batch at offset %d dead-lettered: %s",

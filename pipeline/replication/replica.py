@@ -48,7 +48,7 @@ from typing import Any, Final
 import numpy.typing as npt
 
 from pipeline.config import Settings
-from pipeline.errors import CorruptBlock, InvalidRecord, WalGap
+from pipeline.errors import CorruptBatch, CorruptBlock, ForeignPrimary, InvalidRecord, WalGap
 from pipeline.ts.block import decode_block
 from pipeline.ts.store import BlockStore, Points
 from pipeline.vectors.buffer import VectorBatch
@@ -66,6 +66,11 @@ _LSN: Final = ("wal.lsn", 0)
 _TS_ENTRIES: Final = ("wal.ts.entries", 0)
 _VECTOR_NEEDED: Final = ("wal.vector.last_entry_lsn", 0)
 
+
+MAX_LSN: Final = 2**63 - 1
+"""The largest LSN a replica stores (SQLite integers are signed 64-bit)."""
+MAX_LSN_HOLES: Final = 1000
+"""LSNs a batch may skip (WAL records the shipper could not read): its entry limit."""
 
 SNAPSHOT_INTERVAL_S = 1.0
 """The vector index is snapshotted at most this often (and on close). After a crash the
@@ -103,9 +108,22 @@ class ReplicaState:
     Thread-safe: one batch applies at a time; queries may run from any thread.
     """
 
-    def __init__(self, data_dir: Path, settings: Settings) -> None:
+    def __init__(
+        self, data_dir: Path, settings: Settings, *, primary_id: str | None = None
+    ) -> None:
         self.data_dir = Path(data_dir)
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        self._primary_file = self.data_dir / "primary_id"
+        pinned = (
+            self._primary_file.read_text(encoding="utf-8") if self._primary_file.is_file() else None
+        )
+        if primary_id is not None and pinned is not None and pinned != primary_id:
+            raise ForeignPrimary(
+                f"{self.data_dir} holds a replica of primary {pinned!r}, not {primary_id!r}: "
+                "use another data directory for another primary"
+            )
+        self.primary_id: str | None = primary_id or pinned
+        """The primary this replica follows: configured, or the first it heard from."""
         self._lock = threading.RLock()
         self._vector_settings = settings.vector_auto_buffer
         self._store = BlockStore(self.data_dir / "blocks.sqlite")
@@ -194,6 +212,8 @@ class ReplicaState:
             t0 = time.perf_counter()
             header, entries = decode_batch(data, self._dictionaries)
             decompression_ms = (time.perf_counter() - t0) * 1000.0
+            self._check_range(header.first_lsn, header.last_lsn, len(entries))
+            self._check_primary(header.primary_id)
             last_applied = min(self._lsn, self._vector_lsn)
             if header.first_lsn > last_applied + 1:
                 raise WalGap(
@@ -246,6 +266,32 @@ class ReplicaState:
                 entries_skipped=skipped,
                 entries_rejected=rejected,
                 applied_timestamps_ms=tuple(applied_ts),
+            )
+
+    @staticmethod
+    def _check_range(first: int, last: int, entries: int) -> None:
+        """A batch may skip few LSNs (WAL records that could not be read), never jump far."""
+        if last > MAX_LSN:
+            raise CorruptBatch(f"WAL batch ends at LSN {last}, beyond {MAX_LSN}; nothing applied")
+        holes = last - first + 1 - entries
+        if holes > MAX_LSN_HOLES:
+            raise CorruptBatch(
+                f"WAL batch claims LSNs {format_lsn(first)}..{format_lsn(last)} but carries "
+                f"{entries} entries; at most {MAX_LSN_HOLES} LSNs of a batch may be empty"
+            )
+
+    def _check_primary(self, primary_id: str) -> None:
+        """Pin the replica to the first primary it hears from (or the configured one)."""
+        if self.primary_id is None:
+            self._primary_file.parent.mkdir(parents=True, exist_ok=True)
+            tmp = self._primary_file.with_suffix(".tmp")
+            tmp.write_text(primary_id, encoding="utf-8")
+            tmp.replace(self._primary_file)
+            self.primary_id = primary_id
+        elif primary_id != self.primary_id:
+            raise ForeignPrimary(
+                f"this replica follows primary {self.primary_id!r}; a batch from "
+                f"{primary_id!r} was refused and nothing applied"
             )
 
     def _decode(

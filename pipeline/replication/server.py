@@ -33,7 +33,7 @@ from typing import Final
 
 from aiohttp import web
 
-from pipeline.errors import CorruptBatch, UnknownDictionary, WalGap
+from pipeline.errors import CorruptBatch, ForeignPrimary, UnknownDictionary, WalGap
 from pipeline.replication.replica import ReplicaState
 from pipeline.wal.batch import read_header
 from pipeline.wal.entry import format_lsn
@@ -74,13 +74,18 @@ async def handle_wal_apply(request: web.Request) -> web.Response:
                 f"X-Primary-ID is {primary!r} but the batch was written by {header.primary_id!r}",
             )
         result = await asyncio.to_thread(state.apply_batch, body)
-    except UnknownDictionary as exc:
-        return _failure(400, str(exc), need_dictionary=exc.dictionary_id)
-    except CorruptBatch as exc:
-        return _failure(400, str(exc))
-    except WalGap as gap:
-        return _failure(409, str(gap), expected_lsn=format_lsn(gap.expected_lsn))
+    except (CorruptBatch, WalGap, ForeignPrimary) as exc:
+        return _apply_failure(exc)
     return web.json_response(result.to_json())
+
+
+def _apply_failure(exc: CorruptBatch | WalGap | ForeignPrimary) -> web.Response:
+    """400 for a batch that cannot be applied as sent, 409 for a gap, 403 for another primary."""
+    if isinstance(exc, UnknownDictionary):
+        return _failure(400, str(exc), need_dictionary=exc.dictionary_id)
+    if isinstance(exc, WalGap):
+        return _failure(409, str(exc), expected_lsn=format_lsn(exc.expected_lsn))
+    return _failure(403 if isinstance(exc, ForeignPrimary) else 400, str(exc))
 
 
 async def handle_replica_status(request: web.Request) -> web.Response:
