@@ -139,6 +139,9 @@ class VectorOp:
 # -- validation ---------------------------------------------------------------
 
 
+_NUMBER_TYPES: Final = (int, float, list)  # a nested list is reported as not flat
+
+
 def validate_vector(values: npt.ArrayLike, dimension: int) -> Float32s:
     """``values`` as a one-dimensional float32 array of ``dimension`` finite numbers.
 
@@ -147,6 +150,9 @@ def validate_vector(values: npt.ArrayLike, dimension: int) -> Float32s:
     index has 768"), or a NaN, infinite or beyond-float32 component. Returns
     ``values`` itself when it already is such an array, else a new array.
     """
+    if isinstance(values, list | tuple) and not all(type(v) in _NUMBER_TYPES for v in values):
+        # numpy would read "1.5" and True as numbers; JSON sources must send numbers.
+        raise InvalidRecord("field 'vector' must be an array of numbers")
     try:
         # Values beyond float32 become inf, which the finiteness check reports.
         with np.errstate(over="ignore"):

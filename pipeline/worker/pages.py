@@ -96,8 +96,18 @@ class TSFlushPage(View):
 class TSBufferedPage(View):
     async def get(self, request: Request) -> Response:
         stage = context_of(self.app).require_ts()
-        key = request.query["series"]
-        start, end = int(request.query["start"]), int(request.query["end"])
+        try:
+            key = request.query["series"]
+            start, end = int(request.query["start"]), int(request.query["end"])
+        except (KeyError, ValueError):
+            return self.json(
+                {
+                    "success": False,
+                    "error": "query parameters 'series', 'start' and 'end' (integer "
+                    "milliseconds) are required",
+                },
+                status=400,
+            )
         ts, vs = stage.buffer.buffered_points(key, start, end)
         return self.json({"timestamps": _b64(ts, "<i8"), "values": _b64(vs, "<f8")})
 

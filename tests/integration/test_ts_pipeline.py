@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import cast
@@ -205,5 +206,10 @@ def test_a_series_key_too_long_for_a_block_is_dead_lettered_and_ingest_goes_on(
         limit = b"the series key (metric, entity and tags) is 70011 bytes of UTF-8; at most 65535"
         assert reason == limit
         assert worker.poll() is None, "the worker must keep running"
+        page = f"http://127.0.0.1:{topics.worker.web_port}/ts/buffered?series=x"
+        with pytest.raises(urllib.error.HTTPError) as answer:
+            urllib.request.urlopen(page, timeout=5)
+        assert answer.value.code == 400
+        assert b"'start' and 'end'" in answer.value.read()
     finally:
         assert stop_process(worker) == 0

@@ -295,3 +295,12 @@ def test_vector_ops_compare_by_value() -> None:
     assert VectorOp(OpType.ADD, "a", vec(1)) != VectorOp(OpType.ADD, "a", vec(2))
     assert VectorOp(OpType.ADD, "a", vec(1)) != VectorOp(OpType.UPDATE, "a", vec(1))
     assert VectorOp(OpType.REMOVE, "a", None) != VectorOp(OpType.REMOVE, "b", None)
+
+
+@pytest.mark.parametrize("component", ['"1.5"', "true", "null"])
+def test_json_components_that_are_not_numbers_are_rejected_as_the_facade_does(
+    component: str,
+) -> None:
+    data = ('{"op":"add","pk":"a","vector":[' + ",".join(["0.5"] * 7 + [component]) + "]}").encode()
+    with pytest.raises(InvalidRecord, match="field 'vector' must be an array of numbers"):
+        decode_op_json(data, dimension=8)
