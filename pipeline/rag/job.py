@@ -171,17 +171,23 @@ def default_state_path(settings: Settings) -> Path:
 
 
 def _files_under(path: Path) -> tuple[Path, list[Path]]:
-    """``(root, files)``: chunkable files under ``path`` (hidden ones skipped), sorted."""
+    """``(root, files)``: chunkable files under ``path`` (hidden ones skipped), sorted.
+
+    A symbolic link is followed only when it stays inside ``path``: a link out of the
+    folder (to ``/etc``, to a home directory) is skipped, never read.
+    """
     if path.is_file():
         return path.parent, [path]
     if not path.is_dir():
         raise ThemisError(f"{path} is neither a file nor a folder: give a .md/.txt file or folder")
+    root = path.resolve()
     files = [
         p
         for p in path.rglob("*")
         if p.is_file()
         and p.suffix.lower() in SUFFIXES
         and not any(part.startswith(".") for part in p.relative_to(path).parts)
+        and p.resolve().is_relative_to(root)
     ]
     return path, sorted(files)
 

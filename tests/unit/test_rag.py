@@ -263,3 +263,18 @@ def test_public_names_match_all() -> None:
     assert sorted(pipeline.rag.__all__) == pipeline.rag.__all__
     assert set(pipeline.rag.__all__) == public - modules
     assert isinstance(chunk_document("x", "x.txt")[0], Chunk)
+
+
+def test_symbolic_links_out_of_the_folder_are_not_followed(tmp_path: Path) -> None:
+    docs, outside = tmp_path / "docs", tmp_path / "private"
+    _corpus(docs)
+    outside.mkdir()
+    (outside / "secret.md").write_text("# Secret\n\nThe password is hunter2.\n")
+    (docs / "leak.md").symlink_to(outside / "secret.md")
+    (docs / "leakdir").symlink_to(outside, target_is_directory=True)
+    (docs / "inside.md").symlink_to(docs / "a.md")
+    sink = FakeSink()
+    ingest_files(docs, sink, HashingEmbedder(64), state_path=tmp_path / "s.json")
+    texts = " ".join(str(op.metadata.get("text", "")) for op in sink.durable)
+    assert "hunter2" not in texts
+    assert any(pk.startswith("inside.md#") for pk in sink.live())
