@@ -49,7 +49,7 @@ FETCH_OVERRIDES: Final = {
     "max.partition.fetch.bytes": 8 * 1024 * 1024,
     "fetch.max.bytes": 64 * 1024 * 1024,
     "partition.assignment.strategy": "cooperative-sticky",
-    "session.timeout.ms": 10_000,
+    "session.timeout.ms": 6_000,
     "heartbeat.interval.ms": 1_000,
 }
 """librdkafka settings of the stage consumers (larger fetches than the default 1 MiB)."""

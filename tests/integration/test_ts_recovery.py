@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import signal
+import time
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -206,3 +207,35 @@ def test_two_workers_split_partitions_and_a_rebalance_loses_and_doubles_nothing(
         if b is not None:
             assert stop_process(b) == 0
     _assert_store_holds_exactly(topics, tmp_path, data)
+
+
+def test_a_replacement_worker_consumes_within_15_s_of_a_sigkill(
+    topics: Settings, tmp_path: Path
+) -> None:
+    env = settings_as_env(topics) | {"THEMIS_TS_AUTO_BUFFER_FLUSH_INTERVAL_MS": "500"}
+    producer = TSProducer(topics)
+    producer.put({"metric": "beat", "entity": "e", "timestamp_ms": 1, "value": 1.0})
+    producer.flush()
+    port = topics.worker.web_port
+    first = start_themis_worker(env, tmp_path / "worker1.log")
+    try:
+        wait_until(
+            lambda: _stats(port).get("points_buffered", 0) >= 1,
+            timeout_s=60,
+            what="the first worker consuming",
+        )
+    finally:
+        stop_process(first, sig=signal.SIGKILL)
+    killed = time.monotonic()
+    replacement = start_themis_worker(env, tmp_path / "worker2.log")
+    try:
+        producer.put({"metric": "beat", "entity": "e", "timestamp_ms": 2, "value": 2.0})
+        producer.flush()
+        wait_until(
+            lambda: _stats(port).get("points_buffered", 0) >= 1,
+            timeout_s=60,
+            what="the replacement consuming",
+        )
+        assert time.monotonic() - killed < 15.0
+    finally:
+        assert stop_process(replacement) == 0
