@@ -39,8 +39,9 @@ def _demo(args: argparse.Namespace, settings: Settings) -> int:
 
 def _config_show(args: argparse.Namespace, settings: Settings) -> int:
     shown = dataclasses.asdict(settings)
-    if shown["facade"]["api_keys"]:
-        shown["facade"]["api_keys"] = "(set, not shown)"
+    for section, name in (("facade", "api_keys"), ("worker", "page_key")):
+        if shown[section][name]:
+            shown[section][name] = "(set, not shown)"
     print(json.dumps(shown, indent=2, default=str))
     return 0
 

@@ -60,6 +60,9 @@ class WorkerSettings:
     """Port of the worker's web server (metrics); 0 picks a free port."""
     data_dir: Path = Path("var/data")
     """Directory for the worker's local state (block store, snapshots)."""
+    page_key: str = ""
+    """Key every worker page but ``/metrics`` requires (``Authorization: Bearer``); must be
+    set when ``web_host`` is not a loopback address. Clients of the pages send it."""
 
 
 @dataclass(frozen=True)

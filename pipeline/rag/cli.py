@@ -111,11 +111,11 @@ def _rag_ingest(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _rag_search(args: argparse.Namespace, settings: Settings) -> int:
-    from pipeline.worker.client import run_with_client, worker_urls
+    from pipeline.worker.query import search
 
     embedder = _embedder(args, settings.vector_auto_buffer.dimension)
     vector = embedder.embed([args.query])[0]
-    hits, _ = run_with_client(worker_urls(settings), lambda c: c.search(vector, args.k))
+    hits = search(vector, args.k, settings=settings)
     if args.json:
         rows = [{"pk": h.pk, "distance": h.distance, "metadata": h.metadata} for h in hits]
         print(json.dumps(rows, indent=2))

@@ -16,6 +16,7 @@ from faust.app.base import BootStrategy
 from mode import Service
 
 from pipeline.config import Settings
+from pipeline.errors import ConfigError
 from pipeline.ingest.batch_consumer import BatchConsumer
 from pipeline.kafka.broker import require_broker
 from pipeline.kafka.producer import AsyncProducer
@@ -98,6 +99,18 @@ DEFAULT_STAGES: tuple[Stage, ...] = (install_ts_stage, install_vector_stage)
 """The ingest stages a worker runs, in order."""
 
 
+def _refuse_open_pages(settings: Settings) -> None:
+    """The pages flush buffers and dump metadata: beyond loopback they need a key."""
+    host = settings.worker.web_host
+    loopback = host == "localhost" or host.startswith("127.") or host == "::1"
+    if not loopback and not settings.worker.page_key:
+        raise ConfigError(
+            f"worker.web_host is {host!r}, so the worker's pages would answer beyond this "
+            "host without a key: set THEMIS_WORKER_PAGE_KEY (and give the facade the same "
+            "worker settings), or bind 127.0.0.1"
+        )
+
+
 def create_app(
     settings: Settings,
     *,
@@ -112,6 +125,7 @@ def create_app(
     through their own batch consumers; ``faust_streams`` also starts Faust's consumer
     and producer, for stages that install Faust agents.
     """
+    _refuse_open_pages(settings)
     bootstrap = bootstrap_servers or require_broker(settings).bootstrap_servers
     data_dir = settings.worker.data_dir
     data_dir.mkdir(parents=True, exist_ok=True)

@@ -139,17 +139,22 @@ def _points(body: Mapping[str, Any]) -> Points:
 class WorkerClient:
     """Asks the workers at ``urls``; use ``async with`` or call :meth:`close`."""
 
-    def __init__(self, urls: Sequence[str], *, timeout_s: float = DEFAULT_TIMEOUT_S) -> None:
+    def __init__(
+        self, urls: Sequence[str], *, timeout_s: float = DEFAULT_TIMEOUT_S, page_key: str = ""
+    ) -> None:
         if not urls:
             raise InvalidRequest("a worker client needs at least one worker URL")
         self.urls = [u.rstrip("/") for u in urls]
         self.timeout_s = timeout_s
+        self._headers = {"Content-Type": "application/json"}
+        if page_key:
+            self._headers["Authorization"] = f"Bearer {page_key}"
         self._session: aiohttp.ClientSession | None = None
 
     @classmethod
     def from_settings(cls, settings: Settings, **kwargs: Any) -> WorkerClient:
-        """A client of every worker the settings name (:func:`worker_urls`)."""
-        return cls(worker_urls(settings), **kwargs)
+        """A client of every worker the settings name (:func:`worker_urls`), with their key."""
+        return cls(worker_urls(settings), page_key=settings.worker.page_key, **kwargs)
 
     async def __aenter__(self) -> WorkerClient:
         return self
@@ -193,7 +198,7 @@ class WorkerClient:
                 url + path,
                 params=dict(params) if params else None,
                 data=data,
-                headers={"Content-Type": "application/json"},
+                headers=self._headers,
             ) as resp:
                 if resp.status != 200:
                     _LOG.warning("worker %s answered %s to %s", url, resp.status, path)
@@ -309,11 +314,12 @@ def run_with_client(
     call: Callable[[WorkerClient], Awaitable[_T]],
     *,
     timeout_s: float = DEFAULT_TIMEOUT_S,
+    page_key: str = "",
 ) -> _T:
     """Run ``call(client)`` on a fresh event loop with a client of ``urls`` (sync callers)."""
 
     async def run() -> _T:
-        async with WorkerClient(urls, timeout_s=timeout_s) as client:
+        async with WorkerClient(urls, timeout_s=timeout_s, page_key=page_key) as client:
             return await call(client)
 
     return asyncio.run(run())

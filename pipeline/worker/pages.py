@@ -19,13 +19,17 @@ path                       method  answer
 ``/vectors/dump``          GET     every live pk with its metadata (checks, small indexes)
 =========================  ======  ======================================================
 
-:class:`pipeline.worker.client.WorkerClient` is the one client of these pages.
+:class:`pipeline.worker.client.WorkerClient` is the one client of these pages. With
+``worker.page_key`` set, every page but ``/metrics`` answers 401 unless the request
+carries ``Authorization: Bearer <page_key>``; a worker bound beyond loopback refuses to
+start without one (:func:`pipeline.worker.app.create_app`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import hmac
 from typing import Any, Final
 
 import numpy as np
@@ -60,6 +64,26 @@ VECTORS_GET: Final = "/vectors/get"
 VECTORS_DUMP: Final = "/vectors/dump"
 
 
+class _Page(View):
+    """A page that needs ``worker.page_key`` when one is set (every page but metrics)."""
+
+    async def dispatch(self, request: Any) -> Any:
+        key = context_of(self.app).settings.worker.page_key
+        if key:
+            presented = request.headers.get("Authorization", "")
+            expected = f"Bearer {key}"
+            if not hmac.compare_digest(presented.encode(), expected.encode()):
+                return self.json(
+                    {
+                        "success": False,
+                        "error": "this worker page needs 'Authorization: Bearer "
+                        "<worker.page_key>' (THEMIS_WORKER_PAGE_KEY)",
+                    },
+                    status=401,
+                )
+        return await super().dispatch(request)
+
+
 def _b64(array: Any, dtype: str) -> str:
     return base64.b64encode(np.ascontiguousarray(array, dtype).tobytes()).decode()
 
@@ -71,7 +95,7 @@ class MetricsPage(View):
         return self.bytes(body, content_type=CONTENT_TYPE_LATEST.split(";")[0])
 
 
-class TSStatsPage(View):
+class TSStatsPage(_Page):
     async def get(self, request: Request) -> Response:
         stage = context_of(self.app).require_ts()
         body = stage.buffer.stats().to_dict() | {
@@ -84,7 +108,7 @@ class TSStatsPage(View):
         return self.json(body)
 
 
-class TSFlushPage(View):
+class TSFlushPage(_Page):
     async def post(self, request: Request) -> Response:
         stage = context_of(self.app).require_ts()
         before = stage.buffer.stats().points_flushed
@@ -93,7 +117,7 @@ class TSFlushPage(View):
         return self.json({"success": True, "points_flushed": flushed})
 
 
-class TSBufferedPage(View):
+class TSBufferedPage(_Page):
     async def get(self, request: Request) -> Response:
         stage = context_of(self.app).require_ts()
         try:
@@ -112,7 +136,7 @@ class TSBufferedPage(View):
         return self.json({"timestamps": _b64(ts, "<i8"), "values": _b64(vs, "<f8")})
 
 
-class VectorStatsPage(View):
+class VectorStatsPage(_Page):
     async def get(self, request: Request) -> Response:
         stage = context_of(self.app).require_vectors()
         body = stage.stats() | {
@@ -125,13 +149,13 @@ class VectorStatsPage(View):
         return self.json(body)
 
 
-class VectorFlushPage(View):
+class VectorFlushPage(_Page):
     async def post(self, request: Request) -> Response:
         applied = await context_of(self.app).require_vectors().flush()
         return self.json({"success": True, "vectors_flushed": applied})
 
 
-class VectorSearchPage(View):
+class VectorSearchPage(_Page):
     async def post(self, request: Request) -> Response:
         stage = context_of(self.app).require_vectors()
         body = await request.json()
@@ -148,7 +172,7 @@ class VectorSearchPage(View):
         return self.json({"success": True, "results": results})
 
 
-class VectorDumpPage(View):
+class VectorDumpPage(_Page):
     async def get(self, request: Request) -> Response:
         stage = context_of(self.app).require_vectors()
         out: dict[str, Any] = {}
@@ -160,7 +184,7 @@ class VectorDumpPage(View):
         return self.json(out)
 
 
-class VectorGetPage(View):
+class VectorGetPage(_Page):
     async def get(self, request: Request) -> Response:
         """One pk: ``{"pk", "present", "pending", "metadata"}`` (pending: a buffered op)."""
         stage = context_of(self.app).require_vectors()

@@ -81,6 +81,7 @@ def query(
             include_buffered=include_buffered,
             store_path=store_path,
         ),
+        page_key=settings.worker.page_key,
     )
 
 
@@ -97,6 +98,8 @@ def search(
     ``filter`` keeps hits whose metadata has those values (equality match).
     """
     hits, _ = run_with_client(
-        worker_urls(settings), lambda client: client.search(vector, k, ef, filter)
+        worker_urls(settings),
+        lambda client: client.search(vector, k, ef, filter),
+        page_key=settings.worker.page_key,
     )
     return hits

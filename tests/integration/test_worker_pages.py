@@ -1,0 +1,54 @@
+"""The worker's pages: a key when one is set, and no open pages beyond loopback."""
+
+from __future__ import annotations
+
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from pipeline.config import Settings
+from pipeline.errors import ConfigError
+from pipeline.worker.app import create_app
+from tests.fixtures.broker import MakeSettings
+from tests.fixtures.support import settings_as_env, start_themis_worker, stop_process, wait_until
+from tests.fixtures.worker import worker_page
+
+pytestmark = pytest.mark.integration
+
+
+def _status(url: str, headers: dict[str, str] | None = None) -> int:
+    request = urllib.request.Request(url, headers=headers or {})
+    try:
+        with urllib.request.urlopen(request, timeout=5) as resp:
+            return int(resp.status)
+    except urllib.error.HTTPError as exc:
+        return int(exc.code)
+    except OSError:
+        return 0
+
+
+def test_pages_need_the_page_key_when_one_is_set_and_metrics_stay_open(
+    make_settings: MakeSettings, tmp_path: Path
+) -> None:
+    settings: Settings = make_settings(worker={"page_key": "s3cret"})
+    base = f"http://127.0.0.1:{settings.worker.web_port}"
+    worker = start_themis_worker(settings_as_env(settings), tmp_path / "worker.log")
+    try:
+        wait_until(lambda: _status(base + "/metrics") == 200, timeout_s=60, what="the worker")
+        assert _status(base + "/ts/buffer/stats") == 401
+        assert _status(base + "/vectors/dump", {"Authorization": "Bearer wrong"}) == 401
+        assert _status(base + "/ts/buffer/stats", {"Authorization": "Bearer s3cret"}) == 200
+        # The one client of the pages sends the key from the settings.
+        assert "points_buffered" in worker_page(settings, "/ts/buffer/stats")
+    finally:
+        assert stop_process(worker) == 0
+
+
+def test_a_worker_bound_beyond_loopback_refuses_to_start_without_a_page_key(
+    make_settings: MakeSettings,
+) -> None:
+    settings = make_settings(worker={"web_host": "0.0.0.0"})
+    with pytest.raises(ConfigError, match="THEMIS_WORKER_PAGE_KEY"):
+        create_app(settings, bootstrap_servers="127.0.0.1:9")
