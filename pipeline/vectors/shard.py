@@ -21,9 +21,10 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 from confluent_kafka import OFFSET_BEGINNING, TopicPartition
 
@@ -113,7 +114,9 @@ class VectorShard:
     applied_offset: int = 0
     """The input offset the index covers (exclusive)."""
     unsnapshotted: list[tuple[object, int]] = field(default_factory=list)
-    """Ack tokens of operations applied but not yet covered by a snapshot."""
+    """Offset tokens of operations applied but not yet covered by a snapshot."""
+    wal_pending: list[Awaitable[Any]] = field(default_factory=list)
+    """WAL appends of applied batches, awaited before their offsets are released."""
     last_snapshot: float = field(default_factory=time.monotonic)
 
 

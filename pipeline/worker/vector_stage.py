@@ -79,6 +79,7 @@ class VectorStage:
         self.wal = WalWriter(producer, settings.topic("wal"))
         self.dead_letters = DeadLetterWriter(producer, settings.topic("deadletter"), metrics)
         self._lock = asyncio.Lock()
+        self._failure: BaseException | None = None
         self.consumer: BatchConsumer | None = None
         """The batch consumer feeding this stage (set when the worker wires it)."""
 
@@ -108,6 +109,8 @@ class VectorStage:
 
     async def on_batch(self, messages: list[Message]) -> None:
         """Buffer the operations of one batch of records (dead-lettering the bad ones)."""
+        if self._failure is not None:
+            raise self._failure
         per_partition: dict[int, list[VectorOp]] = {}
         ends: dict[int, tuple[int, int]] = {}
         rejected: list[tuple[Message, Exception]] = []
@@ -157,8 +160,10 @@ class VectorStage:
         t0 = time.perf_counter()
         if batch.vectors:
             await asyncio.to_thread(shard.index.apply, batch)
-            # The WAL entry is durable before the snapshot that lets records be acked.
-            await self.wal.append(EntryType.VECTOR_BATCH, batch_payload(batch, self.config))
+            # Awaited by the snapshot: the entry is durable before the offsets move.
+            shard.wal_pending.append(
+                self.wal.append(EntryType.VECTOR_BATCH, batch_payload(batch, self.config))
+            )
         shard.buffer.record_durable(batch.vectors)
         shard.applied_offset = shard.next_offset
         shard.unsnapshotted.extend(batch.tokens)
@@ -167,14 +172,22 @@ class VectorStage:
         self.metrics.vec_current_size.set(self.current_size())
 
     async def _snapshot(self, shard: VectorShard) -> None:
-        """Write a snapshot covering everything applied, then ack what it covers."""
+        """Write a snapshot covering everything applied; once it and the WAL entries of
+        what it covers are durable, release their offsets."""
         shard.last_snapshot = time.monotonic()
         if shard.applied_offset <= shard.snapshot_offset and not shard.unsnapshotted:
             return
         tokens, shard.unsnapshotted = shard.unsnapshotted, []
+        wal, shard.wal_pending = shard.wal_pending, []
         t0 = time.perf_counter()
         await asyncio.to_thread(self.store.snapshot, shard, shard.applied_offset)
         self.metrics.vec_snapshot_duration.observe(time.perf_counter() - t0)
+        try:
+            await asyncio.gather(*wal)
+        except Exception as exc:
+            # A lost WAL entry: its offsets must never commit; the worker stops and replays.
+            self._failure = exc
+            raise
         self.offsets.release_all(tokens)
 
     async def tick(self) -> None:
