@@ -1,72 +1,43 @@
 """``themis demo``: the main job end to end on a local broker, driven through the facade.
 
 Brings up the broker (the one order of preference), applies the topic specs, starts a
-worker and the HTTP facade, sends a sample load (time series and vectors) through the
-facade and the producers, prints the facade's stats and answers, then ships the WAL
-zstd-compressed to a replica cluster and shows that the replica answers the same.
+worker and the HTTP facade as child processes (:mod:`pipeline.worker.process`), sends a
+sample load (time series and vectors) through the facade and the producers, prints the
+facade's stats and answers, then ships the WAL zstd-compressed to a replica cluster and
+shows that the replica answers the same. :func:`run_demo` is what ``themis demo`` runs.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import secrets
 import signal
-import subprocess
-import sys
 import threading
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import numpy as np
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import TopicPartition
 
 from pipeline.config import Settings, child_env, with_overrides
 from pipeline.kafka.broker import running_broker
+from pipeline.kafka.consumer import open_consumer
 from pipeline.kafka.local_broker import LocalKafka, free_port
 from pipeline.kafka.topics import apply_topics
 from pipeline.ts.dataset import devops_dataset
 from pipeline.ts.point import series_key
 from pipeline.ts.producer import TSProducer
 from pipeline.vectors.producer import VectorProducer
+from pipeline.worker.process import ChildProcess, WorkerProcess, themis_command
+
+__all__ = ["FacadeClient", "run_demo"]
 
 
 def _say(message: str) -> None:
     print(f"==> {message}", flush=True)
-
-
-def start_child(args: list[str], env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]:
-    """A child process in its own session, output to ``log_path``."""
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    with log_path.open("ab") as log:
-        return subprocess.Popen(
-            args, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-        )
-
-
-def start_worker_process(settings: Settings, log_path: Path) -> subprocess.Popen[bytes]:
-    """``themis worker`` as a child process with the same settings."""
-    return start_child(
-        [sys.executable, "-m", "pipeline.cli", "worker", "-l", "info"],
-        child_env(settings),
-        log_path,
-    )
-
-
-def stop_worker_process(proc: subprocess.Popen[bytes], timeout_s: float = 30.0) -> int:
-    """SIGTERM a child, wait for a clean exit (it flushes and commits), SIGKILL late."""
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-    return proc.returncode
 
 
 class FacadeClient:
@@ -233,19 +204,14 @@ def demo_vectors(settings: Settings, facade: FacadeClient) -> np.ndarray:
 
 def _wal_end_lsn(settings: Settings) -> int:
     """The LSN of the WAL's last entry now (its high watermark: offset + 1 of the last)."""
-    consumer = Consumer(
-        {"bootstrap.servers": settings.kafka.bootstrap_servers, "group.id": "themis-demo"}
-    )
-    try:
+    with open_consumer(settings.kafka.bootstrap_servers or "", "themis-demo") as consumer:
         _, high = consumer.get_watermark_offsets(TopicPartition(settings.topic("wal"), 0), 10)
         return int(high)
-    finally:
-        consumer.close()
 
 
 def demo_replication(settings: Settings, facade: FacadeClient, probe: np.ndarray) -> None:
     """Add a replica cluster through the facade, ship the WAL, apply it, compare answers."""
-    from pipeline.replication.replica import ReplicaState, run_kafka_applier
+    from pipeline.replication import ReplicaState, run_kafka_applier
 
     replica = LocalKafka("replica")
     record = replica.status() or replica.up()
@@ -331,11 +297,9 @@ def run_demo(settings: Settings) -> int:
         print(f"    {report.topic}: {report.action}")
     logs = settings.worker.data_dir
     _say(f"starting worker and facade (logs: {logs}/demo-*.log)")
-    worker = start_worker_process(settings, logs / "demo-worker.log")
-    facade_proc = start_child(
-        [sys.executable, "-m", "pipeline.cli", "facade"],
-        child_env(settings),
-        logs / "demo-facade.log",
+    worker = WorkerProcess(settings, logs / "demo-worker.log", loglevel="info")
+    facade_proc = ChildProcess(
+        [*themis_command(), "facade"], child_env(settings), logs / "demo-facade.log"
     )
     facade = FacadeClient(settings.facade.port, writer_key, admin_key)
     try:
@@ -347,8 +311,8 @@ def run_demo(settings: Settings) -> int:
         probe = demo_vectors(settings, facade)
         demo_replication(settings, facade, probe)
     finally:
-        _say(f"facade stopped (exit {stop_worker_process(facade_proc)})")
-        _say(f"worker stopped (exit {stop_worker_process(worker)})")
+        _say(f"facade stopped (exit {facade_proc.stop()})")
+        _say(f"worker stopped (exit {worker.stop()})")
     _say(f"demo finished in {time.monotonic() - t0:.1f} s; the brokers keep running")
     print(
         f"    stop them with: themis kafka down --name {settings.kafka.cluster}; "

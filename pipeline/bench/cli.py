@@ -1,89 +1,166 @@
 """``themis bench ts|vectors|wal|http [--quick] [--json]``: the benchmark commands.
 
-Imported when ``themis`` builds its parser, so it imports nothing heavy; each
-benchmark module is imported only when its command runs.
+:data:`BENCHMARKS` is the one table of benchmarks: a name, a help line and the
+module that measures (its ``DEFINITIONS``, ``run(quick, settings)`` and
+``render(result)``, :class:`BenchmarkModule`). Every command runs through
+:func:`pipeline.bench.harness.run_benchmark`, which builds the shared envelope.
+
+Two more sub-commands are the child processes of ``themis bench http``, left out
+of the help: ``themis bench http-bare-server --port N`` (the bare aiohttp server)
+and ``themis bench http-load --plan JSON`` (the load generator; prints its result
+as one JSON line).
+
+Imported when ``themis`` builds its parser, so it imports nothing heavy; a
+benchmark's module is imported only when its command runs.
 """
 
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Final, Protocol
 
 from pipeline.config import Settings
 
-__all__ = ["add_bench_arguments", "add_bench_parser"]
+if TYPE_CHECKING:
+    from pipeline.bench.harness import Benchmark
+
+__all__ = ["BENCHMARKS", "BenchmarkModule", "ListedBenchmark", "add_bench_parser"]
 
 
-def add_bench_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    """The options every benchmark takes: ``--quick`` and ``--json``."""
-    parser.add_argument(
-        "--quick", action="store_true", help="smaller sizes: about one minute instead of minutes"
-    )
-    parser.add_argument(
-        "--json", action="store_true", help="print one JSON object on stdout instead of a table"
-    )
-    return parser
+class BenchmarkModule(Protocol):
+    """What a benchmark module defines (mypy checks each module of the table against it)."""
+
+    DEFINITIONS: Mapping[str, str]
+
+    def run(self, quick: bool, settings: Settings) -> dict[str, object]: ...
+
+    def render(self, result: Mapping[str, object]) -> str: ...
+
+
+@dataclass(frozen=True)
+class ListedBenchmark:
+    """A :class:`~pipeline.bench.harness.Benchmark` whose module loads on first use."""
+
+    name: str
+    help: str
+    load: Callable[[], BenchmarkModule]
+
+    @property
+    def definitions(self) -> Mapping[str, str]:
+        return self.load().DEFINITIONS
+
+    def run(self, quick: bool, settings: Settings) -> dict[str, object]:
+        return self.load().run(quick, settings)
+
+    def render(self, result: Mapping[str, object]) -> str:
+        return self.load().render(result)
+
+
+def _ts() -> BenchmarkModule:
+    from pipeline.bench import ts
+
+    return ts
+
+
+def _vectors() -> BenchmarkModule:
+    from pipeline.bench import vectors
+
+    return vectors
+
+
+def _wal() -> BenchmarkModule:
+    from pipeline.bench import wal
+
+    return wal
+
+
+def _http() -> BenchmarkModule:
+    from pipeline.bench import http
+
+    return http
+
+
+BENCHMARKS: Final[tuple[Benchmark, ...]] = (
+    ListedBenchmark(
+        "ts",
+        "time-series path: compression, codec speed, pipeline throughput, "
+        "auto buffer against one durable write per point",
+        _ts,
+    ),
+    ListedBenchmark(
+        "vectors",
+        "vector path: Kafka -> searchable throughput against bare hnswlib, recall@10, "
+        "buffered against direct writes, bytes per vector",
+        _vectors,
+    ),
+    ListedBenchmark(
+        "wal",
+        "compressed WAL shipping: bytes against uncompressed and Kafka's zstd, "
+        "codec speed, replication lag",
+        _wal,
+    ),
+    ListedBenchmark(
+        "http",
+        "HTTP facade: buffered-put requests/s against a bare aiohttp server, "
+        "server-side p99, batch points/s",
+        _http,
+    ),
+)
 
 
 def add_bench_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Add ``bench ts|vectors|wal`` to ``themis``'s sub-commands (cli.py's ``handler`` way).
+    """Add ``bench ts|vectors|wal|http`` (and ``bench http``'s two children) to ``themis``.
 
     ``subparsers`` is what ``ArgumentParser.add_subparsers`` returned.
     """
     bench = subparsers.add_parser("bench", help="benchmarks against a real Kafka broker")
-    kinds = bench.add_subparsers(dest="benchmark", required=True)
-    ts = kinds.add_parser(
-        "ts",
-        help="time-series path: compression, codec speed, pipeline throughput, "
-        "auto buffer against one durable write per point",
+    kinds = bench.add_subparsers(
+        dest="benchmark",
+        required=True,
+        metavar="{" + ",".join(b.name for b in BENCHMARKS) + "}",
     )
-    add_bench_arguments(ts).set_defaults(handler=_bench_ts)
-    vectors = kinds.add_parser(
-        "vectors",
-        help="vector path: Kafka -> searchable throughput against bare hnswlib, recall@10, "
-        "buffered against direct writes, bytes per vector",
-    )
-    add_bench_arguments(vectors).set_defaults(handler=_bench_vectors)
-    wal = kinds.add_parser(
-        "wal",
-        help="compressed WAL shipping: bytes against uncompressed and Kafka's zstd, "
-        "codec speed, replication lag",
-    )
-    add_bench_arguments(wal).set_defaults(handler=_bench_wal)
-    http = kinds.add_parser(
-        "http",
-        help="HTTP facade: buffered-put requests/s against a bare aiohttp server, "
-        "server-side p99, batch points/s",
-    )
-    add_bench_arguments(http).set_defaults(handler=_bench_http)
+    for benchmark in BENCHMARKS:
+        parser = kinds.add_parser(benchmark.name, help=benchmark.help)
+        parser.add_argument(
+            "--quick",
+            action="store_true",
+            help="smaller sizes: about one minute instead of minutes",
+        )
+        parser.add_argument(
+            "--json",
+            action="store_true",
+            help="print one JSON object on stdout instead of a table",
+        )
+        parser.set_defaults(handler=_run, listed=benchmark)
+    # The children of `bench http`. No help= at all: argparse (3.11) would print
+    # help=SUPPRESS as "==SUPPRESS==" in the list; the metavar above hides the names.
+    bare = kinds.add_parser("http-bare-server")
+    bare.add_argument("--port", type=int, required=True)
+    bare.set_defaults(handler=_http_bare_server)
+    load = kinds.add_parser("http-load")
+    load.add_argument("--plan", required=True, help="a LoadPlan as a JSON object")
+    load.set_defaults(handler=_http_load)
 
 
-def _bench_ts(args: argparse.Namespace, settings: Settings) -> int:
-    from pipeline.bench.harness import emit
-    from pipeline.bench.ts import render_table, run_ts_bench
+def _run(args: argparse.Namespace, settings: Settings) -> int:
+    from pipeline.bench.harness import print_result, run_benchmark
 
-    emit(run_ts_bench(args.quick, settings=settings), as_json=args.json, render=render_table)
+    result = run_benchmark(args.listed, args.quick, settings)
+    print_result(result, args.listed, as_json=args.json)
     return 0
 
 
-def _bench_wal(args: argparse.Namespace, settings: Settings) -> int:
-    from pipeline.bench.harness import emit
-    from pipeline.bench.wal import render_table, run_wal_bench
+def _http_bare_server(args: argparse.Namespace, settings: Settings) -> int:
+    from pipeline.bench.http_load import serve_bare
 
-    emit(run_wal_bench(args.quick, settings=settings), as_json=args.json, render=render_table)
+    serve_bare(args.port)
     return 0
 
 
-def _bench_http(args: argparse.Namespace, settings: Settings) -> int:
-    from pipeline.bench.harness import emit
-    from pipeline.bench.http import render_table, run_http_bench
+def _http_load(args: argparse.Namespace, settings: Settings) -> int:
+    from pipeline.bench.http_load import run_load_command
 
-    emit(run_http_bench(args.quick, settings=settings), as_json=args.json, render=render_table)
-    return 0
-
-
-def _bench_vectors(args: argparse.Namespace, settings: Settings) -> int:
-    from pipeline.bench.harness import emit
-    from pipeline.bench.vectors import render_table, run_vector_bench
-
-    emit(run_vector_bench(args.quick, settings=settings), as_json=args.json, render=render_table)
+    run_load_command(args.plan)
     return 0

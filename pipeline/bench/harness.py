@@ -1,71 +1,125 @@
-"""What benchmarks share: the ``themis bench`` command, polling, a worker process, output.
+"""What every benchmark shares: the protocol, the one runner and its envelope, and the waits.
 
-Every wait polls with a deadline and fails with :class:`BenchmarkFailed` naming what
-it waited for; nothing sleeps in the hope that something happened. Progress goes to
-stderr, so stdout holds only the result (one JSON object with ``--json``).
+A benchmark (:class:`Benchmark`) has a name, a help line, its definitions, a
+``run(quick, settings)`` that returns its figures and a ``render(result)`` that
+turns the whole result into a table. :func:`run_benchmark` runs one and wraps
+its figures in the envelope every benchmark's JSON shares::
 
-This module is imported when ``themis`` builds its parser, so it imports nothing
-heavy; each benchmark module is imported only when its command runs.
+    {"benchmark": NAME, "quick": BOOL,
+     ...the benchmark's figures, ending with where its broker came from...,
+     "machine": {"nproc", "python", "implementation", "platform"},
+     "seconds_total": SECONDS, "definitions": {FIGURE: WHAT IT MEASURES}}
+
+The benchmarks on one broker end their figures with :meth:`BenchBroker.fields`
+(``topic_prefix`` and ``broker``: ``source``, ``bootstrap_servers``,
+``startup_seconds``).
+
+Every wait polls with a deadline and fails with :class:`~pipeline.errors.BenchmarkFailed`
+naming what it waited for; nothing sleeps in the hope that something happened.
+Progress goes to stderr, so stdout holds only the result (one JSON object with
+``--json``). This module imports none of the benchmarks; ``pipeline.bench.cli``
+lists them.
 """
 
 from __future__ import annotations
 
-import argparse
-import http.client
+import contextlib
 import json
 import math
 import os
 import platform
-import signal
-import subprocess
 import sys
+import tempfile
 import time
-from collections.abc import Callable, Mapping, Sequence
+import uuid
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from confluent_kafka.admin import AdminClient
 
-from pipeline.config import Settings, child_env
-from pipeline.errors import BenchmarkFailed, ThemisError
+from pipeline.config import Settings
+from pipeline.errors import BenchmarkFailed
+from pipeline.kafka.broker import BrokerHandle, provide_broker
+from pipeline.worker.client import run_with_client
+from pipeline.worker.process import ChildProcess, WorkerProcess
+
+__all__ = [
+    "BenchBroker",
+    "Benchmark",
+    "WorkerTiming",
+    "bench_broker",
+    "best_rate",
+    "delete_topics_under",
+    "exited",
+    "machine_info",
+    "print_result",
+    "progress",
+    "rounded",
+    "run_benchmark",
+    "time_worker",
+    "wait_for",
+    "worker_page",
+    "worker_running",
+]
 
 _T = TypeVar("_T")
-
-_PACKAGE_ROOT = Path(__file__).resolve().parents[2]
-
-
-def emit(
-    result: Mapping[str, object], *, as_json: bool, render: Callable[[Mapping[str, object]], str]
-) -> None:
-    """Print ``result`` on stdout: one JSON object, or the table ``render`` makes."""
-    if as_json:
-        print(json.dumps(result, indent=2), flush=True)
-    else:
-        print(render(result), flush=True)
+Page = dict[str, Any]
+"""One JSON page of a worker."""
 
 
-def run_bench_main(
-    name: str,
-    description: str,
-    run: Callable[[bool], Mapping[str, object]],
-    render: Callable[[Mapping[str, object]], str],
-    argv: Sequence[str] | None,
-) -> int:
-    """``python -m pipeline.bench.NAME [--quick] [--json]``: parse, run, print; the exit code."""
-    from pipeline.bench.cli import add_bench_arguments
+class Benchmark(Protocol):
+    """One ``themis bench NAME``."""
 
-    parser = add_bench_arguments(
-        argparse.ArgumentParser(prog=f"themis bench {name}", description=description)
-    )
-    args = parser.parse_args(argv)
-    try:
-        emit(run(args.quick), as_json=args.json, render=render)
-    except ThemisError as exc:
-        print(f"themis bench {name}: error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        return 130
-    return 0
+    @property
+    def name(self) -> str:
+        """The sub-command, also the result's ``benchmark``."""
+        ...
+
+    @property
+    def help(self) -> str:
+        """One line for ``themis bench --help``."""
+        ...
+
+    @property
+    def definitions(self) -> Mapping[str, str]:
+        """What each headline figure measures; copied into the result."""
+        ...
+
+    def run(self, quick: bool, settings: Settings) -> dict[str, object]:
+        """Measure (``quick``: smaller sizes) and return the figures."""
+        ...
+
+    def render(self, result: Mapping[str, object]) -> str:
+        """The result (envelope included) as a readable table."""
+        ...
+
+
+def run_benchmark(benchmark: Benchmark, quick: bool, settings: Settings) -> dict[str, object]:
+    """Run ``benchmark`` and return its figures in the envelope of the module docstring.
+
+    Nothing but the result may reach stdout (a broker started for the run prints
+    there), so the run's stdout goes to stderr. Raises
+    :class:`~pipeline.errors.BenchmarkFailed` (or another ``ThemisError``) when a
+    step fails.
+    """
+    begun = time.monotonic()
+    with contextlib.redirect_stdout(sys.stderr):
+        figures = benchmark.run(quick, settings)
+    return {
+        "benchmark": benchmark.name,
+        "quick": quick,
+        **figures,
+        "machine": machine_info(),
+        "seconds_total": round(time.monotonic() - begun, 1),
+        "definitions": dict(benchmark.definitions),
+    }
+
+
+def print_result(result: Mapping[str, object], benchmark: Benchmark, *, as_json: bool) -> None:
+    """Print ``result`` on stdout: one JSON object, or the benchmark's table."""
+    print(json.dumps(result, indent=2) if as_json else benchmark.render(result), flush=True)
 
 
 def progress(message: str) -> None:
@@ -120,71 +174,60 @@ def rounded(value: float, digits: int = 3) -> float:
     return float(f"{value:.{digits}g}")
 
 
-# -- a worker child process -------------------------------------------------------
+# -- a broker for the run -----------------------------------------------------------
 
 
-class WorkerProcess:
-    """``themis worker`` as a child process in its own session, loading ``settings``.
+@dataclass(frozen=True)
+class BenchBroker:
+    """The broker of one run, the root of its topic namespaces and a scratch directory."""
 
-    Output goes to ``log_path``. :meth:`stats` reads one of the worker's JSON web
-    pages; :meth:`stop` ends it with SIGTERM (it flushes and commits), SIGKILL late.
+    handle: BrokerHandle
+    run_id: str
+    """``bench-<pid>-<random>``; every topic of the run is under ``<run_id>.``."""
+    work_dir: Path
+
+    @property
+    def bootstrap(self) -> str:
+        return self.handle.bootstrap_servers
+
+    def fields(self) -> dict[str, object]:
+        """``topic_prefix`` and ``broker``, as the result reports them."""
+        return {
+            "topic_prefix": f"{self.run_id}.",
+            "broker": {
+                "source": self.handle.source,
+                "bootstrap_servers": self.handle.bootstrap_servers,
+                "startup_seconds": self.handle.startup_seconds,
+            },
+        }
+
+
+@contextlib.contextmanager
+def bench_broker(settings: Settings, name: str) -> Iterator[BenchBroker]:
+    """A broker (:func:`~pipeline.kafka.broker.provide_broker`) and a scratch directory.
+
+    ``KAFKA_BOOTSTRAP_SERVERS`` (``settings.kafka.bootstrap_servers``) chooses a given
+    broker, else one is started for the block (Docker, else a local JVM named
+    ``bench-<pid>``) and stopped after it. On a given broker the run's topics are
+    deleted at the end; a broker started here goes away whole.
     """
-
-    def __init__(self, settings: Settings, log_path: Path) -> None:
-        self.settings = settings
-        self.log_path = log_path
-        self.port = settings.worker.web_port
-        log_path.parent.mkdir(parents=True, exist_ok=True)
-        with log_path.open("ab") as log:
-            self._proc = subprocess.Popen(
-                [sys.executable, "-m", "pipeline.cli", "worker", "-l", "warning"],
-                env=child_env(settings),
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                start_new_session=True,
-            )
-
-    def log_tail(self, chars: int = 3000) -> str:
+    run_id = f"bench-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+    progress("finding a broker (KAFKA_BOOTSTRAP_SERVERS, else Docker, else a local JVM)")
+    with (
+        provide_broker(settings, local_name=f"bench-{os.getpid()}") as handle,
+        tempfile.TemporaryDirectory(prefix=f"themis-bench-{name}-") as work_dir,
+    ):
+        progress(
+            f"broker at {handle.bootstrap_servers} ({handle.source}, "
+            f"started in {handle.startup_seconds} s); topics under {run_id}.*"
+        )
         try:
-            return self.log_path.read_text(errors="replace")[-chars:]
-        except OSError:
-            return "(no log written)"
-
-    def stats(self, page: str) -> dict[str, Any] | None:
-        """The JSON of ``page`` (e.g. ``/ts/buffer/stats``); ``None`` while the web server is down.
-
-        Raises :class:`BenchmarkFailed` with the log tail if the worker has exited.
-        """
-        if self._proc.poll() is not None:
-            raise BenchmarkFailed(
-                f"the worker exited with code {self._proc.returncode}; "
-                f"log {self.log_path}:\n{self.log_tail()}"
-            )
-        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=5.0)
-        try:
-            conn.request("GET", page)
-            response = conn.getresponse()
-            body = response.read()
-            if response.status != 200:
-                return None
-        except (OSError, http.client.HTTPException):
-            return None
+            yield BenchBroker(handle, run_id, Path(work_dir))
         finally:
-            conn.close()
-        loaded: dict[str, Any] = json.loads(body)
-        return loaded
-
-    def stop(self, timeout_s: float = 30.0) -> int:
-        """SIGTERM the worker's process group and wait; SIGKILL after ``timeout_s`` seconds."""
-        if self._proc.poll() is None:
-            os.killpg(self._proc.pid, signal.SIGTERM)
-            try:
-                self._proc.wait(timeout=timeout_s)
-            except subprocess.TimeoutExpired:
-                os.killpg(self._proc.pid, signal.SIGKILL)
-                self._proc.wait(timeout=10)
-        return self._proc.returncode
+            if handle.source == "environment":
+                left = delete_topics_under(handle.bootstrap_servers, f"{run_id}.")
+                if left:
+                    progress(f"could not delete topics {', '.join(left)}")
 
 
 def delete_topics_under(bootstrap: str, prefix: str, timeout_s: float = 30.0) -> list[str]:
@@ -203,3 +246,93 @@ def delete_topics_under(bootstrap: str, prefix: str, timeout_s: float = 30.0) ->
         except Exception:  # reported to the caller; a left-over topic is harmless
             failed.append(topic)
     return failed
+
+
+# -- a worker child process -----------------------------------------------------------
+
+
+def exited(child: ChildProcess, what: str) -> None:
+    """Raise :class:`BenchmarkFailed` naming ``what``, with ``child``'s log tail, if it has
+    exited."""
+    if child.returncode is not None:
+        raise BenchmarkFailed(
+            f"{what} exited with code {child.returncode}; log {child.log_path}:\n{child.log_tail()}"
+        )
+
+
+@contextlib.contextmanager
+def worker_running(settings: Settings, log_path: Path) -> Iterator[WorkerProcess]:
+    """``themis worker`` with ``settings`` for the block, stopped at its end (SIGTERM: it
+    flushes and commits; ``worker.stop()`` afterwards returns its exit code). A
+    :class:`BenchmarkFailed` leaving the block carries the worker's log tail."""
+    worker = WorkerProcess(settings, log_path)
+    try:
+        yield worker
+    except BenchmarkFailed as exc:
+        raise BenchmarkFailed(f"{exc}\nworker log tail:\n{worker.log_tail()}") from None
+    finally:
+        worker.stop()
+
+
+def worker_page(worker: WorkerProcess, path: str) -> Page | None:
+    """The JSON of one of ``worker``'s pages (``pipeline.worker.pages``) through
+    :class:`~pipeline.worker.client.WorkerClient`; ``None`` while it does not answer.
+
+    Raises :class:`BenchmarkFailed` if the worker has exited (:func:`worker_running`
+    adds its log tail).
+    """
+    if worker.returncode is not None:
+        raise BenchmarkFailed(f"the worker exited with code {worker.returncode}")
+    return run_with_client([worker.url], lambda c: c.page(worker.url, "GET", path), timeout_s=5.0)
+
+
+@dataclass(frozen=True)
+class WorkerTiming:
+    """A worker's pages when it first consumed input and when all of it was done."""
+
+    first: Page
+    final: Page
+    ready_seconds: float
+    """From launching the worker to the first page showing consumed input."""
+    seconds: float
+    """From that page to the page showing everything done."""
+
+
+def time_worker(
+    worker: WorkerProcess,
+    path: str,
+    *,
+    launched: float,
+    consumed: Callable[[Page], bool],
+    done: Callable[[Page], bool],
+    startup_timeout_s: float,
+    done_timeout_s: float,
+    done_interval_s: float,
+    what: str,
+    done_what: str,
+) -> WorkerTiming:
+    """Poll ``path`` until ``consumed`` (the clock starts), then until ``done`` (it stops).
+
+    ``launched`` is the ``time.monotonic()`` of the worker's launch. Start-up (JVM,
+    Faust, group join) is not timed. A failed wait names ``what`` (the input) or
+    ``done_what`` (the end state); :func:`worker_running` adds the worker's log tail.
+    """
+
+    def probe(test: Callable[[Page], bool]) -> Callable[[], Page | None]:
+        def poll() -> Page | None:
+            page = worker_page(worker, path)
+            return page if page is not None and test(page) else None
+
+        return poll
+
+    first = wait_for(
+        probe(consumed),
+        timeout_s=startup_timeout_s,
+        interval_s=0.02,
+        what=f"the {what} worker to consume its first input",
+    )
+    started = time.monotonic()
+    final = wait_for(
+        probe(done), timeout_s=done_timeout_s, interval_s=done_interval_s, what=done_what
+    )
+    return WorkerTiming(first, final, started - launched, time.monotonic() - started)

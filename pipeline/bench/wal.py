@@ -1,73 +1,59 @@
-"""``themis bench wal``: how much compressed WAL shipping saves, how fast, how far behind.
+"""``themis bench wal [--quick] [--json]``: how much compressed WAL shipping saves, how fast,
+how far behind.
 
-Two WAL streams, built from real payloads:
-
-* **JSON points**: one entry per JSON point as the roadmap's clients send them
-  (``{"metric", "entity", "timestamp_ms", "value", "tags"}``), from
-  :func:`pipeline.ts.dataset.devops_dataset`.
-* **mixed**: Gorilla blocks (1000 points, devops_dataset) and vector batches as op
-  frames (128-dim clustered float32 with four metadata fields), one vector batch per
-  three blocks.
-
-Both are cut into batches of :data:`BATCH_ENTRIES` entries. The result (one JSON
-object with ``--json``; :data:`DEFINITIONS` is copied into it) has for the JSON-points
-stream ``bytes_uncompressed``, ``bytes_shipped_none``, ``bytes_shipped_kafka_zstd``,
+This module holds the benchmark's definitions, sizes, measurements and table; its
+two streams (JSON points, and mixed blocks and vector batches) are built in
+:mod:`pipeline.bench.wal_streams`. Both are cut into batches of
+:data:`~pipeline.bench.wal_streams.BATCH_ENTRIES` entries. The figures
+(:data:`DEFINITIONS` is copied into the result) are, for the JSON-points stream,
+``bytes_uncompressed``, ``bytes_shipped_none``, ``bytes_shipped_kafka_zstd``,
 ``bytes_shipped_batch_zstd`` and ``bandwidth_reduction``, the same under ``mixed``
 plus ``bandwidth_reduction_mixed``, codec speeds at zstd level 3 and replication
-lag percentiles at a stated load.
+lag percentiles at a stated load; then the shared envelope
+(:mod:`pipeline.bench.harness`), whose ``broker`` here names both brokers.
 
-Brokers: the primary is ``KAFKA_BOOTSTRAP_SERVERS`` if given, else Docker or a local
-JVM; the replica is always a local cluster started here (its log segments on disk
-are measured), stopped at the end.
-
-Wiring (one line in ``pipeline/bench/common.py``'s ``add_bench_parser``)::
-
-    add_wal_bench_arguments(kinds.add_parser("wal", help="compressed WAL shipping"))
+Brokers: the primary comes from :func:`pipeline.bench.harness.bench_broker`
+(``KAFKA_BOOTSTRAP_SERVERS``, else Docker, else a local JVM started for the run;
+the run's topics on a given primary are deleted at the end); the replica is
+always a local cluster started here (its log segments on disk are measured),
+stopped at the end.
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
-import sys
-import tempfile
 import threading
 import time
-import uuid
-from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
 import numpy as np
 from confluent_kafka import Producer
 
-from pipeline.bench.harness import (
-    best_rate,
-    machine_info,
-    progress,
-    rounded,
-    run_bench_main,
-    wait_for,
+from pipeline.bench.harness import BenchBroker, bench_broker, best_rate, progress, rounded, wait_for
+from pipeline.bench.wal_streams import (
+    BATCH_ENTRIES,
+    DIMENSION,
+    SEED,
+    chunks,
+    entries,
+    json_point_payloads,
+    mixed_payloads,
 )
-from pipeline.config import Settings, load_settings
+from pipeline.config import Settings, with_overrides
 from pipeline.errors import BenchmarkFailed
-from pipeline.kafka.broker import provide_broker
 from pipeline.kafka.local_broker import LocalKafka
 from pipeline.kafka.topics import TopicSpec, apply_topics, load_specs
-from pipeline.replication.replica import ApplyResult, ReplicaState, run_kafka_applier
-from pipeline.replication.shipper import WalShipper
-from pipeline.ts.block import encode_block
-from pipeline.ts.dataset import devops_dataset
-from pipeline.ts.point import DataPoint
-from pipeline.vectors.ops import OpType, VectorOp, encode_op_frame
+from pipeline.replication import ApplyResult, ReplicaState, WalShipper, run_kafka_applier
 from pipeline.wal.batch import decode_batch, encode_batch
-from pipeline.wal.entry import EntryType, WalEntry, encode_entry_record
+from pipeline.wal.entry import EntryType, encode_entry_record
 
-BATCH_ENTRIES: Final = 1000
+__all__ = ["DEFINITIONS", "FULL", "LEVEL", "QUICK", "Sizes", "render", "run"]
+
 LEVEL: Final = 3
-DIMENSION: Final = 128
-SEED: Final = 7
+"""The zstd level of every compressed batch."""
 
 DEFINITIONS: Mapping[str, str] = {
     "bytes_uncompressed": "sum of the WAL entry records (the bytes on the primary's WAL topic)",
@@ -89,6 +75,8 @@ DEFINITIONS: Mapping[str, str] = {
 
 @dataclass(frozen=True)
 class Sizes:
+    """How big each stream is, and the load of the lag measurement (entries per second)."""
+
     json_series: int
     json_points_per_series: int
     ts_series: int
@@ -99,81 +87,8 @@ class Sizes:
     lag_vectors_per_batch: int
 
 
-QUICK = Sizes(50, 400, 40, 4000, 100, 100, 10.0, 10)
-FULL = Sizes(200, 1000, 100, 10000, 100, 200, 30.0, 10)
-
-
-# -- streams ----------------------------------------------------------------------------
-
-
-def _metric_entity(key: str) -> tuple[str, str, dict[str, str]]:
-    """``metric{host=h}`` (devops_dataset's key) as the fields of a client's JSON point."""
-    metric, _, rest = key.partition("{")
-    host = rest.rstrip("}").partition("=")[2]
-    return metric, host, {"env": "prod", "dc": "eu-west-1"}
-
-
-def json_point_payloads(series: int, points: int) -> list[tuple[EntryType, bytes]]:
-    """One entry per JSON point, interleaved across series as they arrive."""
-    data = devops_dataset(series, points, seed=SEED)
-    parsed = [(_metric_entity(key), ts, vs) for key, ts, vs in data]
-    out: list[tuple[EntryType, bytes]] = []
-    for i in range(points):
-        for (metric, entity, tags), ts, vs in parsed:
-            point = DataPoint(metric, entity, int(ts[i]), float(vs[i]), tags)
-            out.append((EntryType.TS_BLOCK, point.to_json()))
-    return out
-
-
-def _vector_frame(rng: np.random.Generator, centers: Any, n: int, start: int) -> bytes:
-    ops = []
-    for j in range(n):
-        c = int(rng.integers(0, len(centers)))
-        vector = (centers[c] + rng.normal(0, 0.05, DIMENSION)).astype(np.float32)
-        metadata = {
-            "category": f"cat-{c}",
-            "source": "crawler" if j % 2 else "upload",
-            "lang": "en",
-            "created_ms": 1_700_000_000_000 + start + j,
-        }
-        ops.append(VectorOp(OpType.ADD, f"doc-{start + j}", vector, metadata))
-    return encode_op_frame(ops, DIMENSION)
-
-
-def mixed_payloads(
-    series: int, points: int, vectors_per_batch: int, seed: int = SEED
-) -> list[tuple[EntryType, bytes]]:
-    """Gorilla blocks of 1000 points and, after every three, one vector batch."""
-    rng = np.random.default_rng(seed)
-    centers = rng.normal(0, 1, (16, DIMENSION))
-    out: list[tuple[EntryType, bytes]] = []
-    pk = 0
-    data = devops_dataset(series, points, seed=seed)
-    for start in range(0, points, 1000):
-        for key, ts, vs in data:
-            out.append(
-                (
-                    EntryType.TS_BLOCK,
-                    encode_block(key, ts[start : start + 1000], vs[start : start + 1000]),
-                )
-            )
-            if len(out) % 4 == 3:
-                out.append(
-                    (EntryType.VECTOR_BATCH, _vector_frame(rng, centers, vectors_per_batch, pk))
-                )
-                pk += vectors_per_batch
-    return out
-
-
-def _entries(payloads: Sequence[tuple[EntryType, bytes]]) -> list[WalEntry]:
-    return [
-        WalEntry(lsn, t, 1_700_000_000_000 + lsn, p) for lsn, (t, p) in enumerate(payloads, start=1)
-    ]
-
-
-def _chunks(entries: list[WalEntry]) -> Iterator[list[WalEntry]]:
-    for start in range(0, len(entries), BATCH_ENTRIES):
-        yield entries[start : start + BATCH_ENTRIES]
+QUICK: Final = Sizes(50, 400, 40, 4000, 100, 100, 10.0, 10)
+FULL: Final = Sizes(200, 1000, 100, 10000, 100, 200, 30.0, 10)
 
 
 # -- bytes --------------------------------------------------------------------------------
@@ -231,15 +146,16 @@ def _measure_bytes(
     bootstrap: str,
     run_id: str,
 ) -> dict[str, Any]:
-    entries = _entries(payloads)
-    uncompressed = sum(len(encode_entry_record(e.type, e.timestamp_ms, e.payload)) for e in entries)
-    plain = [encode_batch(c, "none", LEVEL, "bench") for c in _chunks(entries)]
-    packed = [encode_batch(c, "zstd", LEVEL, "bench") for c in _chunks(entries)]
-    progress(f"{name}: {len(entries):,} entries, {uncompressed:,} bytes; producing to the replica")
+    """Bytes of one stream: entry records, our batches (none, zstd) and Kafka's zstd."""
+    stream = entries(payloads)
+    uncompressed = sum(len(encode_entry_record(e.type, e.timestamp_ms, e.payload)) for e in stream)
+    plain = [encode_batch(c, "none", LEVEL, "bench") for c in chunks(stream)]
+    packed = [encode_batch(c, "zstd", LEVEL, "bench") for c in chunks(stream)]
+    progress(f"{name}: {len(stream):,} entries, {uncompressed:,} bytes; producing to the replica")
     kafka_zstd = _kafka_zstd_bytes(cluster, bootstrap, f"themis.{run_id}{name}", plain)
     ours = sum(map(len, packed))
     return {
-        "entries": len(entries),
+        "entries": len(stream),
         "batches": len(packed),
         "bytes_uncompressed": uncompressed,
         "bytes_shipped_none": sum(map(len, plain)),
@@ -251,11 +167,14 @@ def _measure_bytes(
 
 
 def _measure_codec(payloads: list[tuple[EntryType, bytes]]) -> tuple[float, float]:
-    entries = _entries(payloads)
-    chunks = list(_chunks(entries))
-    body = sum(len(encode_entry_record(e.type, e.timestamp_ms, e.payload)) for e in entries)
-    packed = [encode_batch(c, "zstd", LEVEL, "bench") for c in chunks]
-    compress = best_rate(lambda: [encode_batch(c, "zstd", LEVEL, "bench") for c in chunks], body, 3)
+    """``(compress, decompress)`` MB (1e6 bytes) per second of entry records, best of 3."""
+    stream = entries(payloads)
+    batches = list(chunks(stream))
+    body = sum(len(encode_entry_record(e.type, e.timestamp_ms, e.payload)) for e in stream)
+    packed = [encode_batch(c, "zstd", LEVEL, "bench") for c in batches]
+    compress = best_rate(
+        lambda: [encode_batch(c, "zstd", LEVEL, "bench") for c in batches], body, 3
+    )
     decompress = best_rate(lambda: [decode_batch(b) for b in packed], body, 3)
     return compress / 1e6, decompress / 1e6
 
@@ -263,9 +182,26 @@ def _measure_codec(payloads: list[tuple[EntryType, bytes]]) -> tuple[float, floa
 # -- lag -----------------------------------------------------------------------------------
 
 
+def _append_at_rate(
+    producer: Producer, topic: str, payloads: list[tuple[EntryType, bytes]], per_s: int
+) -> None:
+    """Append ``payloads`` to the WAL ``topic``, ``per_s`` entries a second, each stamped
+    with the wall clock when appended; then flush."""
+    t0 = time.monotonic()
+    for i, (entry_type, payload) in enumerate(payloads):
+        delay = t0 + i / per_s - time.monotonic()
+        if delay > 0:
+            time.sleep(delay)
+        value = encode_entry_record(entry_type, int(time.time() * 1000), payload)
+        producer.produce(topic, value, partition=0)
+        producer.poll(0)
+    producer.flush(30)
+
+
 def _measure_lag(
     settings: Settings, primary: str, replica: str, sizes: Sizes, work_dir: Path
 ) -> dict[str, Any]:
+    """Ship a WAL at a steady load to a Kafka replica; lag from append to apply (ms)."""
     wal_spec = [spec for spec in load_specs() if spec.name == "wal"]
     apply_topics(primary, settings, wal_spec)
     count = int(sizes.lag_entries_per_s * sizes.lag_seconds)
@@ -294,19 +230,9 @@ def _measure_lag(
     producer = Producer(
         {"bootstrap.servers": primary, "acks": "all", "linger.ms": 0, "enable.idempotence": True}
     )
-    topic = settings.topic("wal")
     progress(f"lag: {count:,} entries at {sizes.lag_entries_per_s} entries/s")
     try:
-        t0 = time.monotonic()
-        for i, (entry_type, payload) in enumerate(payloads):
-            due = t0 + i / sizes.lag_entries_per_s
-            delay = due - time.monotonic()
-            if delay > 0:
-                time.sleep(delay)
-            value = encode_entry_record(entry_type, int(time.time() * 1000), payload)
-            producer.produce(topic, value, partition=0)
-            producer.poll(0)
-        producer.flush(30)
+        _append_at_rate(producer, settings.topic("wal"), payloads, sizes.lag_entries_per_s)
         wait_for(
             lambda: True if state.last_applied_lsn >= count else None,
             timeout_s=120,
@@ -339,53 +265,64 @@ def _measure_lag(
 # -- the run -------------------------------------------------------------------------------
 
 
-def run_wal_bench(quick: bool, *, settings: Settings | None = None) -> dict[str, object]:
-    """Run every measurement; returns the result described in the module docstring."""
-    settings = settings if settings is not None else load_settings()
-    sizes = QUICK if quick else FULL
-    begun = time.monotonic()
-    run_id = f"benchwal{os.getpid()}{uuid.uuid4().hex[:6]}"
-    with contextlib.redirect_stdout(sys.stderr):
-        progress("building the streams (devops_dataset, 128-dim clustered vectors)")
-        json_payloads = json_point_payloads(sizes.json_series, sizes.json_points_per_series)
-        mixed = mixed_payloads(sizes.ts_series, sizes.ts_points_per_series, sizes.vectors_per_batch)
-        progress(f"codec speed, zstd level {LEVEL}")
-        compress, decompress = _measure_codec(mixed)
-        replica_cluster = LocalKafka(f"bench-wal-replica-{os.getpid()}")
-        with (
-            provide_broker(settings, local_name=f"bench-wal-{os.getpid()}") as broker,
-            tempfile.TemporaryDirectory(prefix="themis-bench-wal-") as work_dir,
-        ):
-            progress(
-                f"primary at {broker.bootstrap_servers} ({broker.source}); starting the replica"
+def _lag_settings(settings: Settings, broker: BenchBroker) -> Settings:
+    return with_overrides(
+        settings,
+        {
+            "kafka": {"bootstrap_servers": broker.bootstrap, "topic_namespace": broker.run_id},
+            "worker": {"app_id": broker.run_id},
+            "vector_auto_buffer": {"dimension": DIMENSION},
+        },
+    )
+
+
+def _broker_figures(
+    settings: Settings,
+    sizes: Sizes,
+    streams: Mapping[str, list[tuple[EntryType, bytes]]],
+    replica_cluster: LocalKafka,
+) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any], str]:
+    """``(json bytes, mixed bytes, lag, primary source)``: every figure that needs a broker."""
+    with bench_broker(settings, "wal") as broker:
+        progress(f"primary at {broker.bootstrap} ({broker.handle.source}); starting the replica")
+        replica = replica_cluster.up().bootstrap_servers
+        try:
+            json_bytes = _measure_bytes(
+                "json", streams["json"], replica_cluster, replica, broker.run_id
             )
-            replica = replica_cluster.up().bootstrap_servers
-            try:
-                json_bytes = _measure_bytes("json", json_payloads, replica_cluster, replica, run_id)
-                mixed_bytes = _measure_bytes("mixed", mixed, replica_cluster, replica, run_id)
-                lag_settings = replace(
-                    settings,
-                    kafka=replace(
-                        settings.kafka,
-                        bootstrap_servers=broker.bootstrap_servers,
-                        topic_namespace=run_id,
-                    ),
-                    worker=replace(settings.worker, app_id=run_id),
-                    vector_auto_buffer=replace(settings.vector_auto_buffer, dimension=DIMENSION),
-                )
-                lag = _measure_lag(
-                    lag_settings, broker.bootstrap_servers, replica, sizes, Path(work_dir)
-                )
-            finally:
-                replica_cluster.down()
+            mixed_bytes = _measure_bytes(
+                "mixed", streams["mixed"], replica_cluster, replica, broker.run_id
+            )
+            lag_settings = _lag_settings(settings, broker)
+            lag = _measure_lag(lag_settings, broker.bootstrap, replica, sizes, broker.work_dir)
+        finally:
+            replica_cluster.down()
+    return json_bytes, mixed_bytes, lag, broker.handle.source
+
+
+def run(quick: bool, settings: Settings) -> dict[str, object]:
+    """Measure everything; the figures described in the module docstring.
+
+    ``quick`` picks :data:`QUICK` over :data:`FULL`; ``settings`` are the ones
+    ``themis`` loaded (``kafka.bootstrap_servers`` chooses a given primary). Raises
+    :class:`~pipeline.errors.BenchmarkFailed` when a step fails.
+    """
+    sizes = QUICK if quick else FULL
+    progress("building the streams (devops_dataset, 128-dim clustered vectors)")
+    streams = {
+        "json": json_point_payloads(sizes.json_series, sizes.json_points_per_series),
+        "mixed": mixed_payloads(
+            sizes.ts_series, sizes.ts_points_per_series, sizes.vectors_per_batch
+        ),
+    }
+    progress(f"codec speed, zstd level {LEVEL}")
+    compress, decompress = _measure_codec(streams["mixed"])
+    replica_cluster = LocalKafka(f"bench-wal-replica-{os.getpid()}")
+    json_bytes, mixed_bytes, lag, primary = _broker_figures(
+        settings, sizes, streams, replica_cluster
+    )
     return {
-        "benchmark": "wal",
-        "quick": quick,
-        "bytes_uncompressed": json_bytes["bytes_uncompressed"],
-        "bytes_shipped_none": json_bytes["bytes_shipped_none"],
-        "bytes_shipped_kafka_zstd": json_bytes["bytes_shipped_kafka_zstd"],
-        "bytes_shipped_batch_zstd": json_bytes["bytes_shipped_batch_zstd"],
-        "bandwidth_reduction": json_bytes["bandwidth_reduction"],
+        **{name: json_bytes[name] for name in _HEADLINE_BYTES},
         "bandwidth_reduction_mixed": mixed_bytes["bandwidth_reduction"],
         "compress_mb_per_s": rounded(compress),
         "decompress_mb_per_s": rounded(decompress),
@@ -404,14 +341,21 @@ def run_wal_bench(quick: bool, *, settings: Settings | None = None) -> dict[str,
             "batch_entries": BATCH_ENTRIES,
             "zstd_level": LEVEL,
         },
-        "broker": {"primary": broker.source, "replica": "local"},
-        "machine": machine_info(),
-        "seconds_total": round(time.monotonic() - begun, 1),
-        "definitions": dict(DEFINITIONS),
+        "broker": {"primary": primary, "replica": "local"},
     }
 
 
-def render_table(result: Mapping[str, object]) -> str:
+_HEADLINE_BYTES: Final = (
+    "bytes_uncompressed",
+    "bytes_shipped_none",
+    "bytes_shipped_kafka_zstd",
+    "bytes_shipped_batch_zstd",
+    "bandwidth_reduction",
+)
+"""The JSON-points stream's byte figures, also at the top of the result."""
+
+
+def render(result: Mapping[str, object]) -> str:
     """The headline figures as lines (the JSON has every detail)."""
     r: Any = result
     rows = [
@@ -430,12 +374,3 @@ def render_table(result: Mapping[str, object]) -> str:
     ]
     width = max(len(name) for name, _ in rows)
     return "\n".join(f"{name:<{width}}  {value}" for name, value in rows)
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m pipeline.bench.wal [--quick] [--json]``; returns the exit code."""
-    return run_bench_main("wal", "Compressed WAL shipping.", run_wal_bench, render_table, argv)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

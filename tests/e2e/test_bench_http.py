@@ -1,4 +1,4 @@
-"""``python -m pipeline.bench.http --quick --json`` end to end against the session broker."""
+"""``themis bench http --quick --json`` end to end against the session broker."""
 
 from __future__ import annotations
 

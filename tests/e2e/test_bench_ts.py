@@ -1,4 +1,4 @@
-"""``python -m pipeline.bench.ts --quick --json`` end to end against the session broker."""
+"""``themis bench ts --quick --json`` end to end against the session broker."""
 
 from __future__ import annotations
 

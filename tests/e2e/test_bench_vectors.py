@@ -1,4 +1,4 @@
-"""``python -m pipeline.bench.vectors --quick --json`` end to end against the session broker."""
+"""``themis bench vectors --quick --json`` end to end against the session broker."""
 
 from __future__ import annotations
 

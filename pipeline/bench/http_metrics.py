@@ -1,0 +1,91 @@
+"""The facade's own latency, read from its ``/metrics`` for the HTTP benchmark.
+
+The facade records every request in the ``facade_request_duration_seconds``
+histogram. :func:`histogram_buckets` reads one label set's cumulative bucket counts
+out of a scrape; :func:`bucket_quantile` takes a quantile of the observations
+between two scrapes the way Prometheus' ``histogram_quantile`` does.
+"""
+
+from __future__ import annotations
+
+import http.client
+import re
+from collections.abc import Mapping
+from typing import Final
+
+from pipeline.errors import BenchmarkFailed
+
+__all__ = ["HISTOGRAM", "bucket_quantile", "histogram_buckets", "loopback_get", "scrape"]
+
+HISTOGRAM: Final = "facade_request_duration_seconds"
+
+_BUCKET_LINE: Final = re.compile(r"^" + HISTOGRAM + r"_bucket\{(?P<labels>[^}]*)\} (?P<count>\S+)$")
+_LABEL: Final = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
+
+
+def loopback_get(port: int, path: str) -> tuple[int, bytes] | None:
+    """``(status, body)`` of a GET on 127.0.0.1, ``None`` while nothing listens."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        conn.request("GET", path)
+        response = conn.getresponse()
+        return response.status, response.read()
+    except (OSError, http.client.HTTPException):
+        return None
+    finally:
+        conn.close()
+
+
+def scrape(port: int) -> str:
+    """The Prometheus exposition at ``/metrics`` on ``port``."""
+    answer = loopback_get(port, "/metrics")
+    if answer is None or answer[0] != 200:
+        raise BenchmarkFailed(f"GET /metrics on port {port} answered {answer}")
+    return answer[1].decode()
+
+
+def histogram_buckets(
+    metrics_text: str, route: str, method: str, status: str
+) -> dict[float, float]:
+    """Cumulative counts by upper bound (seconds; ``inf`` last) of one label set."""
+    buckets: dict[float, float] = {}
+    for line in metrics_text.splitlines():
+        match = _BUCKET_LINE.match(line)
+        if match is None:
+            continue
+        labels = dict(_LABEL.findall(match["labels"]))
+        if (labels.get("route"), labels.get("method"), labels.get("status")) == (
+            route,
+            method,
+            status,
+        ):
+            buckets[float(labels["le"])] = float(match["count"])
+    return dict(sorted(buckets.items()))
+
+
+def bucket_quantile(
+    before: Mapping[float, float], after: Mapping[float, float], q: float
+) -> tuple[float, float, float]:
+    """The ``q`` quantile (seconds) of the observations between two scrapes.
+
+    Linear interpolation inside the bucket holding it, as Prometheus'
+    ``histogram_quantile`` does (the first bucket starts at 0; a quantile in the
+    ``+Inf`` bucket is the highest finite bound). Returns ``(value, lower, upper)``
+    with the bounds of that bucket.
+    """
+    bounds = sorted(after)
+    counts = [after[b] - before.get(b, 0.0) for b in bounds]
+    total = counts[-1] if counts else 0.0
+    if total <= 0:
+        raise BenchmarkFailed("the facade's histogram recorded no requests in the run")
+    rank = q * total
+    lower, below = 0.0, 0.0
+    for bound, cumulative in zip(bounds, counts, strict=True):
+        if cumulative >= rank:
+            if bound == float("inf"):
+                return lower, lower, bound
+            inside = cumulative - below
+            share = (rank - below) / inside if inside else 1.0
+            return lower + (bound - lower) * share, lower, bound
+        lower, below = bound, cumulative
+    return lower, lower, float("inf")
