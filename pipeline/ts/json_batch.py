@@ -10,8 +10,12 @@ accept the same values, reject the same values with the reference's reason, and 
 the same keys and bit-identical values (``tests/unit/test_json_batch.py`` checks that
 differentially).
 
-Values are decoded one by one, never spliced into one JSON array: two malformed
-records could otherwise combine into valid points.
+A whole batch is decoded in one call when it can be done safely: the values are
+joined with newlines and decoded as JSON lines (``Decoder.decode_lines``), but only when
+no value holds a newline itself, so every line is exactly one record. Values are never
+spliced into one JSON array: two malformed records could combine into valid points
+there. A batch that does not decode that way (a bad record, a frame, a newline in a
+value) is decoded record by record.
 """
 
 from __future__ import annotations
@@ -70,6 +74,9 @@ class JsonPointDecoder:
 
     def decode_many(self, values: Sequence[bytes]) -> list[DecodedPoint | InvalidRecord]:
         """Every record's point, or the error that rejects it, in the order given."""
+        fast = self.decode_lines(values)
+        if fast is not None:
+            return fast
         out: list[DecodedPoint | InvalidRecord] = []
         append = out.append
         decode = self.decode
@@ -78,6 +85,39 @@ class JsonPointDecoder:
                 append(decode(value))
             except InvalidRecord as exc:
                 append(exc)
+        return out
+
+    def decode_lines(self, values: Sequence[bytes]) -> list[DecodedPoint | InvalidRecord] | None:
+        """The batch decoded in one call, or ``None`` when it must go record by record.
+
+        ``None`` when a value holds a newline or any value fails the typed decoding;
+        otherwise every value's point, or the error of a value whose tags or series key
+        the reference rejects.
+        """
+        if not values:
+            return []
+        joined = b"\n".join(values)
+        if joined.count(b"\n") != len(values) - 1:
+            return None
+        try:
+            wires = _DECODE.decode_lines(joined)
+        except _FAST_FAILURES:
+            return None
+        if len(wires) != len(values):
+            return None
+        out: list[DecodedPoint | InvalidRecord] = []
+        append = out.append
+        keys = self._keys
+        for wire, value in zip(wires, values, strict=True):
+            raw_tags = bytes(wire.tags)
+            key = keys.get((wire.metric, wire.entity, raw_tags))
+            if key is None:
+                try:
+                    key = self._series_key(wire, raw_tags, value)
+                except InvalidRecord as exc:
+                    append(exc)
+                    continue
+            append((key, wire.timestamp_ms, wire.value))
         return out
 
     def _series_key(self, wire: _WirePoint, raw_tags: bytes, value: bytes) -> str:

@@ -36,8 +36,8 @@ from pipeline.ingest.offsets import OffsetTracker
 from pipeline.kafka.producer import AsyncProducer
 from pipeline.metrics import PipelineMetrics
 from pipeline.ts.buffer import PointRun, SeriesBatch, TSAutoBuffer
-from pipeline.ts.json_batch import JsonPointDecoder
-from pipeline.ts.point import FRAME_MAGIC, decode_frame
+from pipeline.ts.json_batch import DecodedPoint, JsonPointDecoder
+from pipeline.ts.point import FRAME_MAGIC, SeriesArrays, decode_frame
 from pipeline.ts.writer import BlockWrite, BlockWriter
 from pipeline.wal.writer import WalWriter
 
@@ -95,6 +95,31 @@ class TSStage:
         await self._write_behind(batches)
         self.metrics.ts_points_buffered.inc(sum(units.values()))
 
+    def _decode_all(
+        self, messages: list[Message]
+    ) -> list[DecodedPoint | InvalidRecord | list[SeriesArrays]]:
+        """Each record as a point, a frame's series, or the error that rejects it.
+
+        A batch of JSON points is decoded in one call when it can be
+        (:meth:`~pipeline.ts.json_batch.JsonPointDecoder.decode_lines`), else record by
+        record.
+        """
+        values = [message.value() for message in messages]
+        if all(value is not None for value in values):
+            fast = self._decoder.decode_lines(cast(list[bytes], values))
+            if fast is not None:
+                return cast(list[DecodedPoint | InvalidRecord | list[SeriesArrays]], fast)
+        out: list[DecodedPoint | InvalidRecord | list[SeriesArrays]] = []
+        decode = self._decoder.decode
+        for value in values:
+            try:
+                if value is None:
+                    raise InvalidRecord("record has no value")
+                out.append(decode_frame(value) if value.startswith(FRAME_MAGIC) else decode(value))
+            except InvalidRecord as exc:
+                out.append(exc)
+        return out
+
     def _group(
         self, messages: list[Message]
     ) -> tuple[
@@ -106,18 +131,17 @@ class TSStage:
         """Points by partition and series, in record order; each partition's next offset
         and record count, and its point count; the records to dead-letter.
 
-        The hot loop of the worker: one pass, no call per record but the decoder's.
+        The hot loop of the worker: one pass over the decoded batch, no call per record.
         """
         parts: dict[int, dict[str, list[PointRun]]] = {}
         ends: dict[int, tuple[int, int]] = {}
         units: dict[int, int] = {}
         rejected: list[tuple[Message, Exception]] = []
-        decode = self._decoder.decode
         current = -1
         groups: dict[str, list[PointRun]] = {}
         points = records = 0
         last: Message | None = None
-        for message in messages:
+        for message, item in zip(messages, self._decode_all(messages), strict=True):
             partition = message.partition()
             if partition != current:
                 if last is not None:
@@ -127,30 +151,25 @@ class TSStage:
                 points = records = 0
             last = message
             records += 1
-            value = message.value()
-            try:
-                if value is None:
-                    raise InvalidRecord("record has no value")
-                if value.startswith(FRAME_MAGIC):
-                    for key, ts, vs in decode_frame(value):
-                        groups.setdefault(key, []).append((ts, vs))
-                        points += int(ts.size)
+            if type(item) is tuple:
+                key, timestamp_ms, point_value = item
+                points += 1
+                runs = groups.get(key)
+                if runs is None:
+                    groups[key] = [([timestamp_ms], [point_value])]
                     continue
-                key, timestamp_ms, point_value = decode(value)
-            except InvalidRecord as exc:
-                rejected.append((message, exc))
-                continue
-            points += 1
-            runs = groups.get(key)
-            if runs is None:
-                groups[key] = [([timestamp_ms], [point_value])]
-                continue
-            run_ts, run_vs = runs[-1]
-            if type(run_ts) is list and type(run_vs) is list:
-                run_ts.append(timestamp_ms)
-                run_vs.append(point_value)
+                run_ts, run_vs = runs[-1]
+                if type(run_ts) is list and type(run_vs) is list:
+                    run_ts.append(timestamp_ms)
+                    run_vs.append(point_value)
+                else:
+                    runs.append(([timestamp_ms], [point_value]))
+            elif isinstance(item, InvalidRecord):
+                rejected.append((message, item))
             else:
-                runs.append(([timestamp_ms], [point_value]))
+                for key, ts, vs in cast(list[SeriesArrays], item):
+                    groups.setdefault(key, []).append((ts, vs))
+                    points += int(ts.size)
         if last is not None:
             _close_run(ends, units, current, last, records=records, points=points)
         return parts, ends, units, rejected

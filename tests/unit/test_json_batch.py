@@ -98,6 +98,30 @@ def test_fast_decoder_matches_the_reference_bit_for_bit(values: list[bytes]) -> 
         assert _fast(decoder, value) == _reference(value)
 
 
+_pretty = _point_objects().map(lambda obj: json.dumps(obj, indent=1).encode())
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.lists(st.one_of(_values, _pretty), min_size=1, max_size=12))
+def test_a_whole_batch_decodes_like_the_reference_record_by_record(values: list[bytes]) -> None:
+    decoder = JsonPointDecoder()
+    got = [
+        f"rejected: {item}"
+        if isinstance(item, InvalidRecord)
+        else (item[0], item[1], struct.pack("<d", item[2]))
+        for item in decoder.decode_many(values)
+    ]
+    assert got == [_reference(value) for value in values]
+
+
+def test_a_batch_of_valid_points_is_decoded_in_one_call_unless_a_value_has_a_newline() -> None:
+    good = b'{"metric":"cpu","entity":"h1","timestamp_ms":5,"value":1.5}'
+    decoder = JsonPointDecoder()
+    assert decoder.decode_lines([good, good]) == [('["cpu","h1",{}]', 5, 1.5)] * 2
+    assert decoder.decode_lines([good, b'{"metric":"cpu",\n"entity":"h1"}']) is None
+    assert decoder.decode_lines([good, b"{"]) is None
+
+
 def test_decode_many_keeps_order_and_returns_the_reference_reason() -> None:
     good = b'{"metric":"cpu","entity":"h1","timestamp_ms":5,"value":1.5,"tags":{"b":"2","a":"1"}}'
     bad_tags = b'{"metric":"cpu","entity":"h1","timestamp_ms":5,"value":1.5,"tags":{"a":1}}'
