@@ -6,6 +6,7 @@ import json
 import signal
 import time
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -73,9 +74,11 @@ def _durable_distinct(
         store.close()
 
 
-def test_sigkill_mid_ingest_of_a_million_points_loses_and_doubles_nothing(
-    topics: Settings, tmp_path: Path
-) -> None:
+Send = Callable[[TSProducer, list[tuple[str, np.ndarray, np.ndarray]], slice], None]
+
+
+def _kill_mid_ingest_then_restart(topics: Settings, tmp_path: Path, send: Send, what: str) -> None:
+    """A million points in ten rounds, SIGKILL after the fifth, a restart: all there once."""
     rounds, per_round = 10, 1_000
     data = _dataset(rounds * per_round)
     env = settings_as_env(topics) | {"THEMIS_TS_AUTO_BUFFER_FLUSH_INTERVAL_MS": "500"}
@@ -85,60 +88,7 @@ def test_sigkill_mid_ingest_of_a_million_points_loses_and_doubles_nothing(
     try:
         wait_until(lambda: bool(_stats(port)), timeout_s=60, what="worker web server")
         for r in range(rounds):
-            sl = slice(r * per_round, (r + 1) * per_round)
-            producer.put_arrays((key, ts[sl], vs[sl]) for key, ts, vs in data)
-            producer.flush()
-            if r == 4:
-                wait_until(
-                    lambda: _stats(port).get("points_flushed", 0) >= 200_000,
-                    timeout_s=60,
-                    what="some points durable before the kill",
-                )
-                stop_process(worker, sig=signal.SIGKILL)
-                killed_at = _stats(port)
-                assert killed_at == {}, "the worker still answers after SIGKILL"
-    finally:
-        stop_process(worker, sig=signal.SIGKILL)
-
-    restarted = start_themis_worker(env, tmp_path / "worker2.log")
-    try:
-        wait_until(
-            lambda: _durable_distinct(topics, tmp_path, data) == SERIES * rounds * per_round,
-            timeout_s=180,
-            what="all 1,000,000 points durable after the restart",
-        )
-    finally:
-        assert stop_process(restarted) == 0
-    _assert_store_holds_exactly(topics, tmp_path, data)
-
-
-def _json_records(
-    data: list[tuple[str, np.ndarray, np.ndarray]], sl: slice
-) -> list[tuple[bytes, bytes]]:
-    """``(key, JSON point)`` records, one point each, as a Kafka producer writes them."""
-    out = []
-    for key, ts, vs in data:
-        metric, entity, tags = json.loads(key)
-        for t, v in zip(ts[sl].tolist(), vs[sl].tolist(), strict=True):
-            point = {"metric": metric, "entity": entity, "timestamp_ms": t, "value": v}
-            out.append((key.encode(), orjson.dumps(point | {"tags": tags})))
-    return out
-
-
-def test_sigkill_mid_ingest_of_a_million_json_points_loses_and_doubles_nothing(
-    topics: Settings, tmp_path: Path
-) -> None:
-    rounds, per_round = 10, 1_000
-    data = _dataset(rounds * per_round)
-    env = settings_as_env(topics) | {"THEMIS_TS_AUTO_BUFFER_FLUSH_INTERVAL_MS": "500"}
-    producer = TSProducer(topics)
-    worker = start_themis_worker(env, tmp_path / "worker1.log")
-    port = topics.worker.web_port
-    try:
-        wait_until(lambda: bool(_stats(port)), timeout_s=60, what="worker web server")
-        for r in range(rounds):
-            for key, value in _json_records(data, slice(r * per_round, (r + 1) * per_round)):
-                producer.send(value, key=key)
+            send(producer, data, slice(r * per_round, (r + 1) * per_round))
             producer.flush()
             if r == 4:
                 wait_until(
@@ -156,11 +106,40 @@ def test_sigkill_mid_ingest_of_a_million_json_points_loses_and_doubles_nothing(
         wait_until(
             lambda: _durable_distinct(topics, tmp_path, data) == SERIES * rounds * per_round,
             timeout_s=180,
-            what="all 1,000,000 JSON points durable after the restart",
+            what=f"all 1,000,000 {what} durable after the restart",
         )
     finally:
         assert stop_process(restarted) == 0
     _assert_store_holds_exactly(topics, tmp_path, data)
+
+
+def _send_frames(
+    producer: TSProducer, data: list[tuple[str, np.ndarray, np.ndarray]], sl: slice
+) -> None:
+    producer.put_arrays((key, ts[sl], vs[sl]) for key, ts, vs in data)
+
+
+def _send_json(
+    producer: TSProducer, data: list[tuple[str, np.ndarray, np.ndarray]], sl: slice
+) -> None:
+    """One JSON point per record, keyed by its series, as a Kafka producer writes them."""
+    for key, ts, vs in data:
+        metric, entity, tags = json.loads(key)
+        for t, v in zip(ts[sl].tolist(), vs[sl].tolist(), strict=True):
+            point = {"metric": metric, "entity": entity, "timestamp_ms": t, "value": v}
+            producer.send(orjson.dumps(point | {"tags": tags}), key=key.encode())
+
+
+def test_sigkill_mid_ingest_of_a_million_points_loses_and_doubles_nothing(
+    topics: Settings, tmp_path: Path
+) -> None:
+    _kill_mid_ingest_then_restart(topics, tmp_path, _send_frames, "points in frames")
+
+
+def test_sigkill_mid_ingest_of_a_million_json_points_loses_and_doubles_nothing(
+    topics: Settings, tmp_path: Path
+) -> None:
+    _kill_mid_ingest_then_restart(topics, tmp_path, _send_json, "JSON points")
 
 
 def test_two_workers_split_partitions_and_a_rebalance_loses_and_doubles_nothing(
