@@ -75,8 +75,8 @@ def provide_broker(settings: Settings, *, local_name: str) -> Iterator[BrokerHan
             yield BrokerHandle(bootstrap, "docker", round(time.monotonic() - t0, 3))
         return
     local = LocalKafka(local_name)
-    record = local.up()
     try:
+        record = local.up()
         yield BrokerHandle(record.bootstrap_servers, "local", record.startup_seconds)
     finally:
         local.down()

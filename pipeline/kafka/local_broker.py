@@ -312,25 +312,21 @@ class LocalKafka:
                 start_new_session=True,  # the broker outlives `themis kafka up`
             )
         bootstrap = f"127.0.0.1:{broker_port}"
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                tail = _log_tail(log_file) + "\n" + _log_tail(stdout_file)
-                if "Address already in use" in tail:
-                    raise _PortRace
-                raise BrokerStartError(
-                    f"cluster {self.name!r}: the broker JVM exited with code {proc.returncode}. "
-                    f"Log tail ({log_file}):\n{tail}"
-                )
-            if _tcp_open(broker_port) and metadata_answers(bootstrap, timeout_s=1.0):
-                break
-            time.sleep(0.1)
-        else:
-            _terminate(proc.pid, 10.0)
-            raise BrokerStartError(
-                f"cluster {self.name!r}: the broker did not answer within {timeout_s:.0f} s. "
-                f"Log tail ({log_file}):\n{_log_tail(log_file)}"
+        try:
+            self._wait_ready(
+                proc,
+                broker_port,
+                bootstrap=bootstrap,
+                timeout_s=timeout_s,
+                log_file=log_file,
+                stdout_file=stdout_file,
             )
+        except BaseException:
+            # Ctrl-C during the wait, a port race, a broker that never answered: the JVM
+            # must not outlive a start that failed (it was never recorded).
+            if proc.poll() is None:
+                _terminate(proc.pid, 10.0)
+            raise
         record = ClusterRecord(
             name=self.name,
             bootstrap_servers=bootstrap,
@@ -342,6 +338,35 @@ class LocalKafka:
         )
         self.record_path.write_text(record.to_json())
         return record
+
+    def _wait_ready(
+        self,
+        proc: subprocess.Popen[bytes],
+        broker_port: int,
+        *,
+        bootstrap: str,
+        timeout_s: float,
+        log_file: Path,
+        stdout_file: Path,
+    ) -> None:
+        """Return once the broker answers a metadata request; raise if it exits or is late."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                tail = _log_tail(log_file) + "\n" + _log_tail(stdout_file)
+                if "Address already in use" in tail:
+                    raise _PortRace
+                raise BrokerStartError(
+                    f"cluster {self.name!r}: the broker JVM exited with code {proc.returncode}. "
+                    f"Log tail ({log_file}):\n{tail}"
+                )
+            if _tcp_open(broker_port) and metadata_answers(bootstrap, timeout_s=1.0):
+                return
+            time.sleep(0.1)
+        raise BrokerStartError(
+            f"cluster {self.name!r}: the broker did not answer within {timeout_s:.0f} s. "
+            f"Log tail ({log_file}):\n{_log_tail(log_file)}"
+        )
 
     def _properties(
         self, broker_port: int, controller_port: int, data_dir: Path, logs_dir: Path

@@ -119,3 +119,24 @@ def test_broker_that_fails_to_start_shows_its_log_tail(
     message = str(info.value)
     assert "Log tail" in message
     assert needle in message
+
+
+def test_a_start_interrupted_during_the_readiness_wait_leaves_no_java_process(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    name = f"t-{uuid.uuid4().hex[:8]}"
+    seen: list[list[int]] = []
+
+    def interrupt(bootstrap: str, timeout_s: float = 1.0) -> bool:
+        seen.append(_broker_processes(name))  # the JVM is running when Ctrl-C comes
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("pipeline.kafka.local_broker.metadata_answers", interrupt)
+    monkeypatch.setattr("pipeline.kafka.local_broker._tcp_open", lambda port: True)
+    cluster = LocalKafka(name)
+    with pytest.raises(KeyboardInterrupt):
+        cluster.up(timeout_s=60)
+    assert seen
+    assert seen[0] != []
+    assert _broker_processes(name) == []
+    assert cluster.status() is None
