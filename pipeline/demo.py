@@ -175,6 +175,12 @@ def demo_vectors(settings: Settings, facade: FacadeClient) -> np.ndarray:
         facade.call("POST", "/vectors/update/buffered", body)
     for i in range(1900, 2000):
         facade.call("DELETE", "/vectors/remove/buffered", {"pk": f"doc_{i:05d}"})
+    # The facade's answers mean "on the topic"; wait until the worker consumed them all.
+    _wait_for(
+        lambda: facade.call("GET", "/vectors/buffer/stats")[1].get("vectors_buffered", 0) >= 2150,
+        60,
+        "the worker to receive the UPDATEs and REMOVEs",
+    )
     facade.call("POST", "/vectors/buffer/flush", {}, admin=True)
     _wait_for(
         lambda: facade.call("GET", "/vectors/buffer/stats")[1].get("current_buffer_size") == 0,

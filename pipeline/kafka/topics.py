@@ -9,11 +9,13 @@ partitions and removing them would destroy data.
 from __future__ import annotations
 
 import re
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
+from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import (
     AdminClient,
     AlterConfigOpType,
@@ -24,7 +26,7 @@ from confluent_kafka.admin import (
 )
 
 from pipeline.config import Settings
-from pipeline.errors import TopicError
+from pipeline.errors import KafkaOperationFailed, TopicError, call_with_retries
 
 SPEC_DIR = Path(__file__).resolve().parents[2] / "topics"
 _NAME = re.compile(r"^[a-z][a-z0-9]*(\.[a-z][a-z0-9]*)*$")
@@ -89,14 +91,54 @@ def _admin(bootstrap: str) -> AdminClient:
 
 
 def _actual_configs(admin: AdminClient, topics: list[str]) -> dict[str, dict[str, str]]:
+    """Configs of ``topics``; retried while a topic created a moment ago is not known yet."""
     if not topics:
         return {}
-    resources = [ConfigResource(ResourceType.TOPIC, t) for t in topics]
-    result: dict[str, dict[str, str]] = {}
-    for resource, future in admin.describe_configs(resources).items():
-        entries = future.result(timeout=30)
-        result[resource.name] = {k: str(v.value) for k, v in entries.items()}
-    return result
+
+    def describe() -> dict[str, dict[str, str]]:
+        resources = [ConfigResource(ResourceType.TOPIC, t) for t in topics]
+        result: dict[str, dict[str, str]] = {}
+        for resource, future in admin.describe_configs(resources).items():
+            try:
+                entries = future.result(timeout=30)
+            except KafkaException as exc:
+                raise KafkaOperationFailed(
+                    f"describing {resource.name} failed: {exc}", retriable=_not_yet_known(exc)
+                ) from exc
+            result[resource.name] = {k: str(v.value) for k, v in entries.items()}
+        return result
+
+    return call_with_retries(describe, timeout_s=30)
+
+
+def _not_yet_known(exc: KafkaException) -> bool:
+    error = exc.args[0] if exc.args else None
+    return isinstance(error, KafkaError) and (
+        error.retriable() or error.code() == KafkaError.UNKNOWN_TOPIC_OR_PART
+    )
+
+
+def wait_until_listed(admin: AdminClient, partitions: dict[str, int], timeout_s: float) -> None:
+    """Return once the cluster's metadata lists every topic with all its partitions.
+
+    A topic is created on the controller first; brokers learn of it a moment later, and
+    a producer asking before then is told it does not exist.
+    """
+    deadline = time.monotonic() + timeout_s
+    while True:
+        metadata = admin.list_topics(timeout=10)
+        missing = [
+            t
+            for t, n in partitions.items()
+            if t not in metadata.topics
+            or metadata.topics[t].error is not None
+            or len(metadata.topics[t].partitions) < n
+        ]
+        if not missing:
+            return
+        if time.monotonic() > deadline:
+            raise TopicError(f"topics {', '.join(missing)} were created but are not listed yet")
+        time.sleep(0.1)
 
 
 def apply_topics(
@@ -148,6 +190,10 @@ def apply_topics(
                 if "TOPIC_ALREADY_EXISTS" not in str(exc):
                     raise TopicError(f"creating {topic} failed: {exc}") from exc
                 reports[topic] = TopicReport(topic, "unchanged", ["created concurrently"])
+        created = {
+            t.topic: t.num_partitions for t in to_create if reports[t.topic].action == "created"
+        }
+        wait_until_listed(admin, created, 30.0)
     existing_topics = [t for t, r in reports.items() if r.action != "created"]
     actual = _actual_configs(admin, existing_topics)
     alter = []

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +17,7 @@ from pipeline.worker import search
 from tests.fixtures.broker import MakeSettings
 from tests.fixtures.support import (
     REPO,
+    THEMIS,
     settings_as_env,
     settings_env,
     start_themis_worker,
@@ -138,17 +138,9 @@ def _top_source(settings: Settings, query: str) -> str:
 
 
 def _cli(settings: Settings, *args: str) -> Any:
-    """``rag ARGS`` through the command's own parser, in a child process; its JSON output."""
-    code = (
-        "import argparse, sys\n"
-        "from pipeline.rag.cli import add_rag_parser\n"
-        "parser = argparse.ArgumentParser(prog='themis')\n"
-        "add_rag_parser(parser.add_subparsers(dest='command', required=True))\n"
-        "args = parser.parse_args(sys.argv[1:])\n"
-        "sys.exit(args.handler(args))\n"
-    )
+    """``themis rag ARGS --json`` in a child process; its JSON output."""
     done = subprocess.run(
-        [sys.executable, "-c", code, "rag", *args, "--json"],
+        [*THEMIS, "rag", *args, "--json"],
         cwd=REPO,
         env=settings_env(settings_as_env(settings)),
         capture_output=True,

@@ -47,6 +47,7 @@ def test_partition_drift_is_reported_not_fixed_and_configs_are_realigned(
     admin = AdminClient({"bootstrap.servers": bootstrap})
     points = settings.topic("ts.points")
     admin.create_topics([NewTopic(points, 3, 1)])[points].result(timeout=30)
+    wait_until_listed(admin, {points: 3}, 30.0)  # as apply_topics does after creating
     apply_topics(bootstrap, settings)
     wal = settings.topic("wal")
     entry = ConfigEntry("retention.ms", "1000", incremental_operation=AlterConfigOpType.SET)
