@@ -13,7 +13,7 @@ from confluent_kafka.admin import (
 )
 
 from pipeline.config import Settings
-from pipeline.kafka.topics import apply_topics, describe_topics, load_specs
+from pipeline.kafka.topics import apply_topics, describe_topics, load_specs, wait_until_listed
 
 pytestmark = pytest.mark.integration
 
