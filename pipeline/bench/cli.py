@@ -85,14 +85,15 @@ def _http() -> BenchmarkModule:
 BENCHMARKS: Final[tuple[Benchmark, ...]] = (
     ListedBenchmark(
         "ts",
-        "time-series path: compression, codec speed, pipeline throughput, "
-        "auto buffer against one durable write per point",
+        "time-series path: compression, codec speed, pipeline throughput (JSON, tagged "
+        "JSON, frames) against a bare consumer, auto buffer against one durable write per point",
         _ts,
     ),
     ListedBenchmark(
         "vectors",
-        "vector path: Kafka -> searchable throughput against bare hnswlib, recall@10, "
-        "buffered against direct writes, bytes per vector",
+        "vector path: Kafka -> searchable throughput against bare hnswlib, recall@10 "
+        "(also on random vectors against bare hnswlib, and filtered), buffered against "
+        "direct writes, bytes per vector",
         _vectors,
     ),
     ListedBenchmark(
@@ -104,7 +105,7 @@ BENCHMARKS: Final[tuple[Benchmark, ...]] = (
     ListedBenchmark(
         "http",
         "HTTP facade: buffered-put requests/s against a bare aiohttp server, "
-        "server-side p99, batch points/s",
+        "server-side p99, handler time under a light load, batch points/s",
         _http,
     ),
 )

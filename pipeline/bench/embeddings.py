@@ -10,6 +10,11 @@ dimension), plus a little isotropic noise::
 
 (``common`` a unit vector, ``centre[c]`` and the columns of ``basis[c]`` about unit
 length). Points of one cluster have a cosine of about 0.5, of two clusters about 0.1.
+
+:func:`random_unit_vectors` is the opposite: directions drawn uniformly on the unit
+sphere, no structure at all. Every pair is nearly orthogonal (cosine about
+``N(0, 1/d)``), so the true neighbours of a query are barely closer than the rest:
+the hard case for a graph index, where its recall falls below 1 and can be compared.
 """
 
 from __future__ import annotations
@@ -19,7 +24,15 @@ from typing import Final
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["CLUSTERS", "DIMENSION", "RANK", "SEED", "ClusteredEmbeddings", "Vectors"]
+__all__ = [
+    "CLUSTERS",
+    "DIMENSION",
+    "RANK",
+    "SEED",
+    "ClusteredEmbeddings",
+    "Vectors",
+    "random_unit_vectors",
+]
 
 DIMENSION: Final = 768
 CLUSTERS: Final = 64
@@ -66,3 +79,10 @@ class ClusteredEmbeddings:
         out += rng.normal(0.0, 0.3 / np.sqrt(self.dimension), out.shape).astype(np.float32)
         out /= np.linalg.norm(out, axis=1, keepdims=True)
         return np.ascontiguousarray(out, dtype=np.float32), labels
+
+
+def random_unit_vectors(n: int, dimension: int, rng: np.random.Generator) -> Vectors:
+    """``n`` float32 unit vectors uniform on the sphere (normalised standard normals)."""
+    out = rng.normal(size=(n, dimension)).astype(np.float32)
+    out /= np.linalg.norm(out, axis=1, keepdims=True)
+    return np.ascontiguousarray(out, dtype=np.float32)

@@ -53,6 +53,8 @@ __all__ = [
     "best_rate",
     "delete_topics_under",
     "exited",
+    "goal",
+    "goal_row",
     "machine_info",
     "print_result",
     "progress",
@@ -172,6 +174,18 @@ def rounded(value: float, digits: int = 3) -> float:
     if value == 0 or not math.isfinite(value):
         return value
     return float(f"{value:.{digits}g}")
+
+
+def goal(value: float, at_least: float) -> dict[str, object]:
+    """A figure against its goal, as results report it: ``{"value", "at_least", "met"}``
+    (both numbers to four significant digits; ``met`` compares them unrounded)."""
+    return {"value": rounded(value, 4), "at_least": rounded(at_least, 4), "met": value >= at_least}
+
+
+def goal_row(name: str, checked: Mapping[str, Any], note: str = "") -> tuple[str, str, str]:
+    """A table row ``(name, value, verdict[; note])`` for a :func:`goal` of a result."""
+    verdict = f"goal >= {checked['at_least']}: {'met' if checked['met'] else 'NOT met'}"
+    return name, f"{checked['value']}", f"{verdict}; {note}" if note else verdict
 
 
 # -- a broker for the run -----------------------------------------------------------

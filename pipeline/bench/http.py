@@ -22,12 +22,16 @@ Three kinds of child process, all on loopback, all ``themis`` (started with
 
 The result (:data:`DEFINITIONS` is copied into it) has the rates, the facade's own
 p99 for ``POST /ts/put/buffered`` (from its ``facade_request_duration_seconds``
-histogram, scraped before and after the run), the load settings, then the shared
-envelope (:mod:`pipeline.bench.harness`).
+histogram, scraped before and after the run), its handler time under a steady light
+load (:data:`LIGHT_FRACTION` of the bare server's rate, queued mode, from the same
+histogram; the bucket each quantile fell in is reported beside it, since the
+histogram's buckets are its resolution), the load settings, then the shared envelope
+(:mod:`pipeline.bench.harness`).
 """
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
@@ -35,7 +39,13 @@ from typing import Any, Final
 
 from pipeline.bench.harness import BenchBroker, bench_broker, exited, progress, rounded, wait_for
 from pipeline.bench.http_load import API_KEY, BATCH_PATH, ENTITIES, PUT_PATH, LoadPlan, run_load
-from pipeline.bench.http_metrics import bucket_quantile, histogram_buckets, loopback_get, scrape
+from pipeline.bench.http_metrics import (
+    bucket_quantile,
+    gauge_value,
+    histogram_buckets,
+    loopback_get,
+    scrape,
+)
 from pipeline.config import Settings, child_env, with_overrides
 from pipeline.kafka.local_broker import free_port
 from pipeline.kafka.topics import apply_topics, load_specs
@@ -44,6 +54,8 @@ from pipeline.worker.process import ChildProcess, themis_command
 __all__ = ["DEFINITIONS", "FULL", "QUICK", "Sizes", "render", "run"]
 
 _STARTUP_TIMEOUT_S: Final = 60.0
+LIGHT_FRACTION: Final = 0.1
+"""The light load's rate as a fraction of the bare server's measured requests/s."""
 
 DEFINITIONS: Mapping[str, str] = {
     "put_buffered_req_per_s": "POST /ts/put/buffered (one valid JSON point each, writer key, "
@@ -64,6 +76,14 @@ DEFINITIONS: Mapping[str, str] = {
     "bucket it falls in (server_p99_bucket_ms)",
     "client_p99_ms": "99th percentile of the load generator's request-to-answer time in the "
     "acked run (includes queueing for one of the keep-alive connections)",
+    "light_handler_p50_us": "median of the facade's own time per POST /ts/put/buffered "
+    "(queued mode, status 200) under a steady light load: an open-loop load generator "
+    "starting requests at 10 % of bare_framework_req_per_s (same run), after the facade's "
+    "producer acknowledged everything earlier (facade_unacked_points 0); from the "
+    "facade_request_duration_seconds histogram scraped before and after that run, "
+    "interpolated inside its bucket (light_handler_bucket_us); microseconds",
+    "light_handler_p99_us": "the 99th percentile of the same observations, computed the "
+    "same way; microseconds",
     "batch_points_per_s": "points per second through POST /ts/put/buffered/batch with "
     "NDJSON bodies of batch_points points (acked), answered 2xx",
     "batch_req_per_s": "those batch requests per second",
@@ -83,6 +103,8 @@ class Sizes:
     batch_concurrency: int
     batch_max_requests: int
     batch_max_seconds: float
+    light_seconds: float
+    """Duration of the light-load run (seconds)."""
 
 
 QUICK: Final = Sizes(
@@ -95,6 +117,7 @@ QUICK: Final = Sizes(
     batch_concurrency=8,
     batch_max_requests=400,
     batch_max_seconds=5.0,
+    light_seconds=5.0,
 )
 FULL: Final = Sizes(
     connections=32,
@@ -106,6 +129,7 @@ FULL: Final = Sizes(
     batch_concurrency=8,
     batch_max_requests=4000,
     batch_max_seconds=15.0,
+    light_seconds=15.0,
 )
 
 
@@ -179,12 +203,45 @@ def _plans(sizes: Sizes, facade_port: int, bare_port: int) -> dict[str, LoadPlan
 
 
 @dataclass(frozen=True)
-class _Runs:
-    """Each plan's load generator result, and the facade's histogram around the acked run."""
+class _Scrapes:
+    """The facade's histogram for one label set, before and after one run."""
 
-    results: dict[str, dict[str, Any]]
     before: dict[float, float]
     after: dict[float, float]
+
+    def quantile(self, q: float) -> tuple[float, float, float]:
+        """``(value, bucket lower, bucket upper)`` in seconds (:func:`bucket_quantile`)."""
+        return bucket_quantile(self.before, self.after, q)
+
+    @property
+    def observations(self) -> float:
+        inf = float("inf")
+        return self.after[inf] - self.before.get(inf, 0.0)
+
+
+@dataclass(frozen=True)
+class _Runs:
+    """Each plan's load generator result, and the facade's histogram around the acked
+    and the light runs."""
+
+    results: dict[str, dict[str, Any]]
+    acked: _Scrapes
+    light: _Scrapes
+    light_plan: LoadPlan
+
+
+def _acknowledged(facade_port: int) -> bool | None:
+    """``True`` once the facade holds no unacknowledged points (or does not say)."""
+    unacked = gauge_value(scrape(facade_port), "facade_unacked_points")
+    return True if unacked is None or unacked == 0 else None
+
+
+def _scraped(facade_port: int, plan: LoadPlan) -> tuple[dict[str, Any], _Scrapes]:
+    """Run ``plan`` between two scrapes of the facade's histogram for its 200s."""
+    before = histogram_buckets(scrape(facade_port), PUT_PATH, "POST", "200")
+    result = run_load(plan)
+    after = histogram_buckets(scrape(facade_port), PUT_PATH, "POST", "200")
+    return result, _Scrapes(before, after)
 
 
 def _load_runs(plans: Mapping[str, LoadPlan], sizes: Sizes, facade_port: int) -> _Runs:
@@ -196,14 +253,27 @@ def _load_runs(plans: Mapping[str, LoadPlan], sizes: Sizes, facade_port: int) ->
     progress(f"bare server: {bare.concurrency} tasks over {bare.connections} conns")
     results = {"bare": run_load(bare)}
     progress("facade: POST /ts/put/buffered, acked")
-    before = histogram_buckets(scrape(facade_port), PUT_PATH, "POST", "200")
-    results["put_acked"] = run_load(plans["put_acked"])
-    after = histogram_buckets(scrape(facade_port), PUT_PATH, "POST", "200")
+    results["put_acked"], acked = _scraped(facade_port, plans["put_acked"])
     progress("facade: POST /ts/put/buffered, queued")
     results["put_queued"] = run_load(plans["put_queued"])
+    rate = LIGHT_FRACTION * results["bare"]["ok"] / results["bare"]["seconds"]
+    light_plan = replace(
+        plans["put_queued"],
+        rate_per_s=rate,
+        max_requests=int(rate * sizes.light_seconds) + 1,
+        max_seconds=sizes.light_seconds,
+    )
+    wait_for(
+        lambda: _acknowledged(facade_port),
+        timeout_s=60,
+        interval_s=0.1,
+        what="the facade's producer to acknowledge the queued run",
+    )
+    progress(f"facade: steady light load, {rate:,.0f} req/s queued for {sizes.light_seconds} s")
+    results["light_queued"], light = _scraped(facade_port, light_plan)
     progress(f"facade: POST /ts/put/buffered/batch, {sizes.batch_points}-point NDJSON")
     results["batch"] = run_load(plans["batch"])
-    return _Runs(results, before, after)
+    return _Runs(results, acked, light, light_plan)
 
 
 def _summary(run: Mapping[str, Any], plan: LoadPlan) -> dict[str, Any]:
@@ -228,11 +298,16 @@ def _figures(runs: _Runs, plans: Mapping[str, LoadPlan], sizes: Sizes) -> dict[s
         f"bare {bare:,.0f} req/s, acked {put:,.0f} req/s, queued {queued:,.0f} "
         f"req/s, batch {batch * sizes.batch_points:,.0f} points/s"
     )
-    p99, p99_lower, p99_upper = bucket_quantile(runs.before, runs.after, 0.99)
-    p50, _, _ = bucket_quantile(runs.before, runs.after, 0.50)
-    inf = float("inf")
-    summaries = {name: _summary(runs.results[name], plan) for name, plan in plans.items()}
-    summaries["put_acked"]["server_observations"] = runs.after[inf] - runs.before.get(inf, 0.0)
+    p99, p99_lower, p99_upper = runs.acked.quantile(0.99)
+    p50, _, _ = runs.acked.quantile(0.50)
+    light = {q: runs.light.quantile(q) for q in (0.50, 0.99)}
+    all_plans = {**plans, "light_queued": runs.light_plan}
+    summaries = {name: _summary(runs.results[name], plan) for name, plan in all_plans.items()}
+    summaries["put_acked"]["server_observations"] = runs.acked.observations
+    summaries["light_queued"] |= {
+        "server_observations": runs.light.observations,
+        "target_req_per_s": rounded(runs.light_plan.rate_per_s),
+    }
     summaries["batch"]["points_per_request"] = sizes.batch_points
     return {
         "put_buffered_req_per_s": rounded(put),
@@ -242,8 +317,15 @@ def _figures(runs: _Runs, plans: Mapping[str, LoadPlan], sizes: Sizes) -> dict[s
         "put_queued_vs_bare": rounded(queued / bare),
         "server_p50_ms": rounded(1000 * p50),
         "server_p99_ms": rounded(1000 * p99),
-        "server_p99_bucket_ms": [1000 * p99_lower, 1000 * p99_upper],
+        "server_p99_bucket_ms": [round(1000 * p99_lower, 6), round(1000 * p99_upper, 6)],
         "client_p99_ms": rounded(runs.results["put_acked"]["client_p99_ms"]),
+        "light_handler_p50_us": rounded(1e6 * light[0.50][0]),
+        "light_handler_p99_us": rounded(1e6 * light[0.99][0]),
+        "light_handler_bucket_us": {
+            "p50": [round(1e6 * light[0.50][1], 1), round(1e6 * light[0.50][2], 1)],
+            "p99": [round(1e6 * light[0.99][1], 1), round(1e6 * light[0.99][2], 1)],
+        },
+        "light_load_req_per_s": summaries["light_queued"]["req_per_s"],
         "batch_points_per_s": rounded(batch * sizes.batch_points),
         "batch_req_per_s": rounded(batch),
         "response_mode": "acked",
@@ -262,7 +344,11 @@ def _figures(runs: _Runs, plans: Mapping[str, LoadPlan], sizes: Sizes) -> dict[s
             "series": ENTITIES,
             "facade": "themis facade (one process, one event loop), "
             "auth on (writer key), rate limits raised out of the way",
-            "facade_histogram_buckets_ms": [1000 * b for b in runs.after if b != inf],
+            "facade_histogram_buckets_ms": [
+                round(1000 * b, 6) for b in runs.acked.after if math.isfinite(b)
+            ],
+            "light_fraction_of_bare": LIGHT_FRACTION,
+            "light_seconds": sizes.light_seconds,
             "producer": "the facade's AsyncProducer: acks=all, idempotent",
         },
         "worker": {
@@ -318,6 +404,11 @@ def run(quick: bool, settings: Settings) -> dict[str, object]:
 # -- output ---------------------------------------------------------------------------
 
 
+def _bucket(result: Mapping[str, object], quantile: str) -> object:
+    buckets = result.get("light_handler_bucket_us")
+    return buckets.get(quantile) if isinstance(buckets, dict) else None
+
+
 def render(result: Mapping[str, object]) -> str:
     """A short human-readable table of ``result``."""
     rows: list[tuple[str, Callable[[object], str]]] = [
@@ -328,6 +419,11 @@ def render(result: Mapping[str, object]) -> str:
         ("server_p50_ms", lambda v: f"{v} ms"),
         ("server_p99_ms", lambda v: f"{v} ms (bucket {result.get('server_p99_bucket_ms')})"),
         ("client_p99_ms", lambda v: f"{v} ms"),
+        (
+            "light_handler_p50_us",
+            lambda v: f"{v} µs (bucket {_bucket(result, 'p50')}, queued, light load)",
+        ),
+        ("light_handler_p99_us", lambda v: f"{v} µs (bucket {_bucket(result, 'p99')})"),
         ("batch_points_per_s", lambda v: f"{v:,} points/s"),
     ]
     width = max(len(name) for name, _ in rows)

@@ -4,9 +4,12 @@
   :class:`LoadPlan` and prints its result as one JSON line; :func:`run_load` is
   how the benchmark starts it (:meth:`LoadPlan.argv`) and reads that line. The
   generator is an asyncio ``aiohttp.ClientSession`` with a
-  ``TCPConnector(limit=connections)`` (keep-alive) and ``concurrency`` tasks, each
-  sending its next request as soon as the last one was answered, until
-  ``max_requests`` were sent or ``max_seconds`` passed.
+  ``TCPConnector(limit=connections)`` (keep-alive). Closed loop (``rate_per_s`` 0):
+  ``concurrency`` tasks, each sending its next request as soon as the last one was
+  answered. Open loop (``rate_per_s`` > 0): a steady load, request ``i`` started at
+  ``i / rate_per_s`` seconds whether or not earlier ones were answered (at most
+  ``concurrency`` in flight). Either until ``max_requests`` were sent or
+  ``max_seconds`` passed.
 * ``themis bench http-bare-server --port N`` (:func:`serve_bare`): one handler that
   reads the body and answers the same-sized JSON as the facade, no middleware.
 
@@ -69,6 +72,8 @@ class LoadPlan:
     max_seconds: float
     batch_points: int = 1000
     response_mode: str = "acked"
+    rate_per_s: float = 0.0
+    """0: closed loop; above 0: requests started at this steady rate (open loop)."""
 
     def argv(self) -> list[str]:
         """The ``themis bench http-load`` command line that runs this plan."""
@@ -116,25 +121,54 @@ async def generate_load(plan: LoadPlan) -> dict[str, Any]:
     async with aiohttp.ClientSession(
         connector=connector, headers=headers, timeout=timeout
     ) as session:
-        deadline = time.perf_counter() + plan.max_seconds
+
+        async def send(body: bytes) -> None:
+            t0 = time.perf_counter()
+            try:
+                async with session.post(plan.url, data=body) as response:
+                    await response.read()
+                    statuses[str(response.status)] += 1
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                statuses[type(exc).__name__] += 1
+                return
+            latencies.append(time.perf_counter() - t0)
+
+        def next_body() -> bytes:
+            nonlocal issued
+            issued += 1
+            return batch if plan.kind == "batch" else _point_body(issued - 1)
 
         async def sender() -> None:
-            nonlocal issued
             while issued < plan.max_requests and time.perf_counter() < deadline:
-                body = batch if plan.kind == "batch" else _point_body(issued)
-                issued += 1
-                t0 = time.perf_counter()
+                await send(next_body())
+
+        async def paced() -> None:
+            slots = asyncio.Semaphore(plan.concurrency)
+            running: set[asyncio.Task[None]] = set()
+
+            async def one(body: bytes) -> None:
                 try:
-                    async with session.post(plan.url, data=body) as response:
-                        await response.read()
-                        statuses[str(response.status)] += 1
-                except (aiohttp.ClientError, TimeoutError) as exc:
-                    statuses[type(exc).__name__] += 1
-                    continue
-                latencies.append(time.perf_counter() - t0)
+                    await send(body)
+                finally:
+                    slots.release()
+
+            while issued < plan.max_requests:
+                due = begun + issued / plan.rate_per_s
+                if due > deadline:
+                    break
+                await asyncio.sleep(max(0.0, due - time.perf_counter()))
+                await slots.acquire()
+                task = asyncio.create_task(one(next_body()))
+                running.add(task)
+                task.add_done_callback(running.discard)
+            await asyncio.gather(*running)
 
         begun = time.perf_counter()
-        await asyncio.gather(*(sender() for _ in range(plan.concurrency)))
+        deadline = begun + plan.max_seconds
+        if plan.rate_per_s > 0:
+            await paced()
+        else:
+            await asyncio.gather(*(sender() for _ in range(plan.concurrency)))
         seconds = time.perf_counter() - begun
     latencies.sort()
     ok = sum(count for status, count in statuses.items() if status.startswith("2"))

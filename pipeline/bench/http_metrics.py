@@ -4,6 +4,7 @@ The facade records every request in the ``facade_request_duration_seconds``
 histogram. :func:`histogram_buckets` reads one label set's cumulative bucket counts
 out of a scrape; :func:`bucket_quantile` takes a quantile of the observations
 between two scrapes the way Prometheus' ``histogram_quantile`` does.
+:func:`gauge_value` reads an unlabelled gauge (``facade_unacked_points``).
 """
 
 from __future__ import annotations
@@ -15,7 +16,14 @@ from typing import Final
 
 from pipeline.errors import BenchmarkFailed
 
-__all__ = ["HISTOGRAM", "bucket_quantile", "histogram_buckets", "loopback_get", "scrape"]
+__all__ = [
+    "HISTOGRAM",
+    "bucket_quantile",
+    "gauge_value",
+    "histogram_buckets",
+    "loopback_get",
+    "scrape",
+]
 
 HISTOGRAM: Final = "facade_request_duration_seconds"
 
@@ -61,6 +69,15 @@ def histogram_buckets(
         ):
             buckets[float(labels["le"])] = float(match["count"])
     return dict(sorted(buckets.items()))
+
+
+def gauge_value(metrics_text: str, name: str) -> float | None:
+    """The value of the unlabelled gauge ``name`` in a scrape, ``None`` if absent."""
+    prefix = f"{name} "
+    for line in metrics_text.splitlines():
+        if line.startswith(prefix):
+            return float(line[len(prefix) :])
+    return None
 
 
 def bucket_quantile(

@@ -23,21 +23,31 @@ The figures (:data:`DEFINITIONS` is copied into the result):
     :func:`~pipeline.ts.gorilla.encode_chunk` / :func:`~pipeline.ts.gorilla.decode_chunk`
     over the same blocks' chunks, one core, the best of several repetitions.
 ``pipeline_points_per_s_json``
-    Producer -> Kafka -> worker -> durable block with one JSON point per Kafka
-    message: the points are produced with ``TSProducer.put`` (series interleaved in
-    time order) and flushed *before* the worker starts. The clock starts when the
-    worker's ``/ts/buffer/stats`` page first shows a consumed point (so JVM, Faust
-    start-up and group join do not count) and stops when its ``points_flushed``
-    covers every point; the rate is the points consumed after the clock started
-    over that time.
+    Producer -> Kafka -> worker -> durable block with one untagged JSON point per
+    Kafka message, on a topic of at least 500,000 messages: the records
+    ``TSProducer.put`` sends, keyed by series, series interleaved in time order,
+    pre-encoded and produced with a plain durable producer and acknowledged *before*
+    the worker starts. The clock starts when the worker's ``/ts/buffer/stats`` page
+    first shows a consumed point (so JVM, Faust start-up and group join do not
+    count) and stops when its ``points_flushed`` covers every point; the rate is the
+    points consumed after the clock started over that time.
+``pipeline_points_per_s_json_tagged``
+    The same with every series tagged (2-4 tags,
+    :func:`~pipeline.bench.ts_codec.series_tags`), on a topic and worker of its own.
 ``pipeline_points_per_s_frames``
     The same with binary batch frames (``TSProducer.put_arrays``, each call carrying
     a slice of every series), many more points.
 ``bare_consume_msgs_per_s``, ``json_vs_bare_consume``
-    A plain confluent-kafka consumer (new group, every partition assigned from the
-    beginning, values touched, nothing decoded) draining the JSON run's points topic
-    in the same run, timed from ``assign`` to the last message, the best of three
-    drains; and the JSON pipeline rate over it.
+    A plain confluent-kafka consumer with the stage consumers' fetch settings
+    (:data:`~pipeline.bench.ts_pipeline.BARE_FETCH`: ``FETCH_OVERRIDES`` without the
+    assignment strategy, with a 10 ms ``fetch.queue.backoff.ms``; new group, every
+    partition assigned from the beginning, ``consume`` in batches of ``BATCH_SIZE``,
+    value lengths summed, nothing decoded) draining the untagged JSON run's points
+    topic in the same run, once its worker stopped, timed from ``assign`` to the last
+    message, the best of three drains; and the untagged JSON pipeline rate over it.
+``bare_consume_msgs_per_s_tagged``, ``json_tagged_vs_bare_consume``
+    The same on the tagged run's topic (its messages are larger, so it has its own
+    bare figure), and the tagged pipeline rate over it.
 ``buffered_points_per_s``, ``direct_points_per_s``, ``buffered_vs_direct``
     Client-observed durable write rates against the blocks topic, in process.
     Buffered: every point goes through ``TSAutoBuffer.add`` (series interleaved in
@@ -50,10 +60,12 @@ The figures (:data:`DEFINITIONS` is copied into the result):
     the first points of the same sequence (it pays one broker round trip per point),
     so rates, not totals, are compared.
 
-``points`` has the counts behind every rate; ``pipeline`` each measurement's details:
-seconds, worker start-up, flush reasons and the compression ratio of the worker's own
-blocks (cut by the time trigger as well as by size, so often smaller than 1000 points);
-then the shared envelope (:mod:`pipeline.bench.harness`).
+``goals`` holds the two JSON ratios against their goals (at least 0.5 untagged, 0.4
+tagged). ``points`` has the counts behind every rate; ``pipeline`` each
+measurement's details: seconds, worker start-up, flush reasons and the compression
+ratio of the worker's own blocks (cut by the time trigger as well as by size, so
+often smaller than 1000 points); then the shared envelope
+(:mod:`pipeline.bench.harness`).
 """
 
 from __future__ import annotations
@@ -62,20 +74,34 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
-from pipeline.bench.harness import BenchBroker, bench_broker, progress, rounded
+from pipeline.bench.harness import BenchBroker, bench_broker, goal, goal_row, progress, rounded
 from pipeline.bench.ts_codec import SEED, fleet, measure_codec
-from pipeline.bench.ts_pipeline import bare_consume, measure_pipeline, produce_frames, produce_json
+from pipeline.bench.ts_pipeline import (
+    BARE_FETCH,
+    BareDrain,
+    PipelineRun,
+    bare_consume,
+    measure_pipeline,
+    produce_frames,
+    produce_json,
+)
 from pipeline.bench.ts_writes import AckedProducer, measure_buffered, measure_direct
 from pipeline.config import Settings, with_overrides
+from pipeline.ingest.batch_consumer import BATCH_SIZE
 from pipeline.kafka.local_broker import free_port
 from pipeline.kafka.topics import apply_topics, load_specs
 from pipeline.ts.buffer import POINT_BYTES
+from pipeline.ts.producer import TSProducer
 
 __all__ = ["DEFINITIONS", "FLUSH_INTERVAL_MS", "FULL", "QUICK", "Sizes", "render", "run"]
 
 FLUSH_INTERVAL_MS: Final = 200
 """The workers' ``flush_interval_ms`` (milliseconds): the tail waits at most about this."""
 _BARE_REPETITIONS: Final = 3
+JSON_GOAL: Final = 0.5
+"""Goal of ``json_vs_bare_consume``: the untagged JSON pipeline at half the bare consumer."""
+JSON_TAGGED_GOAL: Final = 0.4
+"""Goal of ``json_tagged_vs_bare_consume``."""
 
 DEFINITIONS: Mapping[str, str] = {
     "bytes_per_point": "Gorilla block bytes (header and CRC included) per point over the "
@@ -83,15 +109,28 @@ DEFINITIONS: Mapping[str, str] = {
     "compression_ratio": "16 raw bytes per point (int64 ms + float64) over block bytes",
     "encode_points_per_s": "encode_chunk over the dataset's blocks, one core, best of N",
     "decode_points_per_s": "decode_chunk over the dataset's blocks, one core, best of N",
-    "pipeline_points_per_s_json": "points pre-produced as one JSON point per message; a "
-    "themis worker consumes them into durable blocks; clock from the first consumed point "
-    "seen on /ts/buffer/stats to points_flushed covering all; rate = points consumed after "
-    "the clock started / seconds",
+    "pipeline_points_per_s_json": "points pre-produced as one untagged JSON point per "
+    "message (the bytes TSProducer.put sends, keyed by series, series interleaved in time; "
+    "a plain durable producer) on a topic of >= 500,000 messages; a themis worker consumes "
+    "them into durable blocks; clock from the first consumed point seen on "
+    "/ts/buffer/stats to points_flushed covering all; rate = points consumed after the "
+    "clock started / seconds",
+    "pipeline_points_per_s_json_tagged": "the same with every series tagged (2-4 tags "
+    "each, series_tags), its own topic of the same size and its own worker",
     "pipeline_points_per_s_frames": "the same with TSProducer.put_arrays binary batch frames",
-    "bare_consume_msgs_per_s": "a plain confluent-kafka Consumer (new group, all partitions "
-    "from the beginning, no decoding) draining the JSON run's points topic, timed from "
-    "assign() to the last message; best of 3 drains",
-    "json_vs_bare_consume": "pipeline_points_per_s_json / bare_consume_msgs_per_s",
+    "bare_consume_msgs_per_s": "a plain confluent-kafka Consumer with the stage consumers' "
+    "fetch settings (FETCH_OVERRIDES minus partition.assignment.strategy; plus "
+    "fetch.queue.backoff.ms 10 unless FETCH_OVERRIDES sets it, so that librdkafka's 1 s "
+    "queue backoff does not idle a fast drain), new group, all "
+    "partitions assigned from the beginning, consume(BATCH_SIZE), no decoding, draining the "
+    "UNTAGGED JSON run's points topic (the one pipeline_points_per_s_json read) after its "
+    "worker stopped, timed from assign() to the last message; best of 3 drains",
+    "bare_consume_msgs_per_s_tagged": "the same on the TAGGED JSON run's points topic (larger "
+    "messages, so a figure of its own)",
+    "json_vs_bare_consume": "pipeline_points_per_s_json / bare_consume_msgs_per_s (same run, "
+    "same topic; goal >= 0.5)",
+    "json_tagged_vs_bare_consume": "pipeline_points_per_s_json_tagged / "
+    "bare_consume_msgs_per_s_tagged (same run, same topic; goal >= 0.4)",
     "buffered_points_per_s": "client-observed, in process: TSAutoBuffer.add per point; "
     "every batch add returns is encoded to blocks, produced with acks=all and flushed "
     "(acknowledged) before the next add; a final manual flush; points / seconds",
@@ -110,6 +149,7 @@ class Sizes:
     codec_points_per_series: int
     codec_repetitions: int
     json_series: int
+    """Series of each JSON run (untagged and tagged alike)."""
     json_points_per_series: int
     frames_series: int
     frames_points_per_series: int
@@ -124,10 +164,10 @@ QUICK: Final = Sizes(
     codec_series=200,
     codec_points_per_series=2000,
     codec_repetitions=5,
-    json_series=20,
-    json_points_per_series=1000,
+    json_series=100,
+    json_points_per_series=5000,
     frames_series=200,
-    frames_points_per_series=10_000,
+    frames_points_per_series=50_000,
     frame_slice_points=100,
     buffered_series=100,
     buffered_points_per_series=1000,
@@ -137,8 +177,8 @@ FULL: Final = Sizes(
     codec_series=1000,
     codec_points_per_series=5000,
     codec_repetitions=7,
-    json_series=50,
-    json_points_per_series=2000,
+    json_series=200,
+    json_points_per_series=5000,
     frames_series=500,
     frames_points_per_series=20_000,
     frame_slice_points=100,
@@ -163,36 +203,54 @@ def _part_settings(base: Settings, broker: BenchBroker, part: str) -> Settings:
     )
 
 
+def _json_run(
+    base: Settings, broker: BenchBroker, sizes: Sizes, *, tagged: bool
+) -> tuple[PipelineRun, BareDrain]:
+    """One JSON-per-message run through a worker, then the bare consumer on its topic."""
+    part = "json-tagged" if tagged else "json"
+    what = "tagged JSON points" if tagged else "JSON points"
+    settings = _part_settings(base, broker, part)
+    topic = settings.topic("ts.points")
+    series = fleet(sizes.json_series, sizes.json_points_per_series)
+    run = measure_pipeline(
+        settings,
+        broker.work_dir / f"{part}-worker.log",
+        lambda: produce_json(broker.bootstrap, topic, series, tagged=tagged),
+        what=what,
+        min_points_per_s=2_000,
+    )
+    progress(f"bare consumer: draining the {what} topic, best of {_BARE_REPETITIONS}")
+    drains = [bare_consume(broker.bootstrap, topic, run.messages) for _ in range(_BARE_REPETITIONS)]
+    bare = max(drains, key=lambda drain: drain.rate)
+    progress(
+        f"bare consumer: {bare.rate:,.0f} messages/s "
+        f"({bare.value_bytes / bare.messages:.0f} bytes each); {what} / bare "
+        f"{run.points_per_s / bare.rate:.3f}"
+    )
+    return run, bare
+
+
 def _pipelines(base: Settings, broker: BenchBroker, sizes: Sizes) -> dict[str, Any]:
-    """JSON points and frames through a worker, and the bare consumer on the JSON topic."""
-    json_settings = _part_settings(base, broker, "json")
-    json_fleet = fleet(sizes.json_series, sizes.json_points_per_series)
-    json_run = measure_pipeline(
-        json_settings,
-        broker.work_dir / "json-worker.log",
-        lambda producer: produce_json(producer, json_fleet),
-        what="JSON points",
-        min_points_per_s=500,
-    )
-    progress(f"bare consumer: draining the JSON points topic, best of {_BARE_REPETITIONS}")
-    topic = json_settings.topic("ts.points")
-    bare_msgs, bare_s = min(
-        (
-            bare_consume(broker.bootstrap, topic, json_run.messages)
-            for _ in range(_BARE_REPETITIONS)
-        ),
-        key=lambda drain: drain[1] / drain[0],
-    )
-    progress(f"bare consumer: {bare_msgs / bare_s:,.0f} messages/s")
+    """JSON points (untagged, tagged) and frames through a worker each, and the bare
+    consumer on each JSON topic."""
+    json_run, bare = _json_run(base, broker, sizes, tagged=False)
+    tagged_run, bare_tagged = _json_run(base, broker, sizes, tagged=True)
+    frames_settings = _part_settings(base, broker, "frames")
     frames_fleet = fleet(sizes.frames_series, sizes.frames_points_per_series)
     frames_run = measure_pipeline(
-        _part_settings(base, broker, "frames"),
+        frames_settings,
         broker.work_dir / "frames-worker.log",
-        lambda producer: produce_frames(producer, frames_fleet, sizes.frame_slice_points),
+        lambda: produce_frames(TSProducer(frames_settings), frames_fleet, sizes.frame_slice_points),
         what="frames",
         min_points_per_s=10_000,
     )
-    return {"json": json_run, "frames": frames_run, "bare": (bare_msgs, bare_s)}
+    return {
+        "json": json_run,
+        "json_tagged": tagged_run,
+        "frames": frames_run,
+        "bare": bare,
+        "bare_tagged": bare_tagged,
+    }
 
 
 def _writes(base: Settings, broker: BenchBroker, sizes: Sizes) -> dict[str, tuple[int, float]]:
@@ -214,38 +272,53 @@ def _writes(base: Settings, broker: BenchBroker, sizes: Sizes) -> dict[str, tupl
     return {"buffered": buffered, "direct": direct}
 
 
+def _bare_details(drain: BareDrain) -> dict[str, object]:
+    return {
+        "messages": drain.messages,
+        "seconds": round(drain.seconds, 4),
+        "bytes_per_message": round(drain.value_bytes / drain.messages, 1),
+        "repetitions": _BARE_REPETITIONS,
+    }
+
+
 def _broker_figures(base: Settings, broker: BenchBroker, sizes: Sizes) -> dict[str, Any]:
     """Every figure measured against the broker, in the result's order and shape."""
     runs = _pipelines(base, broker, sizes)
-    json_run, frames_run = runs["json"], runs["frames"]
-    (bare_msgs, bare_s) = runs["bare"]
+    json_run, tagged_run, frames_run = runs["json"], runs["json_tagged"], runs["frames"]
+    bare, bare_tagged = runs["bare"], runs["bare_tagged"]
     writes = _writes(base, broker, sizes)
     (buffered_points, buffered_s), (direct_points, direct_s) = writes["buffered"], writes["direct"]
-    bare_rate = bare_msgs / bare_s
+    json_ratio = json_run.points_per_s / bare.rate
+    tagged_ratio = tagged_run.points_per_s / bare_tagged.rate
     buffered_rate, direct_rate = buffered_points / buffered_s, direct_points / direct_s
     points_spec = next(spec for spec in load_specs() if spec.name == "ts.points")
+    json_shape = {"series": sizes.json_series, "points_per_series": sizes.json_points_per_series}
     return {
         "pipeline_points_per_s_json": rounded(json_run.points_per_s),
+        "pipeline_points_per_s_json_tagged": rounded(tagged_run.points_per_s),
         "pipeline_points_per_s_frames": rounded(frames_run.points_per_s),
-        "bare_consume_msgs_per_s": rounded(bare_rate),
-        "json_vs_bare_consume": rounded(json_run.points_per_s / bare_rate),
+        "bare_consume_msgs_per_s": rounded(bare.rate),
+        "bare_consume_msgs_per_s_tagged": rounded(bare_tagged.rate),
+        "json_vs_bare_consume": rounded(json_ratio),
+        "json_tagged_vs_bare_consume": rounded(tagged_ratio),
         "buffered_points_per_s": rounded(buffered_rate),
         "direct_points_per_s": rounded(direct_rate),
         "buffered_vs_direct": rounded(buffered_rate / direct_rate),
+        "goals": {
+            "json_vs_bare_consume": goal(json_ratio, JSON_GOAL),
+            "json_tagged_vs_bare_consume": goal(tagged_ratio, JSON_TAGGED_GOAL),
+        },
         "pipeline": {
-            "json": json_run.details()
-            | {"series": sizes.json_series, "points_per_series": sizes.json_points_per_series},
+            "json": json_run.details() | json_shape | {"tags_per_series": 0},
+            "json_tagged": tagged_run.details() | json_shape | {"tags_per_series": "2-4"},
             "frames": frames_run.details()
             | {
                 "series": sizes.frames_series,
                 "points_per_series": sizes.frames_points_per_series,
                 "points_per_series_per_call": sizes.frame_slice_points,
             },
-            "bare_consume": {
-                "messages": bare_msgs,
-                "seconds": round(bare_s, 4),
-                "repetitions": _BARE_REPETITIONS,
-            },
+            "bare_consume": _bare_details(bare),
+            "bare_consume_tagged": _bare_details(bare_tagged),
             "buffered": {
                 "series": sizes.buffered_series,
                 "points": buffered_points,
@@ -258,11 +331,16 @@ def _broker_figures(base: Settings, broker: BenchBroker, sizes: Sizes) -> dict[s
             "max_points_per_buffer": base.ts_auto_buffer.max_points_per_buffer,
             "points_topic_partitions": points_spec.partitions,
             "producer": "acks=all, idempotent, linger.ms=5, lz4 (durable_producer_config)",
+            "json_producer": "plain confluent Producer (durable_producer_config, "
+            "partitioner consistent) of pre-encoded DataPoint.to_json records keyed by series",
+            "bare_consumer": {"consume_batch": BATCH_SIZE, **BARE_FETCH},
         },
         "points": {
             "pipeline_json": json_run.points,
+            "pipeline_json_tagged": tagged_run.points,
             "pipeline_frames": frames_run.points,
-            "bare_consume": bare_msgs,
+            "bare_consume": bare.messages,
+            "bare_consume_tagged": bare_tagged.messages,
             "buffered": buffered_points,
             "direct": direct_points,
         },
@@ -351,6 +429,11 @@ def render(result: Mapping[str, object]) -> str:
             f"its blocks' ratio {pipe['json']['compression_ratio']}",
         ),
         (
+            "pipeline, tagged JSON",
+            _rate(r["pipeline_points_per_s_json_tagged"], "points"),
+            f"{pipe['json_tagged']['points']:,} points, 2-4 tags each",
+        ),
+        (
             "pipeline, frames",
             _rate(r["pipeline_points_per_s_frames"], "points"),
             f"{pipe['frames']['points']:,} points in {pipe['frames']['messages']:,} messages; "
@@ -359,9 +442,16 @@ def render(result: Mapping[str, object]) -> str:
         (
             "bare consumer",
             _rate(r["bare_consume_msgs_per_s"], "msgs"),
-            "the JSON points topic, no decoding",
+            f"the JSON points topic ({pipe['bare_consume']['bytes_per_message']} bytes "
+            "a message), no decoding",
         ),
-        ("JSON pipeline / bare", f"{r['json_vs_bare_consume']}", ""),
+        (
+            "bare consumer, tagged",
+            _rate(r["bare_consume_msgs_per_s_tagged"], "msgs"),
+            f"the tagged topic ({pipe['bare_consume_tagged']['bytes_per_message']} bytes)",
+        ),
+        goal_row("JSON pipeline / bare", r["goals"]["json_vs_bare_consume"]),
+        goal_row("tagged JSON / bare", r["goals"]["json_tagged_vs_bare_consume"]),
         (
             "buffered writes",
             _rate(r["buffered_points_per_s"], "points"),

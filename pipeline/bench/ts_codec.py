@@ -1,8 +1,9 @@
 """The time-series benchmark's data, and its codec figures (no broker involved).
 
 :func:`fleet` draws :func:`~pipeline.ts.dataset.devops_dataset` series as
-``(metric, entity, timestamps_ms, values)``; :func:`interleaved` walks their points
-in time order across series, as a fleet of hosts reports them.
+``(metric, entity, timestamps_ms, values)``; :func:`series_tags` gives series ``i``
+the 2-4 tags a scraper would attach; :func:`interleaved` walks their points in time
+order across series, as a fleet of hosts reports them.
 :func:`measure_codec` cuts the fleet into blocks the way the buffer's size trigger
 cuts them and measures block bytes and the chunk codec's speed.
 """
@@ -23,7 +24,15 @@ from pipeline.ts.dataset import devops_dataset
 from pipeline.ts.gorilla import decode_chunk, encode_chunk
 from pipeline.ts.point import series_key
 
-__all__ = ["SEED", "CodecResult", "Series", "fleet", "interleaved", "measure_codec"]
+__all__ = [
+    "SEED",
+    "CodecResult",
+    "Series",
+    "fleet",
+    "interleaved",
+    "measure_codec",
+    "series_tags",
+]
 
 SEED: Final = 0
 """Seed of every :func:`~pipeline.ts.dataset.devops_dataset` the benchmark draws."""
@@ -41,6 +50,22 @@ def fleet(series: int, points_per_series: int) -> list[Series]:
         metric, _, host = name.partition("{host=")
         out.append((metric, host.rstrip("}"), ts, vs))
     return out
+
+
+_TAG_VALUES: Final = (
+    ("region", ("eu-west-1", "us-east-1", "ap-south-1")),
+    ("service", ("api", "billing", "search", "ingest", "auth")),
+    ("env", ("prod", "staging")),
+    ("rack", tuple(f"r{n:02d}" for n in range(12))),
+)
+
+
+def series_tags(index: int) -> dict[str, str]:
+    """The tags of series ``index`` of :func:`fleet`: the first ``2 + index % 3`` of
+    region, service, env and rack (2, 3 or 4 tags, a third of the series each), their
+    values picked by the series' host (five series per host)."""
+    host = index // 5
+    return {name: values[host % len(values)] for name, values in _TAG_VALUES[: 2 + index % 3]}
 
 
 def interleaved(series: list[Series]) -> Iterator[tuple[str, int, float]]:

@@ -1,10 +1,11 @@
 """Producer -> Kafka -> ``themis worker`` -> durable blocks, and a bare consumer beside it.
 
-:func:`measure_pipeline` pre-produces points (one JSON point per message, or binary
-batch frames), then starts a worker child process and times it from its first
-consumed point to every point durable, reading ``/ts/buffer/stats`` through the
-worker client. :func:`bare_consume` drains a points topic with a plain consumer and
-nothing decoded: what Kafka alone delivers to one process.
+:func:`measure_pipeline` pre-produces points (one JSON point per message with
+:func:`produce_json`, or binary batch frames with :func:`produce_frames`), then starts
+a worker child process and times it from its first consumed point to every point
+durable, reading ``/ts/buffer/stats`` through the worker client. :func:`bare_consume`
+drains a points topic with a plain consumer with the stage consumers' fetch settings
+(:data:`BARE_FETCH`) and nothing decoded: what Kafka alone delivers to one process.
 """
 
 from __future__ import annotations
@@ -14,23 +15,51 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 from confluent_kafka import OFFSET_BEGINNING, TopicPartition
 
 from pipeline.bench.harness import progress, rounded, time_worker, worker_running
-from pipeline.bench.ts_codec import Series
+from pipeline.bench.ts_codec import Series, series_tags
+from pipeline.bench.ts_writes import AckedProducer
 from pipeline.config import Settings
 from pipeline.errors import BenchmarkFailed
+from pipeline.ingest.batch_consumer import BATCH_SIZE, FETCH_OVERRIDES
 from pipeline.kafka.consumer import open_consumer
 from pipeline.kafka.topics import apply_topics
 from pipeline.ts.point import DataPoint, series_key
 from pipeline.ts.producer import TSProducer
 from pipeline.worker import pages
 
-__all__ = ["PipelineRun", "bare_consume", "measure_pipeline", "produce_frames", "produce_json"]
+__all__ = [
+    "BARE_FETCH",
+    "BareDrain",
+    "PipelineRun",
+    "bare_consume",
+    "measure_pipeline",
+    "produce_frames",
+    "produce_json",
+]
 
 _STARTUP_TIMEOUT_S: Final = 120.0
+_MIN_TIMED_SHARE: Final = 0.1
+"""Below this share of the points consumed after the clock started, a run is no measurement."""
+_FETCH_QUEUE_BACKOFF_MS: Final = 10
+BARE_FETCH: Final[dict[str, Any]] = {"fetch.queue.backoff.ms": _FETCH_QUEUE_BACKOFF_MS} | {
+    name: value
+    for name, value in FETCH_OVERRIDES.items()
+    if name != "partition.assignment.strategy"
+}
+"""The bare consumer's librdkafka settings: the stage consumers' ``FETCH_OVERRIDES``
+without the assignment strategy, which a consumer that assigns its partitions itself
+(no group membership) never uses; and, unless ``FETCH_OVERRIDES`` sets it,
+``fetch.queue.backoff.ms`` 10. librdkafka postpones a partition's next fetch by that
+much (1,000 ms by default) once its local queue holds ``queued.min.messages``
+(100,000): a consumer that drains a partition faster than 100,000 messages a second
+then sits idle for most of a second, and the drain measures the backoff, not Kafka
+(seen here: 0.32-0.35 M instead of 0.8-1.3 M messages/s in about one drain of three).
+The worker's stages consume more slowly than that, so at today's rates their queues do
+not run dry."""
 
 
 @dataclass(frozen=True)
@@ -67,24 +96,41 @@ class PipelineRun:
         }
 
 
-def produce_json(producer: TSProducer, series: list[Series]) -> int:
-    """Every point as one JSON message (``TSProducer.put``), series interleaved in time."""
-    columns = [(m, e, ts.tolist(), vs.tolist()) for m, e, ts, vs in series]
-    length = min(len(ts) for _, _, ts, _ in columns)
+def produce_json(bootstrap: str, topic: str, series: list[Series], *, tagged: bool) -> int:
+    """Every point as one JSON message, series interleaved in time; returns the count.
+
+    The records are what ``TSProducer.put`` sends (``DataPoint.to_json``, keyed by the
+    series key; series ``i`` tagged with :func:`series_tags` when ``tagged``), encoded
+    first and produced with a plain durable producer (``acks=all``, idempotent, the
+    ``consistent`` partitioner): ``put`` costs tens of microseconds a point in Python,
+    too slow to fill a topic of half a million points quickly. Every record is
+    acknowledged on return.
+    """
+    producer = AckedProducer(bootstrap, topic, partitioner="consistent")
+    columns = []
+    for i, (metric, entity, ts, vs) in enumerate(series):
+        tags = series_tags(i) if tagged else {}
+        key = series_key(metric, entity, tags).encode()
+        columns.append((key, metric, entity, tags, ts.tolist(), vs.tolist()))
+    length = min((len(c[4]) for c in columns), default=0)
+    produce = producer.produce
     for i in range(length):
-        for metric, entity, ts, vs in columns:
-            producer.put(DataPoint(metric, entity, ts[i], vs[i]))
+        for key, metric, entity, tags, ts, vs in columns:
+            produce(key, DataPoint(metric, entity, ts[i], vs[i], tags).to_json())
+    producer.flush_acked(timeout_s=300)
     return length * len(columns)
 
 
 def produce_frames(producer: TSProducer, series: list[Series], slice_points: int) -> int:
-    """Binary batch frames: each ``put_arrays`` call carries ``slice_points`` of every series."""
+    """Binary batch frames: each ``put_arrays`` call carries ``slice_points`` of every series;
+    flushed (acknowledged) on return."""
     keyed = [(series_key(m, e), ts, vs) for m, e, ts, vs in series]
     length = min(int(ts.size) for _, ts, _ in keyed)
     sent = 0
     for start in range(0, length, slice_points):
         end = start + slice_points
         sent += producer.put_arrays((key, ts[start:end], vs[start:end]) for key, ts, vs in keyed)
+    producer.flush(timeout_s=300)
     return sent
 
 
@@ -102,22 +148,23 @@ def _message_count(bootstrap: str, topic: str) -> int:
 def measure_pipeline(
     settings: Settings,
     log_path: Path,
-    produce: Callable[[TSProducer], int],
+    produce: Callable[[], int],
     *,
     what: str,
     min_points_per_s: float,
 ) -> PipelineRun:
-    """Pre-produce, start a worker, time it from its first consumed point to all durable.
+    """Create the topics, pre-produce, start a worker, time it from its first consumed
+    point to all durable.
 
-    ``min_points_per_s`` bounds the wait: slower than that is a failure, not a result.
+    ``produce`` fills ``settings``' points topic (every record acknowledged) and returns
+    the points sent. ``min_points_per_s`` bounds the wait: slower than that is a
+    failure, not a result.
     """
     bootstrap = settings.kafka.bootstrap_servers
     assert bootstrap is not None
     apply_topics(bootstrap, settings)
-    producer = TSProducer(settings)
     t0 = time.perf_counter()
-    points = produce(producer)
-    producer.flush(timeout_s=300)
+    points = produce()
     produce_s = time.perf_counter() - t0
     messages = _message_count(bootstrap, settings.topic("ts.points"))
     progress(
@@ -141,6 +188,13 @@ def measure_pipeline(
     if exit_code != 0:
         progress(f"{what}: the worker exited with code {exit_code}; log tail:\n{worker.log_tail()}")
     final = timing.final
+    points_timed = points - int(timing.first["points_buffered"])
+    if points_timed < points * _MIN_TIMED_SHARE:
+        raise BenchmarkFailed(
+            f"{what}: the worker's first stats page came after {points - points_timed:,} of "
+            f"{points:,} points were buffered (its event loop was busy with one large "
+            "batch); too few points were timed for a rate: use more points"
+        )
     if final["dead_letters"]:
         raise BenchmarkFailed(
             f"{what}: the worker dead-lettered {final['dead_letters']} records; "
@@ -151,7 +205,7 @@ def measure_pipeline(
         messages=messages,
         produce_seconds=produce_s,
         worker_ready_seconds=timing.ready_seconds,
-        points_timed=points - int(timing.first["points_buffered"]),
+        points_timed=points_timed,
         seconds=timing.seconds,
         blocks_written=int(final["blocks_written"]),
         compression_ratio=float(final["avg_compression_ratio"]),
@@ -165,30 +219,46 @@ def measure_pipeline(
     return run
 
 
-def bare_consume(bootstrap: str, topic: str, expected: int) -> tuple[int, float]:
-    """``(messages, seconds)`` for a plain consumer draining ``topic`` from the start.
+@dataclass(frozen=True)
+class BareDrain:
+    """One drain of a topic by the bare consumer."""
 
-    A new group, every partition assigned from the beginning, values touched, nothing
-    decoded. The clock runs from ``assign`` to the last message; connecting and
-    reading the topic's metadata happen before.
+    messages: int
+    value_bytes: int
+    seconds: float
+
+    @property
+    def rate(self) -> float:
+        return self.messages / self.seconds
+
+
+def bare_consume(bootstrap: str, topic: str, expected: int) -> BareDrain:
+    """A plain consumer draining ``topic`` from the start.
+
+    A new group, the fetch settings of :data:`BARE_FETCH`, every partition assigned
+    from the beginning, ``consume`` in batches of the stage consumers' ``BATCH_SIZE``,
+    value lengths summed, nothing decoded. The clock runs from ``assign`` to the last
+    message; connecting and reading the topic's metadata happen before.
     """
     group = f"{topic}.bare-{uuid.uuid4().hex[:8]}"
-    with open_consumer(bootstrap, group) as consumer:
+    with open_consumer(bootstrap, group, **BARE_FETCH) as consumer:
         partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
         started = time.monotonic()
         consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])
         deadline = started + 30 + expected / 10_000
-        seen = 0
+        seen = value_bytes = 0
         while seen < expected:
             if time.monotonic() > deadline:
                 raise BenchmarkFailed(
                     f"the bare consumer read {seen:,} of {expected:,} messages of {topic} "
                     "before its deadline"
                 )
-            for msg in consumer.consume(1000, timeout=0.5):
+            for msg in consumer.consume(BATCH_SIZE, timeout=0.5):
                 error = msg.error()
                 if error is not None:
                     raise BenchmarkFailed(f"the bare consumer got an error from {topic}: {error}")
-                if msg.value() is not None:
+                value = msg.value()
+                if value is not None:
                     seen += 1
-        return seen, time.monotonic() - started
+                    value_bytes += len(value)
+        return BareDrain(seen, value_bytes, time.monotonic() - started)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import itertools
 import time
 from collections.abc import Iterable
+from typing import Any
 
 import numpy as np
 from confluent_kafka import KafkaError, Message, Producer
@@ -28,11 +29,15 @@ __all__ = ["AckedProducer", "measure_buffered", "measure_direct"]
 
 
 class AckedProducer:
-    """A durable producer (``acks=all``, idempotent) whose flush fails on any failed record."""
+    """A durable producer (``acks=all``, idempotent) whose flush fails on any failed record.
 
-    def __init__(self, bootstrap: str, topic: str) -> None:
+    ``extra`` are more librdkafka settings (``partitioner="consistent"`` to place keyed
+    records as :class:`~pipeline.ts.producer.TSProducer` does).
+    """
+
+    def __init__(self, bootstrap: str, topic: str, **extra: Any) -> None:
         self.topic = topic
-        self._producer = Producer(durable_producer_config(bootstrap))
+        self._producer = Producer(durable_producer_config(bootstrap, **extra))
         self._failures: list[str] = []
 
     def _on_delivery(self, err: KafkaError | None, msg: Message) -> None:

@@ -17,13 +17,19 @@ Data
     :class:`~pipeline.bench.embeddings.ClusteredEmbeddings`: unit vectors in
     clusters on low-rank subspaces, shaped like text embeddings; seed
     :data:`~pipeline.bench.embeddings.SEED`; queries and updates are fresh draws
-    from the same model.
+    from the same model. Both the worker and bare hnswlib find every neighbour on
+    it, so the recall that discriminates is measured on a second dataset,
+    :func:`~pipeline.bench.embeddings.random_unit_vectors`, with a worker of its own
+    (:mod:`pipeline.bench.vectors_recall`), after the main worker stopped.
 
 Figures
     see :data:`DEFINITIONS`; ``vectors`` has the counts behind every rate,
     ``pipeline`` each step's details, ``memory`` the figures behind
-    ``bytes_per_vector``, ``settings`` the index and buffer settings; then the
-    shared envelope (:mod:`pipeline.bench.harness`).
+    ``bytes_per_vector``, ``hard`` the random-vector run's details, ``goals`` the
+    ratios against their goals (``indexed_vs_bare`` at least 0.9,
+    ``recall_at_10_hard`` at least ``bare_recall_at_10_hard`` - 0.01,
+    ``filtered_recall_at_10`` at least 0.95), ``settings`` the index and buffer
+    settings; then the shared envelope (:mod:`pipeline.bench.harness`).
 """
 
 from __future__ import annotations
@@ -37,7 +43,16 @@ import numpy as np
 
 from pipeline.bench import vectors_steps as steps
 from pipeline.bench.embeddings import CLUSTERS, DIMENSION, RANK, SEED, ClusteredEmbeddings
-from pipeline.bench.harness import BenchBroker, bench_broker, progress, rounded, worker_running
+from pipeline.bench.harness import (
+    BenchBroker,
+    bench_broker,
+    goal,
+    goal_row,
+    progress,
+    rounded,
+    worker_running,
+)
+from pipeline.bench.vectors_recall import FILTER_PARTS, HARD_SEED, HardRecall, measure_hard
 from pipeline.config import Settings, with_overrides
 from pipeline.errors import BenchmarkFailed
 from pipeline.kafka.local_broker import free_port
@@ -49,6 +64,12 @@ __all__ = ["DEFINITIONS", "FLUSH_INTERVAL_MS", "FULL", "QUICK", "Sizes", "render
 
 FLUSH_INTERVAL_MS: Final = 100
 """The worker's ``flush_interval_ms`` (milliseconds): how long a lone operation waits."""
+INDEXED_GOAL: Final = 0.9
+"""Goal of ``indexed_vs_bare``."""
+RECALL_SLACK: Final = 0.01
+"""Goal of ``recall_at_10_hard``: at least ``bare_recall_at_10_hard`` minus this."""
+FILTERED_RECALL_GOAL: Final = 0.95
+"""Goal of ``filtered_recall_at_10``."""
 
 DEFINITIONS: Mapping[str, str] = {
     "indexed_vectors_per_s": "sustained Kafka -> searchable: N ADDs pre-produced in binary "
@@ -64,6 +85,19 @@ DEFINITIONS: Mapping[str, str] = {
     "mean over fresh queries of |search(q, 10) via the worker ∩ exact top 10| / 10; exact = "
     "brute-force cosine over the live set as the client knows it; searched at the "
     "configured ef_search (see ef_search)",
+    "recall_at_10_hard": "recall@10 where it can discriminate: N random unit vectors "
+    "(random_unit_vectors, no clusters) sent as ADDs to a topic and worker of their own; the "
+    "mean over fresh random queries of |search(q, 10) via the worker ∩ exact top 10| / 10, "
+    "exact = brute-force cosine over the N vectors; at the configured ef_search",
+    "bare_recall_at_10_hard": "the same queries against bare hnswlib holding the same N "
+    "vectors in the same shards (one index per partition, same space, M, ef_construction "
+    "and ef_search, one add_items per shard), each shard asked for 10, merged by distance",
+    "filtered_recall_at_10": "on the same N vectors, each with metadata part = i % 10: "
+    "query j searched via the worker with filter {part: j % 10} (the --where / filter "
+    "path; a tenth of the vectors pass), |hits ∩ exact top 10 of that part| / 10, mean "
+    "over the queries",
+    "bare_filtered_recall_at_10": "the same filtered queries against the bare shards "
+    "with hnswlib's own filter (knn_query filter=)",
     "buffered_vectors_per_s": "client-observed, durable and searchable: M new ADDs sent "
     "with VectorProducer.send_many (binary frames), producer flushed (acks=all), then "
     "/vectors/buffer/stats polled until live_vectors covers all M; M / seconds from the "
@@ -94,10 +128,29 @@ class Sizes:
     queries: int
     buffered: int
     direct: int
+    hard: int
+    """Random unit vectors of the recall measurement that discriminates."""
+    hard_queries: int
 
 
-QUICK: Final = Sizes(indexed=20_000, mix_fraction=0.1, queries=200, buffered=5_000, direct=25)
-FULL: Final = Sizes(indexed=100_000, mix_fraction=0.1, queries=500, buffered=20_000, direct=100)
+QUICK: Final = Sizes(
+    indexed=20_000,
+    mix_fraction=0.1,
+    queries=200,
+    buffered=5_000,
+    direct=25,
+    hard=8_000,
+    hard_queries=300,
+)
+FULL: Final = Sizes(
+    indexed=100_000,
+    mix_fraction=0.1,
+    queries=500,
+    buffered=20_000,
+    direct=100,
+    hard=30_000,
+    hard_queries=500,
+)
 
 
 @dataclass(frozen=True)
@@ -145,7 +198,7 @@ def _measure(settings: Settings, sizes: Sizes, broker: BenchBroker, partitions: 
             dict(zip(pks, vectors, strict=True)),
             n,
         )
-        indexed = steps.measure_indexed(run, n)
+        indexed = steps.measure_indexed(worker, run.launched, n)
         progress(
             f"indexed: {indexed.rate:,.0f} vectors/s ({indexed.timed:,} in "
             f"{indexed.seconds:.2f} s after a {indexed.ready_seconds:.1f} s start-up)"
@@ -180,18 +233,23 @@ def _measure(settings: Settings, sizes: Sizes, broker: BenchBroker, partitions: 
     )
 
 
-def _figures(m: _Measured, sizes: Sizes, settings: Settings) -> dict[str, Any]:
+def _figures(m: _Measured, hard: HardRecall, sizes: Sizes, settings: Settings) -> dict[str, Any]:
     """The measured figures in the result's order and shape."""
     bare_rate = sizes.indexed / m.bare_seconds
+    indexed_vs_bare = m.indexed.rate / bare_rate
     buffered_rate = sizes.buffered / m.buffered_seconds
     direct_rate = sizes.direct / m.direct_seconds
     live = m.memory["live_vectors"]
     return {
         "indexed_vectors_per_s": rounded(m.indexed.rate),
         "bare_hnswlib_vectors_per_s": rounded(bare_rate),
-        "indexed_vs_bare": rounded(m.indexed.rate / bare_rate),
+        "indexed_vs_bare": rounded(indexed_vs_bare),
         "recall_at_10": round(m.recall, 4),
         "ef_search": settings.vector_auto_buffer.ef_search,
+        "recall_at_10_hard": round(hard.recall, 4),
+        "bare_recall_at_10_hard": round(hard.bare_recall, 4),
+        "filtered_recall_at_10": round(hard.filtered_recall, 4),
+        "bare_filtered_recall_at_10": round(hard.bare_filtered_recall, 4),
         "buffered_vectors_per_s": rounded(buffered_rate),
         "direct_vectors_per_s": rounded(direct_rate),
         "buffered_vs_direct": rounded(buffered_rate / direct_rate),
@@ -232,6 +290,21 @@ def _figures(m: _Measured, sizes: Sizes, settings: Settings) -> dict[str, Any]:
             "worker_exit_code": m.worker_exit_code,
         },
         "memory": m.memory,
+        "hard": {
+            "vectors": hard.vectors,
+            "queries": hard.queries,
+            "filter_parts": FILTER_PARTS,
+            "shards": hard.shards,
+            "indexed_vectors_per_s": rounded(hard.indexed.rate),
+            "bare_hnswlib_vectors_per_s": rounded(hard.vectors / hard.bare_seconds),
+            "worker_ready_seconds": round(hard.indexed.ready_seconds, 3),
+            "worker_exit_code": hard.worker_exit_code,
+        },
+        "goals": {
+            "indexed_vs_bare": goal(indexed_vs_bare, INDEXED_GOAL),
+            "recall_at_10_hard": goal(hard.recall, hard.bare_recall - RECALL_SLACK),
+            "filtered_recall_at_10": goal(hard.filtered_recall, FILTERED_RECALL_GOAL),
+        },
     }
 
 
@@ -239,15 +312,18 @@ def _percentile_ms(values: list[float], q: float) -> float:
     return rounded(float(np.percentile(np.asarray(values) * 1000, q)))
 
 
-def _bench_settings(base: Settings, broker: BenchBroker) -> Settings:
+def _bench_settings(base: Settings, broker: BenchBroker, part: str | None = None) -> Settings:
+    """The settings of the main run, or of ``part`` (a namespace, group and directory
+    of its own)."""
+    name = broker.run_id if part is None else f"{broker.run_id}.{part}"
     return with_overrides(
         base,
         {
-            "kafka": {"bootstrap_servers": broker.bootstrap, "topic_namespace": broker.run_id},
+            "kafka": {"bootstrap_servers": broker.bootstrap, "topic_namespace": name},
             "worker": {
-                "app_id": broker.run_id,
+                "app_id": name.replace(".", "-"),
                 "web_port": free_port(),
-                "data_dir": broker.work_dir / "data",
+                "data_dir": broker.work_dir / (part or "data"),
             },
             "vector_auto_buffer": {"dimension": DIMENSION, "flush_interval_ms": FLUSH_INTERVAL_MS},
         },
@@ -267,7 +343,18 @@ def run(quick: bool, settings: Settings) -> dict[str, object]:
     with bench_broker(settings, "vectors") as broker:
         bench = _bench_settings(settings, broker)
         apply_topics(broker.bootstrap, bench)
-        measured = _figures(_measure(bench, sizes, broker, spec.partitions), sizes, bench)
+        main = _measure(bench, sizes, broker, spec.partitions)
+        hard_settings = _bench_settings(settings, broker, "hard")
+        apply_topics(broker.bootstrap, hard_settings)
+        progress(f"hard data: {sizes.hard:,} random unit vectors, {sizes.hard_queries} queries")
+        hard = measure_hard(
+            hard_settings,
+            broker.work_dir / "hard-worker.log",
+            sizes.hard,
+            sizes.hard_queries,
+            spec.partitions,
+        )
+    measured = _figures(main, hard, sizes, bench)
     config = bench.vector_auto_buffer
     return {
         "dataset": {
@@ -280,6 +367,16 @@ def run(quick: bool, settings: Settings) -> dict[str, object]:
             f"{CLUSTERS} cluster centres + a point of that cluster's random {RANK}-dim "
             "subspace (sd 0.25) + isotropic noise (sd 0.3/sqrt(d)), normalised; cosine about "
             "0.5 within a cluster, 0.1 across",
+        },
+        "dataset_hard": {
+            "generator": "pipeline.bench.embeddings.random_unit_vectors",
+            "dimension": DIMENSION,
+            "seed": HARD_SEED,
+            "vectors": sizes.hard,
+            "queries": sizes.hard_queries,
+            "description": f"{sizes.hard:,} unit {DIMENSION}-dim vectors uniform on the sphere "
+            f"(no clusters; any two nearly orthogonal), metadata part = i % {FILTER_PARTS}; "
+            f"{sizes.hard_queries} fresh queries from the same distribution",
         },
         **measured,
         "settings": {
@@ -317,12 +414,23 @@ def render(result: Mapping[str, object]) -> str:
             _rate(r["bare_hnswlib_vectors_per_s"]),
             "same vectors, parameters, threads and shards",
         ),
-        ("indexed / bare", f"{r['indexed_vs_bare']}", ""),
+        goal_row("indexed / bare", r["goals"]["indexed_vs_bare"]),
         (
             f"recall@{steps.RECALL_K}",
             f"{r['recall_at_10']}",
             f"ef_search {r['ef_search']}, {v['queries']} queries after a mix of "
             f"{v['mix']['updates']:,} updates, removes and adds each",
+        ),
+        goal_row(
+            f"recall@{steps.RECALL_K}, random vectors",
+            r["goals"]["recall_at_10_hard"],
+            f"bare hnswlib {r['bare_recall_at_10_hard']}; {r['hard']['vectors']:,} vectors",
+        ),
+        goal_row(
+            f"filtered recall@{steps.RECALL_K}",
+            r["goals"]["filtered_recall_at_10"],
+            f"bare hnswlib {r['bare_filtered_recall_at_10']}; 1 in {r['hard']['filter_parts']} "
+            "pass the filter",
         ),
         (
             "buffered writes",

@@ -27,9 +27,9 @@ import numpy.typing as npt
 
 from pipeline.bench.embeddings import SEED, ClusteredEmbeddings, Vectors
 from pipeline.bench.harness import rounded, time_worker, wait_for, worker_page
+from pipeline.bench.vectors_bare import BareShards
 from pipeline.config import Settings
 from pipeline.errors import BenchmarkFailed
-from pipeline.kafka.producer import key_partition
 from pipeline.vectors.index import VectorIndex
 from pipeline.vectors.ops import OpType, VectorOp
 from pipeline.vectors.producer import VectorProducer
@@ -45,6 +45,7 @@ __all__ = [
     "adds",
     "apply_mix",
     "bare_hnswlib",
+    "exact_top",
     "measure_buffered",
     "measure_direct",
     "measure_indexed",
@@ -79,32 +80,11 @@ def adds(pks: Sequence[str], vectors: Vectors, labels: npt.NDArray[np.int64]) ->
 def bare_hnswlib(
     pks: Sequence[str], vectors: Vectors, settings: Settings, partitions: int
 ) -> tuple[float, int]:
-    """``(seconds, shards)`` building one hnswlib index per shard with one add_items each.
-
-    Shards as the worker has them: one per partition, pk -> partition as the producer
-    does; capacity preallocated; all cores.
-    """
-    import hnswlib
-
-    config = settings.vector_auto_buffer
-    shard_of = np.array([key_partition(pk.encode(), partitions) for pk in pks])
-    shards = [np.flatnonzero(shard_of == p) for p in range(partitions)]
-    shards = [rows for rows in shards if rows.size]
-    indexes = []
-    for rows in shards:
-        index = hnswlib.Index(space=config.space, dim=config.dimension)
-        index.init_index(
-            max_elements=int(rows.size),
-            M=config.m,
-            ef_construction=config.ef_construction,
-            allow_replace_deleted=True,
-        )
-        indexes.append(index)
-    data = [np.ascontiguousarray(vectors[rows]) for rows in shards]
-    t0 = time.perf_counter()
-    for index, rows, block in zip(indexes, shards, data, strict=True):
-        index.add_items(block, rows.astype(np.uint64), num_threads=-1)
-    return time.perf_counter() - t0, len(shards)
+    """``(seconds, shards)`` building one hnswlib index per shard with one add_items each
+    (:class:`~pipeline.bench.vectors_bare.BareShards`: shards as the worker has them,
+    capacity preallocated, all cores)."""
+    shards = BareShards(pks, vectors, settings.vector_auto_buffer, partitions)
+    return shards.build_seconds, len(shards.indexes)
 
 
 @dataclass
@@ -162,12 +142,13 @@ class Indexed:
         return self.timed / self.seconds
 
 
-def measure_indexed(run: VectorRun, n: int) -> Indexed:
-    """Time the worker from its first consumed op to all ``n`` pre-produced ADDs searchable."""
+def measure_indexed(worker: WorkerProcess, launched: float, n: int) -> Indexed:
+    """Time ``worker`` (launched at ``time.monotonic()`` ``launched``) from its first
+    consumed op to all ``n`` pre-produced ADDs searchable."""
     timing = time_worker(
-        run.worker,
+        worker,
         pages.VECTORS_STATS,
-        launched=run.launched,
+        launched=launched,
         consumed=lambda page: page["vectors_buffered"] > 0,
         done=lambda page: page["vectors_flushed"] >= n and page["live_vectors"] >= n,
         startup_timeout_s=_STARTUP_TIMEOUT_S,
@@ -217,7 +198,7 @@ def apply_mix(run: VectorRun, fraction: float) -> int:
     return k
 
 
-def _exact_top(live: Vectors, queries: Vectors, k: int) -> npt.NDArray[np.int64]:
+def exact_top(live: Vectors, queries: Vectors, k: int) -> npt.NDArray[np.int64]:
     """Row numbers of the exact ``k`` nearest (cosine) live vectors per query."""
     scores = queries @ live.T  # unit vectors: larger is closer
     top = np.argpartition(-scores, k - 1, axis=1)[:, :k]
@@ -228,7 +209,7 @@ def measure_recall(run: VectorRun, queries: int) -> tuple[float, list[float]]:
     """``(recall@10, seconds of each search)`` over fresh queries through the worker."""
     live_pks = list(run.live)
     vectors, _ = run.model.draw(queries)
-    exact = _exact_top(np.stack([run.live[pk] for pk in live_pks]), vectors, RECALL_K)
+    exact = exact_top(np.stack([run.live[pk] for pk in live_pks]), vectors, RECALL_K)
     found = 0
     latencies = []
     for query, row in zip(vectors, exact, strict=True):

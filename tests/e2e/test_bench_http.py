@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from confluent_kafka.admin import AdminClient
 
@@ -20,12 +22,14 @@ RATES = (
     "client_p99_ms",
     "batch_points_per_s",
     "batch_req_per_s",
+    "light_handler_p50_us",
+    "light_handler_p99_us",
 )
 
 
 @pytest.fixture(scope="module")
 def quick_report(kafka_broker: BrokerHandle) -> dict[str, object]:
-    return run_quick_bench("http", kafka_broker.bootstrap_servers, timeout_s=90)
+    return run_quick_bench("http", kafka_broker.bootstrap_servers, timeout_s=120)
 
 
 def test_quick_run_reports_every_rate_and_latency_positive(
@@ -54,6 +58,25 @@ def test_quick_run_takes_p99_from_a_bucket_of_the_facade_histogram(
     settings = quick_report["settings"]
     assert isinstance(settings, dict)
     assert upper in settings["facade_histogram_buckets_ms"]
+
+
+def test_quick_run_times_the_handler_under_a_steady_tenth_of_the_bare_rate(
+    quick_report: dict[str, object],
+) -> None:
+    report: Any = quick_report
+    p50, p99 = report["light_handler_p50_us"], report["light_handler_p99_us"]
+    assert 0 < p50 <= p99
+    for value, quantile in ((p50, "p50"), (p99, "p99")):
+        lower, upper = report["light_handler_bucket_us"][quantile]
+        assert lower <= value <= upper, quantile
+    light = report["runs"]["light_queued"]
+    assert light["response_mode"] == "queued"
+    assert light["target_req_per_s"] == pytest.approx(
+        0.1 * report["bare_framework_req_per_s"], rel=0.02
+    )
+    assert 0.5 * light["target_req_per_s"] <= light["req_per_s"] <= 1.1 * light["target_req_per_s"]
+    assert light["server_observations"] == light["ok"]
+    assert {"light_handler_p50_us", "light_handler_p99_us"} <= set(report["definitions"])
 
 
 def test_quick_run_states_modes_load_worker_broker_and_machine(

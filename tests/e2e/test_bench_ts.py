@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from confluent_kafka.admin import AdminClient
 
@@ -16,14 +18,26 @@ RATES = (
     "encode_points_per_s",
     "decode_points_per_s",
     "pipeline_points_per_s_json",
+    "pipeline_points_per_s_json_tagged",
     "pipeline_points_per_s_frames",
     "bare_consume_msgs_per_s",
+    "bare_consume_msgs_per_s_tagged",
     "json_vs_bare_consume",
+    "json_tagged_vs_bare_consume",
     "buffered_points_per_s",
     "direct_points_per_s",
     "buffered_vs_direct",
 )
-COUNTS = ("codec", "pipeline_json", "pipeline_frames", "bare_consume", "buffered", "direct")
+COUNTS = (
+    "codec",
+    "pipeline_json",
+    "pipeline_json_tagged",
+    "pipeline_frames",
+    "bare_consume",
+    "bare_consume_tagged",
+    "buffered",
+    "direct",
+)
 
 
 @pytest.fixture(scope="module")
@@ -47,6 +61,34 @@ def test_quick_run_compresses_devops_data_more_than_twofold(
     assert isinstance(bytes_per_point, float)
     assert ratio > 2
     assert ratio == pytest.approx(16 / bytes_per_point, rel=1e-2)
+
+
+def test_quick_run_compares_each_json_run_with_a_bare_drain_of_its_own_large_topic(
+    quick_report: dict[str, object],
+) -> None:
+    report: Any = quick_report
+    pipeline = report["pipeline"]
+    for run, bare, ratio in (
+        ("json", "bare_consume", "json_vs_bare_consume"),
+        ("json_tagged", "bare_consume_tagged", "json_tagged_vs_bare_consume"),
+    ):
+        assert pipeline[run]["messages"] >= 500_000, run
+        assert pipeline[bare]["messages"] == pipeline[run]["messages"], bare
+        assert pipeline[bare]["repetitions"] == 3
+        assert pipeline[run]["worker_exit_code"] == 0, run
+        assert 0 < report[ratio] < 2, ratio
+    # Tags make every message larger: the tagged topic gets a bare figure of its own.
+    assert pipeline["bare_consume_tagged"]["bytes_per_message"] > (
+        pipeline["bare_consume"]["bytes_per_message"] + 20
+    )
+    assert pipeline["json_tagged"]["tags_per_series"] == "2-4"
+    bare_settings = report["settings"]["bare_consumer"]
+    assert bare_settings["max.partition.fetch.bytes"] == 8 * 1024 * 1024
+    assert "partition.assignment.strategy" not in bare_settings
+    goals = report["goals"]
+    assert goals["json_vs_bare_consume"]["at_least"] == 0.5
+    assert goals["json_tagged_vs_bare_consume"]["at_least"] == 0.4
+    assert all(isinstance(checked["met"], bool) for checked in goals.values())
 
 
 def test_quick_run_states_its_counts_broker_machine_and_definitions(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from pipeline.kafka.broker import BrokerHandle
@@ -45,6 +47,36 @@ def test_quick_run_finds_nearly_every_exact_neighbour_at_the_configured_ef(
     assert isinstance(recall, float)
     assert 0.9 < recall <= 1.0
     assert quick_report["ef_search"] == 64
+
+
+def test_quick_run_measures_recall_on_data_where_bare_hnswlib_misses_neighbours(
+    quick_report: dict[str, object],
+) -> None:
+    report: Any = quick_report
+    bare = report["bare_recall_at_10_hard"]
+    ours = report["recall_at_10_hard"]
+    assert 0.3 < bare < 0.99  # the random vectors discriminate at ef_search 64
+    assert 0.3 < ours <= 1.0
+    assert 0.3 < report["filtered_recall_at_10"] <= 1.0
+    assert 0.3 < report["bare_filtered_recall_at_10"] <= 1.0
+    hard = report["hard"]
+    assert hard["vectors"] > 0
+    assert hard["queries"] > 0
+    assert hard["filter_parts"] == 10
+    assert hard["worker_exit_code"] == 0
+    assert report["dataset_hard"]["generator"].endswith("random_unit_vectors")
+    definitions = report["definitions"]
+    for name in (
+        "recall_at_10_hard",
+        "bare_recall_at_10_hard",
+        "filtered_recall_at_10",
+        "bare_filtered_recall_at_10",
+    ):
+        assert name in definitions, name
+    goals = report["goals"]
+    assert set(goals) == {"indexed_vs_bare", "recall_at_10_hard", "filtered_recall_at_10"}
+    assert goals["recall_at_10_hard"]["at_least"] == pytest.approx(bare - 0.01, abs=1e-3)
+    assert all(isinstance(checked["met"], bool) for checked in goals.values())
 
 
 def test_quick_run_buffering_beats_one_durable_searchable_write_at_a_time(
