@@ -139,8 +139,11 @@ class TSBufferedPage(_Page):
 class VectorStatsPage(_Page):
     async def get(self, request: Request) -> Response:
         stage = context_of(self.app).require_vectors()
+        shards = list(stage.shards.values())
+        # live_count waits for an apply in progress: off the event loop.
+        live = await asyncio.to_thread(lambda: sum(s.index.live_count() for s in shards))
         body = stage.stats() | {
-            "live_vectors": sum(s.index.live_count() for s in stage.shards.values()),
+            "live_vectors": live,
             "shards": sorted(stage.shards),
             "pending_records": stage.offsets.pending_records(),
             "dead_letters": stage.dead_letters.count,
