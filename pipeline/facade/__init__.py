@@ -2,7 +2,9 @@
 
 ``app`` (:func:`create_facade` wiring, :class:`Facade` state and lifecycle),
 ``middleware`` (auth, body limit, rate limit, request metrics, errors to HTTP statuses),
-``validation`` (request bodies and query parameters), ``ts_routes`` and
+``validation`` (request bodies and query parameters, the reference checks),
+``ts_bodies`` and ``vector_bodies`` (the write bodies decoded in C, the reference behind),
+``deliveries`` (what is in flight; single points sent together), ``ts_routes`` and
 ``vector_routes`` (the roadmap's endpoints), ``replication_routes`` (WAL apply and
 shipper control), ``auth`` (API keys and roles), ``ratelimit`` (token buckets),
 ``cli`` (``themis facade``).

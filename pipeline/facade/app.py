@@ -2,14 +2,16 @@
 
 The facade holds no buffer of its own. A buffered write is validated, produced to the
 points or operations topic (``acks=all``, idempotent) and answered; the workers hold
-the auto buffers and flush them. Stats, flushes, buffered-point reads and searches are
-asked of the workers' web pages through one :class:`~pipeline.worker.client.WorkerClient`
-(``facade.worker_urls``).
+the auto buffers and flush them. Single points are sent together with the others
+accepted close in time (:class:`~pipeline.facade.deliveries.PointFramer`). Stats,
+flushes, buffered-point reads and searches are asked of the workers' web pages through
+one :class:`~pipeline.worker.client.WorkerClient` (``facade.worker_urls``).
 
 What a 200 means (``facade.response_mode``, per request ``X-Themis-Response-Mode``)
     ``acked``: the broker acknowledged the record (``acks=all``): it survives a crash
     of the facade and of the worker. ``queued``: the record is in this process's
-    producer queue; a clean shutdown (SIGTERM) still delivers it, a crash may lose it.
+    producer queue (a single point first waits up to 20 ms for others to share its
+    record); a clean shutdown (SIGTERM) still delivers it, a crash may lose it.
 
 ``buffer_size`` (in buffered answers)
     Points (or vector operations) this facade accepted that the broker has not yet
@@ -40,16 +42,18 @@ from pipeline.errors import (
     ServiceUnavailable,
     ThemisError,
 )
+from pipeline.facade.deliveries import InFlight, PointFramer
 from pipeline.facade.middleware import FacadeMetrics, RequestGuard, RouteSpec
 from pipeline.facade.ts_routes import TimeSeriesRoutes
 from pipeline.facade.vector_routes import VectorRoutes
 from pipeline.kafka.producer import AsyncProducer, RecordProducer, key_partition
 from pipeline.ts.writer import BlockWriter
 from pipeline.wal.writer import WalWriter
-from pipeline.worker.client import WorkerClient, worker_urls
+from pipeline.worker.client import WorkerClient
 
 __all__ = [
     "FACADE_STATE",
+    "PRODUCER_LINGER_MS",
     "RESPONSE_MODE_HEADER",
     "WORKER_REFRESH_S",
     "WORKER_TIMEOUT_S",
@@ -65,6 +69,11 @@ WORKER_REFRESH_S: Final = 0.5
 WORKER_TIMEOUT_S: Final = 10.0
 """Timeout of one request to a worker (seconds); flushes may take this long."""
 RESPONSE_MODE_HEADER: Final = "X-Themis-Response-Mode"
+PRODUCER_LINGER_MS: Final = 0
+"""The facade producer's ``linger.ms``. Single points are batched before they reach the
+producer (:class:`~pipeline.facade.deliveries.PointFramer`), and an ``acked`` answer
+waits for any linger: on this project's machines a 6-partition flush took 1.3 ms to be
+acknowledged with 0, 4.3 ms with 1 and 8.3 ms with 5 (the workers' producers keep 5)."""
 
 
 class Facade:
@@ -87,7 +96,7 @@ class Facade:
         self.bootstrap = bootstrap
         self.metrics = FacadeMetrics()
         self.guard = RequestGuard(self.config, self.metrics)
-        self.workers = WorkerClient(worker_urls(settings), timeout_s=WORKER_TIMEOUT_S)
+        self.workers = WorkerClient.from_settings(settings, timeout_s=WORKER_TIMEOUT_S)
         self.points_topic = settings.topic("ts.points")
         self.ops_topic = settings.topic("vectors.ops")
         self.blocks_topic = settings.topic("ts.blocks")
@@ -96,10 +105,16 @@ class Facade:
         self._block_writer: BlockWriter | None = None
         self._partitions = dict(partitions or {})
         self._refresher: asyncio.Task[None] | None = None
-        self._pending: set[asyncio.Future[Any]] = set()
-        self.unacked_points = 0
-        """Points and vector operations accepted that the broker has not acknowledged."""
-        self.unacked_requests = 0
+        self.in_flight = InFlight()
+        """Points, operations and requests accepted that the broker has not acknowledged."""
+        self.metrics.count_unacked(lambda: self.in_flight.points)
+        self.points = PointFramer(
+            lambda: self.producer,
+            self.points_topic,
+            lambda: self.partitions(self.points_topic),
+            self.in_flight,
+        )
+        """Where single buffered points go: framed per turn of the event loop."""
         self.worker_ts_sizes: dict[str, int] = {}
         """Per worker URL: its TS ``current_buffer_size`` as last polled."""
         self.worker_vec_sizes: dict[str, int] = {}
@@ -130,7 +145,7 @@ class Facade:
         if self._producer is None:
             if not self.bootstrap:
                 raise ConfigError("the facade needs a Kafka bootstrap address")
-            self._producer = AsyncProducer(self.bootstrap)
+            self._producer = AsyncProducer(self.bootstrap, **{"linger.ms": PRODUCER_LINGER_MS})
         missing = [t for t in (self.points_topic, self.ops_topic) if t not in self._partitions]
         if missing:
             self._partitions.update(await asyncio.to_thread(self._topic_partitions, missing))
@@ -156,9 +171,9 @@ class Facade:
             await asyncio.gather(self._refresher, return_exceptions=True)
         await self.workers.close()
         if self._producer is not None:
+            self.points.flush()
             await asyncio.to_thread(self._producer.flush, 60.0)
-            if self._pending:
-                await asyncio.wait(list(self._pending), timeout=10)
+            await self.in_flight.drain(10.0)
             if self._owns_producer:
                 await asyncio.to_thread(self._producer.close)
 
@@ -182,24 +197,14 @@ class Facade:
         partition = key_partition(key, self.partitions(topic))
         return self.producer.produce(topic, value, key=key, partition=partition)
 
-    def track(self, futures: Iterable[asyncio.Future[Any]], points: int) -> asyncio.Future[Any]:
+    @property
+    def unacked_points(self) -> int:
+        """Points and vector operations accepted that the broker has not acknowledged."""
+        return self.in_flight.points
+
+    def track(self, futures: Sequence[asyncio.Future[Any]], points: int) -> asyncio.Future[None]:
         """Count ``points`` as unacknowledged until every future resolved; their union."""
-        self.unacked_points += points
-        self.unacked_requests += 1
-        self.metrics.unacked.set(self.unacked_points)
-        combined: asyncio.Future[Any] = asyncio.gather(*futures)
-        self._pending.add(combined)
-
-        def done(future: asyncio.Future[Any]) -> None:
-            self._pending.discard(future)
-            self.unacked_points -= points
-            self.unacked_requests -= 1
-            self.metrics.unacked.set(self.unacked_points)
-            if not future.cancelled() and future.exception() is not None:
-                _LOG.error("the broker did not acknowledge a write: %s", future.exception())
-
-        combined.add_done_callback(done)
-        return combined
+        return self.in_flight.deliver(futures, points)
 
     def acked_mode(self, request: web.Request) -> bool:
         """Whether the request waits for the broker (``acked``) or not (``queued``)."""
@@ -210,7 +215,7 @@ class Facade:
             )
         return mode == "acked"
 
-    async def durable(self, delivery: asyncio.Future[Any]) -> None:
+    async def durable(self, delivery: asyncio.Future[None]) -> None:
         """Wait for the broker's acknowledgement; a failed delivery becomes a 503."""
         try:
             await asyncio.shield(delivery)
@@ -221,8 +226,8 @@ class Facade:
 
     async def drain_pending(self) -> None:
         """Wait until the broker acknowledged everything accepted so far (bounded)."""
-        if self._pending:
-            await asyncio.wait(list(self._pending), timeout=WORKER_TIMEOUT_S)
+        self.points.flush()
+        await self.in_flight.drain(WORKER_TIMEOUT_S)
 
     # -- room and features ----------------------------------------------------
 
@@ -236,7 +241,7 @@ class Facade:
 
     def check_room(self, size: int, worker_sizes: dict[str, int], cap: int) -> None:
         """429 when too much is in flight or a worker reports its hard buffer cap."""
-        if self.unacked_requests >= self.config.max_in_flight or any(
+        if self.in_flight.requests >= self.config.max_in_flight or any(
             s >= cap for s in worker_sizes.values()
         ):
             raise BufferOverflow("Buffer overflow", buffer_size=size)
@@ -269,8 +274,7 @@ def mount_routes(app: web.Application, specs: Iterable[RouteSpec]) -> None:
     """
     guard = app[FACADE_STATE].guard
     for spec in specs:
-        app.router.add_route(spec.method, spec.path, spec.handler)
-        guard.routes[(spec.method, spec.path)] = spec
+        guard.mount(app.router.add_route(spec.method, spec.path, spec.handler), spec)
 
 
 def create_facade(

@@ -14,6 +14,7 @@ and never appear in error messages.
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 from collections.abc import Iterable, Mapping
 from enum import StrEnum
@@ -36,10 +37,16 @@ class Role(StrEnum):
 
 
 class ApiKeyring:
-    """The configured keys; :meth:`role_of` finds a presented key's role in constant time."""
+    """The configured keys; :meth:`role_of` finds a presented key's role in constant time.
+
+    Each key also has a caller id (a digest of the key, computed once) that rate limits
+    are kept under, so the keys themselves are kept in no other table.
+    """
 
     def __init__(self, entries: Iterable[tuple[str, Role]]) -> None:
-        self._entries = [(key.encode("utf-8"), role) for key, role in entries]
+        self._entries = [
+            (key.encode("utf-8"), role, _caller_id(key.encode("utf-8"))) for key, role in entries
+        ]
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -52,12 +59,21 @@ class ApiKeyring:
 
         Every configured key is compared, whether or not an earlier one matched.
         """
+        found = self.caller_of(presented)
+        return None if found is None else found[0]
+
+    def caller_of(self, presented: str) -> tuple[Role, str] | None:
+        """The role and caller id of ``presented``, or ``None``; compares every key."""
         candidate = presented.encode("utf-8")
-        found: Role | None = None
-        for key, role in self._entries:
+        found: tuple[Role, str] | None = None
+        for key, role, caller in self._entries:
             if hmac.compare_digest(candidate, key) and found is None:
-                found = role
+                found = (role, caller)
         return found
+
+
+def _caller_id(key: bytes) -> str:
+    return hashlib.sha256(key).hexdigest()[:24]
 
 
 def parse_key_entries(text: str, *, separator: str, origin: str) -> list[tuple[str, Role]]:

@@ -27,7 +27,6 @@ A :class:`~pipeline.errors.RequestError` adds its ``extra`` fields to the body a
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -71,6 +70,7 @@ __all__ = [
     "RequestGuard",
     "RouteSpec",
     "error_response",
+    "json_bytes_response",
     "json_response",
     "status_of",
 ]
@@ -101,6 +101,8 @@ STATUS_OF: Final[Mapping[type[ThemisError], int]] = {
 _INTERNAL: Final = "internal error; see the facade's log"
 _CHALLENGE: Final = {"WWW-Authenticate": 'Bearer realm="themis"'}
 _LATENCY_BUCKETS = (
+    0.000025,
+    0.00005,
     0.0001,
     0.00025,
     0.0005,
@@ -132,7 +134,13 @@ class RouteSpec:
 
 
 class FacadeMetrics:
-    """The facade's Prometheus metrics, on a registry of its own (durations in seconds)."""
+    """The facade's Prometheus metrics, on a registry of its own (durations in seconds).
+
+    The two gauges read plain counters when scraped (:attr:`requests_in_flight` here,
+    the unacknowledged points through :meth:`count_unacked`), so a request only adds
+    and subtracts integers; its duration goes to a labelled child of the histogram
+    kept per ``(route, method, status)``.
+    """
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
@@ -143,14 +151,33 @@ class FacadeMetrics:
             buckets=_LATENCY_BUCKETS,
             registry=self.registry,
         )
+        self.requests_in_flight = 0
+        """Requests being handled now."""
         self.in_flight = Gauge(
             "facade_requests_in_flight", "Requests being handled now.", registry=self.registry
         )
+        self.in_flight.set_function(lambda: self.requests_in_flight)
         self.unacked = Gauge(
             "facade_unacked_points",
             "Points and vector operations accepted but not yet acknowledged by the broker.",
             registry=self.registry,
         )
+        self._observers: dict[tuple[str, str, int], Callable[[float], None]] = {}
+
+    def count_unacked(self, read: Callable[[], int]) -> None:
+        """``facade_unacked_points`` reads ``read()`` when scraped."""
+        self.unacked.set_function(read)
+
+    def observer(self, route: str, method: str, status: int) -> Callable[[float], None]:
+        """Records one duration (seconds) of ``route``, ``method``, ``status``."""
+        observe = self._observers.get((route, method, status))
+        if observe is None:
+            child = self.request_duration.labels(route, method, str(status))
+            observe = self._observers[(route, method, status)] = child.observe
+        return observe
+
+
+_JSON_TYPE: Final = "application/json"
 
 
 def json_response(
@@ -160,9 +187,14 @@ def json_response(
     return web.Response(
         body=orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY),
         status=status,
-        content_type="application/json",
+        content_type=_JSON_TYPE,
         headers=headers,
     )
+
+
+def json_bytes_response(body: bytes) -> web.Response:
+    """A 200 with ``body``, already encoded JSON (answers built from constant parts)."""
+    return web.Response(body=body, content_type=_JSON_TYPE)
 
 
 def status_of(exc: ThemisError) -> int | None:
@@ -203,17 +235,12 @@ def _error(
     return json_response({"success": False, "error": message} | dict(extra or {}), status, headers)
 
 
-def _caller_id(key: str) -> str:
-    # Buckets are keyed by a digest so the key itself is not kept in another table.
-    return hashlib.sha256(key.encode("utf-8")).hexdigest()[:24]
-
-
 class RequestGuard:
     """The middleware of one facade: checks every mounted route's requests, times them,
     and answers their errors (:data:`STATUS_OF`).
 
-    ``routes`` maps ``(method, path)`` to the :class:`RouteSpec` it was mounted with;
-    a path not in it (e.g. a 404) is answered without checks.
+    :meth:`mount` records the :class:`RouteSpec` of each route; a request whose route
+    was not mounted (e.g. a 404) is answered without checks.
     """
 
     def __init__(self, config: FacadeSettings, metrics: FacadeMetrics) -> None:
@@ -227,6 +254,13 @@ class RequestGuard:
             )
         self.limiter = RateLimiter(limits_from_settings(config))
         self.routes: dict[tuple[str, str], RouteSpec] = {}
+        """``(method, path)`` -> the spec it was mounted with."""
+        self._specs: dict[web.AbstractRoute, RouteSpec] = {}
+
+    def mount(self, route: web.AbstractRoute, spec: RouteSpec) -> None:
+        """Check, time and answer the requests of ``route`` as ``spec`` says."""
+        self.routes[(spec.method, spec.path)] = spec
+        self._specs[route] = spec
 
     def authorize(self, request: web.Request, spec: RouteSpec) -> str:
         """The caller id for rate limits; 401 without a known key, 403 for too weak a role."""
@@ -238,14 +272,15 @@ class RequestGuard:
                 "missing API key: send 'Authorization: Bearer <key>' or 'X-API-Key: <key>'",
                 headers=_CHALLENGE,
             )
-        role = self.keyring.role_of(key)
-        if role is None:
+        found = self.keyring.caller_of(key)
+        if found is None:
             raise AuthenticationFailed("unknown API key", headers=_CHALLENGE)
+        role, caller = found
         if not role.allows(spec.role):
             raise PermissionDenied(
                 f"this endpoint needs role {spec.role.value}; the key has role {role.value}"
             )
-        return _caller_id(key)
+        return caller
 
     def check_body_size(self, request: web.Request) -> None:
         """413 when the declared ``Content-Length`` is over ``facade.max_body_bytes``."""
@@ -271,46 +306,48 @@ class RequestGuard:
 
     @web.middleware
     async def middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
-        """The aiohttp middleware: times the request by route, method and status."""
+        """The aiohttp middleware: checks, answers errors, times by route, method, status."""
         t0 = time.perf_counter()
-        resource = request.match_info.route.resource
-        route = resource.canonical if resource is not None else "unmatched"
-        spec = self.routes.get((request.method, route))
+        spec = self._specs.get(request.match_info.route)
         status = 500
-        self.metrics.in_flight.inc()
+        metrics = self.metrics
+        metrics.requests_in_flight += 1
         try:
-            response = await self._answer(request, handler, spec)
+            try:
+                if spec is not None:
+                    caller = self.authorize(request, spec)
+                    self.check_body_size(request)
+                    self.rate_limit(caller, spec)
+                response = await handler(request)
+            except Exception as exc:  # every error is answered here, by class
+                response = self._answer_error(request, exc)
             status = response.status
             return response
         finally:
-            self.metrics.in_flight.dec()
-            self.metrics.request_duration.labels(route, request.method, str(status)).observe(
-                time.perf_counter() - t0
-            )
+            metrics.requests_in_flight -= 1
+            route = spec.path if spec is not None else _route_name(request)
+            metrics.observer(route, request.method, status)(time.perf_counter() - t0)
 
-    async def _answer(
-        self, request: web.Request, handler: Handler, spec: RouteSpec | None
-    ) -> web.StreamResponse:
-        try:
-            if spec is not None:
-                caller = self.authorize(request, spec)
-                self.check_body_size(request)
-                self.rate_limit(caller, spec)
-            return await handler(request)
-        except ThemisError as exc:
+    def _answer_error(self, request: web.Request, exc: Exception) -> web.Response:
+        if isinstance(exc, ThemisError):
             if status_of(exc) is None:
-                _LOG.exception("unmapped error on %s %s", request.method, request.path)
+                _LOG.error("unmapped error on %s %s", request.method, request.path, exc_info=exc)
             return error_response(exc)
-        except web.HTTPRequestEntityTooLarge:
+        if isinstance(exc, web.HTTPRequestEntityTooLarge):
             return error_response(
                 PayloadTooLarge(
                     f"the body is larger than {self.config.max_body_bytes} bytes "
                     "(facade.max_body_bytes)"
                 )
             )
-        except web.HTTPException as exc:
+        if isinstance(exc, web.HTTPException):
             headers = {k: v for k, v in exc.headers.items() if k in ("Allow", "Retry-After")}
             return _error(exc.status, exc.reason, headers=headers)
-        except Exception:
-            _LOG.exception("unexpected error on %s %s", request.method, request.path)
-            return _error(500, _INTERNAL)
+        _LOG.error("unexpected error on %s %s", request.method, request.path, exc_info=exc)
+        return _error(500, _INTERNAL)
+
+
+def _route_name(request: web.Request) -> str:
+    """The canonical path of a route mounted without a spec, else ``unmatched``."""
+    resource = request.match_info.route.resource
+    return resource.canonical if resource is not None else "unmatched"

@@ -1,8 +1,12 @@
 """The time-series endpoints: buffered and direct puts, buffer stats and flush, queries.
 
 ``POST /ts/put/buffered``, ``POST /ts/put/buffered/batch`` (writer, ``ts_put`` quota)
-    Points to the points topic, a JSON point keyed by its series, a batch as binary
-    frames (:func:`~pipeline.ts.producer.frames_by_partition`); a worker buffers them.
+    Points to the points topic as binary frames, one per partition
+    (:func:`~pipeline.ts.producer.frames_by_partition`): a batch's at once, single
+    points with the others accepted close in time
+    (:class:`~pipeline.facade.deliveries.PointFramer`; one alone goes as a JSON point
+    keyed by its series). A worker buffers them. Bodies are decoded by
+    :mod:`~pipeline.facade.ts_bodies`; a large batch off the event loop.
 ``POST /ts/put`` (writer, ``ts_put`` quota)
     One point as a one-point Gorilla block plus its WAL entry
     (:class:`~pipeline.ts.writer.BlockWriter`); answers once both are acknowledged.
@@ -17,26 +21,31 @@ from __future__ import annotations
 
 import asyncio
 import math
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 import numpy as np
 from aiohttp import web
 
 from pipeline.errors import InvalidRequest
 from pipeline.facade.auth import Role
-from pipeline.facade.middleware import RouteSpec, json_response
+from pipeline.facade.middleware import RouteSpec, json_bytes_response, json_response
 from pipeline.facade.ratelimit import RouteClass
-from pipeline.facade.validation import batch_points, parse_json, point_from_json, series_query
+from pipeline.facade.ts_bodies import PointBodies
+from pipeline.facade.validation import parse_json, point_from_json, series_query
 from pipeline.ts.point import series_key
-from pipeline.ts.producer import frames_by_partition, series_arrays
+from pipeline.ts.producer import Frame, frames_by_partition
 from pipeline.worker.query import query_series
 
 if TYPE_CHECKING:
     from pipeline.facade.app import Facade
 
-__all__ = ["TimeSeriesRoutes"]
+__all__ = ["THREAD_BODY_BYTES", "TimeSeriesRoutes"]
 
 _QUERY_STORE = "facade-query-blocks.sqlite"  # the facade's own block store file
+THREAD_BODY_BYTES: Final = 256 * 1024
+"""Batch bodies larger than this (bytes) are decoded and framed off the event loop."""
+_BUFFERED: Final = b'{"success":true,"buffered":true,"buffer_size":'
+_BUFFERED_POINTS: Final = b'{"success":true,"buffered":true,"points":%d,"buffer_size":'
 
 
 def _finite_or_text(value: float) -> float | str:
@@ -53,6 +62,7 @@ class TimeSeriesRoutes:
         self.facade = facade
         self.settings = facade.settings
         self._query_lock = asyncio.Lock()  # one catch-up of the query store at a time
+        self._bodies = PointBodies()
 
     def routes(self) -> list[RouteSpec]:
         ts, flush = RouteClass.TS_PUT, RouteClass.FLUSH
@@ -75,43 +85,56 @@ class TimeSeriesRoutes:
             self.settings.ts_auto_buffer.enabled, "ts_auto_buffer", "/ts/put"
         )
 
-    def _buffered_answer(self, **extra: int) -> web.Response:
-        body: dict[str, object] = {"success": True, "buffered": True}
-        return json_response(body | extra | {"buffer_size": self.facade.ts_buffer_size()})
+    def _buffered_answer(self, points: int | None = None) -> web.Response:
+        # Built from constant parts: this answer is on the path of every buffered write.
+        size = b"%d}" % self.facade.ts_buffer_size()
+        if points is None:
+            return json_bytes_response(_BUFFERED + size)
+        return json_bytes_response(_BUFFERED_POINTS % points + size)
 
     async def put_buffered(self, request: web.Request) -> web.Response:
-        """One JSON point, keyed by its series, to the points topic."""
+        """One JSON point, sent with the other points of this turn of the event loop."""
         facade = self.facade
         self._require_buffer()
-        point = point_from_json(parse_json(await request.read()))
+        key, timestamp_ms, value = self._bodies.point(await request.read())
         acked = facade.acked_mode(request)
         self._check_room()
-        future = facade.produce_keyed(
-            facade.points_topic, point.to_json(), point.series_key().encode()
-        )
-        delivery = facade.track([future], 1)
+        delivery = facade.points.add(key, timestamp_ms, value, acked=acked)
         if acked:
             await facade.durable(delivery)
         return self._buffered_answer()
 
     async def put_buffered_batch(self, request: web.Request) -> web.Response:
-        """A JSON array or NDJSON of points, all validated, then sent as binary frames."""
+        """A JSON array or NDJSON of points, all validated, then sent as binary frames.
+
+        A body over :data:`THREAD_BODY_BYTES` is decoded and framed in a thread, so the
+        event loop goes on answering other requests meanwhile.
+        """
         facade = self.facade
         self._require_buffer()
-        points = batch_points(await request.read(), request.content_type)
-        if not points:
-            raise InvalidRequest("the batch holds no points")
+        body = await request.read()
         acked = facade.acked_mode(request)
-        self._check_room()
         partitions = facade.partitions(facade.points_topic)
-        futures = [
-            facade.producer.produce(facade.points_topic, frame.data, partition=frame.partition)
-            for frame in frames_by_partition(series_arrays(points), partitions)
-        ]
-        delivery = facade.track(futures, len(points))
+        if len(body) > THREAD_BODY_BYTES:
+            frames, points = await asyncio.to_thread(
+                self._frames, body, request.content_type, partitions
+            )
+        else:
+            frames, points = self._frames(body, request.content_type, partitions)
+        self._check_room()
+        facade.points.flush()  # single points accepted before this batch go first
+        produce, topic = facade.producer.produce, facade.points_topic
+        futures = [produce(topic, frame.data, partition=frame.partition) for frame in frames]
+        delivery = facade.track(futures, points)
         if acked:
             await facade.durable(delivery)
-        return self._buffered_answer(points=len(points))
+        return self._buffered_answer(points)
+
+    def _frames(self, body: bytes, content_type: str, partitions: int) -> tuple[list[Frame], int]:
+        series, points = self._bodies.batch(body, content_type)
+        if not points:
+            raise InvalidRequest("the batch holds no points")
+        return list(frames_by_partition(series, partitions, check_keys=False)), points
 
     async def put_direct(self, request: web.Request) -> web.Response:
         """One point as a one-point block + WAL entry; answers once both are acknowledged."""

@@ -25,6 +25,7 @@ __all__ = [
     "INT64_MIN",
     "MAX_SEARCH_EF",
     "MAX_SEARCH_K",
+    "NDJSON",
     "SearchRequest",
     "SeriesQuery",
     "batch_points",
@@ -43,7 +44,8 @@ MAX_SEARCH_EF: Final = 100_000
 INT64_MIN: Final = -(2**63)
 INT64_MAX: Final = 2**63 - 1
 _SEARCH_FIELDS: Final = frozenset({"vector", "k", "ef", "filter"})
-_NDJSON: Final = "application/x-ndjson"
+NDJSON: Final = "application/x-ndjson"
+"""The content type of a newline-delimited JSON batch."""
 
 
 def parse_json(body: bytes) -> Any:
@@ -77,7 +79,7 @@ def point_from_json(raw: object, where: str = "") -> DataPoint:
 def batch_points(body: bytes, content_type: str) -> list[DataPoint]:
     """Every point of a JSON array or NDJSON body, all validated; errors name the point
     (``point 3: ...``) or line (``line 4: ...``)."""
-    if body.lstrip().startswith(b"[") and content_type != _NDJSON:
+    if body.lstrip().startswith(b"[") and content_type != NDJSON:
         items = parse_json(body)
         if not isinstance(items, list):
             raise InvalidRequest("the body must be a JSON array of points or NDJSON")

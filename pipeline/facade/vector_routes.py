@@ -16,21 +16,24 @@
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 from aiohttp import web
 
 from pipeline.errors import NotFound
 from pipeline.facade.auth import Role
-from pipeline.facade.middleware import RouteSpec, json_response
+from pipeline.facade.middleware import RouteSpec, json_bytes_response, json_response
 from pipeline.facade.ratelimit import RouteClass
-from pipeline.facade.validation import parse_json, search_request, vector_op_from_json
+from pipeline.facade.validation import parse_json, search_request
+from pipeline.facade.vector_bodies import vector_op_from_body
 from pipeline.vectors.ops import OpType, VectorOp, encode_op_json
 
 if TYPE_CHECKING:
     from pipeline.facade.app import Facade
 
 __all__ = ["VectorRoutes"]
+
+_BUFFERED: Final = b'{"success":true,"buffered":true,"buffer_size":'
 
 
 class VectorRoutes:
@@ -53,8 +56,8 @@ class VectorRoutes:
         ]
 
     async def _op(self, request: web.Request, op: OpType) -> VectorOp:
-        raw = parse_json(await request.read())
-        return vector_op_from_json(raw, op, self.config.dimension, self.config.max_metadata_bytes)
+        body = await request.read()
+        return vector_op_from_body(body, op, self.config.dimension, self.config.max_metadata_bytes)
 
     def _produce(self, op: VectorOp) -> asyncio.Future[Any]:
         facade = self.facade
@@ -74,9 +77,7 @@ class VectorRoutes:
         delivery = facade.track([self._produce(op)], 1)
         if acked:
             await facade.durable(delivery)
-        return json_response(
-            {"success": True, "buffered": True, "buffer_size": facade.vector_buffer_size()}
-        )
+        return json_bytes_response(_BUFFERED + b"%d}" % facade.vector_buffer_size())
 
     async def add_buffered(self, request: web.Request) -> web.Response:
         """An ADD (insert or replace) for a worker to buffer."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import zlib
+from collections import deque
 from collections.abc import Sequence
 from typing import Any, Protocol
 
@@ -70,11 +71,57 @@ def durable_producer_config(bootstrap: str, **extra: Any) -> dict[str, Any]:
     return config
 
 
+class _Inbox:
+    """Delivery reports for one event loop, settled there in bulk.
+
+    The poll thread appends each report and wakes the loop only when no settling is
+    already scheduled: one ``call_soon_threadsafe`` (one self-pipe write and one loop
+    wake-up) per batch of reports instead of per record.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.reports: deque[tuple[asyncio.Future[Message], KafkaError | None, Message]] = deque()
+        self.scheduled = False
+
+    def report(self, future: asyncio.Future[Message], err: KafkaError | None, msg: Message) -> None:
+        """Any thread: queue one report; wake the loop unless a settle is due already."""
+        self.reports.append((future, err, msg))
+        if not self.scheduled:
+            self.scheduled = True
+            try:
+                self.loop.call_soon_threadsafe(self.settle)
+            except RuntimeError:  # the loop is closed; nobody awaits these futures
+                self.reports.clear()
+                self.scheduled = False
+
+    def settle(self) -> None:
+        """On the loop: resolve every queued report's future."""
+        # Cleared before draining: a report appended meanwhile schedules another settle
+        # (at worst an empty one), never none.
+        self.scheduled = False
+        reports = self.reports
+        while reports:
+            future, err, msg = reports.popleft()
+            if future.done():
+                continue
+            if err is None:
+                future.set_result(msg)
+            else:
+                future.set_exception(
+                    DeliveryFailed(f"delivery to {msg.topic()} failed: {err.str()}")
+                )
+
+
 class AsyncProducer:
-    """A producer with a polling thread that resolves asyncio futures on delivery."""
+    """A producer with a polling thread that resolves asyncio futures on delivery.
+
+    Deliveries are settled on the loop that produced them, in bulk (see :class:`_Inbox`).
+    """
 
     def __init__(self, bootstrap: str, **extra: Any) -> None:
         self._producer = Producer(durable_producer_config(bootstrap, **extra))
+        self._inboxes: dict[asyncio.AbstractEventLoop, _Inbox] = {}
         self._stop = threading.Event()
         self._poller = threading.Thread(target=self._poll, name="producer-poll", daemon=True)
         self._poller.start()
@@ -82,6 +129,12 @@ class AsyncProducer:
     def _poll(self) -> None:
         while not self._stop.is_set():
             self._producer.poll(0.05)
+
+    def _inbox(self, loop: asyncio.AbstractEventLoop) -> _Inbox:
+        inbox = self._inboxes.get(loop)
+        if inbox is None:
+            inbox = self._inboxes[loop] = _Inbox(loop)
+        return inbox
 
     def produce(
         self,
@@ -95,9 +148,10 @@ class AsyncProducer:
         """Send one record; the returned future resolves when the broker acknowledged it."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Message] = loop.create_future()
+        report = self._inbox(loop).report
 
         def on_delivery(err: KafkaError | None, msg: Message) -> None:
-            loop.call_soon_threadsafe(_settle, future, err, msg)
+            report(future, err, msg)
 
         kwargs: dict[str, Any] = {"key": key, "on_delivery": on_delivery}
         if partition is not None:
@@ -123,15 +177,6 @@ class AsyncProducer:
         self.flush()
         self._stop.set()
         self._poller.join(timeout=5)
-
-
-def _settle(future: asyncio.Future[Message], err: KafkaError | None, msg: Message) -> None:
-    if future.done():
-        return
-    if err is not None:
-        future.set_exception(DeliveryFailed(f"delivery to {msg.topic()} failed: {err.str()}"))
-    else:
-        future.set_result(msg)
 
 
 def key_partition(key: bytes, partitions: int) -> int:

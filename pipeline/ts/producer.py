@@ -16,7 +16,7 @@ from typing import Any, Final, NamedTuple
 import numpy as np
 
 from pipeline.config import Settings
-from pipeline.errors import InvalidArgument, InvalidRecord
+from pipeline.errors import InvalidArgument
 from pipeline.kafka.producer import TopicProducer, key_partition
 from pipeline.ts.point import (
     DataPoint,
@@ -76,6 +76,7 @@ def frames_by_partition(
     *,
     max_points: int = MAX_FRAME_POINTS,
     max_bytes: int = MAX_FRAME_BYTES,
+    check_keys: bool = True,
 ) -> Iterator[Frame]:
     """Frames holding ``series``, each for the partition of the series in it.
 
@@ -85,7 +86,8 @@ def frames_by_partition(
     encoded bytes (unless one point's part alone is larger). Frames come out as they
     fill up, the rest at the end. Sends nothing: callers produce each frame to
     ``frame.partition``. Raises :class:`~pipeline.errors.InvalidRecord` for a key that
-    is no series key.
+    is no series key; ``check_keys=False`` skips that check, for keys that
+    :func:`~pipeline.ts.point.series_key` made (the facade's).
     """
     if partitions < 1 or max_points < 1:
         raise InvalidArgument(f"partitions ({partitions}) and max_points must be at least 1")
@@ -99,12 +101,8 @@ def frames_by_partition(
         return frame
 
     for key, ts, vs in series:
-        try:
-            parse_series_key(key)
-        except ValueError:
-            raise InvalidRecord(
-                f"{key!r} is not a series key; build one with pipeline.ts.series_key()"
-            ) from None
+        if check_keys:
+            parse_series_key(key)  # InvalidRecord names what is wrong
         p = series_partition(key, partitions)
         part_head = _PART_HEAD_BYTES + len(key.encode())
         pos, n = 0, len(ts)

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from pipeline.kafka.local_broker import free_port
+from pipeline.ts.point import decode_frame, decode_point_json, is_frame
 from tests.fixtures.broker import MakeSettings
 from tests.fixtures.facade import (
     ADMIN,
@@ -202,11 +203,44 @@ def test_feature_flag_off_answers_503_while_direct_writes_are_durable_and_rate_l
         facade.close()
 
 
+def _points_in_topic(bootstrap: str, topic: str, partitions: int) -> list[tuple[str, int]]:
+    """``(series key, timestamp_ms)`` of every point on ``topic``, JSON points and frames."""
+    from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+
+    consumer = Consumer(
+        {"bootstrap.servers": bootstrap, "group.id": "count", "enable.auto.commit": False}
+    )
+    try:
+        ends = {
+            p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
+            for p in range(partitions)
+        }
+        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in range(partitions)])
+        points: list[tuple[str, int]] = []
+        seen = dict.fromkeys(ends, 0)
+        deadline = time.monotonic() + 60
+        while any(seen[p] < ends[p] for p in ends) and time.monotonic() < deadline:
+            message = consumer.poll(1.0)
+            if message is None or message.error():
+                continue
+            partition, offset, value = message.partition(), message.offset(), message.value()
+            assert partition is not None
+            assert offset is not None
+            assert value is not None
+            seen[partition] = offset + 1
+            if is_frame(value):
+                points += [(k, t) for k, ts, _ in decode_frame(value) for t in ts.tolist()]
+            else:
+                point = decode_point_json(value)
+                points.append((point.series_key(), point.timestamp_ms))
+        return points
+    finally:
+        consumer.close()
+
+
 def test_sigterm_delivers_every_queued_point_before_the_facade_exits(
     make_settings: MakeSettings, tmp_path: Path
 ) -> None:
-    from confluent_kafka import Consumer, TopicPartition
-
     port = free_port()
     settings = facade_settings(make_settings, port=port, response_mode="queued")
     proc = start_facade_process(settings, tmp_path / "facade.log")
@@ -218,13 +252,5 @@ def test_sigterm_delivers_every_queued_point_before_the_facade_exits(
         code = stop_process(proc)
     assert code == 0, (tmp_path / "facade.log").read_text()[-2000:]
     assert settings.kafka.bootstrap_servers
-    consumer = Consumer({"bootstrap.servers": settings.kafka.bootstrap_servers, "group.id": "x"})
-    try:
-        topic = settings.topic("ts.points")
-        ends = [
-            consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
-            for p in range(2)
-        ]
-    finally:
-        consumer.close()
-    assert sum(ends) == 200
+    points = _points_in_topic(settings.kafka.bootstrap_servers, settings.topic("ts.points"), 2)
+    assert sorted(points) == [('["q","e",{}]', i) for i in range(200)]

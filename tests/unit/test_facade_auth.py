@@ -1,5 +1,5 @@
-"""The facade's auth (401 / 403 / 200), rate limits, input checks, error table and batch
-framing, without Kafka.
+"""The facade's auth (401 / 403 / 200), rate limits, input checks, error table, batch
+framing and how single points are sent together, without Kafka.
 
 The facade runs in-process on aiohttp's test server with a fake producer; a fake
 worker (another aiohttp test server) answers the worker pages it asks for.
@@ -8,10 +8,12 @@ worker (another aiohttp test server) answers the worker pages it asks for.
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import orjson
 import pytest
 from aiohttp import web
@@ -20,12 +22,14 @@ from aiohttp.test_utils import TestClient, TestServer
 from pipeline import errors
 from pipeline.config import Settings, load_settings
 from pipeline.errors import ConfigError
-from pipeline.facade import create_facade
+from pipeline.facade import create_facade, ts_routes
 from pipeline.facade.app import FACADE_STATE
 from pipeline.facade.auth import ApiKeyring, Role, load_keyring, parse_key_entries, presented_key
+from pipeline.facade.deliveries import QUEUED_WINDOW_S, InFlight, PointFramer
 from pipeline.facade.middleware import error_response
 from pipeline.facade.ratelimit import RateLimiter, RouteClass, TokenBucket
-from pipeline.ts.point import decode_frame
+from pipeline.facade.ts_bodies import PointBodies
+from pipeline.ts.point import DataPoint, decode_frame, series_key
 from pipeline.ts.producer import series_partition
 
 pytestmark = pytest.mark.unit
@@ -417,3 +421,132 @@ def test_batch_goes_as_frames_each_on_its_series_partition_holding_every_point()
         assert got == {f'["cpu","{e}",{{}}]': [(t, t * 0.5) for t in range(5)] for e in series}
 
     run_facade(scenario)
+
+
+def _framer(sink: FakeProducer) -> tuple[PointFramer, InFlight]:
+    in_flight = InFlight()
+    return PointFramer(lambda: sink, "points", lambda: 6, in_flight), in_flight
+
+
+def test_points_of_one_turn_go_as_one_frame_per_partition_each_series_in_order() -> None:
+    keys = [series_key("cpu", f"s{i}") for i in range(9)]
+
+    async def main() -> None:
+        sink = FakeProducer()
+        framer, in_flight = _framer(sink)
+        done = [framer.add(k, t, t * 0.5, acked=True) for t in range(3) for k in keys]
+        assert (in_flight.points, in_flight.requests, sink.sent) == (27, 27, [])
+        await asyncio.gather(*done)  # flushed once the turn that queued them ended
+        assert (in_flight.points, in_flight.requests) == (0, 0)
+        assert len(sink.sent) == len({series_partition(k, 6) for k in keys})
+        got: dict[str, list[tuple[int, float]]] = {}
+        for topic, value, key, partition in sink.sent:
+            assert (topic, key) == ("points", None)
+            for skey, ts, vs in decode_frame(value):
+                assert partition == series_partition(skey, 6)
+                got.setdefault(skey, []).extend(zip(ts.tolist(), vs.tolist(), strict=True))
+        assert got == {k: [(t, t * 0.5) for t in range(3)] for k in keys}
+
+    asyncio.run(main())
+
+
+def test_a_lone_point_goes_as_the_json_point_keyed_by_its_series() -> None:
+    key = series_key("cpu", "s1", {"dc": "eu"})
+
+    async def main() -> None:
+        sink = FakeProducer()
+        framer, _ = _framer(sink)
+        await framer.add(key, 5, 1.5, acked=True)
+        point = DataPoint("cpu", "s1", 5, 1.5, {"dc": "eu"})
+        assert sink.sent == [("points", point.to_json(), key.encode(), series_partition(key, 6))]
+
+    asyncio.run(main())
+
+
+def test_queued_points_wait_for_the_window_unless_an_acked_point_joins_them() -> None:
+    key = series_key("cpu", "s1")
+
+    async def main() -> None:
+        sink = FakeProducer()
+        framer, in_flight = _framer(sink)
+        framer.add(key, 1, 1.0, acked=False)
+        for _ in range(5):
+            await asyncio.sleep(0)
+        assert (sink.sent, in_flight.points) == ([], 1)
+        await asyncio.sleep(QUEUED_WINDOW_S * 3)
+        assert len(sink.sent) == 1
+        framer.add(key, 2, 2.0, acked=False)
+        await framer.add(key, 3, 3.0, acked=True)  # both, at the end of this turn
+        assert [decode_frame(value)[0][1].tolist() for _, value, _, _ in sink.sent[1:]] == [[2, 3]]
+        assert in_flight.points == 0
+
+    asyncio.run(main())
+
+
+def test_a_failed_delivery_fails_every_point_of_the_flush_and_releases_the_counts() -> None:
+    class Failing(FakeProducer):
+        def produce(
+            self,
+            topic: str,
+            value: bytes,
+            *,
+            key: bytes | None = None,
+            partition: int | None = None,
+        ) -> asyncio.Future[Any]:
+            future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+            future.set_exception(errors.DeliveryFailed("broker down"))
+            return future
+
+    async def main() -> None:
+        framer, in_flight = _framer(Failing())
+        done = [framer.add(series_key("m", f"e{i}"), 1, 1.0, acked=True) for i in range(3)]
+        for future in done:
+            with pytest.raises(errors.DeliveryFailed, match="broker down"):
+                await future
+        assert (in_flight.points, in_flight.requests) == (0, 0)
+
+    asyncio.run(main())
+
+
+def test_a_batch_goes_after_the_single_points_accepted_before_it() -> None:
+    async def scenario(
+        client: TestClient[web.Request, web.Application], sink: FakeProducer
+    ) -> None:
+        queued = WRITER | {"X-Themis-Response-Mode": "queued"}
+        assert (await client.post("/ts/put/buffered", json=POINT, headers=queued)).status == 200
+        later = [POINT | {"timestamp_ms": 2}]
+        assert (
+            await client.post("/ts/put/buffered/batch", json=later, headers=WRITER)
+        ).status == 200
+        assert [key is not None for _, _, key, _ in sink.sent] == [True, False]
+
+    run_facade(scenario)
+
+
+def test_a_large_batch_is_decoded_off_the_event_loop(monkeypatch: pytest.MonkeyPatch) -> None:
+    threads: list[str] = []
+    decode = PointBodies.batch
+
+    def recording(self: PointBodies, body: bytes, content_type: str) -> Any:
+        threads.append(threading.current_thread().name)
+        return decode(self, body, content_type)
+
+    monkeypatch.setattr(PointBodies, "batch", recording)
+    points = [POINT | {"timestamp_ms": t} for t in range(20_000)]
+    body = orjson.dumps(points)
+    assert len(body) > ts_routes.THREAD_BODY_BYTES
+
+    async def scenario(
+        client: TestClient[web.Request, web.Application], sink: FakeProducer
+    ) -> None:
+        resp = await client.post("/ts/put/buffered/batch", data=body, headers=WRITER)
+        assert (resp.status, (await resp.json())["points"]) == (200, 20_000)
+        small = orjson.dumps(points[:3])
+        resp = await client.post("/ts/put/buffered/batch", data=small, headers=WRITER)
+        assert resp.status == 200
+        sent = [ts for _, value, _, _ in sink.sent for _, ts, _ in decode_frame(value)]
+        assert np.concatenate(sent).tolist() == [*range(20_000), 0, 1, 2]
+
+    run_facade(scenario)
+    assert threads[0] != threading.main_thread().name
+    assert threads[1] == threading.main_thread().name

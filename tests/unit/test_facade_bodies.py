@@ -1,0 +1,220 @@
+"""The facade's fast body decoders answer exactly like its reference checks: same points,
+same series keys, bit-identical values, the same vector operations, the same 400s."""
+
+from __future__ import annotations
+
+import json
+import struct
+from collections.abc import Callable
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from pipeline.errors import InvalidRequest
+from pipeline.facade.ts_bodies import PointBodies
+from pipeline.facade.validation import (
+    NDJSON,
+    batch_points,
+    parse_json,
+    point_from_json,
+    vector_op_from_json,
+)
+from pipeline.facade.vector_bodies import vector_op_from_body
+from pipeline.vectors.ops import OpType, encode_op_json
+
+pytestmark = pytest.mark.unit
+
+DIM = 4
+_text = st.text(min_size=0, max_size=6)
+_scalar = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(min_value=-(2**70), max_value=2**70),
+    st.floats(),  # NaN and the infinities too: the facade names them in its 400
+    _text,
+)
+_json = st.recursive(
+    _scalar,
+    lambda inner: st.one_of(st.lists(inner, max_size=3), st.dictionaries(_text, inner, max_size=3)),
+    max_leaves=6,
+)
+
+
+@st.composite
+def _point_objects(draw: st.DrawFn) -> dict[str, object]:
+    """Points that are mostly valid, with any field replaced or dropped now and then."""
+    point: dict[str, object] = {
+        "metric": draw(st.one_of(st.sampled_from(["cpu", "mem"]), st.text(max_size=4), _json)),
+        "entity": draw(st.one_of(st.sampled_from(["h1", "h2"]), _json)),
+        "timestamp_ms": draw(st.one_of(st.integers(min_value=-(2**64), max_value=2**64), _json)),
+        "value": draw(st.one_of(st.floats(), st.integers(-(2**80), 2**80), _json)),
+    }
+    if draw(st.booleans()):
+        point["tags"] = draw(
+            st.one_of(st.dictionaries(st.sampled_from("ab"), st.sampled_from("xy")), _json)
+        )
+    for name in draw(st.lists(st.sampled_from(sorted(point)), max_size=2)):
+        point.pop(name, None)
+    if draw(st.integers(0, 9)) == 0:
+        point[draw(_text)] = draw(_json)
+    return point
+
+
+def _encoded(obj: object) -> bytes:
+    # The standard encoder writes NaN, Infinity and integers of any size, as clients may.
+    return json.dumps(obj, separators=(",", ":")).encode()
+
+
+_bodies = st.one_of(
+    _point_objects().map(_encoded),
+    _point_objects().map(lambda obj: json.dumps(obj, indent=1).encode()),
+    _json.map(_encoded),
+    st.binary(max_size=40),
+    _point_objects()
+    .map(_encoded)
+    .flatmap(lambda raw: st.integers(0, len(raw)).map(lambda cut: raw[:cut])),
+)
+
+
+def _outcome(call: Callable[..., object], *args: object) -> object:
+    try:
+        return call(*args)
+    except Exception as exc:  # the type and message are the answer's
+        return f"{type(exc).__name__}: {exc}"
+
+
+def _bits(values: object) -> list[bytes]:
+    return [struct.pack("<d", v) for v in np.asarray(values, np.float64).tolist()]
+
+
+def _reference_point(body: bytes) -> tuple[str, int, bytes]:
+    point = point_from_json(parse_json(body))
+    return point.series_key(), point.timestamp_ms, struct.pack("<d", point.value)
+
+
+def _fast_point(bodies: PointBodies, body: bytes) -> tuple[str, int, bytes]:
+    key, timestamp_ms, value = bodies.point(body)
+    return key, timestamp_ms, struct.pack("<d", value)
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.lists(_bodies, min_size=1, max_size=6))
+def test_one_point_decodes_and_fails_exactly_like_the_reference_checks(
+    bodies: list[bytes],
+) -> None:
+    decoder = PointBodies()
+    for body in bodies:  # twice: the second pass is served from the series-key cache
+        expected = _outcome(_reference_point, body)
+        assert _outcome(_fast_point, decoder, body) == expected
+        assert _outcome(_fast_point, decoder, body) == expected
+
+
+def _reference_batch(body: bytes, content_type: str) -> list[tuple[str, list[int], list[bytes]]]:
+    grouped: dict[str, tuple[list[int], list[float]]] = {}
+    for point in batch_points(body, content_type):
+        ts, vs = grouped.setdefault(point.series_key(), ([], []))
+        ts.append(point.timestamp_ms)
+        vs.append(point.value)
+    return [(key, ts, _bits(vs)) for key, (ts, vs) in grouped.items()]
+
+
+def _fast_batch(body: bytes, content_type: str) -> list[tuple[str, list[int], list[bytes]]]:
+    series, count = PointBodies().batch(body, content_type)
+    assert count == sum(len(ts) for _, ts, _ in series)
+    return [(key, ts.tolist(), _bits(vs)) for key, ts, vs in series]
+
+
+_mostly_valid = st.fixed_dictionaries(
+    {
+        "metric": st.sampled_from(["cpu", "mem"]),
+        "entity": st.sampled_from(["h1", "h2", "h3"]),
+        "timestamp_ms": st.integers(-(2**63), 2**63 - 1),
+        "value": st.floats(allow_nan=False, allow_infinity=False),
+    }
+).map(_encoded)
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    st.lists(st.one_of(_mostly_valid, _mostly_valid, _mostly_valid, _bodies), max_size=8),
+    st.sampled_from(["\n", "\r\n", "\r", "\n\n", " ", ","]),
+    st.booleans(),
+    st.sampled_from([NDJSON, "application/json"]),
+)
+def test_a_batch_decodes_and_fails_exactly_like_the_reference_checks(
+    lines: list[bytes], separator: str, as_array: bool, content_type: str
+) -> None:
+    joined = separator.encode().join(lines)
+    body = b"[" + joined + b"]" if as_array else joined
+    assert _outcome(_fast_batch, body, content_type) == _outcome(
+        _reference_batch, body, content_type
+    )
+
+
+def test_a_batch_of_valid_points_keeps_each_series_in_order_and_counts_them() -> None:
+    body = b"\n".join(
+        b'{"metric":"m","entity":"e%d","timestamp_ms":%d,"value":%d.5,"tags":{"b":"1","a":"2"}}'
+        % (i % 3, i, i)
+        for i in range(9)
+    )
+    series, count = PointBodies().batch(body, NDJSON)
+    assert count == 9
+    assert [(k, ts.tolist()) for k, ts, _ in series] == [
+        (f'["m","e{e}",{{"a":"2","b":"1"}}]', [e, e + 3, e + 6]) for e in range(3)
+    ]
+    with pytest.raises(InvalidRequest, match="line 2: field 'value' must be a finite number"):
+        PointBodies().batch(body.replace(b"1.5", b"NaN"), NDJSON)
+
+
+_vectors = st.one_of(
+    st.lists(
+        st.floats(width=32, allow_nan=False, allow_infinity=False), min_size=DIM, max_size=DIM
+    ),
+    st.lists(st.integers(-(2**30), 2**30), min_size=DIM, max_size=DIM),
+    st.lists(
+        st.one_of(st.floats(width=32), st.floats(), st.just(1e39)), min_size=DIM, max_size=DIM
+    ),
+    st.lists(st.one_of(st.floats(), st.booleans(), _text), max_size=DIM + 1),
+    _json,
+)
+
+
+@st.composite
+def _op_objects(draw: st.DrawFn) -> dict[str, object]:
+    op: dict[str, object] = {
+        "pk": draw(st.one_of(st.sampled_from(["doc1", "d"]), _text, _json)),
+        "vector": draw(_vectors),
+    }
+    if draw(st.booleans()):
+        op["metadata"] = draw(st.one_of(st.dictionaries(_text, _scalar, max_size=3), _json))
+    for name in draw(st.lists(st.sampled_from(sorted(op)), max_size=1)):
+        op.pop(name, None)
+    if draw(st.integers(0, 9)) == 0:
+        op[draw(st.sampled_from(["op", "x", "metadata"]))] = draw(_json)
+    return op
+
+
+_op_bodies = st.one_of(
+    _op_objects().map(_encoded),
+    _json.map(_encoded),
+    st.binary(max_size=30),
+    _op_objects()
+    .map(_encoded)
+    .flatmap(lambda raw: st.integers(0, len(raw)).map(lambda cut: raw[:cut])),
+)
+
+
+@settings(max_examples=500, deadline=None)
+@given(_op_bodies, st.sampled_from(list(OpType)), st.sampled_from([0, 2, 65536]))
+def test_a_vector_operation_decodes_and_fails_exactly_like_the_reference_checks(
+    body: bytes, op: OpType, max_metadata_bytes: int
+) -> None:
+    def reference() -> bytes:
+        return encode_op_json(vector_op_from_json(parse_json(body), op, DIM, max_metadata_bytes))
+
+    def fast() -> bytes:
+        return encode_op_json(vector_op_from_body(body, op, DIM, max_metadata_bytes))
+
+    assert _outcome(fast) == _outcome(reference)
