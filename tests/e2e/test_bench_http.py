@@ -29,7 +29,7 @@ RATES = (
 
 @pytest.fixture(scope="module")
 def quick_report(kafka_broker: BrokerHandle) -> dict[str, object]:
-    return run_quick_bench("http", kafka_broker.bootstrap_servers, timeout_s=120)
+    return run_quick_bench("http", kafka_broker.bootstrap_servers, timeout_s=300)
 
 
 def test_quick_run_reports_every_rate_and_latency_positive(

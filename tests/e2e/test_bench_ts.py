@@ -42,7 +42,8 @@ COUNTS = (
 
 @pytest.fixture(scope="module")
 def quick_report(kafka_broker: BrokerHandle) -> dict[str, object]:
-    return run_quick_bench("ts", kafka_broker.bootstrap_servers, timeout_s=150)
+    # Two 500k-message JSON topics and 10 M points in frames: a few minutes on a busy machine.
+    return run_quick_bench("ts", kafka_broker.bootstrap_servers, timeout_s=420)
 
 
 def test_quick_run_reports_every_rate_positive(quick_report: dict[str, object]) -> None:

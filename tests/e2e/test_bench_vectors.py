@@ -24,7 +24,7 @@ RATES = (
 
 @pytest.fixture(scope="module")
 def quick_report(kafka_broker: BrokerHandle) -> dict[str, object]:
-    return run_quick_bench("vectors", kafka_broker.bootstrap_servers, timeout_s=150)
+    return run_quick_bench("vectors", kafka_broker.bootstrap_servers, timeout_s=300)
 
 
 def test_quick_run_reports_every_rate_positive_and_defined(
