@@ -8,6 +8,7 @@ record accepted (``queued`` mode included) before the process exits.
 from __future__ import annotations
 
 import argparse
+import gc
 import logging
 from pathlib import Path
 
@@ -41,6 +42,25 @@ def add_facade_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentPa
     parser.set_defaults(handler=run_facade)
 
 
+GC_GEN0_THRESHOLD = 10_000
+"""Allocations between young-generation collections (Python's default: 700)."""
+
+
+async def _settle_heap(app: object) -> None:
+    """Keep the garbage collector off the request path of this process.
+
+    What start-up made (modules, the application, the producer) lives as long as the
+    process: :func:`gc.freeze` takes it out of the collector's generations, so a full
+    collection no longer walks it (one took up to 57 ms under 1,000-point batches,
+    stalling every request), and a request's short-lived objects are collected less
+    often (:data:`GC_GEN0_THRESHOLD`). Only for the ``themis facade`` process: tests
+    that run the facade in their own process keep their collector as it is.
+    """
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(GC_GEN0_THRESHOLD, *gc.get_threshold()[1:])
+
+
 def run_facade(args: argparse.Namespace, settings: Settings) -> int:
     """Find the broker, serve until a signal; returns the exit code."""
     from aiohttp import web
@@ -60,6 +80,7 @@ def run_facade(args: argparse.Namespace, settings: Settings) -> int:
     bootstrap = settings.kafka.bootstrap_servers or require_broker(settings).bootstrap_servers
     app = create_facade(settings, bootstrap, extra_routes=replication_routes())
     install_replication(app, settings, bootstrap)
+    app.on_startup.append(_settle_heap)
     ssl_context = None
     if args.tls_cert:
         from pipeline.replication import server_ssl_context

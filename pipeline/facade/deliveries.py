@@ -66,14 +66,11 @@ class InFlight:
         self.points += points
         self.requests += requests
 
-    def deliver(
-        self, futures: Sequence[asyncio.Future[Any]], points: int, *, counted: bool = False
-    ) -> asyncio.Future[None]:
+    def deliver(self, futures: Sequence[asyncio.Future[Any]], points: int) -> asyncio.Future[None]:
         """One future for a request's records: resolved once the broker acknowledged all
         of ``futures``, failed with the first failure. ``points`` and the request count as
-        in flight until then (``counted``: :meth:`accept` counted them already)."""
-        if not counted:
-            self.accept(points)
+        in flight until then."""
+        self.accept(points)
         return self.settle_when(futures, points, 1)
 
     def settle_when(

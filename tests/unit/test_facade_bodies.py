@@ -153,6 +153,28 @@ def test_a_batch_decodes_and_fails_exactly_like_the_reference_checks(
     )
 
 
+_A = b'{"metric":"cpu","entity":"h1","timestamp_ms":1,"value":1.5}'
+_B = b'{"metric":"cpu","entity":"h2","timestamp_ms":2,"value":2.5,"tags":{"a":"b"}}'
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        _A + b"\n" + _B + b"\n",
+        _A + b" " + _B,  # two values on one line
+        _A + b"\n" + _A + b" " + _B + b"\n\n",  # ... and a blank line: as many values as lines
+        _B.replace(b'"tags":', b'"tags":\n') + b"\n" + _A + _A,  # a value over two lines
+        _A + b"\r" + _B,
+        _A + b"\r\n" + _B + b"\r\n",
+        b"\n" + _A,
+        _A + b"\n \n" + _B,
+        _A + b"\n\x0c\n" + _B,
+    ],
+)
+def test_ndjson_lines_are_decoded_one_by_one_even_when_decoded_in_one_call(body: bytes) -> None:
+    assert _outcome(_fast_batch, body, NDJSON) == _outcome(_reference_batch, body, NDJSON)
+
+
 def test_a_batch_of_valid_points_keeps_each_series_in_order_and_counts_them() -> None:
     body = b"\n".join(
         b'{"metric":"m","entity":"e%d","timestamp_ms":%d,"value":%d.5,"tags":{"b":"1","a":"2"}}'
