@@ -12,7 +12,8 @@ differentially).
 
 A whole batch is decoded in one call when it can be done safely: the values are
 joined with newlines and decoded as JSON lines (``Decoder.decode_lines``), but only when
-no value holds a newline itself, so every line is exactly one record. Values are never
+no value holds a newline and every value is exactly one object (``{`` ... ``}``), so
+every line is exactly one record. Values are never
 spliced into one JSON array: two malformed records could combine into valid points
 there. A batch that does not decode that way (a bad record, a frame, a newline in a
 value) is decoded record by record.
@@ -97,7 +98,16 @@ class JsonPointDecoder:
         if not values:
             return []
         joined = b"\n".join(values)
-        if joined.count(b"\n") != len(values) - 1:
+        # msgspec reads one value across newlines, and several values on one line: so
+        # every value must hold no newline and be exactly an object, "{...}". Then a
+        # value cannot span lines (after a "}" inside a value no "{" may come), and as
+        # many values as lines means one value per record.
+        if (
+            joined.count(b"\n") != len(values) - 1
+            or joined.count(b"}\n{") != len(values) - 1
+            or not joined.startswith(b"{")
+            or not joined.endswith(b"}")
+        ):
             return None
         try:
             wires = _DECODE.decode_lines(joined)

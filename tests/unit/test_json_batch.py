@@ -122,6 +122,16 @@ def test_a_batch_of_valid_points_is_decoded_in_one_call_unless_a_value_has_a_new
     assert decoder.decode_lines([good, b"{"]) is None
 
 
+def test_records_that_are_invalid_alone_never_combine_into_points_in_one_call() -> None:
+    head = b'{"metric":"m","entity":"e","timestamp_ms":1'
+    tail = b',"value":1}'
+    two = b'{"metric":"a","entity":"b","timestamp_ms":2,"value":2}' * 2
+    decoder = JsonPointDecoder()
+    assert decoder.decode_lines([head, tail, two]) is None
+    out = decoder.decode_many([head, tail, two])
+    assert all(isinstance(item, InvalidRecord) for item in out)
+
+
 def test_decode_many_keeps_order_and_returns_the_reference_reason() -> None:
     good = b'{"metric":"cpu","entity":"h1","timestamp_ms":5,"value":1.5,"tags":{"b":"2","a":"1"}}'
     bad_tags = b'{"metric":"cpu","entity":"h1","timestamp_ms":5,"value":1.5,"tags":{"a":1}}'
