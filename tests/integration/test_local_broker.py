@@ -6,6 +6,7 @@ import os
 import socket
 import subprocess
 import sys
+import time
 import uuid
 from pathlib import Path
 
@@ -128,7 +129,11 @@ def test_a_start_interrupted_during_the_readiness_wait_leaves_no_java_process(
     seen: list[list[int]] = []
 
     def interrupt(bootstrap: str, timeout_s: float = 1.0) -> bool:
-        seen.append(_broker_processes(name))  # the JVM is running when Ctrl-C comes
+        # Ctrl-C comes once the JVM runs (a moment after Popen, it may not have exec'd).
+        deadline = time.monotonic() + 30
+        while not _broker_processes(name) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        seen.append(_broker_processes(name))
         raise KeyboardInterrupt
 
     monkeypatch.setattr("pipeline.kafka.local_broker.metadata_answers", interrupt)
