@@ -31,7 +31,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import Final
+from typing import Any, Final
 
 import orjson
 from aiohttp import web
@@ -62,6 +62,7 @@ from pipeline.errors import (
 from pipeline.facade.auth import ApiKeyring, Role, load_keyring, presented_key
 from pipeline.facade.ratelimit import RateLimiter, RouteClass, limits_from_settings
 from pipeline.wal.entry import format_lsn
+from pipeline.worker.client import WorkerAnswers
 
 __all__ = [
     "STATUS_OF",
@@ -73,6 +74,7 @@ __all__ = [
     "json_bytes_response",
     "json_response",
     "status_of",
+    "with_workers",
 ]
 
 _LOG = logging.getLogger(__name__)
@@ -178,6 +180,11 @@ class FacadeMetrics:
 
 
 _JSON_TYPE: Final = "application/json"
+
+
+def with_workers(body: dict[str, Any], answers: WorkerAnswers) -> dict[str, Any]:
+    """``body`` and how many workers answered, and the URLs of those that did not."""
+    return body | {"workers": len(answers.pages), "workers_unreachable": answers.unreachable}
 
 
 def json_response(

@@ -1,13 +1,14 @@
 """The bodies of the buffered TS writes, decoded in C: one point, or a batch into arrays.
 
 :class:`PointBodies` decodes with msgspec into the same typed point as the worker's
-decoder (:mod:`pipeline.ts.json_batch`) and keeps the series key of each distinct
-``(metric, entity, tags)``. Whatever that fast path does not take as it is (a type or
-field it rejects, NaN or Infinity, a blank NDJSON line, tags that are no object of
-strings) goes through the checks of :mod:`pipeline.facade.validation` instead, which
-accept the same bodies and name what is wrong in the 400 (``field 'value'``,
-``line 4: ...``, ``point 3: ...``). So the fast path changes the cost, never the answer;
-``tests/unit/test_facade_auth.py`` checks both agree.
+decoder, and keeps series keys in the same kind of cache
+(:class:`~pipeline.ts.json_batch.WirePoint`, :class:`~pipeline.ts.json_batch.SeriesKeys`).
+Whatever that fast path does not take as it is (a type or field it rejects, NaN or
+Infinity, a blank NDJSON line, tags that are no object of strings) goes through the
+checks of :mod:`pipeline.facade.validation` instead, which accept the same bodies and
+name what is wrong in the 400 (``field 'value'``, ``line 4: ...``, ``point 3: ...``). So
+the fast path changes the cost, never the answer; ``tests/unit/test_facade_bodies.py``
+checks both agree.
 
 A batch becomes one ``(series key, int64 timestamps, float64 values)`` triple per series,
 in order of first appearance, each keeping its points' order: what
@@ -20,39 +21,27 @@ import math
 import re
 from collections import defaultdict
 from collections.abc import Sequence
-from typing import Annotated, Final
+from typing import Final
 
 import msgspec
 import numpy as np
-import orjson
 
 from pipeline.errors import InvalidRecord
 from pipeline.facade.validation import NDJSON, batch_points, parse_json, point_from_json
-from pipeline.ts.point import SeriesArrays, check_series_key, series_key
+from pipeline.ts.json_batch import (
+    DECODE_POINT,
+    FAST_FAILURES,
+    SeriesKeys,
+    WirePoint,
+    decode_object_lines,
+)
+from pipeline.ts.point import SeriesArrays
 
 __all__ = ["PointBodies"]
 
-_KEY_CACHE_LIMIT: Final = 200_000
-"""Distinct ``(metric, entity, tags)`` whose series keys are kept; cleared when full."""
 _JSON_ARRAY: Final = re.compile(rb"\s*\[")
-
-_Int64 = Annotated[int, msgspec.Meta(ge=-(2**63), le=2**63 - 1)]
-_Name = Annotated[str, msgspec.Meta(min_length=1)]
-
-
-class _Point(msgspec.Struct, forbid_unknown_fields=True):
-    """A JSON point as :func:`~pipeline.ts.point.validate_point` accepts it; tags kept raw."""
-
-    metric: _Name
-    entity: _Name
-    timestamp_ms: _Int64
-    value: float
-    tags: msgspec.Raw = msgspec.Raw(b"")
-
-
-_ONE: Final = msgspec.json.Decoder(_Point)
-_ARRAY: Final = msgspec.json.Decoder(list[_Point])
-_NOT_FAST: Final = (msgspec.DecodeError, msgspec.ValidationError, InvalidRecord)
+_ARRAY: Final = msgspec.json.Decoder(list[WirePoint])
+_NOT_FAST: Final = (*FAST_FAILURES, InvalidRecord)
 
 
 class _Slow(Exception):
@@ -63,15 +52,15 @@ class PointBodies:
     """Decodes point bodies; keeps a cache of series keys (safe to share with threads)."""
 
     def __init__(self) -> None:
-        self._keys: dict[tuple[str, str, bytes], str] = {}
+        self._keys = SeriesKeys()
 
     def point(self, body: bytes) -> tuple[str, int, float]:
         """``(series key, timestamp_ms, finite value)`` of one JSON point;
         :class:`~pipeline.errors.InvalidRequest` names the bad field."""
         try:
-            point = _ONE.decode(body)
+            point = DECODE_POINT.decode(body)
             if math.isfinite(point.value):
-                key = self._key(point.metric, point.entity, bytes(point.tags))
+                key = self._keys.key(point.metric, point.entity, bytes(point.tags))
                 return key, point.timestamp_ms, point.value
         except (*_NOT_FAST, _Slow):
             pass
@@ -84,7 +73,7 @@ class PointBodies:
         is returned unless every point is valid."""
         try:
             if _JSON_ARRAY.match(body) and content_type != NDJSON:
-                points: Sequence[_Point] = _ARRAY.decode(body)
+                points: Sequence[WirePoint] = _ARRAY.decode(body)
             else:
                 points = _lines(body)
             if points:
@@ -99,7 +88,7 @@ class PointBodies:
             vs.append(point.value)
         return _arrays(grouped), len(checked)
 
-    def _group(self, points: Sequence[_Point]) -> list[SeriesArrays]:
+    def _group(self, points: Sequence[WirePoint]) -> list[SeriesArrays]:
         # Whole columns at a time: one series code per point, then one stable sort.
         ids = [(p.metric, p.entity, bytes(p.tags)) for p in points]
         codes: dict[tuple[str, str, bytes], int] = {}
@@ -108,7 +97,7 @@ class PointBodies:
         vs = np.array([p.value for p in points], np.float64)
         if not bool(np.isfinite(vs).all()):
             raise _Slow
-        keys = [self._key(*i) for i in codes]  # in order of first appearance
+        keys = [self._keys.key(*i) for i in codes]  # in order of first appearance
         if len(keys) == 1:
             return [(keys[0], ts, vs)]
         code = np.array(code_of, np.int64)
@@ -118,46 +107,19 @@ class PointBodies:
         starts = [0, *ends[:-1]]
         return [(key, ts[a:b], vs[a:b]) for key, a, b in zip(keys, starts, ends, strict=True)]
 
-    def _key(self, metric: str, entity: str, raw_tags: bytes) -> str:
-        cache_key = (metric, entity, raw_tags)
-        key = self._keys.get(cache_key)
-        if key is not None:
-            return key
-        tags = orjson.loads(raw_tags) if raw_tags else None
-        if not tags:
-            tags = {}  # absent, null or another falsy value: no tags, as validate_point has it
-        elif not isinstance(tags, dict) or not all(
-            isinstance(k, str) and isinstance(v, str) for k, v in tags.items()
-        ):
-            raise _Slow
-        key = check_series_key(series_key(metric, entity, tags))
-        if len(self._keys) >= _KEY_CACHE_LIMIT:
-            self._keys.clear()
-        self._keys[cache_key] = key
-        return key
 
-
-def _lines(body: bytes) -> list[_Point]:
+def _lines(body: bytes) -> list[WirePoint]:
     """The point of each NDJSON line, decoded line by line as the reference does.
 
-    One call decodes the whole body when that is sure to give the same: msgspec's
-    ``decode_lines`` reads values across newlines, but when every line starts with
-    ``{`` and ends with ``}`` right at its newlines (a raw newline can only sit between
-    tokens, and after a ``}`` that does not end a value comes no ``{``) no value spans
-    two lines, no line is blank, and as many values as lines means one on each.
+    In one call when :func:`~pipeline.ts.json_batch.decode_object_lines` can (no ``\\r``,
+    which ``splitlines`` also splits at; one trailing newline allowed), else line by line.
     """
-    lines = body.count(b"\n") + (not body.endswith(b"\n"))
-    if (
-        b"\r" not in body
-        and body.startswith(b"{")
-        and body.count(b"\n{") == lines - 1
-        and body.count(b"}\n") + (not body.endswith(b"\n")) == lines
-        and body.rstrip(b"\n").endswith(b"}")
-    ):
-        points = _ONE.decode_lines(body)
-        if len(points) == lines:
+    stripped = body[:-1] if body.endswith(b"\n") else body
+    if b"\r" not in stripped:
+        points = decode_object_lines(stripped, stripped.count(b"\n") + 1)
+        if points is not None:
             return points
-    return list(map(_ONE.decode, body.splitlines()))
+    return list(map(DECODE_POINT.decode, body.splitlines()))
 
 
 def _arrays(grouped: dict[str, tuple[list[int], list[float]]]) -> list[SeriesArrays]:

@@ -28,7 +28,12 @@ from aiohttp import web
 
 from pipeline.errors import InvalidRequest
 from pipeline.facade.auth import Role
-from pipeline.facade.middleware import RouteSpec, json_bytes_response, json_response
+from pipeline.facade.middleware import (
+    RouteSpec,
+    json_bytes_response,
+    json_response,
+    with_workers,
+)
 from pipeline.facade.ratelimit import RouteClass
 from pipeline.facade.ts_bodies import PointBodies
 from pipeline.facade.validation import parse_json, point_from_json, series_query
@@ -148,27 +153,14 @@ class TimeSeriesRoutes:
     async def buffer_stats(self, request: web.Request) -> web.Response:
         """The workers' TS buffer stats, aggregated."""
         stats, answers = await self.facade.workers.ts_stats()
-        return json_response(
-            stats
-            | {
-                "workers": len(answers.pages),
-                "workers_unreachable": answers.unreachable,
-                "facade_unacked_points": self.facade.unacked_points,
-            }
-        )
+        unacked = {"facade_unacked_points": self.facade.unacked_points}
+        return json_response(with_workers(stats, answers) | unacked)
 
     async def buffer_flush(self, request: web.Request) -> web.Response:
         """Deliver what this facade accepted, then flush every worker's TS buffer."""
         await self.facade.drain_pending()
         flushed, answers = await self.facade.workers.flush_ts()
-        return json_response(
-            {
-                "success": True,
-                "points_flushed": flushed,
-                "workers": len(answers.pages),
-                "workers_unreachable": answers.unreachable,
-            }
-        )
+        return json_response(with_workers({"success": True, "points_flushed": flushed}, answers))
 
     async def query(self, request: web.Request) -> web.Response:
         """``metric``, ``entity``, ``tag=k:v``, ``start``/``end`` (ms, inclusive) -> points."""

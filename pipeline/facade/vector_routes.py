@@ -22,7 +22,12 @@ from aiohttp import web
 
 from pipeline.errors import NotFound
 from pipeline.facade.auth import Role
-from pipeline.facade.middleware import RouteSpec, json_bytes_response, json_response
+from pipeline.facade.middleware import (
+    RouteSpec,
+    json_bytes_response,
+    json_response,
+    with_workers,
+)
 from pipeline.facade.ratelimit import RouteClass
 from pipeline.facade.validation import parse_json, search_request
 from pipeline.facade.vector_bodies import vector_op_from_body
@@ -103,27 +108,14 @@ class VectorRoutes:
     async def buffer_stats(self, request: web.Request) -> web.Response:
         """The workers' vector buffer stats, aggregated."""
         stats, answers = await self.facade.workers.vector_stats()
-        return json_response(
-            stats
-            | {
-                "workers": len(answers.pages),
-                "workers_unreachable": answers.unreachable,
-                "facade_unacked_points": self.facade.unacked_points,
-            }
-        )
+        unacked = {"facade_unacked_points": self.facade.unacked_points}
+        return json_response(with_workers(stats, answers) | unacked)
 
     async def buffer_flush(self, request: web.Request) -> web.Response:
         """Deliver what this facade accepted, then flush every worker's vector buffers."""
         await self.facade.drain_pending()
         flushed, answers = await self.facade.workers.flush_vectors()
-        return json_response(
-            {
-                "success": True,
-                "vectors_flushed": flushed,
-                "workers": len(answers.pages),
-                "workers_unreachable": answers.unreachable,
-            }
-        )
+        return json_response(with_workers({"success": True, "vectors_flushed": flushed}, answers))
 
     async def search(self, request: web.Request) -> web.Response:
         """``{"vector", "k"?, "ef"?, "filter"?}`` -> the ``k`` closest hits over all workers."""

@@ -17,6 +17,9 @@ every line is exactly one record. Values are never
 spliced into one JSON array: two malformed records could combine into valid points
 there. A batch that does not decode that way (a bad record, a frame, a newline in a
 value) is decoded record by record.
+
+The facade's request bodies use the same pieces (:class:`WirePoint`,
+:class:`SeriesKeys`, :func:`decode_object_lines`), with its own checks behind them.
 """
 
 from __future__ import annotations
@@ -30,7 +33,15 @@ import orjson
 from pipeline.errors import InvalidRecord
 from pipeline.ts.point import check_series_key, decode_point_json, series_key
 
-__all__ = ["DecodedPoint", "JsonPointDecoder"]
+__all__ = [
+    "DECODE_POINT",
+    "FAST_FAILURES",
+    "DecodedPoint",
+    "JsonPointDecoder",
+    "SeriesKeys",
+    "WirePoint",
+    "decode_object_lines",
+]
 
 DecodedPoint = tuple[str, int, float]
 """``(series key, timestamp_ms, value)`` of one point."""
@@ -42,7 +53,9 @@ _Int64 = Annotated[int, msgspec.Meta(ge=-(2**63), le=2**63 - 1)]
 _Name = Annotated[str, msgspec.Meta(min_length=1)]
 
 
-class _WirePoint(msgspec.Struct, forbid_unknown_fields=True):
+class WirePoint(msgspec.Struct, forbid_unknown_fields=True):
+    """A JSON point as :func:`~pipeline.ts.point.validate_point` accepts it; tags kept raw."""
+
     metric: _Name
     entity: _Name
     timestamp_ms: _Int64
@@ -50,28 +63,84 @@ class _WirePoint(msgspec.Struct, forbid_unknown_fields=True):
     tags: msgspec.Raw = msgspec.Raw(b"")
 
 
-_DECODE: Final = msgspec.json.Decoder(_WirePoint)
-_FAST_FAILURES: Final = (msgspec.DecodeError, msgspec.ValidationError)
+DECODE_POINT: Final = msgspec.json.Decoder(WirePoint)
+FAST_FAILURES: Final = (msgspec.DecodeError, msgspec.ValidationError)
+"""What msgspec raises for a value the typed decoding does not take."""
+
+
+class SeriesKeys:
+    """Series keys by ``(metric, entity, raw tags JSON)``, each built and checked once.
+
+    Safe to share between threads (one dict, replaced whole when full).
+    """
+
+    def __init__(self) -> None:
+        self.cache: dict[tuple[str, str, bytes], str] = {}
+        """Read it directly on hot paths; :meth:`key` fills it."""
+
+    def key(self, metric: str, entity: str, raw_tags: bytes) -> str:
+        """The series key; :class:`~pipeline.errors.InvalidRecord` for tags that are not an
+        object of strings (absent, ``null`` or another falsy value means no tags, as
+        :func:`~pipeline.ts.point.validate_point` has it) or a key too long for a block."""
+        found = self.cache.get((metric, entity, raw_tags))
+        if found is not None:
+            return found
+        tags = orjson.loads(raw_tags) if raw_tags else None
+        if not tags:
+            tags = {}
+        elif not isinstance(tags, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in tags.items()
+        ):
+            raise InvalidRecord("field 'tags' must be an object of string to string")
+        key = check_series_key(series_key(metric, entity, tags))
+        if len(self.cache) >= _KEY_CACHE_LIMIT:
+            self.cache = {}
+        self.cache[(metric, entity, raw_tags)] = key
+        return key
+
+
+def decode_object_lines(data: bytes, lines: int) -> list[WirePoint] | None:
+    """The ``lines`` newline-separated points of ``data`` in one call, or ``None``.
+
+    msgspec's ``decode_lines`` reads one value across newlines and several on one line,
+    so this decodes only when every line is exactly one object: ``data`` starts with
+    ``{``, ends with ``}``, and each of its ``lines - 1`` newlines stands between ``}`` and
+    ``{``. Then no value can span lines (after a ``}`` inside a value no ``{`` may come),
+    and as many values as lines means one on each. ``None`` also when a line does not
+    decode as a :class:`WirePoint`.
+    """
+    if (
+        data.count(b"\n") != lines - 1
+        or data.count(b"}\n{") != lines - 1
+        or not data.startswith(b"{")
+        or not data.endswith(b"}")
+    ):
+        return None
+    try:
+        points = DECODE_POINT.decode_lines(data)
+    except FAST_FAILURES:
+        return None
+    return points if len(points) == lines else None
 
 
 class JsonPointDecoder:
     """Decodes JSON point records; keeps a cache of series keys between batches."""
 
     def __init__(self) -> None:
-        self._keys: dict[tuple[str, str, bytes], str] = {}
+        self.keys = SeriesKeys()
 
     def decode(self, value: bytes) -> DecodedPoint:
         """One record's point; :class:`~pipeline.errors.InvalidRecord` names what is wrong."""
         try:
-            wire = _DECODE.decode(value)
-        except _FAST_FAILURES:
-            return self._reference(value)
-        raw_tags = bytes(wire.tags)
-        cache_key = (wire.metric, wire.entity, raw_tags)
-        key = self._keys.get(cache_key)
-        if key is None:
-            key = self._series_key(wire, raw_tags, value)
-        return key, wire.timestamp_ms, wire.value
+            wire = DECODE_POINT.decode(value)
+        except FAST_FAILURES:
+            point = decode_point_json(value)
+            return point.series_key(), point.timestamp_ms, point.value
+        return (
+            self.keys.key(wire.metric, wire.entity, bytes(wire.tags)),
+            wire.timestamp_ms,
+            wire.value,
+        )
 
     def decode_many(self, values: Sequence[bytes]) -> list[DecodedPoint | InvalidRecord]:
         """Every record's point, or the error that rejects it, in the order given."""
@@ -91,62 +160,27 @@ class JsonPointDecoder:
     def decode_lines(self, values: Sequence[bytes]) -> list[DecodedPoint | InvalidRecord] | None:
         """The batch decoded in one call, or ``None`` when it must go record by record.
 
-        ``None`` when a value holds a newline or any value fails the typed decoding;
-        otherwise every value's point, or the error of a value whose tags or series key
-        the reference rejects.
+        ``None`` when a value holds a newline, is not exactly one object, or fails the
+        typed decoding; otherwise every value's point, or the error of a value whose tags
+        or series key the reference rejects.
         """
         if not values:
             return []
-        joined = b"\n".join(values)
-        # msgspec reads one value across newlines, and several values on one line: so
-        # every value must hold no newline and be exactly an object, "{...}". Then a
-        # value cannot span lines (after a "}" inside a value no "{" may come), and as
-        # many values as lines means one value per record.
-        if (
-            joined.count(b"\n") != len(values) - 1
-            or joined.count(b"}\n{") != len(values) - 1
-            or not joined.startswith(b"{")
-            or not joined.endswith(b"}")
-        ):
-            return None
-        try:
-            wires = _DECODE.decode_lines(joined)
-        except _FAST_FAILURES:
-            return None
-        if len(wires) != len(values):
+        wires = decode_object_lines(b"\n".join(values), len(values))
+        if wires is None:
             return None
         out: list[DecodedPoint | InvalidRecord] = []
         append = out.append
-        keys = self._keys
-        for wire, value in zip(wires, values, strict=True):
+        keys = self.keys
+        known = keys.cache.get
+        for wire in wires:
             raw_tags = bytes(wire.tags)
-            key = keys.get((wire.metric, wire.entity, raw_tags))
+            key = known((wire.metric, wire.entity, raw_tags))
             if key is None:
                 try:
-                    key = self._series_key(wire, raw_tags, value)
+                    key = keys.key(wire.metric, wire.entity, raw_tags)
                 except InvalidRecord as exc:
                     append(exc)
                     continue
             append((key, wire.timestamp_ms, wire.value))
         return out
-
-    def _series_key(self, wire: _WirePoint, raw_tags: bytes, value: bytes) -> str:
-        tags = orjson.loads(raw_tags) if raw_tags else None
-        if not tags:
-            tags = {}
-        elif not isinstance(tags, dict) or not all(
-            isinstance(k, str) and isinstance(v, str) for k, v in tags.items()
-        ):
-            # The reference names the field; it rejects what this rejects.
-            decode_point_json(value)
-            raise InvalidRecord("field 'tags' must be an object of string to string")
-        key = check_series_key(series_key(wire.metric, wire.entity, tags))
-        if len(self._keys) >= _KEY_CACHE_LIMIT:
-            self._keys.clear()
-        self._keys[(wire.metric, wire.entity, raw_tags)] = key
-        return key
-
-    @staticmethod
-    def _reference(value: bytes) -> DecodedPoint:
-        point = decode_point_json(value)
-        return point.series_key(), point.timestamp_ms, point.value

@@ -48,14 +48,12 @@ class BlockWriter:
     """Writes series as blocks to ``blocks_topic`` plus their WAL entries.
 
     ``producer`` is shared with the caller; ``wal`` appends to the WAL topic.
-    ``blocks_written`` counts blocks queued over the writer's life.
     """
 
     def __init__(self, producer: RecordProducer, blocks_topic: str, wal: WalWriter) -> None:
         self.producer = producer
         self.blocks_topic = blocks_topic
         self.wal = wal
-        self.blocks_written = 0
 
     def send(self, series: Iterable[SeriesArrays]) -> BlockWrite:
         """Encode and queue every series now (in order); await :meth:`BlockWrite.durable`.
@@ -76,7 +74,6 @@ class BlockWriter:
                     self.producer.produce(self.blocks_topic, data, key=block.block_id.encode())
                 )
                 futures.append(self.wal.append(EntryType.TS_BLOCK, data))
-        self.blocks_written += blocks
         return BlockWrite(futures, blocks, points, block_bytes)
 
     async def write(self, series: Iterable[SeriesArrays]) -> BlockWrite:

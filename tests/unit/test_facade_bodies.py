@@ -23,58 +23,17 @@ from pipeline.facade.validation import (
 )
 from pipeline.facade.vector_bodies import vector_op_from_body
 from pipeline.vectors.ops import OpType, encode_op_json
+from tests.fixtures.points import TEXT, encoded, json_values, point_objects, record_values
 
 pytestmark = pytest.mark.unit
 
 DIM = 4
-_text = st.text(min_size=0, max_size=6)
-_scalar = st.one_of(
-    st.none(),
-    st.booleans(),
-    st.integers(min_value=-(2**70), max_value=2**70),
-    st.floats(),  # NaN and the infinities too: the facade names them in its 400
-    _text,
-)
-_json = st.recursive(
-    _scalar,
-    lambda inner: st.one_of(st.lists(inner, max_size=3), st.dictionaries(_text, inner, max_size=3)),
-    max_leaves=6,
-)
-
-
-@st.composite
-def _point_objects(draw: st.DrawFn) -> dict[str, object]:
-    """Points that are mostly valid, with any field replaced or dropped now and then."""
-    point: dict[str, object] = {
-        "metric": draw(st.one_of(st.sampled_from(["cpu", "mem"]), st.text(max_size=4), _json)),
-        "entity": draw(st.one_of(st.sampled_from(["h1", "h2"]), _json)),
-        "timestamp_ms": draw(st.one_of(st.integers(min_value=-(2**64), max_value=2**64), _json)),
-        "value": draw(st.one_of(st.floats(), st.integers(-(2**80), 2**80), _json)),
-    }
-    if draw(st.booleans()):
-        point["tags"] = draw(
-            st.one_of(st.dictionaries(st.sampled_from("ab"), st.sampled_from("xy")), _json)
-        )
-    for name in draw(st.lists(st.sampled_from(sorted(point)), max_size=2)):
-        point.pop(name, None)
-    if draw(st.integers(0, 9)) == 0:
-        point[draw(_text)] = draw(_json)
-    return point
-
-
-def _encoded(obj: object) -> bytes:
-    # The standard encoder writes NaN, Infinity and integers of any size, as clients may.
-    return json.dumps(obj, separators=(",", ":")).encode()
-
-
+_text = TEXT
+_json = json_values(nonfinite=True)  # NaN and the infinities too: the facade names them
+_encoded = encoded
 _bodies = st.one_of(
-    _point_objects().map(_encoded),
-    _point_objects().map(lambda obj: json.dumps(obj, indent=1).encode()),
-    _json.map(_encoded),
-    st.binary(max_size=40),
-    _point_objects()
-    .map(_encoded)
-    .flatmap(lambda raw: st.integers(0, len(raw)).map(lambda cut: raw[:cut])),
+    record_values(nonfinite=True),
+    point_objects(nonfinite=True).map(lambda obj: json.dumps(obj, indent=1).encode()),
 )
 
 
@@ -210,7 +169,7 @@ def _op_objects(draw: st.DrawFn) -> dict[str, object]:
         "vector": draw(_vectors),
     }
     if draw(st.booleans()):
-        op["metadata"] = draw(st.one_of(st.dictionaries(_text, _scalar, max_size=3), _json))
+        op["metadata"] = draw(st.one_of(st.dictionaries(_text, _json, max_size=3), _json))
     for name in draw(st.lists(st.sampled_from(sorted(op)), max_size=1)):
         op.pop(name, None)
     if draw(st.integers(0, 9)) == 0:

@@ -12,65 +12,12 @@ from hypothesis import strategies as st
 from pipeline.errors import InvalidRecord
 from pipeline.ts.json_batch import JsonPointDecoder
 from pipeline.ts.point import decode_point_json
+from tests.fixtures.points import point_objects, record_values
 
 pytestmark = pytest.mark.unit
 
-_text = st.text(min_size=0, max_size=6)
-_scalar = st.one_of(
-    st.none(),
-    st.booleans(),
-    st.integers(min_value=-(2**70), max_value=2**70),
-    st.floats(allow_nan=False, allow_infinity=False),
-    _text,
-)
-_json = st.recursive(
-    _scalar,
-    lambda inner: st.one_of(st.lists(inner, max_size=3), st.dictionaries(_text, inner, max_size=3)),
-    max_leaves=6,
-)
-_tags = st.one_of(
-    st.dictionaries(_text, _text, max_size=4),
-    _json,
-)
-
-
-@st.composite
-def _point_objects(draw: st.DrawFn) -> dict[str, object]:
-    """Points that are mostly valid, with any field replaced or dropped now and then."""
-    point: dict[str, object] = {
-        "metric": draw(st.one_of(st.text(min_size=1, max_size=8), _json)),
-        "entity": draw(st.one_of(st.text(min_size=1, max_size=8), _json)),
-        "timestamp_ms": draw(st.one_of(st.integers(min_value=-(2**64), max_value=2**64), _json)),
-        "value": draw(
-            st.one_of(
-                st.floats(allow_nan=False, allow_infinity=False),
-                st.integers(min_value=-(2**80), max_value=2**80),
-                _json,
-            )
-        ),
-    }
-    if draw(st.booleans()):
-        point["tags"] = draw(_tags)
-    for name in draw(st.lists(st.sampled_from(sorted(point)), max_size=2)):
-        point.pop(name, None)
-    if draw(st.integers(0, 9)) == 0:
-        point[draw(_text)] = draw(_json)
-    return point
-
-
-def _encoded(obj: object) -> bytes:
-    # The standard encoder writes integers of any size, as producers may.
-    return json.dumps(obj, separators=(",", ":")).encode()
-
-
-_values = st.one_of(
-    _point_objects().map(_encoded),
-    _json.map(_encoded),
-    st.binary(max_size=40),
-    _point_objects()
-    .map(_encoded)
-    .flatmap(lambda raw: st.integers(0, len(raw)).map(lambda cut: raw[:cut])),
-)
+_values = record_values(nonfinite=False)
+_pretty = point_objects(nonfinite=False).map(lambda obj: json.dumps(obj, indent=1).encode())
 
 
 def _reference(value: bytes) -> tuple[str, int, bytes] | str:
@@ -96,9 +43,6 @@ def test_fast_decoder_matches_the_reference_bit_for_bit(values: list[bytes]) -> 
     for value in values:  # twice: the second pass is served from the series-key cache
         assert _fast(decoder, value) == _reference(value)
         assert _fast(decoder, value) == _reference(value)
-
-
-_pretty = _point_objects().map(lambda obj: json.dumps(obj, indent=1).encode())
 
 
 @settings(max_examples=500, deadline=None)
