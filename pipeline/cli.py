@@ -39,7 +39,13 @@ def _demo(args: argparse.Namespace, settings: Settings) -> int:
 
 def _config_show(args: argparse.Namespace, settings: Settings) -> int:
     shown = dataclasses.asdict(settings)
-    for section, name in (("facade", "api_keys"), ("worker", "page_key")):
+    secrets = (
+        ("facade", "api_keys"),
+        ("worker", "page_key"),
+        ("compressed_wal_shipping", "apply_keys"),
+        ("compressed_wal_shipping", "ship_key"),
+    )
+    for section, name in secrets:
         if shown[section][name]:
             shown[section][name] = "(set, not shown)"
     print(json.dumps(shown, indent=2, default=str))

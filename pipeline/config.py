@@ -13,6 +13,7 @@ Nothing here runs at import time: call :func:`load_settings`.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -28,7 +29,7 @@ DEFAULT_CONFIG_PATH = Path("config/features.yaml")
 _MiB = 1024 * 1024
 
 
-def _rng(lo: int, hi: int | None = None) -> dict[str, Any]:
+def _rng(lo: float, hi: float | None = None) -> dict[str, Any]:
     return {"min": lo, "max": hi}
 
 
@@ -106,6 +107,11 @@ class WalSettings:
     enabled: bool = True
     compression_type: str = field(default="zstd", metadata=_choices("zstd", "none"))
     compression_level: int = field(default=3, metadata=_rng(1, 22))
+    apply_keys: str = ""
+    """Comma-separated keys a replica (``themis wal serve``) accepts on WAL apply; never
+    logged. Empty and no ``--tls-client-ca``: the replica's apply endpoint is closed."""
+    ship_key: str = ""
+    """The key the shipper presents to HTTP(S) replicas (``Authorization: Bearer``)."""
 
 
 @dataclass(frozen=True)
@@ -130,6 +136,17 @@ class FacadeSettings:
     rate_ts_put_per_min: int = field(default=10_000, metadata=_rng(1))
     rate_vectors_add_per_min: int = field(default=5_000, metadata=_rng(1))
     rate_flush_per_min: int = field(default=10, metadata=_rng(1))
+    rate_auth_failures_per_min: int = field(default=20, metadata=_rng(1))
+    """Failed key checks one client address may make per minute (a burst of this many);
+    beyond it the address is answered 429 without its key being checked."""
+    write_deadline_s: float = field(default=5.0, metadata=_rng(0.05, 600))
+    """How long a write that waits for the broker (``acked`` buffered writes, batches,
+    direct puts) waits at most (seconds); then 503 with ``Retry-After``."""
+    header_timeout_s: float = field(default=10.0, metadata=_rng(0.05, 3600))
+    """Time a connection has to send a complete request head, counted from its opening or
+    from the previous answer (seconds); an idle keep-alive connection closes after it too."""
+    body_timeout_s: float = field(default=30.0, metadata=_rng(0.05, 3600))
+    """Time a request has to send its whole body once its head arrived (seconds); then 408."""
 
 
 @dataclass(frozen=True)
@@ -199,6 +216,20 @@ def _coerce(key: str, raw: object, kind: object, meta: Mapping[str, Any]) -> obj
         if (lo is not None and value < lo) or (hi is not None and value > hi):
             upper = "" if hi is None else f" and <= {hi}"
             raise ConfigError(f"{key}: {value} is out of range; allowed: >= {lo}{upper}")
+    elif kind is float:
+        if isinstance(raw, bool):
+            raise ConfigError(f"{key}: {raw!r} is not a number")
+        try:
+            value = float(raw)  # type: ignore[arg-type]
+        except (TypeError, ValueError):
+            raise ConfigError(f"{key}: {raw!r} is not a number") from None
+        lo, hi = meta.get("min"), meta.get("max")
+        if (
+            not math.isfinite(value)
+            or (lo is not None and value < lo)
+            or (hi is not None and value > hi)
+        ):
+            raise ConfigError(f"{key}: {value} is out of range; allowed: >= {lo} and <= {hi}")
     elif kind is Path:
         value = Path(str(raw))
     else:

@@ -104,9 +104,8 @@ def demo_time_series(settings: Settings, facade: FacadeClient) -> None:
     ]
     _say(f"time series: {total_frames} points as binary frames (TSProducer), 1000 JSON points")
     t0 = time.monotonic()
-    producer = TSProducer(settings)
-    producer.put_arrays(series)
-    producer.flush()
+    with TSProducer(settings) as producer:
+        producer.put_arrays(series)
     status, body = facade.call("POST", "/ts/put/buffered", json_points[0])
     print(f"    POST /ts/put/buffered -> {status} {body}")
     ndjson = "\n".join(json.dumps(p) for p in json_points[1:]).encode()
@@ -155,12 +154,11 @@ def demo_vectors(settings: Settings, facade: FacadeClient) -> np.ndarray:
     )
     categories = ["technology", "science", "sports", "finance"]
     _say(f"vectors: 2000 ADDs ({dim} dimensions) as frames, 50 UPDATEs and 100 REMOVEs via HTTP")
-    producer = VectorProducer(settings)
-    producer.add_many(
-        (f"doc_{i:05d}", vectors[i], {"title": f"Document {i}", "category": categories[i % 4]})
-        for i in range(2000)
-    )
-    producer.flush()
+    with VectorProducer(settings) as producer:
+        producer.add_many(
+            (f"doc_{i:05d}", vectors[i], {"title": f"Document {i}", "category": categories[i % 4]})
+            for i in range(2000)
+        )
     _wait_for(
         lambda: facade.call("GET", "/vectors/buffer/stats")[1].get("vectors_flushed", 0) >= 2000,
         120,

@@ -33,7 +33,10 @@ statuses in one place (``pipeline.facade.middleware``)::
      |    +-- PermissionDenied            the key's role is too weak
      |    +-- NotFound                    the named pk or replica does not exist
      |    +-- Conflict                    the request clashes with the current state
+     |    +-- RequestTimeout              the client did not send the whole body in time
      |    +-- PayloadTooLarge             the body is over the configured limit
+     |    +-- UnsupportedMediaType        the body's Content-Type is not one the endpoint reads
+     |    +-- HeaderTooLarge              the request line or a header field is over the limit
      |    +-- RateLimited                 the key's quota is used up (retriable, retry_after_s)
      |    +-- ServiceUnavailable          a feature is off or the broker did not answer (retriable)
      +-- BenchmarkFailed                  a benchmark missed a deadline or a step failed
@@ -61,6 +64,7 @@ __all__ = [
     "DeliveryFailed",
     "EnvironmentProblem",
     "ForeignPrimary",
+    "HeaderTooLarge",
     "InvalidArgument",
     "InvalidRecord",
     "InvalidRequest",
@@ -71,11 +75,13 @@ __all__ = [
     "RateLimited",
     "ReplicaRewind",
     "RequestError",
+    "RequestTimeout",
     "ServiceUnavailable",
     "ShipFailed",
     "ThemisError",
     "TopicError",
     "UnknownDictionary",
+    "UnsupportedMediaType",
     "WalGap",
     "WorkerUnavailable",
     "call_with_retries",
@@ -267,8 +273,21 @@ class Conflict(RequestError):
     """The request clashes with the current state (e.g. a replica already configured)."""
 
 
+class RequestTimeout(RequestError):
+    """The client did not send the whole body within ``facade.body_timeout_s``."""
+
+
 class PayloadTooLarge(RequestError):
     """The request body is larger than the configured limit (the message names it)."""
+
+
+class UnsupportedMediaType(RequestError):
+    """The body's ``Content-Type`` is not one the endpoint reads (the message names those)."""
+
+
+class HeaderTooLarge(RequestError):
+    """The request line or a header field is longer than the server reads; nothing of it
+    is repeated in the answer or the log (it may hold a key)."""
 
 
 class RateLimited(RequestError):

@@ -76,6 +76,11 @@ class PipelineMetrics:
             buckets=_FLUSH_BUCKETS,
             registry=r,
         )
+        self.vec_snapshot_failures = Counter(
+            "vector_index_snapshot_failures",
+            "Shard snapshots that could not be written (a full or failing disk); retried.",
+            registry=r,
+        )
         self.dead_letters = Counter(
             "pipeline_dead_letters",
             "Records sent to the dead-letter topic, by source topic.",

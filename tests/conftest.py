@@ -1,3 +1,7 @@
 """The suite's fixtures live in ``tests/fixtures/``; this file only loads them."""
 
-pytest_plugins = ["tests.fixtures.broker"]
+pytest_plugins = [
+    "tests.fixtures.broker",
+    "tests.fixtures.kafka_clients",
+    "tests.fixtures.toxiproxy",
+]

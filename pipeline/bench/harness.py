@@ -37,11 +37,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
-from confluent_kafka.admin import AdminClient
-
 from pipeline.config import Settings
 from pipeline.errors import BenchmarkFailed
 from pipeline.kafka.broker import BrokerHandle, provide_broker
+from pipeline.kafka.clients import AdminClient
 from pipeline.worker.client import run_with_client
 from pipeline.worker.process import ChildProcess, WorkerProcess
 
@@ -249,16 +248,17 @@ def delete_topics_under(bootstrap: str, prefix: str, timeout_s: float = 30.0) ->
 
     Best effort: a topic that cannot be deleted is reported, not raised.
     """
-    admin = AdminClient({"bootstrap.servers": bootstrap})
-    names = sorted(t for t in admin.list_topics(timeout=timeout_s).topics if t.startswith(prefix))
-    if not names:
-        return []
-    failed = []
-    for topic, future in admin.delete_topics(names, operation_timeout=timeout_s).items():
-        try:
-            future.result(timeout=timeout_s)
-        except Exception:  # reported to the caller; a left-over topic is harmless
-            failed.append(topic)
+    with AdminClient({"bootstrap.servers": bootstrap}) as admin:
+        topics = admin.list_topics(timeout=timeout_s).topics
+        names = sorted(t for t in topics if t.startswith(prefix))
+        if not names:
+            return []
+        failed = []
+        for topic, future in admin.delete_topics(names, operation_timeout=timeout_s).items():
+            try:
+                future.result(timeout=timeout_s)
+            except Exception:  # reported to the caller; a left-over topic is harmless
+                failed.append(topic)
     return failed
 
 

@@ -257,14 +257,14 @@ def _writes(base: Settings, broker: BenchBroker, sizes: Sizes) -> dict[str, tupl
     """Buffered against direct durable writes on a blocks topic of their own."""
     settings = _part_settings(base, broker, "direct")
     apply_topics(broker.bootstrap, settings, [s for s in load_specs() if s.name == "ts.blocks"])
-    producer = AckedProducer(broker.bootstrap, settings.topic("ts.blocks"))
-    producer.produce(b"warm-up", b"")  # connection and metadata before either clock starts
-    producer.flush_acked()
     series = fleet(sizes.buffered_series, sizes.buffered_points_per_series)
-    progress("buffered writes: TSAutoBuffer, one acknowledged flush per returned batch")
-    buffered = measure_buffered(producer, series, base.ts_auto_buffer)
-    progress(f"direct writes: {sizes.direct_points:,} points, one acknowledged record each")
-    direct = measure_direct(producer, series, sizes.direct_points)
+    with AckedProducer(broker.bootstrap, settings.topic("ts.blocks")) as producer:
+        producer.produce(b"warm-up", b"")  # connection and metadata before either clock starts
+        producer.flush_acked()
+        progress("buffered writes: TSAutoBuffer, one acknowledged flush per returned batch")
+        buffered = measure_buffered(producer, series, base.ts_auto_buffer)
+        progress(f"direct writes: {sizes.direct_points:,} points, one acknowledged record each")
+        direct = measure_direct(producer, series, sizes.direct_points)
     progress(
         f"buffered {buffered[0] / buffered[1]:,.0f} points/s, "
         f"direct {direct[0] / direct[1]:,.0f} points/s"

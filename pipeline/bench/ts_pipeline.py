@@ -106,31 +106,31 @@ def produce_json(bootstrap: str, topic: str, series: list[Series], *, tagged: bo
     too slow to fill a topic of half a million points quickly. Every record is
     acknowledged on return.
     """
-    producer = AckedProducer(bootstrap, topic, partitioner="consistent")
     columns = []
     for i, (metric, entity, ts, vs) in enumerate(series):
         tags = series_tags(i) if tagged else {}
         key = series_key(metric, entity, tags).encode()
         columns.append((key, metric, entity, tags, ts.tolist(), vs.tolist()))
     length = min((len(c[4]) for c in columns), default=0)
-    produce = producer.produce
-    for i in range(length):
-        for key, metric, entity, tags, ts, vs in columns:
-            produce(key, DataPoint(metric, entity, ts[i], vs[i], tags).to_json())
-    producer.flush_acked(timeout_s=300)
+    with AckedProducer(bootstrap, topic, partitioner="consistent") as producer:
+        produce = producer.produce
+        for i in range(length):
+            for key, metric, entity, tags, ts, vs in columns:
+                produce(key, DataPoint(metric, entity, ts[i], vs[i], tags).to_json())
+        producer.flush_acked(timeout_s=300)
     return length * len(columns)
 
 
 def produce_frames(producer: TSProducer, series: list[Series], slice_points: int) -> int:
     """Binary batch frames: each ``put_arrays`` call carries ``slice_points`` of every series;
-    flushed (acknowledged) on return."""
+    ``producer`` is closed, everything acknowledged, on return."""
     keyed = [(series_key(m, e), ts, vs) for m, e, ts, vs in series]
     length = min(int(ts.size) for _, ts, _ in keyed)
     sent = 0
     for start in range(0, length, slice_points):
         end = start + slice_points
         sent += producer.put_arrays((key, ts[start:end], vs[start:end]) for key, ts, vs in keyed)
-    producer.flush(timeout_s=300)
+    producer.close(timeout_s=300)
     return sent
 
 

@@ -12,14 +12,15 @@ from __future__ import annotations
 import itertools
 import time
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, Self
 
 import numpy as np
-from confluent_kafka import KafkaError, Message, Producer
+from confluent_kafka import KafkaError, Message
 
 from pipeline.bench.ts_codec import Series, interleaved
 from pipeline.config import TSAutoBufferSettings
 from pipeline.errors import BenchmarkFailed
+from pipeline.kafka.clients import Producer
 from pipeline.kafka.producer import durable_producer_config
 from pipeline.ts.block import encode_blocks
 from pipeline.ts.buffer import SeriesBatch, TSAutoBuffer
@@ -60,6 +61,16 @@ class AckedProducer:
                 f"{remaining} records to {self.topic} unacknowledged after {timeout_s} s, "
                 f"{len(self._failures)} failed: {self._failures[:1]}"
             )
+
+    def close(self) -> None:
+        """Release the producer (records not acknowledged within 30 s are dropped)."""
+        self._producer.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
 
 
 def _produce_blocks(producer: AckedProducer, series: Iterable[SeriesArrays]) -> tuple[int, int]:

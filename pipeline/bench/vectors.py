@@ -188,7 +188,7 @@ def _measure(settings: Settings, sizes: Sizes, broker: BenchBroker, partitions: 
     bare_s, shards = steps.bare_hnswlib(pks, vectors, settings, partitions)
     progress(f"bare hnswlib: {n / bare_s:,.0f} vectors/s over {shards} shards")
 
-    with worker_running(settings, broker.work_dir / "worker.log") as worker:
+    with producer, worker_running(settings, broker.work_dir / "worker.log") as worker:
         run = steps.VectorRun(
             settings,
             worker,

@@ -72,10 +72,14 @@ def measure_hard(
     probes = random_unit_vectors(queries, dimension, rng)
     pks = [f"h{i}" for i in range(n)]
     parts = np.arange(n) % FILTER_PARTS
-    steps.send(
-        VectorProducer(settings),
-        [VectorOp(OpType.ADD, pk, vectors[i], {"part": int(parts[i])}) for i, pk in enumerate(pks)],
-    )
+    with VectorProducer(settings) as producer:
+        steps.send(
+            producer,
+            [
+                VectorOp(OpType.ADD, pk, vectors[i], {"part": int(parts[i])})
+                for i, pk in enumerate(pks)
+            ],
+        )
     bare = BareShards(pks, vectors, settings.vector_auto_buffer, partitions)
     progress(f"hard data: {n:,} random unit vectors sent; bare hnswlib built")
     exact = steps.exact_top(vectors, probes, steps.RECALL_K)

@@ -30,7 +30,6 @@ from pathlib import Path
 from typing import Any, Final
 
 import numpy as np
-from confluent_kafka import Producer
 
 from pipeline.bench.harness import BenchBroker, bench_broker, best_rate, progress, rounded, wait_for
 from pipeline.bench.wal_streams import (
@@ -44,6 +43,7 @@ from pipeline.bench.wal_streams import (
 )
 from pipeline.config import Settings, with_overrides
 from pipeline.errors import BenchmarkFailed
+from pipeline.kafka.clients import Producer
 from pipeline.kafka.local_broker import LocalKafka
 from pipeline.kafka.topics import TopicSpec, apply_topics, load_specs
 from pipeline.replication import ApplyResult, ReplicaState, WalShipper, run_kafka_applier
@@ -126,11 +126,12 @@ def _kafka_zstd_bytes(cluster: LocalKafka, bootstrap: str, topic: str, batches: 
             "message.max.bytes": 64 * 1024 * 1024,
         }
     )
-    for data in batches:
-        producer.produce(topic, data, partition=0)
-        producer.poll(0)
-    if producer.flush(60):
-        raise BenchmarkFailed(f"records to {topic} unacknowledged after 60 s")
+    with producer:
+        for data in batches:
+            producer.produce(topic, data, partition=0)
+            producer.poll(0)
+        if producer.flush(60):
+            raise BenchmarkFailed(f"records to {topic} unacknowledged after 60 s")
     return wait_for(
         lambda: _segment_bytes(cluster, topic) or None,
         timeout_s=30,
@@ -241,6 +242,7 @@ def _measure_lag(
         )
         stats = shipper.stats()
     finally:
+        producer.close()
         shipper.close()
         stop.set()
         applier.join(30)

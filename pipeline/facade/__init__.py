@@ -7,7 +7,8 @@
 ``deliveries`` (what is in flight; single points sent together), ``ts_routes`` and
 ``vector_routes`` (the roadmap's endpoints), ``replication_routes`` (WAL apply and
 shipper control), ``auth`` (API keys and roles), ``ratelimit`` (token buckets),
-``cli`` (``themis facade``).
+``connections`` (header and body timeouts, malformed heads answered without echo, the
+runner), ``cli`` (``themis facade``).
 """
 
 from pipeline.facade.app import Facade, create_facade

@@ -9,9 +9,11 @@ one :class:`~pipeline.worker.client.WorkerClient` (``facade.worker_urls``).
 
 What a 200 means (``facade.response_mode``, per request ``X-Themis-Response-Mode``)
     ``acked``: the broker acknowledged the record (``acks=all``): it survives a crash
-    of the facade and of the worker. ``queued``: the record is in this process's
-    producer queue (a single point first waits up to 20 ms for others to share its
-    record); a clean shutdown (SIGTERM) still delivers it, a crash may lose it.
+    of the facade and of the worker; no acknowledgement within ``facade.write_deadline_s``
+    is a 503 with ``Retry-After`` (as for direct and batch writes). ``queued``: the
+    record is in this process's producer queue (a single point first waits up to 20 ms
+    for others to share its record); a clean shutdown (SIGTERM) still delivers it, a
+    crash may lose it.
 
 ``buffer_size`` (in buffered answers)
     Points (or vector operations) this facade accepted that the broker has not yet
@@ -28,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 from collections.abc import Iterable, Sequence
 from typing import Any, Final
 
@@ -42,10 +45,12 @@ from pipeline.errors import (
     ServiceUnavailable,
     ThemisError,
 )
+from pipeline.facade.connections import handler_args
 from pipeline.facade.deliveries import InFlight, PointFramer
 from pipeline.facade.middleware import FacadeMetrics, RequestGuard, RouteSpec
 from pipeline.facade.ts_routes import TimeSeriesRoutes
 from pipeline.facade.vector_routes import VectorRoutes
+from pipeline.kafka.clients import AdminClient
 from pipeline.kafka.producer import AsyncProducer, RecordProducer, key_partition
 from pipeline.ts.writer import BlockWriter
 from pipeline.wal.writer import WalWriter
@@ -152,10 +157,9 @@ class Facade:
         self._refresher = asyncio.create_task(self._refresh_worker_sizes())
 
     def _topic_partitions(self, topics: list[str]) -> dict[str, int]:
-        from confluent_kafka.admin import AdminClient
-
         assert self.bootstrap
-        metadata = AdminClient({"bootstrap.servers": self.bootstrap}).list_topics(timeout=10)
+        with AdminClient({"bootstrap.servers": self.bootstrap}) as admin:
+            metadata = admin.list_topics(timeout=10)
         found: dict[str, int] = {}
         for topic in topics:
             described = metadata.topics.get(topic)
@@ -216,12 +220,27 @@ class Facade:
         return mode == "acked"
 
     async def durable(self, delivery: asyncio.Future[None]) -> None:
-        """Wait for the broker's acknowledgement; a failed delivery becomes a 503."""
+        """Wait for the broker's acknowledgement, at most ``facade.write_deadline_s``.
+
+        A failed delivery, or none by the deadline, is a 503 with ``Retry-After``. After
+        the deadline the records stay queued and may still be stored: a retry writes
+        the same points or operations again, which stores nothing twice (the same
+        timestamp of a series, the same pk, last write wins).
+        """
+        deadline_s = self.config.write_deadline_s
+        retry = {"Retry-After": str(max(1, math.ceil(deadline_s)))}
         try:
-            await asyncio.shield(delivery)
+            async with asyncio.timeout(deadline_s):
+                await asyncio.shield(delivery)
+        except TimeoutError:
+            raise ServiceUnavailable(
+                f"the broker did not acknowledge the write within {deadline_s:g} s "
+                "(facade.write_deadline_s); it may still be stored; retrying is safe",
+                headers=retry,
+            ) from None
         except ThemisError as exc:
             raise ServiceUnavailable(
-                f"the broker did not acknowledge the write; retry: {exc}"
+                f"the broker did not acknowledge the write; retry: {exc}", headers=retry
             ) from None
 
     async def drain_pending(self) -> None:
@@ -293,7 +312,9 @@ def create_facade(
     """
     facade = Facade(settings, bootstrap, producer=producer, partitions=partitions)
     app = web.Application(
-        client_max_size=settings.facade.max_body_bytes, middlewares=[facade.guard.middleware]
+        client_max_size=settings.facade.max_body_bytes,
+        middlewares=[facade.guard.middleware],
+        handler_args=handler_args(settings.facade),
     )
     app[FACADE_STATE] = facade
     mount_routes(app, TimeSeriesRoutes(facade).routes())

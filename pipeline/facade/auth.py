@@ -1,8 +1,9 @@
 """API keys and roles of the facade: who may call what.
 
 A caller presents a key as ``Authorization: Bearer <key>`` or ``X-API-Key: <key>``.
-Each key has one role: ``writer`` (ingest, stats, queries, search) or ``admin``
-(everything a writer may do, plus flushes and replication configuration).
+Each key has one role: ``writer`` (ingest, stats, queries, search), ``admin``
+(everything a writer may do, plus flushes and replication configuration) or
+``replicator`` (only WAL apply, the role a primary's shipper presents).
 
 Keys come from ``facade.api_keys`` (``THEMIS_FACADE_API_KEYS``: comma-separated
 ``key:role`` pairs) and from ``facade.api_keys_file`` (one ``key:role`` per line,
@@ -31,8 +32,12 @@ class Role(StrEnum):
 
     WRITER = "writer"
     ADMIN = "admin"
+    REPLICATOR = "replicator"
+    """May only apply WAL batches (``POST /api/v1/wal/apply``): a primary's shipper."""
 
     def allows(self, needed: Role) -> bool:
+        if self is Role.REPLICATOR or needed is Role.REPLICATOR:
+            return self is needed
         return self is Role.ADMIN or needed is Role.WRITER
 
 
@@ -62,9 +67,15 @@ class ApiKeyring:
         found = self.caller_of(presented)
         return None if found is None else found[0]
 
+    def keys_of(self, role: Role) -> list[str]:
+        """The configured keys of ``role`` (for the WAL applier's own check)."""
+        return [key.decode("utf-8") for key, found, _ in self._entries if found is role]
+
     def caller_of(self, presented: str) -> tuple[Role, str] | None:
         """The role and caller id of ``presented``, or ``None``; compares every key."""
-        candidate = presented.encode("utf-8")
+        # A header's bytes that are no UTF-8 arrive as lone surrogates: encoded back as the
+        # bytes sent, they match no configured key (always valid UTF-8).
+        candidate = presented.encode("utf-8", "surrogateescape")
         found: tuple[Role, str] | None = None
         for key, role, caller in self._entries:
             if hmac.compare_digest(candidate, key) and found is None:
@@ -88,12 +99,15 @@ def parse_key_entries(text: str, *, separator: str, origin: str) -> list[tuple[s
             continue
         key, sep, role = item.rpartition(":")
         if not sep or not key.strip():
-            raise ConfigError(f"{origin}: entry {number} is not 'key:role' (roles: writer, admin)")
+            raise ConfigError(
+                f"{origin}: entry {number} is not 'key:role' (roles: writer, admin, replicator)"
+            )
         try:
             entries.append((key.strip(), Role(role.strip())))
         except ValueError:
             raise ConfigError(
-                f"{origin}: entry {number} has role {role.strip()!r}; allowed: writer, admin"
+                f"{origin}: entry {number} has role {role.strip()!r}; "
+                "allowed: writer, admin, replicator"
             ) from None
     return entries
 

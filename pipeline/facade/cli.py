@@ -8,6 +8,7 @@ record accepted (``queued`` mode included) before the process exits.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import gc
 import logging
 from pathlib import Path
@@ -63,9 +64,8 @@ async def _settle_heap(app: object) -> None:
 
 def run_facade(args: argparse.Namespace, settings: Settings) -> int:
     """Find the broker, serve until a signal; returns the exit code."""
-    from aiohttp import web
-
     from pipeline.facade.app import create_facade
+    from pipeline.facade.connections import serve
     from pipeline.facade.replication_routes import install_replication, replication_routes
     from pipeline.kafka.broker import require_broker
 
@@ -79,7 +79,7 @@ def run_facade(args: argparse.Namespace, settings: Settings) -> int:
     settings = with_overrides(settings, {"facade": overrides})
     bootstrap = settings.kafka.bootstrap_servers or require_broker(settings).bootstrap_servers
     app = create_facade(settings, bootstrap, extra_routes=replication_routes())
-    install_replication(app, settings, bootstrap)
+    install_replication(app, settings, bootstrap, client_certificates=bool(args.tls_client_ca))
     app.on_startup.append(_settle_heap)
     ssl_context = None
     if args.tls_cert:
@@ -88,17 +88,15 @@ def run_facade(args: argparse.Namespace, settings: Settings) -> int:
         ca = Path(args.tls_client_ca) if args.tls_client_ca else None
         ssl_context = server_ssl_context(Path(args.tls_cert), Path(args.tls_key), ca)
     _LOG.info("facade listening on %s:%s", settings.facade.host, settings.facade.port)
-    # run_app handles SIGINT and SIGTERM: stop accepting, finish requests, run cleanup
+    # Until SIGINT or SIGTERM; then stop accepting, finish requests, run the cleanup
     # (which flushes the producer), then return.
-    web.run_app(
-        app,
-        host=settings.facade.host,
-        port=settings.facade.port,
-        shutdown_timeout=args.shutdown_timeout,
-        print=None,
-        access_log=None,
-        ssl_context=ssl_context,
-        # WAL batches arrive with Content-Encoding: zstd; the applier decompresses them.
-        auto_decompress=False,
+    asyncio.run(
+        serve(
+            app,
+            settings.facade.host,
+            settings.facade.port,
+            ssl_context=ssl_context,
+            shutdown_timeout_s=args.shutdown_timeout,
+        )
     )
     return 0

@@ -1,9 +1,13 @@
 """What every facade request passes through: auth, body limit, rate limit, request metrics,
 and the one table that turns an exception into an HTTP status and JSON error body.
 
-Order per request: the caller's key and role (401 / 403), the declared body size (413),
-the key's quota for the route class (429), then the handler. Whatever the handler or a
-check raises is answered here, as ``{"success": false, "error": message, ...}``:
+Order per request: the client address's failed key checks (429, without looking at the
+key: ``facade.rate_auth_failures_per_min``), the caller's key and role (401 / 403), the
+declared body size (413), the key's quota for the route class (429), the declared body
+type (415: a route with :attr:`RouteSpec.body_types` takes those or none declared), the
+body itself within ``facade.body_timeout_s`` (408, the connection is closed), then the
+handler. Whatever the handler or a check raises is answered here, as
+``{"success": false, "error": message, ...}``:
 
 =====  ============================================================  =================
 code   exception classes (:mod:`pipeline.errors`)                    added to the body
@@ -13,12 +17,16 @@ code   exception classes (:mod:`pipeline.errors`)                    added to th
 401    AuthenticationFailed (``WWW-Authenticate`` header)
 403    PermissionDenied
 404    NotFound
+408    RequestTimeout
 409    Conflict, WalGap                                              ``expected_lsn``
                                                                      (WalGap, 16 hex)
 413    PayloadTooLarge
+415    UnsupportedMediaType
 429    RateLimited, BufferOverflow (``Retry-After`` header)          ``retry_after_s``,
                                                                      ``buffer_size``
-503    ServiceUnavailable, WorkerUnavailable, DeliveryFailed
+431    HeaderTooLarge (answered by :mod:`~pipeline.facade.connections`)
+503    ServiceUnavailable, WorkerUnavailable, DeliveryFailed         ``retry_after_s``
+       (``Retry-After`` header after ``facade.write_deadline_s``)    (deadline)
 =====  ============================================================  =================
 
 A :class:`~pipeline.errors.RequestError` adds its ``extra`` fields to the body and its
@@ -27,6 +35,7 @@ A :class:`~pipeline.errors.RequestError` adds its ``extra`` fields to the body a
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -45,6 +54,7 @@ from pipeline.errors import (
     Conflict,
     CorruptBatch,
     DeliveryFailed,
+    HeaderTooLarge,
     InvalidArgument,
     InvalidRecord,
     InvalidRequest,
@@ -53,14 +63,21 @@ from pipeline.errors import (
     PermissionDenied,
     RateLimited,
     RequestError,
+    RequestTimeout,
     ServiceUnavailable,
     ThemisError,
     UnknownDictionary,
+    UnsupportedMediaType,
     WalGap,
     WorkerUnavailable,
 )
 from pipeline.facade.auth import ApiKeyring, Role, load_keyring, presented_key
-from pipeline.facade.ratelimit import RateLimiter, RouteClass, limits_from_settings
+from pipeline.facade.ratelimit import (
+    FailureThrottle,
+    RateLimiter,
+    RouteClass,
+    limits_from_settings,
+)
 from pipeline.wal.entry import format_lsn
 from pipeline.worker.client import WorkerAnswers
 
@@ -89,11 +106,14 @@ STATUS_OF: Final[Mapping[type[ThemisError], int]] = {
     AuthenticationFailed: 401,
     PermissionDenied: 403,
     NotFound: 404,
+    RequestTimeout: 408,
     Conflict: 409,
     WalGap: 409,
     PayloadTooLarge: 413,
+    UnsupportedMediaType: 415,
     RateLimited: 429,
     BufferOverflow: 429,
+    HeaderTooLarge: 431,
     ServiceUnavailable: 503,
     WorkerUnavailable: 503,
     DeliveryFailed: 503,
@@ -126,13 +146,16 @@ _LATENCY_BUCKETS = (
 
 @dataclass(frozen=True)
 class RouteSpec:
-    """One endpoint: ``role`` ``None`` means no key is needed; ``rate_class`` picks a quota."""
+    """One endpoint: ``role`` ``None`` means no key is needed; ``rate_class`` picks a quota;
+    ``body_types`` are the media types its body may be declared as (empty: any; a body
+    with no ``Content-Type``, or ``application/octet-stream``, is taken too)."""
 
     method: str
     path: str
     handler: Handler
     role: Role | None = Role.WRITER
     rate_class: RouteClass | None = None
+    body_types: tuple[str, ...] = ()
 
 
 class FacadeMetrics:
@@ -180,6 +203,7 @@ class FacadeMetrics:
 
 
 _JSON_TYPE: Final = "application/json"
+_UNTYPED: Final = "application/octet-stream"  # also what aiohttp reports for no Content-Type
 
 
 def with_workers(body: dict[str, Any], answers: WorkerAnswers) -> dict[str, Any]:
@@ -260,6 +284,8 @@ class RequestGuard:
                 "THEMIS_FACADE_API_KEYS='key:admin,...' or THEMIS_FACADE_API_KEYS_FILE"
             )
         self.limiter = RateLimiter(limits_from_settings(config))
+        self.auth_failures = FailureThrottle(config.rate_auth_failures_per_min)
+        """Failed key checks per client address."""
         self.routes: dict[tuple[str, str], RouteSpec] = {}
         """``(method, path)`` -> the spec it was mounted with."""
         self._specs: dict[web.AbstractRoute, RouteSpec] = {}
@@ -271,16 +297,27 @@ class RequestGuard:
 
     def authorize(self, request: web.Request, spec: RouteSpec) -> str:
         """The caller id for rate limits; 401 without a known key, 403 for too weak a role."""
+        address = request.remote or "unknown"
         if not self.config.auth_enabled or spec.role is None:
-            return f"peer:{request.remote or 'unknown'}"
+            return f"peer:{address}"
+        wait = self.auth_failures.retry_after(address)
+        if wait:
+            raise RateLimited(
+                f"too many failed key checks from this address (at most "
+                f"{self.config.rate_auth_failures_per_min} a minute, "
+                f"facade.rate_auth_failures_per_min); retry after {wait} s",
+                retry_after_s=wait,
+            )
         key = presented_key(request.headers)
         if key is None:
+            self.auth_failures.failed(address)
             raise AuthenticationFailed(
                 "missing API key: send 'Authorization: Bearer <key>' or 'X-API-Key: <key>'",
                 headers=_CHALLENGE,
             )
         found = self.keyring.caller_of(key)
         if found is None:
+            self.auth_failures.failed(address)
             raise AuthenticationFailed("unknown API key", headers=_CHALLENGE)
         role, caller = found
         if not role.allows(spec.role):
@@ -297,6 +334,36 @@ class RequestGuard:
                 f"the body is {length} bytes; at most {self.config.max_body_bytes} "
                 "(facade.max_body_bytes)"
             )
+
+    @staticmethod
+    def check_body_type(request: web.Request, spec: RouteSpec) -> None:
+        """415 when the route reads :attr:`RouteSpec.body_types` and another type is declared.
+
+        No ``Content-Type`` is taken, and so is ``application/octet-stream``, which is
+        what no type means (RFC 9110) and what clients such as aiohttp send for bytes.
+        Refused are in particular the types a browser sends across origins without
+        asking first (``text/plain``, forms).
+        """
+        declared = request.content_type
+        if spec.body_types and declared != _UNTYPED and declared not in spec.body_types:
+            raise UnsupportedMediaType(
+                f"Content-Type {declared!r} is not read here; send "
+                f"{' or '.join(spec.body_types)} (or no Content-Type)"
+            )
+
+    async def read_body(self, request: web.Request) -> None:
+        """Receive the whole body (kept for the handler's ``read()``) within
+        ``facade.body_timeout_s``; 408 otherwise. A body already received costs nothing."""
+        if not request.body_exists or request.content.is_eof():
+            return
+        try:
+            async with asyncio.timeout(self.config.body_timeout_s):
+                await request.read()
+        except TimeoutError:
+            raise RequestTimeout(
+                f"the body did not arrive within {self.config.body_timeout_s:g} s "
+                "(facade.body_timeout_s); send it at once"
+            ) from None
 
     def rate_limit(self, caller: str, spec: RouteSpec) -> None:
         """429 when ``caller`` used up the quota of the route's class."""
@@ -325,9 +392,13 @@ class RequestGuard:
                     caller = self.authorize(request, spec)
                     self.check_body_size(request)
                     self.rate_limit(caller, spec)
+                    self.check_body_type(request, spec)
+                    await self.read_body(request)
                 response = await handler(request)
             except Exception as exc:  # every error is answered here, by class
                 response = self._answer_error(request, exc)
+                if isinstance(exc, RequestTimeout):
+                    response.force_close()  # the rest of the body may still trickle in
             status = response.status
             return response
         finally:

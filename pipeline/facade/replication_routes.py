@@ -2,9 +2,10 @@
 
 ``POST /api/v1/wal/apply``
     The WAL issue's applier (:func:`pipeline.replication.handle_wal_apply`) into a replica
-    state under ``<data_dir>/replica-facade``. It takes no API key: a replica is
-    authenticated by TLS client certificates (``themis facade --tls-client-ca``), as
-    the shipper presents one and no bearer token.
+    state under ``<data_dir>/replica-facade``, for a shipper presenting a key of role
+    ``replicator`` or, with ``themis facade --tls-client-ca``, a client certificate.
+    With neither it answers 401 to everyone, whether or not ``facade.auth_enabled``:
+    applying a WAL rewrites the replica's state, so it is never open.
 ``GET /api/v1/replication/stats`` (writer)
     The roadmap's shape: ``{"replicas": [...], "stats": {...}}`` from the shipper this
     facade runs (empty until a replica is added).
@@ -30,7 +31,14 @@ from pipeline.facade.auth import Role
 from pipeline.facade.middleware import RouteSpec
 from pipeline.facade.validation import parse_json
 from pipeline.metrics import WalShipperMetrics
-from pipeline.replication import REPLICA_STATE, ReplicaState, WalShipper, handle_wal_apply
+from pipeline.replication import (
+    APPLY_AUTH,
+    REPLICA_STATE,
+    ApplyAuth,
+    ReplicaState,
+    WalShipper,
+    handle_wal_apply,
+)
 
 __all__ = ["SHIPPER", "ReplicationControl", "install_replication", "replication_routes"]
 
@@ -150,9 +158,21 @@ def replication_routes() -> list[RouteSpec]:
     ]
 
 
-def install_replication(app: web.Application, settings: Settings, bootstrap: str | None) -> None:
-    """Mount the replication routes' state on ``app`` (routes via ``replication_routes``)."""
+def install_replication(
+    app: web.Application,
+    settings: Settings,
+    bootstrap: str | None,
+    *,
+    client_certificates: bool = False,
+) -> None:
+    """Mount the replication routes' state on ``app`` (routes via ``replication_routes``).
+
+    ``client_certificates``: the facade's TLS verifies client certificates, so WAL apply
+    trusts a connection that presented one.
+    """
     control = ReplicationControl(settings, bootstrap)
+    keys = app[FACADE_STATE].guard.keyring.keys_of(Role.REPLICATOR)
+    app[APPLY_AUTH] = ApplyAuth(keys, client_certificates=client_certificates)
     app[SHIPPER] = control
     app[FACADE_STATE].extra_registries.append(control.metrics.registry)
     state = ReplicaState(settings.worker.data_dir / "replica-facade", settings)

@@ -13,8 +13,12 @@
     Queryable at once, no worker needed.
 ``GET /ts/buffer/stats`` (writer), ``POST /ts/buffer/flush`` (admin, ``flush`` quota)
     The workers' buffers, aggregated (:func:`~pipeline.worker.client.aggregate_ts_stats`).
-``GET /ts/query`` (writer)
-    One series' exact points: durable blocks plus what the workers still buffer.
+``GET /ts/query``, ``POST /ts/query`` (writer)
+    One series' exact points: durable blocks plus what the workers still buffer. The
+    ``POST`` takes the query as a JSON body, for series keys too long for a URL.
+
+The write and query bodies are JSON (batches also NDJSON): a request that declares
+another ``Content-Type`` is answered 415, one that declares none is read as JSON.
 """
 
 from __future__ import annotations
@@ -36,7 +40,14 @@ from pipeline.facade.middleware import (
 )
 from pipeline.facade.ratelimit import RouteClass
 from pipeline.facade.ts_bodies import PointBodies
-from pipeline.facade.validation import parse_json, point_from_json, series_query
+from pipeline.facade.validation import (
+    NDJSON,
+    SeriesQuery,
+    parse_json,
+    point_from_json,
+    series_query,
+    series_query_body,
+)
 from pipeline.ts.point import series_key
 from pipeline.ts.producer import Frame, frames_by_partition
 from pipeline.worker.query import query_series
@@ -51,6 +62,8 @@ THREAD_BODY_BYTES: Final = 256 * 1024
 """Batch bodies larger than this (bytes) are decoded and framed off the event loop."""
 _BUFFERED: Final = b'{"success":true,"buffered":true,"buffer_size":'
 _BUFFERED_POINTS: Final = b'{"success":true,"buffered":true,"points":%d,"buffer_size":'
+_JSON: Final = ("application/json",)
+_JSON_OR_NDJSON: Final = ("application/json", NDJSON)
 
 
 def _finite_or_text(value: float) -> float | str:
@@ -70,14 +83,16 @@ class TimeSeriesRoutes:
         self._bodies = PointBodies()
 
     def routes(self) -> list[RouteSpec]:
-        ts, flush = RouteClass.TS_PUT, RouteClass.FLUSH
+        ts, flush, writer = RouteClass.TS_PUT, RouteClass.FLUSH, Role.WRITER
+        batch = self.put_buffered_batch
         return [
-            RouteSpec("POST", "/ts/put/buffered", self.put_buffered, Role.WRITER, ts),
-            RouteSpec("POST", "/ts/put/buffered/batch", self.put_buffered_batch, Role.WRITER, ts),
-            RouteSpec("POST", "/ts/put", self.put_direct, Role.WRITER, ts),
-            RouteSpec("GET", "/ts/buffer/stats", self.buffer_stats, Role.WRITER),
+            RouteSpec("POST", "/ts/put/buffered", self.put_buffered, writer, ts, _JSON),
+            RouteSpec("POST", "/ts/put/buffered/batch", batch, writer, ts, _JSON_OR_NDJSON),
+            RouteSpec("POST", "/ts/put", self.put_direct, writer, ts, _JSON),
+            RouteSpec("GET", "/ts/buffer/stats", self.buffer_stats, writer),
             RouteSpec("POST", "/ts/buffer/flush", self.buffer_flush, Role.ADMIN, flush),
-            RouteSpec("GET", "/ts/query", self.query, Role.WRITER),
+            RouteSpec("GET", "/ts/query", self.query, writer),
+            RouteSpec("POST", "/ts/query", self.query_body, writer, body_types=_JSON),
         ]
 
     def _check_room(self) -> None:
@@ -164,7 +179,13 @@ class TimeSeriesRoutes:
 
     async def query(self, request: web.Request) -> web.Response:
         """``metric``, ``entity``, ``tag=k:v``, ``start``/``end`` (ms, inclusive) -> points."""
-        q = series_query(request.query)
+        return await self._points(series_query(request.query))
+
+    async def query_body(self, request: web.Request) -> web.Response:
+        """:meth:`query` with ``{"metric", "entity", "tags"?, "start"?, "end"?}`` as the body."""
+        return await self._points(series_query_body(parse_json(await request.read())))
+
+    async def _points(self, q: SeriesQuery) -> web.Response:
         async with self._query_lock:
             result = await query_series(
                 self.facade.workers,

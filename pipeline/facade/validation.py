@@ -17,6 +17,7 @@ import orjson
 from multidict import MultiMapping
 
 from pipeline.errors import InvalidRecord, InvalidRequest
+from pipeline.limits import MAX_SEARCH_EF, MAX_SEARCH_K
 from pipeline.ts.point import DataPoint, validate_point
 from pipeline.vectors.ops import OpType, VectorOp, decode_op_json, validate_vector
 
@@ -34,13 +35,11 @@ __all__ = [
     "point_from_json",
     "search_request",
     "series_query",
+    "series_query_body",
     "vector_op_from_json",
 ]
 
-MAX_SEARCH_K: Final = 10_000
-"""Largest ``k`` a search may ask for."""
-MAX_SEARCH_EF: Final = 100_000
-"""Largest HNSW ``ef`` a search may ask for."""
+
 INT64_MIN: Final = -(2**63)
 INT64_MAX: Final = 2**63 - 1
 _SEARCH_FIELDS: Final = frozenset({"vector", "k", "ef", "filter"})
@@ -58,9 +57,17 @@ def parse_json(body: bytes) -> Any:
         pass
     try:
         # The standard parser accepts NaN/Infinity, so the field holding one can be named.
-        return json.loads(body)
-    except (ValueError, UnicodeDecodeError) as exc:
+        value = json.loads(body)
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         raise InvalidRequest(f"the body is not valid JSON: {exc}") from None
+    try:  # it also takes lone surrogates ("\ud800"), which no string may carry on
+        json.dumps(value, ensure_ascii=False).encode()
+    except UnicodeEncodeError:
+        raise InvalidRequest(
+            "the body is not valid JSON: a string holds a lone UTF-16 surrogate "
+            "(\\ud800-\\udfff); send valid Unicode"
+        ) from None
+    return value
 
 
 def point_from_json(raw: object, where: str = "") -> DataPoint:
@@ -216,3 +223,39 @@ def series_query(query: MultiMapping[str]) -> SeriesQuery:
             raise InvalidRequest(f"query parameter 'tag' must be key:value; got {tag!r}")
         tags[name] = value
     return SeriesQuery(metric, entity, tags, start, end)
+
+
+_QUERY_FIELDS: Final = frozenset({"metric", "entity", "tags", "start", "end"})
+
+
+def series_query_body(raw: object) -> SeriesQuery:
+    """The ``POST /ts/query`` body: ``{"metric", "entity", "tags"?, "start"?, "end"?}``
+    (``tags`` an object of strings, ``start`` and ``end`` integer milliseconds); the
+    query of ``GET /ts/query`` with no limit on the series key's length."""
+    if not isinstance(raw, dict):
+        raise InvalidRequest("the body must be a JSON object with fields 'metric' and 'entity'")
+    unknown = set(raw) - _QUERY_FIELDS
+    if unknown:
+        raise InvalidRequest(f"unknown field(s): {', '.join(sorted(unknown))}")
+    metric, entity = _required_text(raw, "metric"), _required_text(raw, "entity")
+    tags = raw.get("tags") or {}
+    if not isinstance(tags, dict) or not all(isinstance(v, str) for v in tags.values()):
+        raise InvalidRequest("field 'tags' must be an object of string to string")
+    bounds = []
+    for name, default in (("start", INT64_MIN), ("end", INT64_MAX)):
+        value = raw.get(name, default)
+        if value is None:
+            value = default
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise InvalidRequest(f"field {name!r} must be an integer (milliseconds)")
+        if not INT64_MIN <= value <= INT64_MAX:
+            raise InvalidRequest(f"field {name!r} is outside the int64 range")
+        bounds.append(value)
+    return SeriesQuery(metric, entity, dict(tags), bounds[0], bounds[1])
+
+
+def _required_text(raw: Mapping[str, object], name: str) -> str:
+    value = raw.get(name)
+    if not isinstance(value, str) or not value:
+        raise InvalidRequest(f"field {name!r} is required (a non-empty string)")
+    return value

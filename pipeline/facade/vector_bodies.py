@@ -36,7 +36,12 @@ class _Remove(msgspec.Struct, forbid_unknown_fields=True):
 
 _UPSERT: Final = msgspec.json.Decoder(_Upsert)
 _REMOVE: Final = msgspec.json.Decoder(_Remove)
-_NOT_FAST: Final = (msgspec.DecodeError, msgspec.ValidationError)
+_NOT_FAST: Final = (
+    msgspec.DecodeError,
+    msgspec.ValidationError,
+    RecursionError,  # msgspec on nesting deeper than the interpreter's limit
+    orjson.JSONDecodeError,  # raw metadata msgspec passes but orjson refuses (1e400, bad UTF-8)
+)
 
 
 def vector_op_from_body(

@@ -11,6 +11,8 @@
     The workers' buffers, aggregated (:func:`~pipeline.worker.client.aggregate_vector_stats`).
 ``POST /vectors/search`` (writer)
     The ``k`` nearest live vectors over every worker, closest first.
+
+The bodies are JSON: a request that declares another ``Content-Type`` is answered 415.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ if TYPE_CHECKING:
 __all__ = ["VectorRoutes"]
 
 _BUFFERED: Final = b'{"success":true,"buffered":true,"buffer_size":'
+_JSON: Final = ("application/json",)
 
 
 class VectorRoutes:
@@ -51,13 +54,15 @@ class VectorRoutes:
     def routes(self) -> list[RouteSpec]:
         vec, flush, writer = RouteClass.VECTORS_ADD, RouteClass.FLUSH, Role.WRITER
         return [
-            RouteSpec("POST", "/vectors/add/buffered", self.add_buffered, writer, vec),
-            RouteSpec("POST", "/vectors/update/buffered", self.update_buffered, writer, vec),
-            RouteSpec("DELETE", "/vectors/remove/buffered", self.remove_buffered, writer, vec),
-            RouteSpec("POST", "/vectors/add", self.add_direct, writer, vec),
+            RouteSpec("POST", "/vectors/add/buffered", self.add_buffered, writer, vec, _JSON),
+            RouteSpec("POST", "/vectors/update/buffered", self.update_buffered, writer, vec, _JSON),
+            RouteSpec(
+                "DELETE", "/vectors/remove/buffered", self.remove_buffered, writer, vec, _JSON
+            ),
+            RouteSpec("POST", "/vectors/add", self.add_direct, writer, vec, _JSON),
             RouteSpec("GET", "/vectors/buffer/stats", self.buffer_stats, writer),
             RouteSpec("POST", "/vectors/buffer/flush", self.buffer_flush, Role.ADMIN, flush),
-            RouteSpec("POST", "/vectors/search", self.search, writer),
+            RouteSpec("POST", "/vectors/search", self.search, writer, body_types=_JSON),
         ]
 
     async def _op(self, request: web.Request, op: OpType) -> VectorOp:

@@ -86,8 +86,12 @@ class DeadLetterWriter:
             source_partition=message.partition() or 0,
             source_offset=message.offset() or 0,
         )
+        return self.send_letter(letter)
+
+    def send_letter(self, letter: DeadLetter) -> asyncio.Future[Message]:
+        """Queue ``letter`` (one not read from a record as such); resolves once durable."""
         self.count += 1
-        self.metrics.dead_letters.labels(source_topic=source_topic).inc()
+        self.metrics.dead_letters.labels(source_topic=letter.source_topic).inc()
         return self.producer.produce(
             self.topic, letter.value, key=letter.key, headers=letter.headers()
         )

@@ -2,9 +2,11 @@
 
 ``broker`` (the one order of preference: ``KAFKA_BOOTSTRAP_SERVERS``, a container
 engine, the local JVM), ``local_broker`` (Apache Kafka's jars run as a KRaft JVM on
-loopback), ``docker_broker`` (testcontainers), ``topics`` (``topics/*.yaml`` applied
+loopback, restarted with its data kept), ``kafka_runtime`` (the Java runtime and the jars,
+resolved once), ``docker_broker`` (testcontainers), ``topics`` (``topics/*.yaml`` applied
 idempotently), ``producer`` (durable producers whose deliveries can be awaited),
 ``consumer`` (consumers with the project's defaults, offset calls that retry),
+``clients`` (confluent-kafka's clients, registered from creation until closed),
 ``cli`` (``themis kafka``, ``themis topics``).
 """
 

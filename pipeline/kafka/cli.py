@@ -1,4 +1,4 @@
-"""``themis kafka up|down|status`` and ``themis topics apply|list``: the broker and its topics."""
+"""``themis kafka up|down|restart|status`` and ``themis topics apply|list``: broker, topics."""
 
 from __future__ import annotations
 
@@ -28,6 +28,17 @@ def _kafka_up(args: argparse.Namespace, settings: Settings) -> int:
 def _kafka_down(args: argparse.Namespace, settings: Settings) -> int:
     stopped = LocalKafka(args.name).down(timeout_s=args.timeout)
     print(f"cluster {args.name!r} {'stopped' if stopped else 'was not running'}")
+    return 0
+
+
+def _kafka_restart(args: argparse.Namespace, settings: Settings) -> int:
+    record = LocalKafka(args.name).restart(
+        kill=args.kill, timeout_s=args.timeout, stop_timeout_s=args.stop_timeout
+    )
+    print(
+        f"cluster {record.name!r} restarted at {record.bootstrap_servers} with its data "
+        f"(pid {record.pid}, started in {record.startup_seconds:.2f} s)"
+    )
     return 0
 
 
@@ -117,6 +128,18 @@ def add_kafka_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
     down.add_argument("--name", default="primary")
     down.add_argument("--timeout", type=float, default=30.0)
     down.set_defaults(handler=_kafka_down)
+    restart = kafka_sub.add_parser(
+        "restart", help="stop a local cluster (if running) and start it again, keeping its data"
+    )
+    restart.add_argument("--name", default="primary")
+    restart.add_argument("--kill", action="store_true", help="SIGKILL the JVM (a crash)")
+    restart.add_argument(
+        "--timeout", type=float, default=90.0, help="seconds to wait for readiness"
+    )
+    restart.add_argument(
+        "--stop-timeout", type=float, default=30.0, help="seconds after SIGTERM before SIGKILL"
+    )
+    restart.set_defaults(handler=_kafka_restart)
     status = kafka_sub.add_parser("status", help="show local clusters")
     status.add_argument("--name", default=None)
     status.add_argument("--json", action="store_true")

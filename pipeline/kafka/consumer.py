@@ -22,6 +22,7 @@ from typing import Any, Final
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
 from pipeline.errors import KafkaOperationFailed, call_with_retries
+from pipeline.kafka import clients
 
 __all__ = [
     "LARGE_FETCH",
@@ -67,8 +68,8 @@ def consumer_config(bootstrap: str, group_id: str, **overrides: Any) -> dict[str
 
 
 def make_consumer(bootstrap: str, group_id: str, **overrides: Any) -> Consumer:
-    """A consumer with :func:`consumer_config`; the caller closes it."""
-    return Consumer(consumer_config(bootstrap, group_id, **overrides))
+    """A consumer with :func:`consumer_config` (registered until closed); the caller closes it."""
+    return clients.Consumer(consumer_config(bootstrap, group_id, **overrides))
 
 
 @contextlib.contextmanager

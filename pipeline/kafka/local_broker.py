@@ -6,6 +6,14 @@ KRaft storage, starts one combined broker+controller JVM on free loopback ports,
 waits until it answers a metadata request and records its bootstrap address in
 ``<home>/clusters/<name>/cluster.json``. ``down()`` stops it with SIGTERM, then
 SIGKILL after a deadline, and removes its data: local clusters are ephemeral.
+``restart()`` stops the JVM (or finds it gone, say after a SIGKILL) and starts it
+again on the same ports with the same data, so what was acknowledged before is there
+after (fault tests; ``themis kafka restart``).
+
+``proxied_at="127.0.0.1:PORT"`` adds a second listener, ``PROXIED``, on a free port
+(``ClusterRecord.proxied_upstream``) advertised as ``PORT``: run a TCP proxy (a fault
+injector) from ``PORT`` to that upstream, and clients that bootstrap at ``PORT`` keep
+every connection behind the proxy, while clients of ``bootstrap_servers`` do not.
 
 Several named clusters (``primary``, ``replica``, ...) run side by side.
 """
@@ -14,7 +22,6 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import fcntl
 import json
 import logging
 import os
@@ -24,17 +31,15 @@ import socket
 import subprocess
 import time
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from confluent_kafka.admin import AdminClient
+from pipeline.errors import BrokerError, BrokerStartError
+from pipeline.kafka.clients import AdminClient
+from pipeline.kafka.kafka_runtime import KAFKA_VERSION, file_lock, find_java, resolve_kafka_jars
 
-from pipeline.errors import BrokerError, BrokerStartError, EnvironmentProblem
-
-KAFKA_VERSION = "4.1.1"
 _LOG = logging.getLogger(__name__)
 _QUIET = logging.getLogger("pipeline.kafka.librdkafka")
 _QUIET.addHandler(logging.NullHandler())
@@ -59,35 +64,6 @@ def themis_home(env: Mapping[str, str] | None = None) -> Path:
     return Path(env.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "themis"
 
 
-def find_java(env: Mapping[str, str] | None = None) -> str:
-    """The ``java`` executable: ``$JAVA_HOME/bin/java``, else ``java`` on PATH."""
-    env = os.environ if env is None else env
-    java_home = env.get("JAVA_HOME")
-    if java_home and (Path(java_home) / "bin" / "java").exists():
-        return str(Path(java_home) / "bin" / "java")
-    found = shutil.which("java", path=env.get("PATH"))
-    if found is None:
-        raise EnvironmentProblem(
-            "Java was not found: the local Kafka broker needs a Java 17+ runtime. "
-            "Install one (Debian/Ubuntu: apt-get install openjdk-17-jre-headless) "
-            "or set JAVA_HOME; or give an existing broker with KAFKA_BOOTSTRAP_SERVERS."
-        )
-    return found
-
-
-def find_maven(env: Mapping[str, str] | None = None) -> str:
-    """The ``mvn`` executable on PATH."""
-    env = os.environ if env is None else env
-    found = shutil.which("mvn", path=env.get("PATH"))
-    if found is None:
-        raise EnvironmentProblem(
-            "Maven was not found: it resolves the Kafka jars from Maven Central once. "
-            "Install it (Debian/Ubuntu: apt-get install maven), "
-            "or give an existing broker with KAFKA_BOOTSTRAP_SERVERS."
-        )
-    return found
-
-
 def free_port(preferred: int | None = None) -> int:
     """``preferred`` if it can be bound on 127.0.0.1, else a free port chosen by the OS."""
     for candidate in ([preferred] if preferred else []) + [0]:
@@ -102,59 +78,6 @@ def free_port(preferred: int | None = None) -> int:
     raise BrokerError("no free TCP port on 127.0.0.1")
 
 
-@contextlib.contextmanager
-def _file_lock(path: Path) -> Iterator[None]:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
-def resolve_kafka_jars(home: Path, version: str = KAFKA_VERSION) -> Path:
-    """Resolve the broker's jars with Maven into ``<home>/kafka-<version>/libs`` once."""
-    target = home / f"kafka-{version}" / "libs"
-    with _file_lock(home / f"kafka-{version}.lock"):
-        if (target / ".complete").exists():
-            return target
-        mvn = find_maven()
-        find_java()
-        work = home / f"kafka-{version}" / "resolve"
-        shutil.rmtree(work, ignore_errors=True)
-        work.mkdir(parents=True)
-        pom = resources.files("pipeline.kafka").joinpath("runtime-pom.xml").read_text()
-        (work / "pom.xml").write_text(pom.replace("@KAFKA_VERSION@", version))
-        staging = work / "libs"
-        print(f"resolving Apache Kafka {version} from Maven Central (once) ...", flush=True)
-        result = subprocess.run(
-            [
-                mvn,
-                "-B",
-                "-q",
-                "-f",
-                str(work / "pom.xml"),
-                "dependency:copy-dependencies",
-                f"-DoutputDirectory={staging}",
-                "-DincludeScope=runtime",
-            ],
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        if result.returncode != 0:
-            raise BrokerError(
-                f"Maven could not resolve org.apache.kafka:kafka_2.13:{version}:\n"
-                + (result.stdout + result.stderr)[-3000:]
-            )
-        shutil.rmtree(target, ignore_errors=True)
-        staging.rename(target)
-        (target / ".complete").write_text(version)
-        shutil.rmtree(work, ignore_errors=True)
-        return target
-
-
 @dataclass(frozen=True)
 class ClusterRecord:
     """What ``themis kafka up`` recorded about a running local cluster."""
@@ -166,6 +89,8 @@ class ClusterRecord:
     log_file: str
     startup_seconds: float
     started_at: float
+    proxied_upstream: str | None = None
+    """Where the ``PROXIED`` listener really listens (``proxied_at`` clusters only)."""
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2)
@@ -201,11 +126,11 @@ def _log_tail(path: Path, lines: int = 40) -> str:
 def metadata_answers(bootstrap: str, timeout_s: float = 2.0) -> bool:
     """True when a broker at ``bootstrap`` answers a metadata request within the timeout."""
     config: dict[str, Any] = {"bootstrap.servers": bootstrap, "logger": _QUIET}
-    admin = AdminClient(config)
-    try:
-        admin.list_topics(timeout=timeout_s)
-    except Exception:
-        return False
+    with AdminClient(config) as admin:
+        try:
+            admin.list_topics(timeout=timeout_s)
+        except Exception:
+            return False
     return True
 
 
@@ -220,6 +145,7 @@ class LocalKafka:
         version: str = KAFKA_VERSION,
         extra_properties: Mapping[str, str] | None = None,
         jvm_options: list[str] | None = None,
+        proxied_at: str | None = None,
     ) -> None:
         if not name or not name.replace("-", "").replace("_", "").isalnum():
             raise BrokerError(f"cluster name {name!r} must be letters, digits, '-' or '_'")
@@ -228,6 +154,7 @@ class LocalKafka:
         self.version = version
         self.extra_properties = dict(extra_properties or {})
         self.jvm_options = list(jvm_options or [])
+        self.proxied_at = proxied_at
         self.cluster_dir = self.home / "clusters" / name
         self.record_path = self.cluster_dir / "cluster.json"
 
@@ -244,7 +171,7 @@ class LocalKafka:
 
     def up(self, *, port: int | None = None, timeout_s: float = 90.0) -> ClusterRecord:
         """Start the cluster (or return the running one) and wait until it answers."""
-        with _file_lock(self.home / "clusters" / f"{self.name}.lock"):
+        with file_lock(self.home / "clusters" / f"{self.name}.lock"):
             running = self.status()
             if running is not None:
                 return running
@@ -257,6 +184,36 @@ class LocalKafka:
                     _LOG.warning("a chosen port was taken before the broker bound it; retrying")
             raise BrokerStartError(f"cluster {self.name!r}: ports kept being taken; giving up")
 
+    def restart(
+        self, *, kill: bool = False, timeout_s: float = 90.0, stop_timeout_s: float = 30.0
+    ) -> ClusterRecord:
+        """Stop the JVM if it runs and start it again on the same ports, keeping the data.
+
+        The JVM gets SIGTERM, then SIGKILL after ``stop_timeout_s`` (``kill``: SIGKILL at
+        once, a crash); a JVM that is gone already (killed) is just started again.
+        Raises :class:`~pipeline.errors.BrokerStartError` when the cluster was never
+        started under this home or one of its ports is taken now.
+        """
+        with file_lock(self.home / "clusters" / f"{self.name}.lock"):
+            props_file = self.cluster_dir / "server.properties"
+            if not props_file.is_file():
+                raise BrokerStartError(
+                    f"cluster {self.name!r} has no data to keep in {self.cluster_dir}; "
+                    f"start it with `themis kafka up --name {self.name}`"
+                )
+            running = self.status()
+            if running is not None:
+                _terminate(running.pid, 0.0 if kill else stop_timeout_s)
+            ports = _listener_ports(props_file)
+            java, libs = find_java(), resolve_kafka_jars(self.home, self.version)
+            try:
+                return self._launch(java, libs, ports, timeout_s, time.monotonic())
+            except _PortRace:
+                raise BrokerStartError(
+                    f"cluster {self.name!r}: one of its ports {sorted(ports.values())} is taken "
+                    "now, so it cannot restart on them; `themis kafka down` and `up` instead"
+                ) from None
+
     def _start(self, java: str, libs: Path, port: int | None, timeout_s: float) -> ClusterRecord:
         t0 = time.monotonic()
         shutil.rmtree(self.cluster_dir, ignore_errors=True)
@@ -264,18 +221,17 @@ class LocalKafka:
         logs_dir = self.cluster_dir / "logs"
         data_dir.mkdir(parents=True)
         logs_dir.mkdir(parents=True)
-        broker_port = free_port(port)
-        controller_port = free_port()
-        if controller_port == broker_port:
-            controller_port = free_port()
-        props = self._properties(broker_port, controller_port, data_dir, logs_dir)
+        names = ["PLAINTEXT", "CONTROLLER"] + (["PROXIED"] if self.proxied_at else [])
+        ports: dict[str, int] = {}
+        while len(set(ports.values())) < len(names):
+            chosen = [free_port(port)] + [free_port() for _ in names[1:]]
+            ports = dict(zip(names, chosen, strict=True))
+        props = self._properties(ports, data_dir, logs_dir)
         props_file = self.cluster_dir / "server.properties"
         props_file.write_text("".join(f"{k}={v}\n" for k, v in props.items()))
         log4j = self.cluster_dir / "log4j2.properties"
-        log_file = logs_dir / "server.log"
-        log4j.write_text(_LOG4J_TEMPLATE.replace("@LOG_FILE@", str(log_file)))
-        classpath = f"{libs}/*"
-        base = [java, "-Xshare:auto", f"-Dlog4j2.configurationFile={log4j}", "-cp", classpath]
+        log4j.write_text(_LOG4J_TEMPLATE.replace("@LOG_FILE@", str(logs_dir / "server.log")))
+        base = [java, "-Xshare:auto", f"-Dlog4j2.configurationFile={log4j}", "-cp", f"{libs}/*"]
         fmt = subprocess.run(
             [
                 *base,
@@ -295,8 +251,19 @@ class LocalKafka:
                 f"cluster {self.name!r}: formatting KRaft storage failed. Log tail:\n"
                 + "\n".join((fmt.stdout + fmt.stderr).splitlines()[-40:])
             )
+        return self._launch(java, libs, ports, timeout_s, t0)
+
+    def _launch(
+        self, java: str, libs: Path, ports: Mapping[str, int], timeout_s: float, t0: float
+    ) -> ClusterRecord:
+        """Run the JVM on the formatted storage and wait until it answers; record it."""
+        props_file = self.cluster_dir / "server.properties"
+        log4j = self.cluster_dir / "log4j2.properties"
+        logs_dir = self.cluster_dir / "logs"
+        log_file = logs_dir / "server.log"
+        base = [java, "-Xshare:auto", f"-Dlog4j2.configurationFile={log4j}", "-cp", f"{libs}/*"]
         stdout_file = logs_dir / "stdout.log"
-        with stdout_file.open("wb") as out:
+        with stdout_file.open("ab") as out:
             proc = subprocess.Popen(
                 [
                     *base[:1],
@@ -311,6 +278,7 @@ class LocalKafka:
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,  # the broker outlives `themis kafka up`
             )
+        broker_port = ports["PLAINTEXT"]
         bootstrap = f"127.0.0.1:{broker_port}"
         try:
             self._wait_ready(
@@ -330,11 +298,12 @@ class LocalKafka:
         record = ClusterRecord(
             name=self.name,
             bootstrap_servers=bootstrap,
-            controller_port=controller_port,
+            controller_port=ports["CONTROLLER"],
             pid=proc.pid,
             log_file=str(log_file),
             startup_seconds=round(time.monotonic() - t0, 3),
             started_at=time.time(),
+            proxied_upstream=f"127.0.0.1:{ports['PROXIED']}" if "PROXIED" in ports else None,
         )
         self.record_path.write_text(record.to_json())
         return record
@@ -369,16 +338,23 @@ class LocalKafka:
         )
 
     def _properties(
-        self, broker_port: int, controller_port: int, data_dir: Path, logs_dir: Path
+        self, ports: Mapping[str, int], data_dir: Path, logs_dir: Path
     ) -> dict[str, str]:
+        advertised = {name: f"127.0.0.1:{port}" for name, port in ports.items()}
+        if self.proxied_at:
+            advertised["PROXIED"] = self.proxied_at
         props = {
             "process.roles": "broker,controller",
             "node.id": "1",
-            "controller.quorum.voters": f"1@127.0.0.1:{controller_port}",
-            "listeners": f"PLAINTEXT://127.0.0.1:{broker_port},CONTROLLER://127.0.0.1:{controller_port}",
-            "advertised.listeners": f"PLAINTEXT://127.0.0.1:{broker_port}",
+            "controller.quorum.voters": f"1@127.0.0.1:{ports['CONTROLLER']}",
+            "listeners": ",".join(f"{name}://127.0.0.1:{port}" for name, port in ports.items()),
+            "advertised.listeners": ",".join(
+                f"{name}://{address}"
+                for name, address in advertised.items()
+                if name != "CONTROLLER"
+            ),
             "controller.listener.names": "CONTROLLER",
-            "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+            "listener.security.protocol.map": ",".join(f"{name}:PLAINTEXT" for name in ports),
             "inter.broker.listener.name": "PLAINTEXT",
             "log.dirs": str(data_dir),
             "num.network.threads": "3",
@@ -395,6 +371,10 @@ class LocalKafka:
             "group.initial.rebalance.delay.ms": "0",
             "message.max.bytes": str(16 * 1024 * 1024),
             "log.segment.bytes": str(256 * 1024 * 1024),
+            # After a SIGKILL the restarted controller refuses the broker's new registration
+            # until the old one's session expires (9 s by default).
+            "broker.session.timeout.ms": "3000",
+            "broker.heartbeat.interval.ms": "1000",
         }
         props.update(self.extra_properties)
         return props
@@ -414,6 +394,18 @@ class _PortRace(Exception):
     """A port chosen as free was taken before the JVM bound it."""
 
 
+def _listener_ports(props_file: Path) -> dict[str, int]:
+    """The port of each listener in a ``server.properties`` this module wrote."""
+    for line in props_file.read_text().splitlines():
+        key, _, value = line.partition("=")
+        if key == "listeners":
+            return {
+                name: int(address.rpartition(":")[2])
+                for name, _, address in (item.partition("://") for item in value.split(","))
+            }
+    raise BrokerStartError(f"{props_file} names no listeners; `themis kafka down` and `up` again")
+
+
 def _tcp_open(port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.settimeout(0.2)
@@ -421,9 +413,10 @@ def _tcp_open(port: int) -> bool:
 
 
 def _terminate(pid: int, timeout_s: float) -> None:
-    """SIGTERM the process group, wait up to ``timeout_s``, then SIGKILL it."""
+    """SIGTERM the process group, wait up to ``timeout_s``, then SIGKILL it (0: SIGKILL only)."""
     with contextlib.suppress(ProcessLookupError):
-        os.killpg(pid, signal.SIGTERM)
+        if timeout_s > 0:
+            os.killpg(pid, signal.SIGTERM)
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if not _alive(pid):

@@ -8,15 +8,17 @@ acknowledged it, and retries never duplicate it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 import zlib
 from collections import deque
 from collections.abc import Sequence
-from typing import Any, Protocol
+from typing import Any, Protocol, Self
 
-from confluent_kafka import KafkaError, KafkaException, Message, Producer
+from confluent_kafka import KafkaError, KafkaException, Message
 
 from pipeline.errors import DeliveryFailed, TopicError
+from pipeline.kafka.clients import Producer
 
 __all__ = [
     "AsyncProducer",
@@ -173,10 +175,18 @@ class AsyncProducer:
         remaining: int = self._producer.flush(timeout_s)
         return remaining
 
-    def close(self) -> None:
-        self.flush()
+    def close(self, timeout_s: float = 30.0) -> None:
+        """Deliver what is queued (up to ``timeout_s`` seconds), stop polling, release.
+
+        What the broker has not acknowledged by then is purged: its futures fail.
+        Safe to call twice.
+        """
+        if self._stop.is_set():
+            return
+        self._producer.flush(timeout_s)
         self._stop.set()
-        self._poller.join(timeout=5)
+        self._poller.join()  # polls for at most 50 ms at a time; must not poll a closed one
+        self._producer.close(timeout_s=0)
 
 
 def key_partition(key: bytes, partitions: int) -> int:
@@ -195,12 +205,18 @@ class TopicProducer:
         self.topic = topic
         config = durable_producer_config(bootstrap, partitioner="consistent", **extra)
         self._producer = Producer(config)
-        metadata = self._producer.list_topics(topic, timeout=10)
+        self._closed = False
+        self._failures: list[str] = []
+        try:
+            metadata = self._producer.list_topics(topic, timeout=10)
+        except BaseException:
+            self._producer.close(timeout_s=0)
+            raise
         described = metadata.topics.get(topic)
         self.partitions = 0 if described is None else len(described.partitions)
         if self.partitions == 0:
+            self._producer.close(timeout_s=0)
             raise TopicError(f"topic {topic} does not exist; run `themis topics apply`")
-        self._failures: list[str] = []
 
     def _on_delivery(self, err: KafkaError | None, msg: Message) -> None:
         if err is not None:
@@ -228,5 +244,27 @@ class TopicProducer:
             failures, self._failures = self._failures, []
             raise DeliveryFailed(f"{len(failures)} records failed: {failures[0]}")
 
-    def close(self) -> None:
-        self.flush()
+    def close(self, timeout_s: float = 60.0) -> None:
+        """Wait until every record sent is acknowledged, then release the producer.
+
+        Raises ``DeliveryFailed`` as :meth:`flush` does; the producer is released either
+        way (what was not acknowledged is purged). Safe to call twice.
+        """
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            self.flush(timeout_s)
+        finally:
+            self._producer.close(timeout_s=0)
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, exc_type: object, exc: BaseException | None, tb: object) -> None:
+        """Close: a failed delivery raises unless an exception is propagating already."""
+        if exc is None:
+            self.close()
+            return
+        with contextlib.suppress(DeliveryFailed):
+            self.close()

@@ -17,7 +17,6 @@ from typing import Any
 import yaml
 from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import (
-    AdminClient,
     AlterConfigOpType,
     ConfigEntry,
     ConfigResource,
@@ -27,6 +26,7 @@ from confluent_kafka.admin import (
 
 from pipeline.config import Settings
 from pipeline.errors import KafkaOperationFailed, TopicError, call_with_retries
+from pipeline.kafka.clients import AdminClient
 
 SPEC_DIR = Path(__file__).resolve().parents[2] / "topics"
 _NAME = re.compile(r"^[a-z][a-z0-9]*(\.[a-z][a-z0-9]*)*$")
@@ -152,8 +152,17 @@ def apply_topics(
 
     ``partitions_override`` replaces every spec's partition count (tests use small topics).
     """
+    with _admin(bootstrap) as admin:
+        return _apply_topics(admin, settings, specs, partitions_override)
+
+
+def _apply_topics(
+    admin: AdminClient,
+    settings: Settings,
+    specs: list[TopicSpec] | None,
+    partitions_override: int | None,
+) -> list[TopicReport]:
     specs = specs if specs is not None else load_specs()
-    admin = _admin(bootstrap)
     metadata = admin.list_topics(timeout=30)
     brokers = max(1, len(metadata.brokers))
     reports: dict[str, TopicReport] = {}
@@ -230,8 +239,14 @@ def describe_topics(
     bootstrap: str, settings: Settings, specs: list[TopicSpec] | None = None
 ) -> list[dict[str, object]]:
     """Spec against actual for each topic: partitions and each declared config."""
+    with _admin(bootstrap) as admin:
+        return _describe_topics(admin, settings, specs)
+
+
+def _describe_topics(
+    admin: AdminClient, settings: Settings, specs: list[TopicSpec] | None
+) -> list[dict[str, object]]:
     specs = specs if specs is not None else load_specs()
-    admin = _admin(bootstrap)
     metadata = admin.list_topics(timeout=30)
     names = [settings.topic(s.name) for s in specs]
     actual = _actual_configs(admin, [n for n in names if n in metadata.topics])

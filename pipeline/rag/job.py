@@ -245,16 +245,16 @@ def ingest(
             f"features.vector_auto_buffer.dimension is {dimension}: set the dimension to "
             f"{embedder.dimension} (on a new index) or pick an embedder of {dimension}"
         )
-    producer = VectorProducer(settings)
-    return ingest_files(
-        Path(path),
-        producer,
-        embedder,
-        state_path=state_path or default_state_path(settings),
-        progress=sys.stderr if progress else None,
-        max_chars=max_chars,
-        overlap=overlap,
-    )
+    with VectorProducer(settings) as producer:
+        return ingest_files(
+            Path(path),
+            producer,
+            embedder,
+            state_path=state_path or default_state_path(settings),
+            progress=sys.stderr if progress else None,
+            max_chars=max_chars,
+            overlap=overlap,
+        )
 
 
 def ingest_files(

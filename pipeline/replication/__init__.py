@@ -25,7 +25,9 @@ Batches flow one way, from the primary's WAL to a replica's state:
 from pipeline.replication.kafka_applier import ApplierStats, run_kafka_applier
 from pipeline.replication.replica import ApplyResult, ReplicaState
 from pipeline.replication.server import (
+    APPLY_AUTH,
     REPLICA_STATE,
+    ApplyAuth,
     ReplicaServer,
     add_wal_routes,
     handle_replica_status,
@@ -42,6 +44,7 @@ from pipeline.replication.shipper import (
 from pipeline.replication.topics import REPLICA_STATUS_TOPIC, REPLICA_TOPIC, ensure_replica_topics
 
 __all__ = [
+    "APPLY_AUTH",
     "MAX_BATCH_BYTES",
     "MAX_BATCH_ENTRIES",
     "MAX_BATCH_INTERVAL_MS",
@@ -49,6 +52,7 @@ __all__ = [
     "REPLICA_STATUS_TOPIC",
     "REPLICA_TOPIC",
     "ApplierStats",
+    "ApplyAuth",
     "ApplyResult",
     "ReplicaServer",
     "ReplicaState",

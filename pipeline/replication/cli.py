@@ -11,8 +11,10 @@ Mounted into ``themis`` by :func:`add_wal_parser`; the handlers get the settings
     Applies ``<namespace>.wal.replica`` of the replica cluster (default: the local
     cluster named NAME) into ``<data_dir>/replica-<NAME>``.
 ``themis wal serve --replica NAME --port P [--tls-cert C --tls-key K [--tls-client-ca CA]]``
-    Serves ``POST /api/v1/wal/apply`` for ``<data_dir>/replica-<NAME>``; with
-    ``--tls-client-ca``, clients must present a certificate signed by that CA.
+    Serves ``POST /api/v1/wal/apply`` for ``<data_dir>/replica-<NAME>`` to callers
+    presenting one of ``compressed_wal_shipping.apply_keys`` (``THEMIS_WAL_APPLY_KEYS``)
+    or, with ``--tls-client-ca``, a certificate signed by that CA. It refuses to start
+    with neither: an apply endpoint is never open.
 """
 
 from __future__ import annotations
@@ -75,7 +77,11 @@ def _ship(args: argparse.Namespace, settings: Settings) -> int:
     if args.metrics_port is not None:
         start_http_server(args.metrics_port, addr="127.0.0.1", registry=metrics.registry)
     shipper = WalShipper(
-        settings, primary_id=args.primary_id, ssl_context=_client_ssl(args), metrics=metrics
+        settings,
+        primary_id=args.primary_id,
+        ssl_context=_client_ssl(args),
+        metrics=metrics,
+        max_batch_entries=args.max_batch_entries,
     )
     if args.compression:
         shipper.configure_compression(
@@ -133,7 +139,7 @@ def _apply(args: argparse.Namespace, settings: Settings) -> int:
 
 def _serve(args: argparse.Namespace, settings: Settings) -> int:
     from pipeline.replication.replica import ReplicaState
-    from pipeline.replication.server import ReplicaServer, server_ssl_context
+    from pipeline.replication.server import ApplyAuth, ReplicaServer, server_ssl_context
 
     if bool(args.tls_cert) != bool(args.tls_key):
         raise ThemisError("--tls-cert and --tls-key go together")
@@ -148,9 +154,16 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
         if args.tls_cert
         else None
     )
+    keys = [key.strip() for key in settings.compressed_wal_shipping.apply_keys.split(",")]
+    auth = ApplyAuth(keys, client_certificates=bool(args.tls_client_ca))
+    if auth.closed:
+        raise ThemisError(
+            "themis wal serve: WAL apply would be closed to everyone; set replicator keys "
+            "(THEMIS_WAL_APPLY_KEYS) or require client certificates (--tls-client-ca)"
+        )
     stop = _stop_on_signals()
     state = ReplicaState(_replica_dir(settings, args.replica), settings)
-    server = ReplicaServer(state, host=args.host, port=args.port, ssl_context=context)
+    server = ReplicaServer(state, auth=auth, host=args.host, port=args.port, ssl_context=context)
     port = server.start()
     scheme = "https" if context else "http"
     print(f"replica {args.replica!r} serving {scheme}://{args.host}:{port}", flush=True)

@@ -27,11 +27,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import orjson
-from confluent_kafka import OFFSET_BEGINNING, KafkaError, Producer, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, KafkaError, TopicPartition
 
 from pipeline.config import Settings
 from pipeline.errors import CorruptBatch, ForeignPrimary, WalGap
 from pipeline.ingest.deadletter import DeadLetter
+from pipeline.kafka.clients import Producer
 from pipeline.kafka.consumer import LARGE_FETCH, commit_offset, committed_offset, open_consumer
 from pipeline.kafka.producer import durable_producer_config
 from pipeline.replication.replica import ApplyResult, ReplicaState
@@ -91,7 +92,7 @@ def run_kafka_applier(
     group = f"{settings.worker.app_id}-wal-apply-{replica_name}"
     producer = Producer(durable_producer_config(bootstrap))
     stats = ApplierStats()
-    with open_consumer(bootstrap, group, **LARGE_FETCH) as consumer:
+    with producer, open_consumer(bootstrap, group, **LARGE_FETCH) as consumer:
         committed = committed_offset(consumer, TopicPartition(topic, 0))
         start = committed if committed >= 0 else OFFSET_BEGINNING
         consumer.assign([TopicPartition(topic, 0, start)])
@@ -103,10 +104,12 @@ def run_kafka_applier(
             if msg is None:
                 if until_caught_up and not gap_open:
                     position = consumer.position([TopicPartition(topic, 0)])[0].offset
+                    if position < 0:  # nothing fetched yet: still where this run started
+                        position = max(start, 0)
                     _, high = consumer.get_watermark_offsets(
                         TopicPartition(topic, 0), timeout=10, cached=False
                     )
-                    if position >= high or (position < 0 and high == 0):
+                    if position >= high:
                         break
                 if now - last_status > status_interval_s:
                     _send_status(producer, settings, replica_name, state, gap_open)

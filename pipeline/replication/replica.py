@@ -49,6 +49,7 @@ import numpy.typing as npt
 
 from pipeline.config import Settings
 from pipeline.errors import CorruptBatch, CorruptBlock, ForeignPrimary, InvalidRecord, WalGap
+from pipeline.limits import MAX_LSN, MAX_LSN_HOLES
 from pipeline.ts.block import decode_block
 from pipeline.ts.store import BlockStore, Points
 from pipeline.vectors.buffer import VectorBatch
@@ -66,11 +67,6 @@ _LSN: Final = ("wal.lsn", 0)
 _TS_ENTRIES: Final = ("wal.ts.entries", 0)
 _VECTOR_NEEDED: Final = ("wal.vector.last_entry_lsn", 0)
 
-
-MAX_LSN: Final = 2**63 - 1
-"""The largest LSN a replica stores (SQLite integers are signed 64-bit)."""
-MAX_LSN_HOLES: Final = 1000
-"""LSNs a batch may skip (WAL records the shipper could not read): its entry limit."""
 
 SNAPSHOT_INTERVAL_S = 1.0
 """The vector index is snapshotted at most this often (and on close). After a crash the

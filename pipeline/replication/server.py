@@ -1,6 +1,11 @@
 """The replica's HTTP door: ``POST /api/v1/wal/apply`` and ``GET /api/v1/replica/status``.
 
 ``POST /api/v1/wal/apply``
+    Only for a caller the replica trusts (:class:`ApplyAuth`): one that presented a
+    client certificate the server verified (mutual TLS), or one of the replica's
+    replicator keys as ``Authorization: Bearer <key>`` or ``X-API-Key``. With neither
+    configured the endpoint is closed: every request answers 401. It is never open.
+
     Body: one WAL batch (:mod:`pipeline.wal.batch`), ``Content-Encoding: zstd`` when
     its codec is zstd (the batch is passed through as is, never decoded by HTTP), and
     ``X-Primary-ID`` (required, must equal the batch's primary id).
@@ -10,6 +15,7 @@
     * 400 ``{"success": false, "error": reason}``: corrupt or undecompressable batch,
       missing or wrong ``X-Primary-ID``; nothing applied. A batch compressed with a
       dictionary the replica lacks adds ``"need_dictionary": <id>``.
+    * 401 ``{"success": false, "error": reason}``: no trusted certificate or key.
     * 409 ``{"success": false, "error": reason, "expected_lsn": "0000000000000043"}``:
       the batch starts after the next LSN the replica needs; nothing applied.
 
@@ -26,21 +32,26 @@ auto_decompress=False)``), because aiohttp would otherwise try to undo
 from __future__ import annotations
 
 import asyncio
+import hmac
 import ssl
 import threading
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Final
 
 from aiohttp import web
 
 from pipeline.errors import CorruptBatch, ForeignPrimary, UnknownDictionary, WalGap
+from pipeline.limits import MAX_WAL_BODY_BYTES
 from pipeline.replication.replica import ReplicaState
 from pipeline.wal.batch import read_header
 from pipeline.wal.entry import format_lsn
 
 __all__ = [
+    "APPLY_AUTH",
     "MAX_BODY_BYTES",
     "REPLICA_STATE",
+    "ApplyAuth",
     "ReplicaServer",
     "add_wal_routes",
     "handle_replica_status",
@@ -49,18 +60,83 @@ __all__ = [
     "server_ssl_context",
 ]
 
-MAX_BODY_BYTES: Final = 128 * 1024 * 1024
+MAX_BODY_BYTES: Final = MAX_WAL_BODY_BYTES
 """Largest request body the replica app accepts (bytes)."""
 
 REPLICA_STATE: Final = web.AppKey("replica_state", ReplicaState)
 
 
-def _failure(status: int, error: str, **extra: object) -> web.Response:
-    return web.json_response({"success": False, "error": error, **extra}, status=status)
+class ApplyAuth:
+    """Who may apply WAL batches: a verified client certificate, or one of ``keys``.
+
+    ``client_certificates`` says the server's TLS context verifies client certificates
+    (``CERT_REQUIRED`` with a client CA), so a connection's peer certificate proves the
+    caller. Keys are compared with every configured key in constant time and never
+    shown. With no keys and no client certificates nobody may apply.
+    """
+
+    def __init__(self, keys: Iterable[str] = (), *, client_certificates: bool = False) -> None:
+        self._keys = [key.encode() for key in keys if key]
+        self.client_certificates = client_certificates
+
+    def __repr__(self) -> str:  # never show the keys themselves
+        return f"ApplyAuth({len(self._keys)} keys, client_certificates={self.client_certificates})"
+
+    @property
+    def closed(self) -> bool:
+        """No caller can be trusted: every apply answers 401."""
+        return not self._keys and not self.client_certificates
+
+    def refusal(self, request: web.Request) -> str | None:
+        """Why ``request`` may not apply, or ``None`` when it may."""
+        transport = request.transport
+        if self.client_certificates and transport and transport.get_extra_info("peercert"):
+            return None
+        if self.closed:
+            return (
+                "WAL apply is closed: configure replicator keys (THEMIS_WAL_APPLY_KEYS, or "
+                "a facade key with role replicator) or client certificates (--tls-client-ca)"
+            )
+        presented = _presented_key(request)
+        if presented is None:
+            return (
+                "WAL apply needs a replicator key (Authorization: Bearer <key>) "
+                "or a client certificate"
+            )
+        candidate = presented.encode("utf-8", "surrogateescape")
+        matched = False
+        for key in self._keys:
+            matched |= hmac.compare_digest(candidate, key)
+        return None if matched else "unknown replicator key"
+
+
+APPLY_AUTH: Final = web.AppKey("wal_apply_auth", ApplyAuth)
+"""The :class:`ApplyAuth` of an application serving WAL apply; none = closed."""
+
+
+def _presented_key(request: web.Request) -> str | None:
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() == "bearer" and token.strip():
+        return token.strip()
+    return request.headers.get("X-API-Key", "").strip() or None
+
+
+def _failure(
+    status: int, error: str, *, headers: dict[str, str] | None = None, **extra: object
+) -> web.Response:
+    return web.json_response(
+        {"success": False, "error": error, **extra}, status=status, headers=headers
+    )
 
 
 async def handle_wal_apply(request: web.Request) -> web.Response:
     """``POST /api/v1/wal/apply`` (see the module docstring)."""
+    auth = request.app.get(APPLY_AUTH)
+    refusal = (
+        "WAL apply is closed: no ApplyAuth configured" if auth is None else auth.refusal(request)
+    )
+    if refusal is not None:
+        return _failure(401, refusal, headers={"WWW-Authenticate": 'Bearer realm="themis-wal"'})
     state = request.app[REPLICA_STATE]
     primary = request.headers.get("X-Primary-ID")
     if not primary:
@@ -94,17 +170,18 @@ async def handle_replica_status(request: web.Request) -> web.Response:
     return web.json_response(await asyncio.to_thread(state.status))
 
 
-def add_wal_routes(app: web.Application, state: ReplicaState) -> None:
-    """Mount both handlers on ``app``, applying into ``state``."""
+def add_wal_routes(app: web.Application, state: ReplicaState, auth: ApplyAuth) -> None:
+    """Mount both handlers on ``app``, applying into ``state`` for callers ``auth`` trusts."""
     app[REPLICA_STATE] = state
+    app[APPLY_AUTH] = auth
     app.router.add_post("/api/v1/wal/apply", handle_wal_apply)
     app.router.add_get("/api/v1/replica/status", handle_replica_status)
 
 
-def make_replica_app(state: ReplicaState) -> web.Application:
+def make_replica_app(state: ReplicaState, auth: ApplyAuth) -> web.Application:
     """An application serving only the replica's routes."""
     app = web.Application(client_max_size=MAX_BODY_BYTES)
-    add_wal_routes(app, state)
+    add_wal_routes(app, state, auth)
     return app
 
 
@@ -129,11 +206,13 @@ class ReplicaServer:
         self,
         state: ReplicaState,
         *,
+        auth: ApplyAuth,
         host: str = "127.0.0.1",
         port: int = 0,
         ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         self.state = state
+        self.auth = auth
         self.host = host
         self.port = port
         self.ssl_context = ssl_context
@@ -142,7 +221,7 @@ class ReplicaServer:
         self._runner: web.AppRunner | None = None
 
     async def _start(self) -> int:
-        self._runner = web.AppRunner(make_replica_app(self.state), auto_decompress=False)
+        self._runner = web.AppRunner(make_replica_app(self.state, self.auth), auto_decompress=False)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.host, self.port, ssl_context=self.ssl_context)
         await site.start()

@@ -29,10 +29,11 @@ from typing import Any, Final, Protocol
 from urllib.parse import urlsplit
 
 import orjson
-from confluent_kafka import OFFSET_END, KafkaError, Producer, TopicPartition
+from confluent_kafka import OFFSET_END, KafkaError, TopicPartition
 
 from pipeline.config import Settings
 from pipeline.errors import InvalidArgument, ReplicaRewind, ShipFailed
+from pipeline.kafka.clients import Producer
 from pipeline.kafka.consumer import make_consumer
 from pipeline.kafka.producer import durable_producer_config
 from pipeline.replication.topics import REPLICA_STATUS_TOPIC, REPLICA_TOPIC, ensure_replica_topics
@@ -69,7 +70,7 @@ def open_target(
     if scheme == "kafka":
         return KafkaTarget(endpoint.removeprefix("kafka://").rstrip("/"), settings)
     if scheme in ("http", "https"):
-        return HttpTarget(endpoint, ssl_context)
+        return HttpTarget(endpoint, ssl_context, key=settings.compressed_wal_shipping.ship_key)
     raise InvalidArgument(
         f"replica endpoint {endpoint!r}: use kafka://host:port or http(s)://host:port"
     )
@@ -131,9 +132,11 @@ class KafkaTarget:
         for msg in self._status.consume(1000, timeout=0):
             if msg.error() is None and msg.value():
                 try:
-                    latest = orjson.loads(msg.value() or b"")
+                    record = orjson.loads(msg.value() or b"")
                 except orjson.JSONDecodeError:
                     continue
+                if isinstance(record, dict):  # another JSON value is no status either
+                    latest = record
         if latest is None or not latest.get("gap"):
             return None
         try:
@@ -142,14 +145,14 @@ class KafkaTarget:
             return None
 
     def close(self) -> None:
-        self._producer.flush(5)
+        self._producer.close(timeout_s=5)
         self._status.close()
 
 
 class HttpTarget:
     """POSTs batches to a replica's ``/api/v1/wal/apply``."""
 
-    def __init__(self, endpoint: str, ssl_context: ssl.SSLContext | None) -> None:
+    def __init__(self, endpoint: str, ssl_context: ssl.SSLContext | None, *, key: str = "") -> None:
         parts = urlsplit(endpoint)
         if parts.hostname is None:
             raise InvalidArgument(
@@ -160,6 +163,7 @@ class HttpTarget:
         self._port = parts.port or (443 if self._https else 80)
         self._path = (parts.path.rstrip("/") or "") + "/api/v1/wal/apply"
         self._ssl = ssl_context if ssl_context is not None else ssl.create_default_context()
+        self._auth = {"Authorization": f"Bearer {key}"} if key else {}
 
     def _connection(self) -> http.client.HTTPConnection:
         if self._https:
@@ -169,7 +173,11 @@ class HttpTarget:
         return http.client.HTTPConnection(self._host, self._port, timeout=SHIP_TIMEOUT_S)
 
     def ship(self, data: bytes, header: BatchHeader) -> None:
-        headers = {"Content-Type": "application/octet-stream", "X-Primary-ID": header.primary_id}
+        headers = {
+            "Content-Type": "application/octet-stream",
+            "X-Primary-ID": header.primary_id,
+            **self._auth,
+        }
         if header.codec is Codec.ZSTD:
             headers["Content-Encoding"] = "zstd"
         conn = self._connection()
@@ -184,9 +192,11 @@ class HttpTarget:
         if response.status == 200:
             return
         try:
-            reply: dict[str, Any] = orjson.loads(body)
+            decoded = orjson.loads(body)
         except orjson.JSONDecodeError:
-            reply = {}
+            decoded = None
+        # Another JSON value than the error object a replica sends tells nothing either.
+        reply: dict[str, Any] = decoded if isinstance(decoded, dict) else {}
         if response.status == 409 and "expected_lsn" in reply:
             try:
                 expected = parse_lsn(str(reply["expected_lsn"]))

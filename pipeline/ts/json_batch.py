@@ -31,7 +31,7 @@ import msgspec
 import orjson
 
 from pipeline.errors import InvalidRecord
-from pipeline.ts.point import check_series_key, decode_point_json, series_key
+from pipeline.ts.point import checked_series_key, decode_point_json
 
 __all__ = [
     "DECODE_POINT",
@@ -64,8 +64,13 @@ class WirePoint(msgspec.Struct, forbid_unknown_fields=True):
 
 
 DECODE_POINT: Final = msgspec.json.Decoder(WirePoint)
-FAST_FAILURES: Final = (msgspec.DecodeError, msgspec.ValidationError)
-"""What msgspec raises for a value the typed decoding does not take."""
+FAST_FAILURES: Final = (
+    msgspec.DecodeError,
+    msgspec.ValidationError,
+    RecursionError,  # msgspec on nesting deeper than the interpreter's limit
+    orjson.JSONDecodeError,  # raw tags msgspec passes but orjson refuses (bad UTF-8, 1e400)
+)
+"""What the typed decoding raises for a value it does not take; the reference decides."""
 
 
 class SeriesKeys:
@@ -92,7 +97,7 @@ class SeriesKeys:
             isinstance(k, str) and isinstance(v, str) for k, v in tags.items()
         ):
             raise InvalidRecord("field 'tags' must be an object of string to string")
-        key = check_series_key(series_key(metric, entity, tags))
+        key = checked_series_key(metric, entity, tags)
         if len(self.cache) >= _KEY_CACHE_LIMIT:
             self.cache = {}
         self.cache[(metric, entity, raw_tags)] = key
@@ -133,14 +138,11 @@ class JsonPointDecoder:
         """One record's point; :class:`~pipeline.errors.InvalidRecord` names what is wrong."""
         try:
             wire = DECODE_POINT.decode(value)
+            key = self.keys.key(wire.metric, wire.entity, bytes(wire.tags))
         except FAST_FAILURES:
             point = decode_point_json(value)
             return point.series_key(), point.timestamp_ms, point.value
-        return (
-            self.keys.key(wire.metric, wire.entity, bytes(wire.tags)),
-            wire.timestamp_ms,
-            wire.value,
-        )
+        return key, wire.timestamp_ms, wire.value
 
     def decode_many(self, values: Sequence[bytes]) -> list[DecodedPoint | InvalidRecord]:
         """Every record's point, or the error that rejects it, in the order given."""
@@ -182,5 +184,7 @@ class JsonPointDecoder:
                 except InvalidRecord as exc:
                     append(exc)
                     continue
+                except FAST_FAILURES:  # tags only the reference can judge: record by record
+                    return None
             append((key, wire.timestamp_ms, wire.value))
         return out

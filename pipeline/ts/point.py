@@ -36,16 +36,20 @@ import numpy as np
 import orjson
 
 from pipeline.errors import InvalidArgument, InvalidRecord
+from pipeline.limits import (
+    MAX_ENTITY_BYTES,
+    MAX_METRIC_BYTES,
+    MAX_SERIES_KEY_BYTES,
+    MAX_TAG_NAME_BYTES,
+    MAX_TAG_VALUE_BYTES,
+    MAX_TAGS,
+)
 
 FRAME_MAGIC = b"TSF1"
 _U16 = struct.Struct("<H")
 _U32 = struct.Struct("<I")
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 _FIELDS = {"metric", "entity", "timestamp_ms", "value", "tags"}
-
-
-MAX_SERIES_KEY_BYTES = 65_535
-"""Longest series key in UTF-8 bytes: what a Gorilla block header can hold (u16)."""
 
 
 def check_series_key(key: str) -> str:
@@ -56,6 +60,46 @@ def check_series_key(key: str) -> str:
             f"at most {MAX_SERIES_KEY_BYTES}"
         )
     return key
+
+
+def _utf8_over(text: str, limit: int) -> int:
+    """The UTF-8 size of ``text`` if over ``limit``, else 0 (no encoding when it cannot be)."""
+    if len(text) * 4 <= limit:
+        return 0
+    size = len(text.encode("utf-8", "surrogatepass"))
+    return size if size > limit else 0
+
+
+def check_series_parts(metric: str, entity: str, tags: Mapping[str, str]) -> None:
+    """``InvalidRecord`` naming the field and limit (:mod:`pipeline.limits`) it is over."""
+    for name, text, limit in (
+        ("metric", metric, MAX_METRIC_BYTES),
+        ("entity", entity, MAX_ENTITY_BYTES),
+    ):
+        if size := _utf8_over(text, limit):
+            raise InvalidRecord(
+                f"field {name!r} is {size} bytes of UTF-8; "
+                f"at most {limit} (MAX_{name.upper()}_BYTES)"
+            )
+    if len(tags) > MAX_TAGS:
+        raise InvalidRecord(f"field 'tags' has {len(tags)} tags; at most {MAX_TAGS} (MAX_TAGS)")
+    for tag, value in tags.items():
+        if size := _utf8_over(tag, MAX_TAG_NAME_BYTES):
+            raise InvalidRecord(
+                f"a tag name in field 'tags' is {size} bytes of UTF-8; "
+                f"at most {MAX_TAG_NAME_BYTES} (MAX_TAG_NAME_BYTES)"
+            )
+        if size := _utf8_over(value, MAX_TAG_VALUE_BYTES):
+            raise InvalidRecord(
+                f"the value of tag {tag[:100]!r} is {size} bytes of UTF-8; "
+                f"at most {MAX_TAG_VALUE_BYTES} (MAX_TAG_VALUE_BYTES)"
+            )
+
+
+def checked_series_key(metric: str, entity: str, tags: Mapping[str, str]) -> str:
+    """The series key of a point from outside, once every limit is checked."""
+    check_series_parts(metric, entity, tags)
+    return check_series_key(series_key(metric, entity, tags))
 
 
 def series_key(metric: str, entity: str, tags: Mapping[str, str] | None = None) -> str:
@@ -89,6 +133,7 @@ def parse_series_key(key: str) -> tuple[str, str, dict[str, str]]:
             f"{key[:200]!r} is not a series key: expected the compact JSON "
             '["metric","entity",{sorted tags}] that pipeline.ts.series_key() makes'
         )
+    check_series_parts(metric, entity, tags)
     return metric, entity, tags
 
 
@@ -146,9 +191,8 @@ def validate_point(raw: object) -> DataPoint:
         isinstance(k, str) and isinstance(v, str) for k, v in tags.items()
     ):
         raise InvalidRecord("field 'tags' must be an object of string to string")
-    point = DataPoint(raw["metric"], raw["entity"], ts, float(value), tags)
-    check_series_key(point.series_key())
-    return point
+    checked_series_key(raw["metric"], raw["entity"], tags)
+    return DataPoint(raw["metric"], raw["entity"], ts, float(value), tags)
 
 
 def decode_point_json(data: bytes) -> DataPoint:

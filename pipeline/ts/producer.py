@@ -11,13 +11,14 @@ from __future__ import annotations
 import math
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Mapping
-from typing import Any, Final, NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 
 from pipeline.config import Settings
 from pipeline.errors import InvalidArgument
 from pipeline.kafka.producer import TopicProducer, key_partition
+from pipeline.limits import MAX_FRAME_BYTES, MAX_FRAME_POINTS
 from pipeline.ts.point import (
     DataPoint,
     SeriesArrays,
@@ -36,11 +37,6 @@ __all__ = [
     "series_partition",
 ]
 
-MAX_FRAME_POINTS: Final = 100_000
-"""Points per frame at most (1.6 MB of timestamps and values)."""
-MAX_FRAME_BYTES: Final = 4 * 1024 * 1024
-"""Encoded bytes per frame at most (half the producer's ``message.max.bytes``), so that a
-frame of many short series stays well under the broker's message limit."""
 _FRAME_HEAD_BYTES = 8  # magic + u32 series count
 _PART_HEAD_BYTES = 6  # u16 key length + u32 point count
 

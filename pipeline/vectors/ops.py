@@ -45,6 +45,7 @@ import numpy.typing as npt
 import orjson
 
 from pipeline.errors import InvalidArgument, InvalidRecord
+from pipeline.limits import MAX_PK_BYTES
 
 __all__ = [
     "FRAME_MAGIC",
@@ -64,8 +65,6 @@ __all__ = [
 FRAME_MAGIC: Final = b"VOF1"
 MAX_METADATA_BYTES: Final = 65536
 """Default limit on one operation's metadata, in bytes of JSON."""
-MAX_PK_BYTES: Final = 65535
-"""A pk is at most this many bytes of UTF-8 (its length is a u16 in frames)."""
 
 _HEADER = struct.Struct("<4sIH")
 _OP_HEAD = struct.Struct("<BH")
@@ -159,6 +158,11 @@ def validate_vector(values: npt.ArrayLike, dimension: int) -> Float32s:
             array = np.asarray(values, dtype=np.float32)
     except (TypeError, ValueError):
         raise InvalidRecord("field 'vector' must be an array of numbers") from None
+    except OverflowError:  # an integer beyond even float64 (JSON allows any number of digits)
+        raise InvalidRecord(
+            "field 'vector' has a component beyond the float32 range; components must be "
+            "finite float32 numbers (|x| < 3.4e38)"
+        ) from None
     if array.ndim != 1:
         raise InvalidRecord("field 'vector' must be a flat array of numbers")
     if array.shape[0] != dimension:

@@ -188,13 +188,7 @@ class ShardStore:
                         ops = decode_ops(bytes(msg.value() or b""), self.settings)
                     except InvalidRecord:
                         continue  # dead-lettered when it was first consumed
-                    while True:
-                        try:
-                            batch = replay.add_many(ops)
-                            break
-                        except BufferOverflow:
-                            _apply(shard, replay.flush())
-                    _apply(shard, batch)
+                    _buffer_all(shard, replay, ops, self.settings.max_total_vectors)
             _apply(shard, replay.flush())
         shard.applied_offset = end
         _LOG.info("shard %s rebuilt from offsets %s..%s", shard.partition, start, end)
@@ -204,6 +198,26 @@ class ShardStore:
         extra = {"topic": self.topic, "partition": shard.partition, "next_offset": offset}
         shard.index.save(shard.directory, extra=extra)
         shard.snapshot_offset = offset
+
+
+def _buffer_all(
+    shard: VectorShard, buffer: VectorAutoBuffer, ops: list[VectorOp], cap: int
+) -> None:
+    """Buffer ``ops`` in chunks of at most ``cap`` pks, applying whatever the buffer drains.
+
+    One record may carry more distinct pks than ``max_total_vectors``; given whole it
+    would overflow even the empty buffer, forever (the vector stage chunks the same way).
+    """
+    step = max(1, cap)
+    for at in range(0, len(ops), step):
+        chunk = ops[at : at + step]
+        while True:
+            try:
+                batch = buffer.add_many(chunk)
+                break
+            except BufferOverflow:
+                _apply(shard, buffer.flush())
+        _apply(shard, batch)
 
 
 def _apply(shard: VectorShard, batch: VectorBatch | None) -> None:

@@ -59,6 +59,7 @@ from typing import Final
 import zstandard
 
 from pipeline.errors import CorruptBatch, InvalidArgument, UnknownDictionary
+from pipeline.limits import MAX_DECOMPRESSED_BYTES
 from pipeline.wal.entry import EntryType, WalEntry
 
 __all__ = [
@@ -75,7 +76,7 @@ __all__ = [
 
 MAGIC: Final = b"TWB1"
 FORMAT_VERSION: Final = 1
-MAX_UNCOMPRESSED_BYTES: Final = 256 * 1024 * 1024
+MAX_UNCOMPRESSED_BYTES: Final = MAX_DECOMPRESSED_BYTES
 """A batch claiming a larger body is refused before decompression (a bomb guard)."""
 
 _FLAG_CARRIES_DICTIONARY: Final = 0x01
@@ -282,6 +283,10 @@ def read_header(data: bytes | bytearray | memoryview) -> BatchHeader:
         codec = Codec(raw_codec)
     except ValueError:
         raise CorruptBatch(f"WAL batch has unknown codec {raw_codec}") from None
+    if not 1 <= first_lsn <= last_lsn:  # what encode_batch refuses to write
+        raise CorruptBatch(
+            f"WAL batch claims LSNs {first_lsn}..{last_lsn}, not a range of LSNs >= 1"
+        )
     if uncompressed > MAX_UNCOMPRESSED_BYTES:
         raise CorruptBatch(
             f"WAL batch claims {uncompressed} uncompressed bytes; at most {MAX_UNCOMPRESSED_BYTES}"

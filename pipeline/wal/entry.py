@@ -31,6 +31,7 @@ from enum import IntEnum
 from pipeline.errors import InvalidArgument, InvalidRecord
 
 MAGIC = b"TWE1"
+_HEX_DIGITS = "0123456789abcdefABCDEF"
 _HEAD = struct.Struct("<4sBq")
 
 
@@ -57,7 +58,9 @@ def format_lsn(lsn: int) -> str:
 
 
 def parse_lsn(text: str) -> int:
-    if len(text) != 16:
+    """The LSN written as 16 hex digits; ``InvalidArgument`` for anything else."""
+    # int() alone would also take signs, underscores and spaces ("-000000000000001").
+    if len(text) != 16 or text.strip(_HEX_DIGITS):
         raise InvalidArgument(f"an LSN has 16 hex digits; got {text!r}")
     return int(text, 16)
 

@@ -13,8 +13,37 @@ import math
 from pathlib import Path
 
 from pipeline.config import Settings
+from pipeline.errors import InvalidArgument
 
 __all__ = ["add_worker_parsers"]
+
+
+def _key_value(text: str) -> tuple[str, str]:
+    """``--tag`` / ``--where``: ``KEY=VALUE`` (the value may hold ``=``)."""
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    return key, value
+
+
+def _parse_vector(text: str) -> list[float]:
+    """A JSON array of numbers; ``ValueError`` names what is wrong."""
+    try:
+        value = json.loads(text)
+    except ValueError as exc:
+        raise ValueError(f"not JSON ({exc})") from None
+    if not isinstance(value, list) or not all(
+        isinstance(x, int | float) and not isinstance(x, bool) for x in value
+    ):
+        raise ValueError("expected a JSON array of numbers, e.g. [0.1, 0.2]")
+    return [float(x) for x in value]
+
+
+def _vector_argument(text: str) -> list[float]:
+    try:
+        return _parse_vector(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def add_worker_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -28,7 +57,7 @@ def add_worker_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser])
     tsq = ts_sub.add_parser("query", help="the exact points of one series, in timestamp order")
     tsq.add_argument("--metric", required=True)
     tsq.add_argument("--entity", required=True)
-    tsq.add_argument("--tag", action="append", default=[], metavar="KEY=VALUE")
+    tsq.add_argument("--tag", action="append", default=[], type=_key_value, metavar="KEY=VALUE")
     tsq.add_argument("--start", type=int, default=-(2**63), help="first timestamp, ms (inclusive)")
     tsq.add_argument("--end", type=int, default=2**63 - 1, help="last timestamp, ms (inclusive)")
     tsq.add_argument("--no-buffered", action="store_true", help="durable blocks only")
@@ -38,14 +67,18 @@ def add_worker_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser])
     vectors = sub.add_parser("vectors", help="the vector path")
     vectors_sub = vectors.add_subparsers(dest="action", required=True)
     vs = vectors_sub.add_parser("search", help="k nearest neighbours on the running workers")
-    vs.add_argument("--vector", default=None, help="the query vector as a JSON array")
-    vs.add_argument("--vector-file", default=None, help="a file holding the JSON array")
+    query = vs.add_mutually_exclusive_group(required=True)
+    query.add_argument(
+        "--vector", type=_vector_argument, default=None, help="the query vector as a JSON array"
+    )
+    query.add_argument("--vector-file", type=Path, default=None, help="a file holding the array")
     vs.add_argument("-k", type=int, default=10)
     vs.add_argument("--ef", type=int, default=None, help="widen the search (ef_search)")
     vs.add_argument(
         "--where",
         action="append",
         default=[],
+        type=_key_value,
         metavar="KEY=VALUE",
         help="keep hits whose metadata has this value",
     )
@@ -70,7 +103,7 @@ def _worker(args: argparse.Namespace, settings: Settings) -> int:
 def _ts_query(args: argparse.Namespace, settings: Settings) -> int:
     from pipeline.worker.query import query
 
-    tags = dict(tag.split("=", 1) for tag in args.tag)
+    tags = dict(args.tag)
     result = query(
         args.metric,
         args.entity,
@@ -93,10 +126,21 @@ def _ts_query(args: argparse.Namespace, settings: Settings) -> int:
 def _vectors_search(args: argparse.Namespace, settings: Settings) -> int:
     from pipeline.worker.query import search
 
-    vector = json.loads(Path(args.vector_file).read_text()) if args.vector_file else None
-    if vector is None:
-        vector = json.loads(args.vector)
-    where = dict(item.split("=", 1) for item in args.where)
+    vector = args.vector
+    if args.vector_file is not None:
+        try:
+            vector = _parse_vector(args.vector_file.read_text())
+        except (OSError, ValueError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) else str(exc)
+            raise InvalidArgument(f"--vector-file {args.vector_file}: {reason}") from None
+    dimension = settings.vector_auto_buffer.dimension
+    if len(vector) != dimension:
+        # Checked here: a worker answers a wrong length with 400, which reads as no answer.
+        raise InvalidArgument(
+            f"the query vector has {len(vector)} components; the index has {dimension} "
+            "(vector_auto_buffer.dimension)"
+        )
+    where = dict(args.where)
     hits = search(vector, args.k, args.ef, where or None, settings=settings)
     rows = [{"pk": h.pk, "distance": h.distance, "metadata": h.metadata} for h in hits]
     if args.json:

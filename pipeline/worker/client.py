@@ -268,8 +268,9 @@ class WorkerClient:
 
     async def buffered_points(self, series_key: str, start_ms: int, end_ms: int) -> list[Points]:
         """The points each answering worker still buffers for ``series_key``."""
-        params = {"series": series_key, "start": str(start_ms), "end": str(end_ms)}
-        answers = await self.ask_all("GET", pages.TS_BUFFERED, params=params, require=False)
+        # In the body: a series key may be longer than a URL may be.
+        body = {"series": series_key, "start": start_ms, "end": end_ms}
+        answers = await self.ask_all("POST", pages.TS_BUFFERED, body=body, require=False)
         return [_points(page) for page in answers.pages]
 
     async def search(

@@ -6,6 +6,7 @@ the typed :class:`WorkerContext` that the stages and the web pages share.
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -61,6 +62,11 @@ class WorkerApp(faust.App):
 
     BootStrategy = _Boot
     context: WorkerContext
+
+    async def on_shutdown(self) -> None:
+        """Close the producer, after the ingest services (children) flushed and stopped."""
+        await super().on_shutdown()
+        await asyncio.to_thread(self.context.producer.close)
 
 
 def context_of(app: Any) -> WorkerContext:

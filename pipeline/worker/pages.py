@@ -10,6 +10,8 @@ path                       method  answer
 ``/ts/buffer/flush``       POST    ``{"success", "points_flushed"}`` once durable
 ``/ts/buffered``           GET     ``?series=KEY&start=MS&end=MS``: buffered points as
                                    base64 little-endian int64 / float64 arrays
+``/ts/buffered``           POST    the same with ``{"series", "start", "end"}`` as the
+                                   body (series keys too long for a URL)
 ``/vectors/buffer/stats``  GET     the roadmap's vector buffer stats + ``live_vectors``,
                                    ``shards``, ``pending_records``, ``dead_letters``
 ``/vectors/buffer/flush``  POST    ``{"success", "vectors_flushed"}`` once snapshotted
@@ -119,16 +121,28 @@ class TSFlushPage(_Page):
 
 class TSBufferedPage(_Page):
     async def get(self, request: Request) -> Response:
+        return self._points(request.query)
+
+    async def post(self, request: Request) -> Response:
+        try:
+            body = await request.json()
+        except ValueError:
+            body = None
+        return self._points(body if isinstance(body, dict) else {})
+
+    def _points(self, given: Any) -> Response:
         stage = context_of(self.app).require_ts()
         try:
-            key = request.query["series"]
-            start, end = int(request.query["start"]), int(request.query["end"])
-        except (KeyError, ValueError):
+            key = given["series"]
+            start, end = int(given["start"]), int(given["end"])
+            if not isinstance(key, str):
+                raise TypeError(key)
+        except (KeyError, TypeError, ValueError):
             return self.json(
                 {
                     "success": False,
-                    "error": "query parameters 'series', 'start' and 'end' (integer "
-                    "milliseconds) are required",
+                    "error": "'series' (a string), 'start' and 'end' (integer milliseconds) "
+                    "are required",
                 },
                 status=400,
             )

@@ -25,16 +25,18 @@ from collections.abc import Callable, Coroutine, Iterable
 from functools import partial
 from typing import Any, Final, cast
 
+import orjson
 from confluent_kafka import Message
 
 from pipeline.config import Settings
-from pipeline.errors import BufferOverflow, InvalidRecord
+from pipeline.errors import BufferOverflow, InvalidArgument, InvalidRecord
 from pipeline.ingest.batch_consumer import BatchConsumer
 from pipeline.ingest.buffer_core import FlushReason
-from pipeline.ingest.deadletter import DeadLetterWriter
+from pipeline.ingest.deadletter import DeadLetter, DeadLetterWriter
 from pipeline.ingest.offsets import OffsetTracker
 from pipeline.kafka.producer import AsyncProducer
 from pipeline.metrics import PipelineMetrics
+from pipeline.ts.block import encode_blocks
 from pipeline.ts.buffer import PointRun, SeriesBatch, TSAutoBuffer
 from pipeline.ts.json_batch import DecodedPoint, JsonPointDecoder
 from pipeline.ts.point import FRAME_MAGIC, SeriesArrays, decode_frame
@@ -255,8 +257,52 @@ class TSStage:
         if not batches:
             return None
         t0 = time.perf_counter()
-        write = self.writer.send((b.series_key, b.timestamps, b.values) for b in batches)
+        try:
+            write = self.writer.send((b.series_key, b.timestamps, b.values) for b in batches)
+        except InvalidArgument:
+            return self._send_apart(batches, t0)
         return self._complete(write, batches, t0)
+
+    async def _send_apart(self, batches: list[SeriesBatch], t0: float) -> None:
+        """A flush holding a series no block can carry: dead-letter that series' points
+        and write the rest, so that no data wedges the worker.
+
+        The door's checks (:mod:`pipeline.limits`) refuse such series first; this is the
+        net behind them. Blocks the failed send produced are produced again with the
+        same ids, which readers take once.
+        """
+        good: list[SeriesBatch] = []
+        letters: list[asyncio.Future[Message]] = []
+        for batch in batches:
+            try:
+                for block in encode_blocks(batch.series_key, batch.timestamps, batch.values):
+                    block.to_bytes()
+            except InvalidArgument as exc:
+                _LOG.error("dead-lettering a series no block can carry: %s", exc)
+                letters.append(self.dead_letters.send_letter(self._series_letter(batch, exc)))
+                continue
+            good.append(batch)
+        await asyncio.gather(*letters)
+        for batch in batches:
+            if batch not in good:
+                self.offsets.release_all(batch.tokens)
+        if good:
+            write = self.writer.send((b.series_key, b.timestamps, b.values) for b in good)
+            await self._complete(write, good, t0)
+
+    def _series_letter(self, batch: SeriesBatch, exc: Exception) -> DeadLetter:
+        """The buffered points of ``batch`` as one dead letter (their records are gone)."""
+        key = batch.series_key.encode("utf-8", "surrogatepass")
+        points = {"timestamps_ms": batch.timestamps.tolist(), "values": batch.values.tolist()}
+        return DeadLetter(
+            key=key,
+            value=orjson.dumps(points, option=orjson.OPT_SERIALIZE_NUMPY),
+            reason=str(exc),
+            error_type=type(exc).__name__,
+            source_topic=self.topic,
+            source_partition=self._partition_of.get(batch.series_key, -1),
+            source_offset=-1,
+        )
 
     async def _complete(self, write: BlockWrite, batches: list[SeriesBatch], t0: float) -> None:
         # The blocks and their WAL entries are durable before any offset moves past them.

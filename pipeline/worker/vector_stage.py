@@ -20,11 +20,18 @@ Recovery and rebalance
     continues from there. A revoked partition's shard is flushed and snapshotted (its
     offsets then commit) and dropped; a lost one is dropped as it is. Its new owner
     rebuilds it the same way.
+
+A full disk
+    A snapshot that cannot be written (a full or failing disk under ``worker.data_dir``)
+    is logged and counted (``vector_index_snapshot_failures_total``); what it would have
+    covered stays held, so those offsets wait, and the next tick tries again. Ingest and
+    searches go on meanwhile; once the disk has room the offsets catch up.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from typing import Any, Final, cast
 
@@ -47,6 +54,8 @@ from pipeline.wal.entry import EntryType
 from pipeline.wal.writer import WalWriter
 
 __all__ = ["VectorStage"]
+
+_LOG = logging.getLogger(__name__)
 
 _ADD_CHUNK: Final = 500
 """Operations given to the buffer at a time, so an empty buffer always has room."""
@@ -180,7 +189,22 @@ class VectorStage:
         tokens, shard.unsnapshotted = shard.unsnapshotted, []
         wal, shard.wal_pending = shard.wal_pending, []
         t0 = time.perf_counter()
-        await asyncio.to_thread(self.store.snapshot, shard, shard.applied_offset)
+        try:
+            await asyncio.to_thread(self.store.snapshot, shard, shard.applied_offset)
+        except OSError as exc:
+            # Held again, ahead of what was applied meanwhile: the offsets wait for a snapshot.
+            shard.unsnapshotted[:0] = tokens
+            shard.wal_pending[:0] = wal
+            self.metrics.vec_snapshot_failures.inc()
+            _LOG.error(
+                "snapshot of vector shard %s failed, retrying in %s ms (its input offsets "
+                "wait; free space under %s): %s",
+                shard.partition,
+                self.config.snapshot_interval_ms,
+                shard.directory,
+                exc,
+            )
+            return
         self.metrics.vec_snapshot_duration.observe(time.perf_counter() - t0)
         try:
             await asyncio.gather(*wal)

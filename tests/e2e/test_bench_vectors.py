@@ -6,6 +6,7 @@ from typing import Any
 
 import pytest
 
+from pipeline.bench.vectors import render
 from pipeline.kafka.broker import BrokerHandle
 from tests.fixtures.support import run_quick_bench
 
@@ -106,3 +107,10 @@ def test_quick_run_states_memory_counts_and_dataset(quick_report: dict[str, obje
     settings = quick_report["settings"]
     assert isinstance(settings, dict)
     assert (settings["space"], settings["m"], settings["ef_construction"]) == ("cosine", 16, 200)
+
+
+def test_the_table_shows_the_report_figures(quick_report: dict[str, object]) -> None:
+    table = render(quick_report)
+    assert "bare hnswlib add_items" in table
+    assert str(quick_report["recall_at_10"]) in table
+    assert len(table.splitlines()) >= 5

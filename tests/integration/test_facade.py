@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 
 from pipeline.kafka.local_broker import free_port
-from pipeline.ts.point import decode_frame, decode_point_json, is_frame
+from pipeline.ts.block import decode_block
+from pipeline.ts.point import decode_frame, decode_point_json, is_frame, series_key
 from tests.fixtures.broker import MakeSettings
 from tests.fixtures.facade import (
     ADMIN,
@@ -184,10 +185,18 @@ def test_feature_flag_off_answers_503_while_direct_writes_are_durable_and_rate_l
         status, body, headers = facade.call("POST", "/ts/put", point, WRITER)
         assert status == 429
         assert int(headers["Retry-After"]) >= 1
-        # No worker runs: the point came back from its durable one-point block alone.
-        started = time.monotonic()
+        # No worker runs: the point comes back from its durable one-point block alone,
+        # the only block written (the 429 wrote none) and nothing went to the points topic.
         assert _points(facade, "metric=mem&entity=s2") == [[6, 1.25]]
-        assert time.monotonic() - started < 60
+        bootstrap = settings.kafka.bootstrap_servers
+        assert bootstrap
+        blocks = [
+            decode_block(v) for v in _values_in_topic(bootstrap, settings.topic("ts.blocks"), 2)
+        ]
+        assert [(b.series_key, b.points()[0].tolist(), b.points()[1].tolist()) for b in blocks] == [
+            (series_key("mem", "s2", {}), [6], [1.25])
+        ]
+        assert _points_in_topic(bootstrap, settings.topic("ts.points"), 2) == []
         status, body, _ = facade.call(
             "POST", "/vectors/add/buffered", {"pk": "a", "vector": [0.5] * DIM}, WRITER
         )
@@ -205,18 +214,30 @@ def test_feature_flag_off_answers_503_while_direct_writes_are_durable_and_rate_l
 
 def _points_in_topic(bootstrap: str, topic: str, partitions: int) -> list[tuple[str, int]]:
     """``(series key, timestamp_ms)`` of every point on ``topic``, JSON points and frames."""
-    from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+    points: list[tuple[str, int]] = []
+    for value in _values_in_topic(bootstrap, topic, partitions):
+        if is_frame(value):
+            points += [(k, t) for k, ts, _ in decode_frame(value) for t in ts.tolist()]
+        else:
+            point = decode_point_json(value)
+            points.append((point.series_key(), point.timestamp_ms))
+    return points
 
-    consumer = Consumer(
-        {"bootstrap.servers": bootstrap, "group.id": "count", "enable.auto.commit": False}
-    )
+
+def _values_in_topic(bootstrap: str, topic: str, partitions: int) -> list[bytes]:
+    """Every record's value on ``topic``, from the beginning to the end it has now."""
+    from confluent_kafka import OFFSET_BEGINNING, TopicPartition
+
+    from pipeline.kafka.consumer import make_consumer
+
+    consumer = make_consumer(bootstrap, "count")
     try:
         ends = {
             p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
             for p in range(partitions)
         }
         consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in range(partitions)])
-        points: list[tuple[str, int]] = []
+        values: list[bytes] = []
         seen = dict.fromkeys(ends, 0)
         deadline = time.monotonic() + 60
         while any(seen[p] < ends[p] for p in ends) and time.monotonic() < deadline:
@@ -228,12 +249,9 @@ def _points_in_topic(bootstrap: str, topic: str, partitions: int) -> list[tuple[
             assert offset is not None
             assert value is not None
             seen[partition] = offset + 1
-            if is_frame(value):
-                points += [(k, t) for k, ts, _ in decode_frame(value) for t in ts.tolist()]
-            else:
-                point = decode_point_json(value)
-                points.append((point.series_key(), point.timestamp_ms))
-        return points
+            values.append(value)
+        assert seen == ends, f"read {seen} of {ends} records of {topic} in 60 s"
+        return values
     finally:
         consumer.close()
 

@@ -7,10 +7,12 @@ from pathlib import Path
 
 import pytest
 
+from pipeline.config import with_overrides
 from pipeline.kafka.local_broker import free_port
 from tests.fixtures.broker import MakeSettings
 from tests.fixtures.facade import (
     ADMIN,
+    KEYS,
     WRITER,
     facade_settings,
     http_call,
@@ -20,12 +22,17 @@ from tests.fixtures.support import stop_process, wait_until
 
 pytestmark = pytest.mark.integration
 
+REPLICATOR_KEY = "replicator-key"
+
 
 def test_replication_stats_config_and_replicas_and_wal_apply(
     make_settings: MakeSettings, tmp_path: Path
 ) -> None:
     port = free_port()
-    settings = facade_settings(make_settings, port=port)
+    settings = facade_settings(
+        make_settings, port=port, api_keys=f"{KEYS},{REPLICATOR_KEY}:replicator"
+    )
+    settings = with_overrides(settings, {"compressed_wal_shipping": {"ship_key": REPLICATOR_KEY}})
     proc = start_facade_process(settings, tmp_path / "facade.log")
     try:
         status, body, _ = http_call(port, "GET", "/api/v1/replication/stats", None, WRITER)
@@ -79,12 +86,16 @@ def test_replication_stats_config_and_replicas_and_wal_apply(
         ):
             assert name in exposition
 
+        garbage = b"\x28\xb5\x2f\xfd garbage"
+        apply_headers = {"X-Primary-ID": "p1", "Content-Encoding": "zstd"}
+        for who in ({}, WRITER, ADMIN):  # only the replicator role may apply
+            status, body, _ = http_call(
+                port, "POST", "/api/v1/wal/apply", garbage, apply_headers | who
+            )
+            assert (status, body["success"]) == (401, False)
+        replicator = {"Authorization": f"Bearer {REPLICATOR_KEY}"}
         status, body, _ = http_call(
-            port,
-            "POST",
-            "/api/v1/wal/apply",
-            b"\x28\xb5\x2f\xfd garbage",
-            {"X-Primary-ID": "p1", "Content-Encoding": "zstd"},
+            port, "POST", "/api/v1/wal/apply", garbage, apply_headers | replicator
         )
         assert status == 400
         assert body["success"] is False

@@ -1,8 +1,9 @@
-"""`themis kafka up/status/down` and the local broker's failure modes."""
+"""`themis kafka up/status/down/restart` and the local broker's failure modes."""
 
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -11,10 +12,12 @@ import uuid
 from pathlib import Path
 
 import pytest
+from confluent_kafka.admin import NewTopic
 
 from pipeline.errors import BrokerStartError
+from pipeline.kafka.clients import AdminClient, Consumer, Producer
 from pipeline.kafka.local_broker import LocalKafka, metadata_answers
-from tests.fixtures.support import THEMIS, settings_env
+from tests.fixtures.support import THEMIS, settings_env, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -145,3 +148,77 @@ def test_a_start_interrupted_during_the_readiness_wait_leaves_no_java_process(
     assert seen[0] != []
     assert _broker_processes(name) == []
     assert cluster.status() is None
+
+
+def _produce_acked(bootstrap: str, topic: str, values: list[bytes]) -> None:
+    with Producer({"bootstrap.servers": bootstrap, "acks": "all"}) as producer:
+        for value in values:
+            producer.produce(topic, value)
+        assert producer.flush(30) == 0
+
+
+def _read_all(bootstrap: str, topic: str, expected: int) -> list[bytes]:
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": f"read-{uuid.uuid4().hex[:8]}",
+            "auto.offset.reset": "earliest",
+            "enable.auto.commit": False,
+        }
+    )
+    consumer.subscribe([topic])
+    values: list[bytes] = []
+    deadline = time.monotonic() + 60
+    try:
+        while len(values) < expected and time.monotonic() < deadline:
+            for msg in consumer.consume(1000, timeout=0.5):
+                if msg.error() is None:
+                    values.append(msg.value() or b"")
+    finally:
+        consumer.close()
+    return values
+
+
+def test_restart_after_sigkill_and_after_sigterm_keeps_every_acked_record_on_the_same_port() -> (
+    None
+):
+    name = f"t-{uuid.uuid4().hex[:8]}"
+    cluster = LocalKafka(name)
+    try:
+        first = cluster.up()
+        bootstrap = first.bootstrap_servers
+        with AdminClient({"bootstrap.servers": bootstrap}) as admin:
+            admin.create_topics([NewTopic("kept", 1, 1)])["kept"].result(30)
+        before = [f"record-{i}".encode() for i in range(2_000)]
+        _produce_acked(bootstrap, "kept", before)
+
+        os.kill(first.pid, signal.SIGKILL)
+        wait_until(lambda: cluster.status() is None, timeout_s=10, what="the JVM to die")
+        restarted = _themis("kafka", "restart", "--name", name)
+        assert restarted.returncode == 0, restarted.stderr
+        assert "restarted at " + bootstrap in restarted.stdout
+        second = cluster.status()
+        assert second is not None
+        assert (second.bootstrap_servers, second.controller_port) == (
+            bootstrap,
+            first.controller_port,
+        )
+        assert second.pid != first.pid
+        assert _read_all(bootstrap, "kept", len(before)) == before
+
+        after = [f"later-{i}".encode() for i in range(500)]
+        _produce_acked(bootstrap, "kept", after)
+        third = cluster.restart()  # running: SIGTERM, a clean stop
+        assert third.bootstrap_servers == bootstrap
+        assert _broker_processes(name) == [third.pid]
+        assert _read_all(bootstrap, "kept", len(before) + len(after)) == before + after
+    finally:
+        cluster.down()
+    assert _broker_processes(name) == []
+
+
+def test_restart_of_a_cluster_never_started_says_to_start_it() -> None:
+    name = f"t-{uuid.uuid4().hex[:8]}"
+    result = _themis("kafka", "restart", "--name", name)
+    assert result.returncode != 0
+    assert f"themis kafka up --name {name}" in result.stderr

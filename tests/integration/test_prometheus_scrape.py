@@ -21,11 +21,11 @@ from typing import Any
 import numpy as np
 import pytest
 import yaml
-from confluent_kafka import Producer
 from prometheus_client import CollectorRegistry
 
 from pipeline.config import Settings
 from pipeline.facade.middleware import FacadeMetrics
+from pipeline.kafka.clients import Producer
 from pipeline.kafka.local_broker import free_port
 from pipeline.kafka.topics import apply_topics
 from pipeline.metrics import PipelineMetrics, WalShipperMetrics
@@ -231,9 +231,9 @@ def _load(facade: FacadeThread) -> None:
     )
     settings = facade.settings
     assert settings.kafka.bootstrap_servers
-    producer = Producer({"bootstrap.servers": settings.kafka.bootstrap_servers})
-    producer.produce(settings.topic("ts.points"), b"{not json", key=b"bad")
-    assert producer.flush(30) == 0
+    with Producer({"bootstrap.servers": settings.kafka.bootstrap_servers}) as producer:
+        producer.produce(settings.topic("ts.points"), b"{not json", key=b"bad")
+        assert producer.flush(30) == 0
 
 
 @pytest.fixture

@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from confluent_kafka import Producer
 
 from pipeline.config import Settings
+from pipeline.kafka.clients import Producer
 from tests.fixtures.support import (
     committed_total,
     settings_as_env,
@@ -20,10 +20,10 @@ pytestmark = pytest.mark.integration
 
 
 def _produce(bootstrap: str, topic: str, values: range) -> None:
-    producer = Producer({"bootstrap.servers": bootstrap, "acks": "all"})
-    for i in values:
-        producer.produce(topic, value=f"v{i}".encode(), key=f"k{i}".encode())
-    assert producer.flush(30) == 0
+    with Producer({"bootstrap.servers": bootstrap, "acks": "all"}) as producer:
+        for i in values:
+            producer.produce(topic, value=f"v{i}".encode(), key=f"k{i}".encode())
+        assert producer.flush(30) == 0
 
 
 def _seen(path: Path) -> list[str]:
@@ -64,7 +64,7 @@ def test_agent_consumes_exactly_n_and_restart_gets_no_redelivery(
             what="offsets committed",
         )
     finally:
-        stop_process(second)
+        assert stop_process(second) == 0, (tmp_path / "worker2.log").read_text()[-3000:]
     seen = _seen(seen_file)
     assert len(seen) == n + 50, "a record was delivered twice"
     assert sorted(seen) == sorted(f"v{i}" for i in range(n + 50))

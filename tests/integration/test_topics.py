@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pytest
 from confluent_kafka.admin import (
-    AdminClient,
     AlterConfigOpType,
     ConfigEntry,
     ConfigResource,
@@ -13,7 +14,9 @@ from confluent_kafka.admin import (
 )
 
 from pipeline.config import Settings
+from pipeline.kafka.clients import AdminClient
 from pipeline.kafka.topics import apply_topics, describe_topics, load_specs, wait_until_listed
+from tests.fixtures.support import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -39,12 +42,18 @@ def test_apply_twice_changes_nothing_the_second_time(settings: Settings) -> None
         assert all(pair["spec"] == pair["actual"] for pair in configs.values())
 
 
+@pytest.fixture
+def admin(settings: Settings) -> Iterator[AdminClient]:
+    assert settings.kafka.bootstrap_servers is not None
+    with AdminClient({"bootstrap.servers": settings.kafka.bootstrap_servers}) as client:
+        yield client
+
+
 def test_partition_drift_is_reported_not_fixed_and_configs_are_realigned(
-    settings: Settings,
+    settings: Settings, admin: AdminClient
 ) -> None:
     bootstrap = settings.kafka.bootstrap_servers
     assert bootstrap is not None
-    admin = AdminClient({"bootstrap.servers": bootstrap})
     points = settings.topic("ts.points")
     admin.create_topics([NewTopic(points, 3, 1)])[points].result(timeout=30)
     wait_until_listed(admin, {points: 3}, 30.0)  # as apply_topics does after creating
@@ -54,6 +63,12 @@ def test_partition_drift_is_reported_not_fixed_and_configs_are_realigned(
     resource = ConfigResource(ResourceType.TOPIC, wal, incremental_configs=[entry])
     admin.incremental_alter_configs([resource])[resource].result(timeout=30)
 
+    def wal_retention_ms() -> str:
+        described = admin.describe_configs([ConfigResource(ResourceType.TOPIC, wal)])
+        return str(next(iter(described.values())).result(timeout=30)["retention.ms"].value)
+
+    # A describe right after the alter may still answer the old value for a moment.
+    wait_until(lambda: wal_retention_ms() == "1000", timeout_s=30, what="retention.ms altered")
     reports = {r.topic: r for r in apply_topics(bootstrap, settings)}
     assert reports[points].action == "drift"
     assert "spec 6, actual 3" in reports[points].details[0]

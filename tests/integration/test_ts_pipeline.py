@@ -11,10 +11,12 @@ from typing import cast
 import numpy as np
 import orjson
 import pytest
-from confluent_kafka import Consumer, Message, Producer
+from confluent_kafka import Message
 
 from pipeline.config import Settings
 from pipeline.ingest.deadletter import REASON, SOURCE_OFFSET, SOURCE_PARTITION, SOURCE_TOPIC
+from pipeline.kafka.clients import Producer
+from pipeline.kafka.consumer import open_consumer
 from pipeline.ts import DataPoint, TSProducer
 from pipeline.ts.store import BlockStore
 from pipeline.worker import query
@@ -56,7 +58,7 @@ def test_json_points_and_frames_are_queried_back_exactly(topics: Settings, tmp_p
     frame_ts = np.cumsum(rng.integers(9_000, 11_000, 20_000)).astype(np.int64)
     frame_vs = np.round(rng.normal(50, 5, 20_000), 2)
     producer.put_arrays([('["mem","db1",{}]', frame_ts, frame_vs)])
-    producer.flush()
+    producer.close()  # raises unless the broker acknowledged every point
     expected_total = len(json_points) + 20_000
 
     worker = start_themis_worker(_fast_flush_env(topics), tmp_path / "worker.log")
@@ -114,14 +116,13 @@ def test_malformed_records_go_to_the_dead_letter_topic_and_the_pipeline_goes_on(
 ) -> None:
     bootstrap = topics.kafka.bootstrap_servers
     assert bootstrap is not None
-    raw = Producer({"bootstrap.servers": bootstrap})
     bad = [b"{not json", b'{"metric": "cpu", "entity": "a", "value": 1.0}', b"TSF1\x05\x00"]
-    for value in bad:
-        raw.produce(topics.topic("ts.points"), value, key=b"bad", partition=0)
-    raw.flush(10)
-    producer = TSProducer(topics)
-    producer.put(DataPoint("cpu", "good", 42, 4.2))
-    producer.flush()
+    with Producer({"bootstrap.servers": bootstrap}) as raw:
+        for value in bad:
+            raw.produce(topics.topic("ts.points"), value, key=b"bad", partition=0)
+        assert raw.flush(10) == 0
+    with TSProducer(topics) as producer:
+        producer.put(DataPoint("cpu", "good", 42, 4.2))
 
     worker = start_themis_worker(_fast_flush_env(topics), tmp_path / "worker.log")
     try:
@@ -130,22 +131,15 @@ def test_malformed_records_go_to_the_dead_letter_topic_and_the_pipeline_goes_on(
             timeout_s=90,
             what="the good point durable",
         )
-        consumer = Consumer(
-            {
-                "bootstrap.servers": bootstrap,
-                "group.id": "dlq-check",
-                "auto.offset.reset": "earliest",
-            }
-        )
-        consumer.subscribe([topics.topic("deadletter")])
         letters: list[Message] = []
-        deadline_polls = 100
-        while len(letters) < 3 and deadline_polls:
-            msg = consumer.poll(0.3)
-            deadline_polls -= 1
-            if msg is not None and not msg.error():
-                letters.append(msg)
-        consumer.close()
+        with open_consumer(bootstrap, "dlq-check") as consumer:
+            consumer.subscribe([topics.topic("deadletter")])
+            deadline_polls = 100
+            while len(letters) < 3 and deadline_polls:
+                msg = consumer.poll(0.3)
+                deadline_polls -= 1
+                if msg is not None and not msg.error():
+                    letters.append(msg)
         assert [m.value() for m in letters] == bad
         headers = [dict(cast("list[tuple[str, bytes]]", m.headers() or [])) for m in letters]
         assert b"not valid JSON" in headers[0][REASON]
@@ -164,16 +158,13 @@ def test_a_series_key_too_long_for_a_block_is_dead_lettered_and_ingest_goes_on(
     bootstrap = topics.kafka.bootstrap_servers
     assert bootstrap is not None
     poison = orjson.dumps({"metric": "m" * 70_000, "entity": "e", "timestamp_ms": 1, "value": 1.0})
-    raw = Producer({"bootstrap.servers": bootstrap, "message.max.bytes": 1_000_000})
-    raw.produce(topics.topic("ts.points"), poison, key=b"poison", partition=0)
-    assert raw.flush(10) == 0
-    producer = TSProducer(topics)
-    for i in range(10_000):
-        producer.send(
-            orjson.dumps({"metric": "cpu", "entity": "ok", "timestamp_ms": i, "value": i * 0.5}),
-            key=b'["cpu","ok",{}]',
-        )
-    producer.flush()
+    with Producer({"bootstrap.servers": bootstrap, "message.max.bytes": 1_000_000}) as raw:
+        raw.produce(topics.topic("ts.points"), poison, key=b"poison", partition=0)
+        assert raw.flush(10) == 0
+    with TSProducer(topics) as producer:
+        for i in range(10_000):
+            point = {"metric": "cpu", "entity": "ok", "timestamp_ms": i, "value": i * 0.5}
+            producer.send(orjson.dumps(point), key=b'["cpu","ok",{}]')
 
     worker = start_themis_worker(_fast_flush_env(topics), tmp_path / "worker.log")
     try:
@@ -186,24 +177,17 @@ def test_a_series_key_too_long_for_a_block_is_dead_lettered_and_ingest_goes_on(
         )
         good = query("cpu", "ok", 0, 10**6, settings=topics, include_buffered=False)
         assert good.values.tolist() == [i * 0.5 for i in range(10_000)]
-        consumer = Consumer(
-            {
-                "bootstrap.servers": bootstrap,
-                "group.id": "dlq-long",
-                "auto.offset.reset": "earliest",
-            }
-        )
-        consumer.subscribe([topics.topic("deadletter")])
         letter = None
-        for _ in range(100):
-            letter = consumer.poll(0.3)
-            if letter is not None and not letter.error():
-                break
-        consumer.close()
+        with open_consumer(bootstrap, "dlq-long") as consumer:
+            consumer.subscribe([topics.topic("deadletter")])
+            for _ in range(100):
+                letter = consumer.poll(0.3)
+                if letter is not None and not letter.error():
+                    break
         assert letter is not None
         assert letter.value() == poison
         reason = dict(cast("list[tuple[str, bytes]]", letter.headers() or []))[REASON]
-        limit = b"the series key (metric, entity and tags) is 70011 bytes of UTF-8; at most 65535"
+        limit = b"field 'metric' is 70000 bytes of UTF-8; at most 4096 (MAX_METRIC_BYTES)"
         assert reason == limit
         assert worker.poll() is None, "the worker must keep running"
         page = f"http://127.0.0.1:{topics.worker.web_port}/ts/buffered?series=x"

@@ -100,6 +100,7 @@ def _kill_mid_ingest_then_restart(topics: Settings, tmp_path: Path, send: Send, 
                 assert _stats(port) == {}, "the worker still answers after SIGKILL"
     finally:
         stop_process(worker, sig=signal.SIGKILL)
+        producer.close()
 
     restarted = start_themis_worker(env, tmp_path / "worker2.log")
     try:
@@ -182,6 +183,7 @@ def test_two_workers_split_partitions_and_a_rebalance_loses_and_doubles_nothing(
             what="every point durable after the rebalance",
         )
     finally:
+        producer.close()
         stop_process(a)
         if b is not None:
             assert stop_process(b) == 0
@@ -217,4 +219,5 @@ def test_a_replacement_worker_consumes_within_15_s_of_a_sigkill(
         )
         assert time.monotonic() - killed < 15.0
     finally:
+        producer.close()
         assert stop_process(replacement) == 0

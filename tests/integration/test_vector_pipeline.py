@@ -9,10 +9,11 @@ from typing import Any, cast
 
 import numpy as np
 import pytest
-from confluent_kafka import Consumer, Producer
 
 from pipeline.config import Settings
 from pipeline.ingest.deadletter import REASON
+from pipeline.kafka.clients import Producer
+from pipeline.kafka.consumer import open_consumer
 from pipeline.vectors import OpType, VectorOp, VectorProducer
 from pipeline.worker import search
 from tests.fixtures.broker import MakeSettings
@@ -67,17 +68,18 @@ def test_adds_updates_removes_are_searchable_and_bad_ops_are_dead_lettered(
     producer.remove("late")  # ADD then REMOVE -> absent
     producer.remove("again")
     producer.add("again", vectors[1], {"v": 3})  # REMOVE then ADD -> present
-    producer.flush()
-    assert vec_settings.kafka.bootstrap_servers
-    raw = Producer({"bootstrap.servers": vec_settings.kafka.bootstrap_servers})
+    producer.close()  # raises unless the broker acknowledged every operation
+    bootstrap = vec_settings.kafka.bootstrap_servers
+    assert bootstrap
     bad = [
         b'{"op": "add", "pk": "short", "vector": [1.0, 2.0]}',
         b'{"op": "add", "pk": "", "vector": [' + b",".join([b"0.5"] * DIM) + b"]}",
         b'{"op": "explode", "pk": "x"}',
     ]
-    for value in bad:
-        raw.produce(vec_settings.topic("vectors.ops"), value, key=b"bad")
-    raw.flush(10)
+    with Producer({"bootstrap.servers": bootstrap}) as raw:
+        for value in bad:
+            raw.produce(vec_settings.topic("vectors.ops"), value, key=b"bad")
+        assert raw.flush(10) == 0
 
     worker = start_themis_worker(settings_as_env(vec_settings), tmp_path / "worker.log")
     try:
@@ -128,25 +130,20 @@ def test_adds_updates_removes_are_searchable_and_bad_ops_are_dead_lettered(
             assert name in exposition
     finally:
         assert stop_process(worker) == 0, (tmp_path / "worker.log").read_text()[-3000:]
-    consumer = Consumer(
-        {
-            "bootstrap.servers": vec_settings.kafka.bootstrap_servers,
-            "group.id": "dlq",
-            "auto.offset.reset": "earliest",
-        }
-    )
-    consumer.subscribe([vec_settings.topic("deadletter")])
     reasons = []
-    for _ in range(100):
-        msg = consumer.poll(0.3)
-        if msg is not None and not msg.error():
-            reasons.append(dict(cast("list[tuple[str, bytes]]", msg.headers() or []))[REASON])
-        if len(reasons) == 3:
-            break
-    consumer.close()
-    assert any(b"dimensions" in r for r in reasons)
-    assert any(b"pk" in r for r in reasons)
-    assert any(b"op" in r for r in reasons)
+    with open_consumer(bootstrap, "dlq") as consumer:
+        consumer.subscribe([vec_settings.topic("deadletter")])
+        for _ in range(100):
+            msg = consumer.poll(0.3)
+            if msg is not None and not msg.error():
+                reasons.append(dict(cast("list[tuple[str, bytes]]", msg.headers() or []))[REASON])
+            if len(reasons) == 3:
+                break
+    assert sorted(reasons) == [
+        b"field 'op' must be one of 'add', 'update', 'remove'; got 'explode'",
+        b"field 'pk' must be a non-empty string",
+        b"vector has 2 dimensions; the index has 32",
+    ]
 
 
 def test_sigkill_mid_ingest_of_20000_mixed_ops_then_restart_equals_the_offset_order_model(
@@ -193,9 +190,11 @@ def test_sigkill_mid_ingest_of_20000_mixed_ops_then_restart_equals_the_offset_or
                     timeout_s=60,
                     what="ingest under way",
                 )
-                stop_process(worker, sig=signal.SIGKILL)
+                # Killed while running: it had not exited on its own.
+                assert stop_process(worker, sig=signal.SIGKILL) == -signal.SIGKILL
     finally:
         stop_process(worker, sig=signal.SIGKILL)
+        producer.close()
     assert producer.ops_sent == 20_000
 
     restarted = start_themis_worker(env, tmp_path / "worker2.log")

@@ -15,14 +15,16 @@ from typing import Any, cast
 import numpy as np
 import orjson
 import pytest
-from confluent_kafka import Consumer, Producer
 
 from pipeline.config import Settings
 from pipeline.ingest.deadletter import REASON
+from pipeline.kafka.clients import Producer
+from pipeline.kafka.consumer import open_consumer
 from pipeline.kafka.local_broker import LocalKafka
 from pipeline.kafka.topics import apply_topics, load_specs
 from pipeline.replication import (
     ApplierStats,
+    ApplyAuth,
     ReplicaServer,
     ReplicaState,
     WalShipper,
@@ -136,16 +138,15 @@ def mixed_payloads(count: int, seed: int = 0) -> tuple[list[tuple[EntryType, byt
 def append_to_wal(settings: Settings, payloads: list[tuple[EntryType, bytes]]) -> None:
     """Write entries onto the primary's WAL the way ``WalWriter`` does."""
     assert settings.kafka.bootstrap_servers
-    producer = Producer(
-        {"bootstrap.servers": settings.kafka.bootstrap_servers, "enable.idempotence": True}
-    )
-    for entry_type, payload in payloads:
-        value = encode_entry_record(entry_type, 1_700_000_000_000, payload)
-        producer.produce(
-            settings.topic("wal"), value, key=entry_type.name.lower().encode(), partition=0
-        )
-        producer.poll(0)
-    assert producer.flush(30) == 0
+    config = {"bootstrap.servers": settings.kafka.bootstrap_servers, "enable.idempotence": True}
+    with Producer(config) as producer:
+        for entry_type, payload in payloads:
+            value = encode_entry_record(entry_type, 1_700_000_000_000, payload)
+            producer.produce(
+                settings.topic("wal"), value, key=entry_type.name.lower().encode(), partition=0
+            )
+            producer.poll(0)
+        assert producer.flush(30) == 0
 
 
 def assert_replica_equals(state: ReplicaState, model: Model) -> None:
@@ -281,17 +282,14 @@ def test_corrupted_batch_is_dead_lettered_then_resent_and_the_replica_converges(
     assert state.entries_applied_total == 90
     assert_replica_equals(state, model)
     state.close()
-    consumer = Consumer(
-        {"bootstrap.servers": replica_cluster, "group.id": "dlq", "auto.offset.reset": "earliest"}
-    )
-    consumer.subscribe([wal_settings.topic("deadletter")])
     reasons = []
-    for _ in range(100):
-        msg = consumer.poll(0.3)
-        if msg is not None and not msg.error():
-            reasons.append(dict(cast("list[tuple[str, bytes]]", msg.headers() or []))[REASON])
-            break
-    consumer.close()
+    with open_consumer(replica_cluster, "dlq") as consumer:
+        consumer.subscribe([wal_settings.topic("deadletter")])
+        for _ in range(100):
+            msg = consumer.poll(0.3)
+            if msg is not None and not msg.error():
+                reasons.append(dict(cast("list[tuple[str, bytes]]", msg.headers() or []))[REASON])
+                break
     assert len(reasons) == 1
     assert b"checksum" in reasons[0]
 
@@ -395,7 +393,9 @@ def test_http_replica_with_mutual_tls_applies_batches_and_answers_400_and_409(
     append_to_wal(wal_settings, payloads)
     state = ReplicaState(tmp_path / "http-replica", wal_settings)
     server_context = server_ssl_context(pki / "server.pem", pki / "server.key", pki / "ca.pem")
-    server = ReplicaServer(state, ssl_context=server_context)
+    server = ReplicaServer(
+        state, auth=ApplyAuth(client_certificates=True), ssl_context=server_context
+    )
     port = server.start()
     client = ssl.create_default_context(cafile=str(pki / "ca.pem"))
     client.load_cert_chain(str(pki / "client.pem"), str(pki / "client.key"))

@@ -72,6 +72,9 @@ def test_roadmap_environment_names_are_honoured(tmp_path: Path) -> None:
         ({"THEMIS_WAL_COMPRESSION_LEVEL": "23"}, ["compression_level", "<= 22"]),
         ({"THEMIS_TS_AUTO_BUFFER_MAX_POINTS": "lots"}, ["max_points_per_buffer", "not an integer"]),
         ({"THEMIS_TS_AUTO_BUFFER_ENABLED": "maybe"}, ["ts_auto_buffer.enabled", "true or false"]),
+        ({"THEMIS_FACADE_WRITE_DEADLINE_S": "soon"}, ["facade.write_deadline_s", "not a number"]),
+        ({"THEMIS_FACADE_BODY_TIMEOUT_S": "0"}, ["facade.body_timeout_s", ">= 0.05"]),
+        ({"THEMIS_FACADE_HEADER_TIMEOUT_S": "nan"}, ["facade.header_timeout_s", "out of range"]),
     ],
 )
 def test_invalid_value_names_the_key_and_allowed_values(
@@ -81,6 +84,16 @@ def test_invalid_value_names_the_key_and_allowed_values(
         load_settings(path=_yaml(tmp_path, ""), env=env)
     for needle in needles:
         assert needle in str(info.value)
+
+
+def test_facade_timeouts_are_seconds_with_fractions(tmp_path: Path) -> None:
+    env = {"THEMIS_FACADE_WRITE_DEADLINE_S": "2.5", "THEMIS_FACADE_HEADER_TIMEOUT_S": "4"}
+    facade = load_settings(path=_yaml(tmp_path, ""), env=env).facade
+    assert (facade.write_deadline_s, facade.header_timeout_s, facade.body_timeout_s) == (
+        2.5,
+        4.0,
+        30.0,
+    )
 
 
 def test_unknown_yaml_key_is_an_error_naming_it(tmp_path: Path) -> None:

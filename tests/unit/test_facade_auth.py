@@ -27,7 +27,7 @@ from pipeline.facade.app import FACADE_STATE
 from pipeline.facade.auth import ApiKeyring, Role, load_keyring, parse_key_entries, presented_key
 from pipeline.facade.deliveries import QUEUED_WINDOW_S, InFlight, PointFramer
 from pipeline.facade.middleware import error_response
-from pipeline.facade.ratelimit import RateLimiter, RouteClass, TokenBucket
+from pipeline.facade.ratelimit import FailureThrottle, RateLimiter, RouteClass, TokenBucket
 from pipeline.facade.ts_bodies import PointBodies
 from pipeline.ts.point import DataPoint, decode_frame, series_key
 from pipeline.ts.producer import series_partition
@@ -227,8 +227,9 @@ def test_bad_inputs_answer_400_naming_the_field_and_send_nothing() -> None:
             ("POST", "/vectors/add/buffered", '{"pk": "a", "vector": [1, 2, 3, "x"]}', "'vector'"),
             ("POST", "/vectors/search", '{"vector": [1, 2, 3, 4], "k": 0}', "'k'"),
         ]
+        json_body = WRITER | {"Content-Type": "application/json"}  # str data says text/plain
         for method, path, body, needle in cases:
-            resp = await client.request(method, path, data=body, headers=WRITER)
+            resp = await client.request(method, path, data=body, headers=json_body)
             text = await resp.text()
             assert resp.status == 400, (path, body, text)
             assert needle in (await resp.json())["error"], (path, body, text)
@@ -332,6 +333,22 @@ def test_token_bucket_refills_at_rate_per_minute() -> None:
     now[0] += 3.0
     assert limiter.retry_after("k", RouteClass.FLUSH) == 0
     assert limiter.retry_after("other", RouteClass.FLUSH) == 0
+
+
+def test_failure_throttle_refuses_an_address_after_its_burst_and_forgets_refilled_ones() -> None:
+    now = [100.0]
+    throttle = FailureThrottle(3, clock=lambda: now[0], max_addresses=2)
+    for _ in range(3):
+        assert throttle.retry_after("a") == 0
+        throttle.failed("a")
+    assert throttle.retry_after("a") == 20  # one failure per 20 s
+    assert throttle.retry_after("b") == 0  # another address is not affected
+    now[0] += 20.0
+    assert throttle.retry_after("a") == 0
+    throttle.failed("b")
+    now[0] += 60.0  # both refilled: a third address drops them instead of growing
+    throttle.failed("c")
+    assert throttle.retry_after("a") == throttle.retry_after("c") == 0
 
 
 def test_token_bucket_never_exceeds_capacity() -> None:

@@ -2,21 +2,26 @@
 
 from __future__ import annotations
 
+import http.client
+import os
 import struct
+import subprocess
 import zlib
 from pathlib import Path
 
 import numpy as np
+import orjson
 import pytest
 
 from pipeline.config import Settings, load_settings
 from pipeline.errors import CorruptBatch, ForeignPrimary
-from pipeline.replication import ReplicaState
+from pipeline.replication import ApplyAuth, ReplicaServer, ReplicaState
 from pipeline.ts.block import encode_block
 from pipeline.ts.point import series_key
 from pipeline.vectors.ops import OpType, VectorOp, encode_op_frame
 from pipeline.wal.batch import encode_batch
 from pipeline.wal.entry import EntryType, WalEntry
+from tests.fixtures.support import THEMIS
 
 pytestmark = pytest.mark.unit
 
@@ -91,3 +96,75 @@ def test_a_replica_is_pinned_to_the_first_primary_it_applies_even_after_a_restar
     restarted.close()
     with pytest.raises(ForeignPrimary, match="holds a replica of primary 'p1'"):
         ReplicaState(tmp_path, _settings(), primary_id="other")
+
+
+def _post_apply(port: int, body: bytes, headers: dict[str, str]) -> tuple[int, dict[str, object]]:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        conn.request("POST", "/api/v1/wal/apply", body=body, headers=headers)
+        response = conn.getresponse()
+        return response.status, orjson.loads(response.read())
+    finally:
+        conn.close()
+
+
+def test_wal_apply_answers_401_without_a_replicator_key_and_applies_with_one(
+    tmp_path: Path,
+) -> None:
+    replica = ReplicaState(tmp_path, _settings())
+    server = ReplicaServer(replica, auth=ApplyAuth(["replicator-key"]))
+    port = server.start()
+    batch = encode_batch([_block_entry(1), _block_entry(2)], "none", 3, "p1")
+    try:
+        for headers in ({}, {"Authorization": "Bearer wrong-key"}, {"X-API-Key": "replicator"}):
+            status, body = _post_apply(port, batch, {"X-Primary-ID": "p1", **headers})
+            assert (status, body["success"]) == (401, False)
+            assert "replicator" in str(body["error"])
+            assert "wrong-key" not in str(body["error"])
+        assert replica.last_applied_lsn == 0
+        status, body = _post_apply(
+            port, batch, {"X-Primary-ID": "p1", "Authorization": "Bearer replicator-key"}
+        )
+        assert (status, body["entries_applied"]) == (200, 2)
+        assert replica.last_applied_lsn == 2
+    finally:
+        server.stop()
+        replica.close()
+
+
+def test_wal_apply_without_keys_or_client_certificates_is_closed_to_everyone(
+    tmp_path: Path,
+) -> None:
+    replica = ReplicaState(tmp_path, _settings())
+    auth = ApplyAuth([""])
+    assert auth.closed
+    assert "keys" in repr(auth)
+    server = ReplicaServer(replica, auth=auth)
+    port = server.start()
+    try:
+        batch = encode_batch([_block_entry(1)], "none", 3, "p1")
+        status, body = _post_apply(port, batch, {"X-Primary-ID": "p1", "X-API-Key": "any"})
+        assert (status, body["success"]) == (401, False)
+        assert "closed" in str(body["error"])
+        assert replica.last_applied_lsn == 0
+    finally:
+        server.stop()
+        replica.close()
+
+
+def test_wal_serve_refuses_to_start_an_apply_endpoint_open_to_everyone(tmp_path: Path) -> None:
+    env = {
+        "PATH": os.environ["PATH"],
+        "THEMIS_CONFIG": os.devnull,
+        "THEMIS_WORKER_DATA_DIR": str(tmp_path),
+    }
+    done = subprocess.run(
+        [*THEMIS, "wal", "serve", "--replica", "r1", "--port", "0"],
+        env=env,
+        capture_output=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode != 0
+    assert b"THEMIS_WAL_APPLY_KEYS" in done.stderr
+    assert not (tmp_path / "replica-r1").exists() or not any((tmp_path / "replica-r1").iterdir())

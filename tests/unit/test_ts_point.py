@@ -1,11 +1,15 @@
 from __future__ import annotations
 
 import math
+import re
 
 import numpy as np
+import orjson
 import pytest
 
 from pipeline.errors import InvalidRecord
+from pipeline.limits import MAX_SERIES_KEY_BYTES, MAX_TAGS
+from pipeline.ts.json_batch import JsonPointDecoder
 from pipeline.ts.point import (
     DataPoint,
     decode_frame,
@@ -112,6 +116,45 @@ def test_a_frame_whose_series_key_is_not_canonical_is_an_invalid_record(key: str
 
 
 def test_a_point_whose_series_key_does_not_fit_a_block_is_an_invalid_record() -> None:
-    raw = b'{"metric":"' + b"m" * 70_000 + b'","entity":"e","timestamp_ms":1,"value":1}'
-    with pytest.raises(InvalidRecord, match="is 70011 bytes of UTF-8; at most 65535"):
+    tags = {f"t{i:03}": "v" * 400 for i in range(200)}
+    raw = orjson.dumps({"metric": "m", "entity": "e", "timestamp_ms": 1, "value": 1, "tags": tags})
+    size = len(series_key("m", "e", tags).encode())
+    assert size > MAX_SERIES_KEY_BYTES
+    with pytest.raises(InvalidRecord, match=f"is {size} bytes of UTF-8; at most 65535"):
         decode_point_json(raw)
+    with pytest.raises(InvalidRecord, match=f"is {size} bytes of UTF-8; at most 65535"):
+        JsonPointDecoder().decode(raw)
+
+
+@pytest.mark.parametrize(
+    ("point", "reason"),
+    [
+        ({"metric": "m" * 70_000}, "field 'metric' is 70000 bytes of UTF-8; at most 4096"),
+        ({"entity": "é" * 2049}, "field 'entity' is 4098 bytes of UTF-8; at most 4096"),
+        ({"tags": {f"t{i}": "v" for i in range(257)}}, "has 257 tags; at most 256 (MAX_TAGS)"),
+        ({"tags": {"n" * 1025: "v"}}, "a tag name in field 'tags' is 1025 bytes"),
+        ({"tags": {"host": "v" * 16_385}}, "tag 'host' is 16385 bytes of UTF-8; at most 16384"),
+    ],
+)
+def test_every_field_over_its_limit_is_refused_by_both_decoders_and_frames(
+    point: dict[str, object], reason: str
+) -> None:
+    fields = {"metric": "m", "entity": "e", "tags": {}} | point
+    raw = orjson.dumps({**fields, "timestamp_ms": 1, "value": 1.0})
+    with pytest.raises(InvalidRecord, match=re.escape(reason)):
+        decode_point_json(raw)
+    with pytest.raises(InvalidRecord, match=re.escape(reason)):
+        JsonPointDecoder().decode(raw)
+    key = series_key(str(fields["metric"]), str(fields["entity"]), fields["tags"])  # type: ignore[arg-type]
+    if len(key.encode()) <= MAX_SERIES_KEY_BYTES:
+        with pytest.raises(InvalidRecord, match=re.escape(reason)):
+            parse_series_key(key)
+
+
+def test_points_at_every_limit_are_accepted() -> None:
+    tags = {f"t{i:03}": "v" * 100 for i in range(MAX_TAGS)}
+    point = {"metric": "m" * 4096, "entity": "e" * 4096, "timestamp_ms": 1, "value": 2.5}
+    raw = orjson.dumps(point | {"tags": {"a" * 1024: "v" * 16_384}})
+    assert decode_point_json(raw).metric == "m" * 4096
+    many = orjson.dumps({"metric": "m", "entity": "e", "timestamp_ms": 1, "value": 1, "tags": tags})
+    assert len(decode_point_json(many).tags) == MAX_TAGS

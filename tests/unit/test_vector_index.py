@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -115,13 +115,18 @@ def test_cosine_distance_is_one_minus_cosine_similarity() -> None:
     ]
 
 
-def test_search_returns_metadata_of_each_hit() -> None:
-    index = make_index()
-    index.apply(batch([("a", rand(1)[0], {"lang": "en"})]))
+def test_search_returns_the_exact_nearest_with_their_metadata_and_squared_l2_distance() -> None:
+    index = make_index()  # ef_search 64 over 50 vectors: the search is exhaustive
+    vectors = rand(50)
+    index.apply(batch([(f"p{i}", v, {"n": i}) for i, v in enumerate(vectors)]))
+    query = rand(1, seed=1)[0]
 
-    assert index.search(rand(1)[0], k=1) == [
-        SearchHit("a", index.search(rand(1)[0], k=1)[0].distance, {"lang": "en"})
-    ]
+    hits = index.search(query, k=5)
+
+    squared = ((vectors.astype(np.float64) - query) ** 2).sum(axis=1)  # brute force
+    nearest = np.argsort(squared)[:5].tolist()
+    assert [(h.pk, h.metadata) for h in hits] == [(f"p{i}", {"n": i}) for i in nearest]
+    assert [h.distance for h in hits] == pytest.approx(squared[nearest].tolist(), rel=1e-5)
 
 
 def test_search_on_empty_index_returns_nothing() -> None:
@@ -558,6 +563,7 @@ def test_rwlock_lets_readers_overlap() -> None:
 
 def test_rwlock_writer_excludes_readers_and_other_writers() -> None:
     lock = ReadWriteLock()
+    watched = _watched(lock)
     state = {"readers": 0, "writers": 0}
     guard = threading.Lock()
     violations: list[str] = []
@@ -576,7 +582,7 @@ def test_rwlock_writer_excludes_readers_and_other_writers() -> None:
         for _ in range(200):
             with lock.write() if kind == "writers" else lock.read():
                 enter(kind)
-                time.sleep(0.0001)
+                time.sleep(0.0001)  # hold it a while, so that the others must wait
                 leave(kind)
 
     threads = [threading.Thread(target=work, args=("writers",)) for _ in range(2)]
@@ -588,48 +594,110 @@ def test_rwlock_writer_excludes_readers_and_other_writers() -> None:
 
     assert not any(t.is_alive() for t in threads)
     assert violations == []
+    assert watched.waits > 0, "no thread ever waited: the run proved no exclusion"
 
 
-def test_rwlock_waiting_writer_is_not_starved_by_overlapping_readers() -> None:
+class _CountingCondition(threading.Condition):
+    """The lock's condition, counting the threads in ``wait``: a thread waits there only
+    when the lock is not available to it, so ``waiting`` says who is blocked."""
+
+    def __init__(self) -> None:
+        super().__init__(threading.Lock())
+        self.waiting = 0
+        self.waits = 0
+
+    def wait(self, timeout: float | None = None) -> bool:
+        self.waiting += 1  # the condition's lock is held here
+        self.waits += 1
+        try:
+            return super().wait(timeout)
+        finally:
+            self.waiting -= 1
+
+
+def _watched(lock: ReadWriteLock) -> _CountingCondition:
+    condition = _CountingCondition()
+    lock._cond = condition  # before any thread uses the lock
+    return condition
+
+
+def _until_blocked(condition: _CountingCondition, threads: int) -> None:
+    """Return once ``threads`` threads wait for the lock (a state, not a delay)."""
+    deadline = time.monotonic() + 10
+    while condition.waiting < threads:
+        assert time.monotonic() < deadline, f"{condition.waiting} of {threads} threads blocked"
+        time.sleep(0.001)
+
+
+def _start(target: Callable[[], None]) -> threading.Thread:
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    return thread
+
+
+def test_rwlock_writer_blocks_while_a_reader_holds_it_and_enters_once_it_leaves() -> None:
     lock = ReadWriteLock()
-    stop = threading.Event()
-    readers_started = threading.Barrier(5, timeout=5)
+    watched = _watched(lock)
+    entered = threading.Event()
 
-    def read() -> None:
-        readers_started.wait()
-        while not stop.is_set():
-            with lock.read():
-                time.sleep(0.002)
+    def write() -> None:
+        with lock.write():
+            entered.set()
 
-    readers = [threading.Thread(target=read) for _ in range(4)]
-    for t in readers:
-        t.start()
-    readers_started.wait()
-    time.sleep(0.02)  # readers now hold the lock in overlapping turns
-
-    began = time.monotonic()
-    with lock.write():
-        waited = time.monotonic() - began
-    stop.set()
-    for t in readers:
-        t.join(timeout=10)
-
-    assert waited < 1.0
+    with lock.read():
+        writer = _start(write)
+        _until_blocked(watched, 1)
+        assert not entered.is_set()
+    assert entered.wait(timeout=10)
+    writer.join(timeout=10)
 
 
-def test_rwlock_readers_wait_while_a_writer_holds_it() -> None:
+def test_rwlock_a_held_write_blocks_readers_and_writers_and_the_waiting_writer_goes_first() -> None:
     lock = ReadWriteLock()
+    watched = _watched(lock)
     order: list[str] = []
 
     def read() -> None:
         with lock.read():
-            order.append("read")
+            order.append("reader")
+
+    def write() -> None:
+        with lock.write():
+            order.append("writer")
 
     with lock.write():
-        reader = threading.Thread(target=read)
-        reader.start()
-        time.sleep(0.05)
-        order.append("write done")
-    reader.join(timeout=5)
+        threads = [_start(read), _start(write)]
+        _until_blocked(watched, 2)
+        assert order == []
+        order.append("first writer leaves")
+    for thread in threads:
+        thread.join(timeout=10)
 
-    assert order == ["write done", "read"]
+    # Writers are preferred: the reader that waited longer still goes after the writer.
+    assert order == ["first writer leaves", "writer", "reader"]
+
+
+def test_rwlock_a_waiting_writer_holds_back_new_readers_so_readers_cannot_starve_it() -> None:
+    lock = ReadWriteLock()
+    watched = _watched(lock)
+    order: list[str] = []
+
+    def read() -> None:
+        with lock.read():
+            order.append("late reader")
+
+    def write() -> None:
+        with lock.write():
+            order.append("writer")
+
+    with lock.read():  # an early reader holds the lock
+        writer = _start(write)
+        _until_blocked(watched, 1)
+        late = _start(read)  # the lock is only read-held, yet this reader must wait
+        _until_blocked(watched, 2)
+        assert order == []
+        order.append("early reader leaves")
+    writer.join(timeout=10)
+    late.join(timeout=10)
+
+    assert order == ["early reader leaves", "writer", "late reader"]

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import zstandard
 
-from pipeline.errors import CorruptBatch, UnknownDictionary
+from pipeline.errors import CorruptBatch, UnknownDictionary, call_with_retries
 from pipeline.ts.block import encode_block
 from pipeline.ts.dataset import devops_dataset
 from pipeline.vectors.ops import OpType, VectorOp, encode_op_frame
@@ -98,8 +98,21 @@ def test_any_flipped_byte_is_detected_as_corrupt(codec: str) -> None:
         decode_batch(data[:-1])
 
 
-def test_corrupt_batch_is_not_retriable() -> None:
-    assert CorruptBatch.retriable is False
+def test_a_corrupt_batch_is_raised_at_once_by_the_retry_loop_never_retried() -> None:
+    damaged = bytearray(encode_batch(_entries(3), "zstd", 3, "p"))
+    damaged[-1] ^= 0x40
+    calls: list[int] = []
+
+    def decode() -> object:
+        calls.append(1)
+        return decode_batch(bytes(damaged))
+
+    def no_sleep(seconds: float) -> None:
+        raise AssertionError(f"a corrupt batch was retried (after {seconds:.2f} s)")
+
+    with pytest.raises(CorruptBatch):
+        call_with_retries(decode, timeout_s=60, sleep=no_sleep)
+    assert calls == [1]
 
 
 def test_compression_ratio_is_uncompressed_body_over_batch_bytes() -> None:

@@ -42,3 +42,16 @@ app.kubernetes.io/component: {{ .component }}
   value: {{ $value | quote }}
 {{- end }}
 {{- end -}}
+
+{{/* The Secret and key holding the workers' page key. */}}
+{{- define "themisdb.pageKeySecret" -}}
+{{- .Values.pageKey.existingSecret | default (printf "%s-page-key" (include "themisdb.fullname" .)) -}}
+{{- end }}
+
+{{- define "themisdb.pageKeyEnv" -}}
+- name: THEMIS_WORKER_PAGE_KEY
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "themisdb.pageKeySecret" . }}
+      key: {{ .Values.pageKey.secretKey }}
+{{- end }}

@@ -1,0 +1,38 @@
+"""``themis bench wal --quick --json`` end to end: the shipped bytes, the codec speeds and
+the replication lag of a real primary and replica cluster."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from pipeline.bench.wal import render
+from pipeline.kafka.broker import BrokerHandle
+from tests.fixtures.support import run_quick_bench
+
+pytestmark = pytest.mark.e2e
+
+
+def test_quick_run_ships_the_wal_compressed_and_reports_the_lag_of_every_entry(
+    kafka_broker: BrokerHandle,
+) -> None:
+    report: Any = run_quick_bench("wal", kafka_broker.bootstrap_servers, timeout_s=300)
+    json_points = report["json_points"]
+    uncompressed = json_points["bytes_uncompressed"]
+    ours = json_points["bytes_shipped_batch_zstd"]
+    assert 0 < ours < json_points["bytes_shipped_none"]
+    assert report["bandwidth_reduction"] == pytest.approx(1 - ours / uncompressed, abs=1e-4)
+    assert 0.5 < float(report["bandwidth_reduction"]) < 1
+    assert 0 < float(report["bandwidth_reduction_mixed"]) < 1
+    for rate in ("compress_mb_per_s", "decompress_mb_per_s", "lag_load_entries_per_s"):
+        assert float(report[rate]) > 0, rate
+    lag = report["lag"]
+    assert lag["entries"] > 0
+    assert lag["shipper"]["failed_ships"] == 0
+    assert lag["shipper"]["total_entries_shipped"] >= lag["entries"]
+    assert 0 <= lag["max_ms"] < 10_000
+    assert set(report["definitions"]) >= {"bandwidth_reduction", "compress_mb_per_s"}
+    table = render(report)
+    assert f"{report['bytes_shipped_batch_zstd']:,} B" in table
+    assert f"p99 {report['replication_lag_ms_p99']} ms" in table
