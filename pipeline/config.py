@@ -242,7 +242,14 @@ def _coerce(key: str, raw: object, kind: object, meta: Mapping[str, Any]) -> obj
     return value
 
 
-def _build_section(cls: type[_T], section: str, values: Mapping[str, object], origin: str) -> _T:
+def _build_section(
+    cls: type[_T],
+    section: str,
+    values: Mapping[str, object],
+    origin: str,
+    env_names: Mapping[str, str],
+) -> _T:
+    """``cls`` from ``values``; an error names the variable a value came from, if one did."""
     hints = get_type_hints(cls)
     known = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
     kwargs: dict[str, object] = {}
@@ -251,7 +258,10 @@ def _build_section(cls: type[_T], section: str, values: Mapping[str, object], or
             raise ConfigError(
                 f"{origin}: unknown key {section}.{name}; known keys: {', '.join(sorted(known))}"
             )
-        kwargs[name] = _coerce(f"{section}.{name}", raw, hints[name], known[name].metadata)
+        key = f"{section}.{name}"
+        if name in env_names:
+            key = f"{env_names[name]} ({key})"
+        kwargs[name] = _coerce(key, raw, hints[name], known[name].metadata)
     return cls(**kwargs)
 
 
@@ -277,18 +287,27 @@ def _yaml_sections(path: Path) -> dict[str, dict[str, object]]:
     return sections
 
 
-def _env_sections(env: Mapping[str, str]) -> dict[str, dict[str, object]]:
+def _env_sections(
+    env: Mapping[str, str],
+) -> tuple[dict[str, dict[str, object]], dict[str, dict[str, str]]]:
+    """The values the environment sets, by section, and the variable each came from."""
     sections: dict[str, dict[str, object]] = {}
-    for section, prefix in ENV_PREFIX.items():
-        cls = _SECTION_TYPES[section]
-        for f in dataclasses.fields(cls):
-            env_name = prefix + f.name.upper()
-            if env_name in env:
-                sections.setdefault(section, {})[f.name] = env[env_name]
-    for env_name, (section, name) in ENV_ALIASES.items():
-        if env_name in env and env[env_name] != "":
-            sections.setdefault(section, {})[name] = env[env_name]
-    return sections
+    names: dict[str, dict[str, str]] = {}
+    found = [
+        (prefix + f.name.upper(), section, f.name)
+        for section, prefix in ENV_PREFIX.items()
+        for f in dataclasses.fields(_SECTION_TYPES[section])
+        if prefix + f.name.upper() in env
+    ]
+    found += [
+        (env_name, section, name)
+        for env_name, (section, name) in ENV_ALIASES.items()
+        if env.get(env_name, "") != ""
+    ]
+    for env_name, section, name in found:
+        sections.setdefault(section, {})[name] = env[env_name]
+        names.setdefault(section, {})[name] = env_name
+    return sections, names
 
 
 _SECTION_TYPES: Mapping[str, type] = {
@@ -320,16 +339,21 @@ def load_settings(
             merged[name].update(body)
     elif explicit:
         raise ConfigError(f"config file {path} does not exist; set THEMIS_CONFIG to a valid path")
-    for name, env_body in _env_sections(env).items():
+    from_env, env_names = _env_sections(env)
+    for name, env_body in from_env.items():
         merged[name].update(env_body)
     for name, override in (overrides or {}).items():
         if name not in merged:
             raise ConfigError(f"unknown settings section {name!r}")
         merged[name].update(override)
+        for key in override:
+            env_names.get(name, {}).pop(key, None)
     origin = str(path)
     return Settings(
         **{
-            name: _build_section(_SECTION_TYPES[name], name, merged[name], origin)
+            name: _build_section(
+                _SECTION_TYPES[name], name, merged[name], origin, env_names.get(name, {})
+            )
             for name in _SECTION_TYPES
         }
     )
@@ -342,7 +366,7 @@ def with_overrides(settings: Settings, overrides: Mapping[str, Mapping[str, obje
     for name, cls in _SECTION_TYPES.items():
         current: dict[str, object] = dataclasses.asdict(getattr(settings, name))
         current.update(overrides.get(name, {}))
-        sections[name] = _build_section(cls, name, current, "overrides")
+        sections[name] = _build_section(cls, name, current, "overrides", {})
     return Settings(**sections)  # type: ignore[arg-type]
 
 

@@ -200,10 +200,13 @@ class WorkerClient:
                 data=data,
                 headers=self._headers,
             ) as resp:
+                raw = await resp.read()
+                if resp.status == 400:  # the request itself is wrong: no other worker helps
+                    raise InvalidRequest(f"worker {url} refused {path}: {_error_of(raw)}")
                 if resp.status != 200:
                     _LOG.warning("worker %s answered %s to %s", url, resp.status, path)
                     return None
-                loaded: dict[str, Any] = orjson.loads(await resp.read())
+                loaded: dict[str, Any] = orjson.loads(raw)
                 return loaded
         except (aiohttp.ClientError, TimeoutError, orjson.JSONDecodeError) as exc:
             _LOG.info("worker %s does not answer %s: %s", url, path, exc)
@@ -324,3 +327,14 @@ def run_with_client(
             return await call(client)
 
     return asyncio.run(run())
+
+
+def _error_of(body: bytes) -> str:
+    """The ``error`` of a worker's JSON answer, else the start of its body."""
+    try:
+        reply = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        reply = None
+    if isinstance(reply, dict) and isinstance(reply.get("error"), str):
+        return str(reply["error"])
+    return body[:200].decode("utf-8", "replace")

@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import http.client
 import json
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,7 +14,7 @@ import pytest
 
 from pipeline.kafka.local_broker import free_port
 from pipeline.ts.block import decode_block
-from pipeline.ts.point import decode_frame, decode_point_json, is_frame, series_key
+from pipeline.ts.point import series_key
 from tests.fixtures.broker import MakeSettings
 from tests.fixtures.facade import (
     ADMIN,
@@ -28,6 +27,7 @@ from tests.fixtures.facade import (
     start_facade_process,
 )
 from tests.fixtures.support import stop_process, wait_until
+from tests.fixtures.topics import points_on, records_on
 
 pytestmark = pytest.mark.integration
 
@@ -190,13 +190,12 @@ def test_feature_flag_off_answers_503_while_direct_writes_are_durable_and_rate_l
         assert _points(facade, "metric=mem&entity=s2") == [[6, 1.25]]
         bootstrap = settings.kafka.bootstrap_servers
         assert bootstrap
-        blocks = [
-            decode_block(v) for v in _values_in_topic(bootstrap, settings.topic("ts.blocks"), 2)
-        ]
+        on_topic = records_on(bootstrap, settings.topic("ts.blocks"))
+        blocks = [decode_block(value) for _, value in on_topic]
         assert [(b.series_key, b.points()[0].tolist(), b.points()[1].tolist()) for b in blocks] == [
             (series_key("mem", "s2", {}), [6], [1.25])
         ]
-        assert _points_in_topic(bootstrap, settings.topic("ts.points"), 2) == []
+        assert points_on(bootstrap, settings.topic("ts.points")) == []
         status, body, _ = facade.call(
             "POST", "/vectors/add/buffered", {"pk": "a", "vector": [0.5] * DIM}, WRITER
         )
@@ -210,50 +209,6 @@ def test_feature_flag_off_answers_503_while_direct_writes_are_durable_and_rate_l
         assert "no worker answers" in body["error"]
     finally:
         facade.close()
-
-
-def _points_in_topic(bootstrap: str, topic: str, partitions: int) -> list[tuple[str, int]]:
-    """``(series key, timestamp_ms)`` of every point on ``topic``, JSON points and frames."""
-    points: list[tuple[str, int]] = []
-    for value in _values_in_topic(bootstrap, topic, partitions):
-        if is_frame(value):
-            points += [(k, t) for k, ts, _ in decode_frame(value) for t in ts.tolist()]
-        else:
-            point = decode_point_json(value)
-            points.append((point.series_key(), point.timestamp_ms))
-    return points
-
-
-def _values_in_topic(bootstrap: str, topic: str, partitions: int) -> list[bytes]:
-    """Every record's value on ``topic``, from the beginning to the end it has now."""
-    from confluent_kafka import OFFSET_BEGINNING, TopicPartition
-
-    from pipeline.kafka.consumer import make_consumer
-
-    consumer = make_consumer(bootstrap, "count")
-    try:
-        ends = {
-            p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
-            for p in range(partitions)
-        }
-        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in range(partitions)])
-        values: list[bytes] = []
-        seen = dict.fromkeys(ends, 0)
-        deadline = time.monotonic() + 60
-        while any(seen[p] < ends[p] for p in ends) and time.monotonic() < deadline:
-            message = consumer.poll(1.0)
-            if message is None or message.error():
-                continue
-            partition, offset, value = message.partition(), message.offset(), message.value()
-            assert partition is not None
-            assert offset is not None
-            assert value is not None
-            seen[partition] = offset + 1
-            values.append(value)
-        assert seen == ends, f"read {seen} of {ends} records of {topic} in 60 s"
-        return values
-    finally:
-        consumer.close()
 
 
 def test_sigterm_delivers_every_queued_point_before_the_facade_exits(
@@ -270,5 +225,5 @@ def test_sigterm_delivers_every_queued_point_before_the_facade_exits(
         code = stop_process(proc)
     assert code == 0, (tmp_path / "facade.log").read_text()[-2000:]
     assert settings.kafka.bootstrap_servers
-    points = _points_in_topic(settings.kafka.bootstrap_servers, settings.topic("ts.points"), 2)
+    points = points_on(settings.kafka.bootstrap_servers, settings.topic("ts.points"))
     assert sorted(points) == [('["q","e",{}]', i) for i in range(200)]

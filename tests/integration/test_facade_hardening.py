@@ -23,15 +23,13 @@ from typing import Any
 
 import orjson
 import pytest
-from confluent_kafka import OFFSET_BEGINNING, KafkaException, TopicPartition
 
-from pipeline.kafka.clients import Consumer
 from pipeline.kafka.local_broker import LocalKafka
 from pipeline.kafka.topics import apply_topics
-from pipeline.ts.point import decode_frame, decode_point_json, is_frame
 from pipeline.worker.query import query
 from tests.fixtures.broker import MakeSettings
 from tests.fixtures.facade import DIM, KEYS, WRITER, FacadeThread, facade_settings
+from tests.fixtures.topics import points_on, records_on
 
 pytestmark = pytest.mark.integration
 
@@ -60,57 +58,6 @@ def make_facade(make_settings: MakeSettings) -> Iterator[MakeFacade]:
 @pytest.fixture
 def facade(make_facade: MakeFacade) -> FacadeThread:
     return make_facade()
-
-
-def _records(bootstrap: str, topic: str) -> list[tuple[bytes | None, bytes]]:
-    """``(key, value)`` of every record on ``topic``, read from the beginning to its end."""
-    consumer = Consumer(
-        {"bootstrap.servers": bootstrap, "group.id": "read", "enable.auto.commit": False}
-    )
-    try:
-        partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
-        parts = [TopicPartition(topic, p) for p in partitions]
-        ends = {p.partition: _end_offset(consumer, p) for p in parts}
-        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in ends])
-        seen = dict.fromkeys(ends, 0)
-        found: list[tuple[bytes | None, bytes]] = []
-        deadline = time.monotonic() + 30
-        while any(seen[p] < ends[p] for p in ends) and time.monotonic() < deadline:
-            message = consumer.poll(0.5)
-            if message is None or message.error():
-                continue
-            offset, value = message.offset(), message.value()
-            assert offset is not None
-            assert value is not None
-            seen[message.partition() or 0] = offset + 1
-            found.append((message.key(), value))
-        return found
-    finally:
-        consumer.close()
-
-
-def _end_offset(consumer: Consumer, partition: TopicPartition) -> int:
-    # A broker just resumed may answer "not leader" for a moment.
-    for attempt in range(20):
-        try:
-            return int(consumer.get_watermark_offsets(partition, timeout=10)[1])
-        except KafkaException:
-            if attempt == 19:
-                raise
-            time.sleep(0.25)
-    raise AssertionError("unreachable")
-
-
-def _points_on(bootstrap: str, topic: str) -> list[tuple[str, int]]:
-    """``(series key, timestamp_ms)`` of every point on a points topic (frames and JSON)."""
-    points: list[tuple[str, int]] = []
-    for _, value in _records(bootstrap, topic):
-        if is_frame(value):
-            points += [(k, t) for k, ts, _ in decode_frame(value) for t in ts.tolist()]
-        else:
-            point = decode_point_json(value)
-            points.append((point.series_key(), point.timestamp_ms))
-    return points
 
 
 def _raw_exchange(
@@ -210,11 +157,11 @@ def test_a_stalled_broker_answers_acked_and_direct_writes_503_at_the_deadline_lo
     finally:
         facade.close()
 
-    points = set(_points_on(bootstrap, settings.topic("ts.points")))
+    points = set(points_on(bootstrap, settings.topic("ts.points")))
     for t in (1, 3):
         assert ('["cpu","s1",{}]', t) in points
         assert {(f'["cpu","b{i}",{{}}]', t) for i in range(3)} <= points
-    pks = {key for key, _ in _records(bootstrap, settings.topic("vectors.ops"))}
+    pks = {key for key, _ in records_on(bootstrap, settings.topic("vectors.ops"))}
     assert {b"v1", b"v3"} <= pks
     durable = query(
         "cpu", "direct", 0, 10, settings=settings, include_buffered=False, store_path=tmp_path / "q"
@@ -382,4 +329,4 @@ def test_a_request_refused_with_4xx_sent_nothing_to_any_topic(facade: FacadeThre
     bootstrap = facade.settings.kafka.bootstrap_servers
     assert bootstrap
     for spec in ("ts.points", "vectors.ops", "ts.blocks", "wal"):
-        assert _records(bootstrap, facade.settings.topic(spec)) == [], spec
+        assert records_on(bootstrap, facade.settings.topic(spec)) == [], spec

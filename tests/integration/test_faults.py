@@ -13,7 +13,6 @@ entry is there exactly once and that the pipeline caught up within its bound.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import signal
 import subprocess
@@ -51,7 +50,7 @@ from tests.fixtures.support import (
     wait_until,
 )
 from tests.fixtures.toxiproxy import MakeProxy, Proxy, Toxiproxy
-from tests.fixtures.worker import vector_dump
+from tests.fixtures.worker import ts_stats, vector_dump
 
 pytestmark = pytest.mark.integration
 
@@ -196,15 +195,6 @@ def _ts_caught_up(settings: Settings, tmp_path: Path, data: Data) -> bool:
         return False
 
 
-def _stats(port: int) -> dict[str, Any]:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/ts/buffer/stats", timeout=2) as r:
-            body: dict[str, Any] = json.loads(r.read())
-            return body
-    except OSError:
-        return {}
-
-
 @contextlib.contextmanager
 def _worker(
     env: dict[str, str], settings: Settings, log: Path
@@ -212,7 +202,7 @@ def _worker(
     """A ``themis worker`` whose pages answer; it must still run at the end, and stop cleanly."""
     proc = start_themis_worker(env, log)
     try:
-        wait_until(lambda: bool(_stats(settings.worker.web_port)), timeout_s=60, what="worker")
+        wait_until(lambda: bool(ts_stats(settings.worker.web_port)), timeout_s=60, what="worker")
         yield proc
         assert proc.poll() is None, f"the worker exited: {log.read_text()[-3000:]}"
     finally:
@@ -249,7 +239,7 @@ def test_worker_behind_latency_resets_and_a_black_hole_loses_and_doubles_no_poin
         _send_round(producer, data, 0)
         producer.flush()
         wait_until(
-            lambda: _stats(settings.worker.web_port).get("points_flushed", 0) > 0,
+            lambda: ts_stats(settings.worker.web_port).get("points_flushed", 0) > 0,
             timeout_s=60,
             what="points durable before the faults",
         )
@@ -300,7 +290,7 @@ def test_broker_sigstopped_for_15_s_under_ingest_loses_and_doubles_no_point(
         _send_round(producer, data, 0)
         producer.flush()
         wait_until(
-            lambda: _stats(settings.worker.web_port).get("points_flushed", 0) > 0,
+            lambda: ts_stats(settings.worker.web_port).get("points_flushed", 0) > 0,
             timeout_s=60,
             what="points durable before the stop",
         )
@@ -338,7 +328,7 @@ def test_broker_sigkilled_then_restarted_with_its_data_loses_and_doubles_no_acke
             _send_round(producer, data, r)
             producer.flush()
         wait_until(
-            lambda: _stats(settings.worker.web_port).get("points_flushed", 0) > 0,
+            lambda: ts_stats(settings.worker.web_port).get("points_flushed", 0) > 0,
             timeout_s=60,
             what="points durable before the kill",
         )

@@ -5,10 +5,8 @@ from __future__ import annotations
 import json
 import signal
 import time
-import urllib.request
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import orjson
@@ -19,6 +17,7 @@ from pipeline.kafka.local_broker import free_port
 from pipeline.ts import TSProducer, series_key
 from pipeline.ts.store import BlockStore
 from tests.fixtures.support import settings_as_env, start_themis_worker, stop_process, wait_until
+from tests.fixtures.worker import ts_stats
 
 pytestmark = pytest.mark.integration
 
@@ -33,15 +32,6 @@ def _dataset(points_per_series: int) -> list[tuple[str, np.ndarray, np.ndarray]]
         vs = np.round(np.cumsum(rng.normal(0, 1, points_per_series)), 2)
         out.append((series_key("load", f"host{i:03d}", {"rack": str(i % 4)}), ts, vs))
     return out
-
-
-def _stats(port: int) -> dict[str, Any]:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/ts/buffer/stats", timeout=2) as r:
-            body: dict[str, Any] = json.loads(r.read())
-            return body
-    except OSError:
-        return {}
 
 
 def _assert_store_holds_exactly(
@@ -86,18 +76,18 @@ def _kill_mid_ingest_then_restart(topics: Settings, tmp_path: Path, send: Send, 
     worker = start_themis_worker(env, tmp_path / "worker1.log")
     port = topics.worker.web_port
     try:
-        wait_until(lambda: bool(_stats(port)), timeout_s=60, what="worker web server")
+        wait_until(lambda: bool(ts_stats(port)), timeout_s=60, what="worker web server")
         for r in range(rounds):
             send(producer, data, slice(r * per_round, (r + 1) * per_round))
             producer.flush()
             if r == 4:
                 wait_until(
-                    lambda: _stats(port).get("points_flushed", 0) >= 200_000,
+                    lambda: ts_stats(port).get("points_flushed", 0) >= 200_000,
                     timeout_s=60,
                     what="some points durable before the kill",
                 )
                 stop_process(worker, sig=signal.SIGKILL)
-                assert _stats(port) == {}, "the worker still answers after SIGKILL"
+                assert ts_stats(port) == {}, "the worker still answers after SIGKILL"
     finally:
         stop_process(worker, sig=signal.SIGKILL)
         producer.close()
@@ -154,7 +144,7 @@ def test_two_workers_split_partitions_and_a_rebalance_loses_and_doubles_nothing(
     a = start_themis_worker(env_a, tmp_path / "a.log")
     b = None
     try:
-        wait_until(lambda: bool(_stats(topics.worker.web_port)), timeout_s=60, what="worker A")
+        wait_until(lambda: bool(ts_stats(topics.worker.web_port)), timeout_s=60, what="worker A")
         for r in range(4):
             sl = slice(r * 500, (r + 1) * 500)
             producer.put_arrays((key, ts[sl], vs[sl]) for key, ts, vs in data)
@@ -163,19 +153,20 @@ def test_two_workers_split_partitions_and_a_rebalance_loses_and_doubles_nothing(
                 b = start_themis_worker(env_b, tmp_path / "b.log")
                 wait_until(
                     lambda: (
-                        len(_stats(port_b).get("assigned_partitions", [])) == 1
-                        and len(_stats(topics.worker.web_port).get("assigned_partitions", [])) == 1
+                        len(ts_stats(port_b).get("assigned_partitions", [])) == 1
+                        and len(ts_stats(topics.worker.web_port).get("assigned_partitions", []))
+                        == 1
                     ),
                     timeout_s=60,
                     what="workers A and B to own one partition each",
                 )
             if r == 2:
                 wait_until(
-                    lambda: _stats(port_b).get("points_buffered", 0) > 0,
+                    lambda: ts_stats(port_b).get("points_buffered", 0) > 0,
                     timeout_s=60,
                     what="worker B to own a partition",
                 )
-                assert _stats(topics.worker.web_port).get("points_buffered", 0) > 0
+                assert ts_stats(topics.worker.web_port).get("points_buffered", 0) > 0
                 assert stop_process(a) == 0  # A leaves: B takes over its partition
         wait_until(
             lambda: _durable_distinct(topics, tmp_path, data) == SERIES * 2_000,
@@ -201,7 +192,7 @@ def test_a_replacement_worker_consumes_within_15_s_of_a_sigkill(
     first = start_themis_worker(env, tmp_path / "worker1.log")
     try:
         wait_until(
-            lambda: _stats(port).get("points_buffered", 0) >= 1,
+            lambda: ts_stats(port).get("points_buffered", 0) >= 1,
             timeout_s=60,
             what="the first worker consuming",
         )
@@ -213,7 +204,7 @@ def test_a_replacement_worker_consumes_within_15_s_of_a_sigkill(
         producer.put({"metric": "beat", "entity": "e", "timestamp_ms": 2, "value": 2.0})
         producer.flush()
         wait_until(
-            lambda: _stats(port).get("points_buffered", 0) >= 1,
+            lambda: ts_stats(port).get("points_buffered", 0) >= 1,
             timeout_s=60,
             what="the replacement consuming",
         )

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from pipeline.config import Settings
-from pipeline.errors import ConfigError
+from pipeline.errors import ConfigError, InvalidRequest
 from pipeline.worker.app import create_app
 from tests.fixtures.broker import MakeSettings
 from tests.fixtures.support import settings_as_env, start_themis_worker, stop_process, wait_until
@@ -42,6 +42,10 @@ def test_pages_need_the_page_key_when_one_is_set_and_metrics_stay_open(
         assert _status(base + "/ts/buffer/stats", {"Authorization": "Bearer s3cret"}) == 200
         # The one client of the pages sends the key from the settings.
         assert "points_buffered" in worker_page(settings, "/ts/buffer/stats")
+        # A request the worker refuses (400) is the caller's error, not "no worker answers".
+        refused = r"refused /ts/buffered\?series=x: .* \(integer milliseconds\) are required"
+        with pytest.raises(InvalidRequest, match=refused):
+            worker_page(settings, "/ts/buffered?series=x")
     finally:
         assert stop_process(worker) == 0
 

@@ -94,3 +94,23 @@ def test_a_retriable_error_is_raised_once_the_deadline_would_pass() -> None:
     with pytest.raises(ThemisError, match="still busy"):
         call_with_retries(always_busy, timeout_s=1.0, sleep=waits.append)
     assert 0 < sum(waits) <= 1.0 * 1.25 + 2.0
+
+
+@pytest.mark.parametrize(
+    ("env", "overrides", "needle"),
+    [
+        ({"THEMIS_FACADE_PORT": "x"}, {}, "THEMIS_FACADE_PORT (facade.port): 'x' is not"),
+        (
+            {"THEMIS_WAL_COMPRESSION": "gzip"},
+            {},
+            "THEMIS_WAL_COMPRESSION (compressed_wal_shipping.compression_type): 'gzip'",
+        ),
+        ({"THEMIS_FACADE_PORT": "8080"}, {"facade": {"port": "y"}}, "facade.port: 'y' is not"),
+    ],
+)
+def test_a_bad_value_names_the_variable_it_came_from(
+    tmp_path: Path, env: dict[str, str], overrides: dict[str, dict[str, object]], needle: str
+) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_settings(path=_file(tmp_path, ""), env=env, overrides=overrides)
+    assert str(info.value).startswith(needle)
