@@ -25,7 +25,7 @@ from typing import Any
 from aiohttp import web
 
 from pipeline.config import Settings
-from pipeline.errors import Conflict, InvalidRequest, NotFound, ThemisError
+from pipeline.errors import Conflict, InvalidArgument, InvalidRequest, NotFound, ThemisError
 from pipeline.facade.app import FACADE_STATE
 from pipeline.facade.auth import Role
 from pipeline.facade.middleware import RouteSpec
@@ -129,7 +129,9 @@ async def add_replica(request: web.Request) -> web.Response:
         raise InvalidRequest("field 'endpoint' must start with kafka://, http:// or https://")
     try:
         await asyncio.to_thread(_control(request)._ensure().add_replica, replica_id, endpoint)
-    except ThemisError as exc:  # InvalidArgument (the id) or Conflict (already configured)
+    except InvalidArgument as exc:  # the id or the endpoint
+        raise InvalidRequest(f"replica {replica_id!r} not added: {exc}") from None
+    except ThemisError as exc:  # already configured
         raise Conflict(f"replica {replica_id!r} not added: {exc}") from None
     return web.json_response({"success": True, "replica_id": replica_id, "endpoint": endpoint})
 

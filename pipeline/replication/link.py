@@ -175,6 +175,9 @@ class ReplicaLink(threading.Thread):
                 value = msg.value() or b""
                 with self.lock:
                     self.read_lsn = offset + 1
+                    # A record read proves the WAL reaches this far; the end itself is
+                    # read only every half second (caught_up() and lag() rely on it).
+                    self.wal_end_lsn = max(self.wal_end_lsn, self.read_lsn)
                 try:
                     entry = decode_entry_record(value, offset)
                 except InvalidRecord as exc:
@@ -248,6 +251,7 @@ class ReplicaLink(threading.Thread):
                 return
             except ShipFailed as exc:
                 self._failed(exc, len(data) if exc.bytes_sent else 0)
+                self._refresh_end()  # the lag keeps growing while the replica is down
                 jittered = delay * random.uniform(0.5, 1.5)
                 self.stop.wait(jittered)
                 delay = min(delay * 2, BACKOFF_MAX_S)
