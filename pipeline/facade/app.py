@@ -147,13 +147,14 @@ class Facade:
 
     async def start(self, app: web.Application) -> None:
         """Create the producer, learn partition counts, start polling the workers."""
-        if self._producer is None:
-            if not self.bootstrap:
-                raise ConfigError("the facade needs a Kafka bootstrap address")
-            self._producer = AsyncProducer(self.bootstrap, **{"linger.ms": PRODUCER_LINGER_MS})
+        if self._producer is None and not self.bootstrap:
+            raise ConfigError("the facade needs a Kafka bootstrap address")
         missing = [t for t in (self.points_topic, self.ops_topic) if t not in self._partitions]
-        if missing:
+        if missing:  # before the producer exists: a start refused here leaves nothing open
             self._partitions.update(await asyncio.to_thread(self._topic_partitions, missing))
+        if self._producer is None:
+            assert self.bootstrap
+            self._producer = AsyncProducer(self.bootstrap, **{"linger.ms": PRODUCER_LINGER_MS})
         self._refresher = asyncio.create_task(self._refresh_worker_sizes())
 
     def _topic_partitions(self, topics: list[str]) -> dict[str, int]:

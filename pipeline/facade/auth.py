@@ -106,8 +106,8 @@ def parse_key_entries(text: str, *, separator: str, origin: str) -> list[tuple[s
             entries.append((key.strip(), Role(role.strip())))
         except ValueError:
             raise ConfigError(
-                f"{origin}: entry {number} has role {role.strip()!r}; "
-                "allowed: writer, admin, replicator"
+                f"{origin}: entry {number} ends in no known role (the entry is not shown: "
+                "a key may contain ':'); allowed: writer, admin, replicator"
             ) from None
     return entries
 

@@ -11,9 +11,11 @@ import argparse
 import asyncio
 import gc
 import logging
+import ssl
 from pathlib import Path
 
 from pipeline.config import Settings, with_overrides
+from pipeline.errors import ConfigError
 
 _LOG = logging.getLogger(__name__)
 
@@ -62,6 +64,31 @@ async def _settle_heap(app: object) -> None:
     gc.set_threshold(GC_GEN0_THRESHOLD, *gc.get_threshold()[1:])
 
 
+def _tls_context(args: argparse.Namespace) -> ssl.SSLContext | None:
+    """The server's TLS from ``--tls-cert``, ``--tls-key`` and ``--tls-client-ca`` (none
+    without ``--tls-cert``); :class:`ConfigError` names a flag missing or the files that
+    cannot be loaded, before anything starts."""
+    if not args.tls_cert:
+        if args.tls_key or args.tls_client_ca:
+            raise ConfigError(
+                "--tls-key and --tls-client-ca need --tls-cert (the server certificate); "
+                "without it the facade serves plain HTTP"
+            )
+        return None
+    if not args.tls_key:
+        raise ConfigError("--tls-cert needs --tls-key (the certificate's private key)")
+    from pipeline.replication import server_ssl_context
+
+    ca = Path(args.tls_client_ca) if args.tls_client_ca else None
+    try:
+        return server_ssl_context(Path(args.tls_cert), Path(args.tls_key), ca)
+    except OSError as exc:  # ssl.SSLError included
+        files = f"--tls-cert {args.tls_cert}, --tls-key {args.tls_key}"
+        if ca is not None:
+            files += f", --tls-client-ca {ca}"
+        raise ConfigError(f"cannot load the TLS files ({files}): {exc}") from None
+
+
 def run_facade(args: argparse.Namespace, settings: Settings) -> int:
     """Find the broker, serve until a signal; returns the exit code."""
     from pipeline.facade.app import create_facade
@@ -69,6 +96,7 @@ def run_facade(args: argparse.Namespace, settings: Settings) -> int:
     from pipeline.facade.replication_routes import install_replication, replication_routes
     from pipeline.kafka.broker import require_broker
 
+    ssl_context = _tls_context(args)  # a bad flag fails before a broker is looked for
     overrides: dict[str, object] = {}
     if args.host is not None:
         overrides["host"] = args.host
@@ -81,12 +109,6 @@ def run_facade(args: argparse.Namespace, settings: Settings) -> int:
     app = create_facade(settings, bootstrap, extra_routes=replication_routes())
     install_replication(app, settings, bootstrap, client_certificates=bool(args.tls_client_ca))
     app.on_startup.append(_settle_heap)
-    ssl_context = None
-    if args.tls_cert:
-        from pipeline.replication import server_ssl_context
-
-        ca = Path(args.tls_client_ca) if args.tls_client_ca else None
-        ssl_context = server_ssl_context(Path(args.tls_cert), Path(args.tls_key), ca)
     _LOG.info("facade listening on %s:%s", settings.facade.host, settings.facade.port)
     # Until SIGINT or SIGTERM; then stop accepting, finish requests, run the cleanup
     # (which flushes the producer), then return.

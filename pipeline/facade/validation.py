@@ -45,6 +45,7 @@ INT64_MAX: Final = 2**63 - 1
 _SEARCH_FIELDS: Final = frozenset({"vector", "k", "ef", "filter"})
 NDJSON: Final = "application/x-ndjson"
 """The content type of a newline-delimited JSON batch."""
+_UTF8_BOM: Final = b"\xef\xbb\xbf"
 
 
 def parse_json(body: bytes) -> Any:
@@ -86,7 +87,9 @@ def point_from_json(raw: object, where: str = "") -> DataPoint:
 def batch_points(body: bytes, content_type: str) -> list[DataPoint]:
     """Every point of a JSON array or NDJSON body, all validated; errors name the point
     (``point 3: ...``) or line (``line 4: ...``)."""
-    if body.lstrip().startswith(b"[") and content_type != NDJSON:
+    # A leading UTF-8 BOM is skipped by the parser, as for one point; it must not turn
+    # an array into NDJSON ("line 1: a point must be a JSON object").
+    if body.removeprefix(_UTF8_BOM).lstrip().startswith(b"[") and content_type != NDJSON:
         items = parse_json(body)
         if not isinstance(items, list):
             raise InvalidRequest("the body must be a JSON array of points or NDJSON")

@@ -304,8 +304,9 @@ def test_keyring_compares_every_key_and_parses_roles() -> None:
     assert "a:b" not in repr(ring)
     assert Role.ADMIN.allows(Role.WRITER)
     assert not Role.WRITER.allows(Role.ADMIN)
-    with pytest.raises(ConfigError, match="entry 1 has role 'root'"):
-        parse_key_entries("k:root", separator=",", origin="test")
+    with pytest.raises(ConfigError, match="entry 1 ends in no known role") as refused:
+        parse_key_entries("abc:def-secret", separator=",", origin="test")
+    assert "secret" not in str(refused.value)
 
 
 def test_keys_file_is_read_with_comments(tmp_path: Path) -> None:
