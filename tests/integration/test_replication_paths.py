@@ -307,7 +307,13 @@ def test_http_replica_refusing_then_down_then_without_dictionaries_then_new_conv
         wait_until(lambda: state.last_applied_lsn == wal.end, timeout_s=30, what="100 entries")
         assert stored.read_bytes() == dictionary.data
         wal.assert_replica_holds_it(state)
-        shipped = shipper.stats()["stats"]["total_entries_shipped"]
+
+        # The replica applied the batch before the shipper read its answer and counted it.
+        def shipped_count() -> int:
+            return int(shipper.stats()["stats"]["total_entries_shipped"])
+
+        wait_until(lambda: shipped_count() >= wal.entries, timeout_s=30, what="the count")
+        shipped = shipped_count()
         assert shipped == wal.entries
 
         # 4. A new, empty replica behind the same address: a 409 rewinds to LSN 1.
