@@ -22,6 +22,8 @@ __all__ = [
     "MAX_ENTITY_BYTES",
     "MAX_FRAME_BYTES",
     "MAX_FRAME_POINTS",
+    "MAX_HTTP_FIELD_BYTES",
+    "MAX_HTTP_HEADERS",
     "MAX_LSN",
     "MAX_LSN_HOLES",
     "MAX_METRIC_BYTES",
@@ -59,6 +61,10 @@ MAX_SEARCH_K: Final = 10_000
 """Largest ``k`` of one k-NN search."""
 MAX_SEARCH_EF: Final = 100_000
 """Largest ``ef`` of one k-NN search."""
+MAX_HTTP_FIELD_BYTES: Final = 8190
+"""Longest HTTP request line and header field (name and value) the facade reads, in bytes."""
+MAX_HTTP_HEADERS: Final = 128
+"""Most header fields an HTTP request to the facade may have."""
 MAX_WAL_BODY_BYTES: Final = 128 * 1024 * 1024
 """Largest WAL batch body a replica accepts over HTTP (bytes, compressed)."""
 MAX_DECOMPRESSED_BYTES: Final = 256 * 1024 * 1024
@@ -104,6 +110,8 @@ LIMITS: Final[tuple[Limit, ...]] = (
     ),
     Limit("MAX_SEARCH_K", MAX_SEARCH_K, "k of a search", "400"),
     Limit("MAX_SEARCH_EF", MAX_SEARCH_EF, "ef of a search", "400"),
+    Limit("MAX_HTTP_FIELD_BYTES", MAX_HTTP_FIELD_BYTES, "HTTP request line, header field", "431"),
+    Limit("MAX_HTTP_HEADERS", MAX_HTTP_HEADERS, "HTTP header fields", "400"),
     Limit(
         "facade.max_body_bytes",
         "setting (default 8 MiB)",

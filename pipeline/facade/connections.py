@@ -12,7 +12,7 @@ Body timeout (``facade.body_timeout_s``)
     is closed.
 Heads aiohttp cannot parse
     aiohttp answers those itself, before the application sees the request (a line or a
-    header field over :data:`MAX_FIELD_BYTES`, more than :data:`MAX_HEADERS` fields, a
+    header field over :data:`MAX_HTTP_FIELD_BYTES`, more than :data:`MAX_HTTP_HEADERS` fields, a
     byte HTTP does not allow), with the parser's message as the body and a traceback in
     the log, and that message quotes up to 100 bytes of the offending line: an
     ``Authorization`` header over the limit put the key into the 400 and the log.
@@ -35,10 +35,9 @@ from aiohttp.http_exceptions import HttpProcessingError, LineTooLong
 from pipeline.config import FacadeSettings
 from pipeline.errors import HeaderTooLarge, InvalidRequest
 from pipeline.facade.middleware import error_response
+from pipeline.limits import MAX_HTTP_FIELD_BYTES, MAX_HTTP_HEADERS
 
 __all__ = [
-    "MAX_FIELD_BYTES",
-    "MAX_HEADERS",
     "FacadeConnection",
     "FacadeRunner",
     "handler_args",
@@ -47,17 +46,13 @@ __all__ = [
 
 _LOG = logging.getLogger(__name__)
 
-MAX_FIELD_BYTES: Final = 8190
-"""Longest request line and longest header field (name and value) read, in bytes."""
-MAX_HEADERS: Final = 128
-"""Most header fields a request may have."""
 
 _TOO_LARGE: Final = HeaderTooLarge(
-    f"the request line or a header field is over {MAX_FIELD_BYTES} bytes; nothing of it "
+    f"the request line or a header field is over {MAX_HTTP_FIELD_BYTES} bytes; nothing of it "
     "was read (a long series key goes in the body of POST /ts/query)"
 )
 _MALFORMED: Final = InvalidRequest(
-    f"the request head is not valid HTTP/1.1 (or has over {MAX_HEADERS} header fields)"
+    f"the request head is not valid HTTP/1.1 (or has over {MAX_HTTP_HEADERS} header fields)"
 )
 
 
@@ -65,9 +60,9 @@ def handler_args(config: FacadeSettings) -> dict[str, Any]:
     """What every connection of the facade is created with (``web.Application(handler_args=)``)."""
     return {
         "keepalive_timeout": config.header_timeout_s,
-        "max_line_size": MAX_FIELD_BYTES,
-        "max_field_size": MAX_FIELD_BYTES,
-        "max_headers": MAX_HEADERS,
+        "max_line_size": MAX_HTTP_FIELD_BYTES,
+        "max_field_size": MAX_HTTP_FIELD_BYTES,
+        "max_headers": MAX_HTTP_HEADERS,
     }
 
 
