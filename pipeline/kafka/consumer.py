@@ -33,6 +33,7 @@ __all__ = [
     "consumer_config",
     "make_consumer",
     "open_consumer",
+    "watermark_offsets",
 ]
 
 _LOG = logging.getLogger(__name__)
@@ -141,3 +142,23 @@ def commit_offsets(
             raise _kafka_failure(f"committing {partitions[0].topic}", exc) from exc
 
     call_with_retries(commit, timeout_s=timeout_s)
+
+
+def watermark_offsets(
+    consumer: Consumer, tp: TopicPartition, timeout_s: float = 30.0
+) -> tuple[int, int]:
+    """``(low, high)`` offsets of ``tp``, retried while the broker cannot tell yet (a
+    broker just resumed answers "not leader" or "unknown partition" for a moment)."""
+
+    def ask() -> tuple[int, int]:
+        try:
+            low, high = consumer.get_watermark_offsets(tp, timeout=10)
+        except KafkaException as exc:
+            failure = _kafka_failure(f"reading the offsets of {tp.topic} [{tp.partition}]", exc)
+            error = exc.args[0] if exc.args else None
+            if isinstance(error, KafkaError) and error.code() == KafkaError.UNKNOWN_TOPIC_OR_PART:
+                failure.retriable = True
+            raise failure from exc
+        return int(low), int(high)
+
+    return call_with_retries(ask, timeout_s=timeout_s)

@@ -20,7 +20,7 @@ import numpy.typing as npt
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
 from pipeline.errors import CorruptBlock
-from pipeline.kafka.consumer import open_consumer
+from pipeline.kafka.consumer import open_consumer, watermark_offsets
 from pipeline.ts.block import GorillaBlock, decode_block
 from pipeline.ts.buffer import sorted_last_wins
 
@@ -103,7 +103,7 @@ class BlockStore:
         ends: dict[int, int] = {}
         assignment = []
         for p in partitions:
-            low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
+            low, high = watermark_offsets(consumer, TopicPartition(topic, p))
             start = stored.get(p, OFFSET_BEGINNING)
             if (start if start >= 0 else low) < high:
                 ends[p] = high
