@@ -23,6 +23,7 @@ from typing import Any, TypeVar, get_type_hints
 import yaml
 
 from pipeline.errors import ConfigError
+from pipeline.limits import MAX_VECTOR_DIMENSION
 
 DEFAULT_CONFIG_PATH = Path("config/features.yaml")
 
@@ -90,7 +91,7 @@ class VectorAutoBufferSettings:
     flush_interval_ms: int = field(default=1000, metadata=_rng(1))
     max_memory_bytes: int = field(default=256 * _MiB, metadata=_rng(1024))
     max_total_vectors: int = field(default=100_000, metadata=_rng(1))
-    dimension: int = field(default=768, metadata=_rng(1, 65536))
+    dimension: int = field(default=768, metadata=_rng(1, MAX_VECTOR_DIMENSION))
     space: str = field(default="cosine", metadata=_choices("cosine", "l2", "ip"))
     m: int = field(default=16, metadata=_rng(2, 256))
     ef_construction: int = field(default=200, metadata=_rng(1))

@@ -40,6 +40,7 @@ statuses in one place (``pipeline.facade.middleware``)::
      |    +-- RateLimited                 the key's quota is used up (retriable, retry_after_s)
      |    +-- ServiceUnavailable          a feature is off or the broker did not answer (retriable)
      +-- BenchmarkFailed                  a benchmark missed a deadline or a step failed
+     +-- ProtocolError                    a binary-protocol frame is malformed or refused (code)
 """
 
 from __future__ import annotations
@@ -72,6 +73,7 @@ __all__ = [
     "NotFound",
     "PayloadTooLarge",
     "PermissionDenied",
+    "ProtocolError",
     "RateLimited",
     "ReplicaRewind",
     "RequestError",
@@ -312,6 +314,18 @@ class ServiceUnavailable(RequestError):
 
 class BenchmarkFailed(ThemisError):
     """A benchmark could not finish: a deadline passed or a step went wrong."""
+
+
+class ProtocolError(ThemisError):
+    """A binary-protocol frame cannot be decoded or is refused from its header alone.
+
+    ``code`` is the protocol's error code (``pipeline.binary.ErrorCode``) the server
+    answers with in an ERROR frame; the message names the field that is wrong.
+    """
+
+    def __init__(self, message: str, *, code: int) -> None:
+        super().__init__(message)
+        self.code = code
 
 
 def call_with_retries(

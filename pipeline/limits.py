@@ -18,6 +18,9 @@ from typing import Final
 
 __all__ = [
     "LIMITS",
+    "MAX_BINARY_ID_BYTES",
+    "MAX_BINARY_MESSAGE_BYTES",
+    "MAX_BINARY_PING_BYTES",
     "MAX_DECOMPRESSED_BYTES",
     "MAX_ENTITY_BYTES",
     "MAX_FRAME_BYTES",
@@ -34,6 +37,7 @@ __all__ = [
     "MAX_TAGS",
     "MAX_TAG_NAME_BYTES",
     "MAX_TAG_VALUE_BYTES",
+    "MAX_VECTOR_DIMENSION",
     "MAX_WAL_BODY_BYTES",
     "Limit",
 ]
@@ -65,6 +69,15 @@ MAX_HTTP_FIELD_BYTES: Final = 8190
 """Longest HTTP request line and header field (name and value) the facade reads, in bytes."""
 MAX_HTTP_HEADERS: Final = 128
 """Most header fields an HTTP request to the facade may have."""
+MAX_VECTOR_DIMENSION: Final = 65_536
+"""Largest vector dimension (``vector_auto_buffer.dimension``'s upper bound; a binary
+frame declaring more is refused from its payload's first bytes)."""
+MAX_BINARY_MESSAGE_BYTES: Final = 4096
+"""Longest message of a binary-protocol ERROR or GOAWAY frame, UTF-8 bytes."""
+MAX_BINARY_PING_BYTES: Final = 64
+"""Longest binary-protocol PING payload (echoed by its PONG), bytes."""
+MAX_BINARY_ID_BYTES: Final = 256
+"""Longest ``client_id`` (HELLO) and ``primary_id`` (WAL_APPLY_COMPRESSED), UTF-8 bytes."""
 MAX_WAL_BODY_BYTES: Final = 128 * 1024 * 1024
 """Largest WAL batch body a replica accepts over HTTP (bytes, compressed)."""
 MAX_DECOMPRESSED_BYTES: Final = 256 * 1024 * 1024
@@ -118,6 +131,10 @@ LIMITS: Final[tuple[Limit, ...]] = (
         "request body (so points per request)",
         "413",
     ),
+    Limit("MAX_VECTOR_DIMENSION", MAX_VECTOR_DIMENSION, "vector dimension", "400 / ERROR"),
+    Limit("MAX_BINARY_MESSAGE_BYTES", MAX_BINARY_MESSAGE_BYTES, "binary ERROR message", "cut"),
+    Limit("MAX_BINARY_PING_BYTES", MAX_BINARY_PING_BYTES, "binary PING payload", "ERROR"),
+    Limit("MAX_BINARY_ID_BYTES", MAX_BINARY_ID_BYTES, "binary client/primary id", "ERROR"),
     Limit("MAX_WAL_BODY_BYTES", MAX_WAL_BODY_BYTES, "WAL apply body", "413"),
     Limit("MAX_DECOMPRESSED_BYTES", MAX_DECOMPRESSED_BYTES, "WAL batch decompressed", "400"),
     Limit("MAX_LSN", MAX_LSN, "WAL batch last LSN", "400"),

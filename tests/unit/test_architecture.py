@@ -29,6 +29,7 @@ LAYERS: list[set[str]] = [
     {"kafka"},
     {"ingest"},
     {"wal"},
+    {"binary"},
     {"ts", "vectors"},
     {"replication"},
     {"worker"},
