@@ -121,6 +121,9 @@ class FacadeSettings:
 
     host: str = "127.0.0.1"
     port: int = field(default=8080, metadata=_rng(0, 65535))
+    binary_port: int = field(default=0, metadata=_rng(0, 65535))
+    """Port of the binary protocol server (docs/api/BINARY_PROTOCOL_EXTENSIONS.md) beside
+    the HTTP app, on ``host``; 0 = off."""
     response_mode: str = field(default="acked", metadata=_choices("acked", "queued"))
     """What a 200 means: ``acked`` = the broker acknowledged (acks=all); ``queued`` = in
     the facade's producer queue only."""

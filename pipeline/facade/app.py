@@ -45,6 +45,7 @@ from pipeline.errors import (
     ServiceUnavailable,
     ThemisError,
 )
+from pipeline.facade.binary_server import BinaryServer
 from pipeline.facade.connections import handler_args
 from pipeline.facade.deliveries import InFlight, PointFramer
 from pipeline.facade.middleware import FacadeMetrics, RequestGuard, RouteSpec
@@ -57,6 +58,7 @@ from pipeline.wal.writer import WalWriter
 from pipeline.worker.client import WorkerClient
 
 __all__ = [
+    "BINARY_SERVER",
     "FACADE_STATE",
     "PRODUCER_LINGER_MS",
     "RESPONSE_MODE_HEADER",
@@ -285,6 +287,8 @@ class Facade:
 
 FACADE_STATE = web.AppKey("themis_facade", Facade)
 """Where the application keeps its :class:`Facade` (for handlers mounted from elsewhere)."""
+BINARY_SERVER = web.AppKey("themis_binary_server", BinaryServer)
+"""The application's binary protocol server, when ``facade.binary_port`` is set."""
 
 
 def mount_routes(app: web.Application, specs: Iterable[RouteSpec]) -> None:
@@ -323,5 +327,10 @@ def create_facade(
     mount_routes(app, [RouteSpec("GET", "/metrics", facade.metrics_page, None)])
     mount_routes(app, extra_routes)
     app.on_startup.append(facade.start)
+    if settings.facade.binary_port:
+        binary = BinaryServer(facade)
+        app[BINARY_SERVER] = binary
+        app.on_startup.append(binary.start)
+        app.on_cleanup.append(binary.stop)  # GOAWAY, before the producer is flushed
     app.on_cleanup.append(facade.stop)  # after in-flight requests finished
     return app

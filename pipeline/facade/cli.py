@@ -26,6 +26,12 @@ def add_facade_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentPa
     parser.add_argument("--host", default=None, help="bind address (default: facade.host)")
     parser.add_argument("--port", type=int, default=None, help="port (default: facade.port)")
     parser.add_argument(
+        "--binary-port",
+        type=int,
+        default=None,
+        help="port of the binary protocol server, 0 = off (default: facade.binary_port)",
+    )
+    parser.add_argument(
         "--response-mode",
         choices=("acked", "queued"),
         default=None,
@@ -102,6 +108,8 @@ def run_facade(args: argparse.Namespace, settings: Settings) -> int:
         overrides["host"] = args.host
     if args.port is not None:
         overrides["port"] = args.port
+    if args.binary_port is not None:
+        overrides["binary_port"] = args.binary_port
     if args.response_mode is not None:
         overrides["response_mode"] = args.response_mode
     settings = with_overrides(settings, {"facade": overrides})

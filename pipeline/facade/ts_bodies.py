@@ -35,9 +35,9 @@ from pipeline.ts.json_batch import (
     WirePoint,
     decode_object_lines,
 )
-from pipeline.ts.point import SeriesArrays
+from pipeline.ts.point import DataPoint, SeriesArrays
 
-__all__ = ["PointBodies"]
+__all__ = ["PointBodies", "group_points"]
 
 _JSON_ARRAY: Final = re.compile(rb"\s*\[")
 _ARRAY: Final = msgspec.json.Decoder(list[WirePoint])
@@ -81,12 +81,7 @@ class PointBodies:
         except (*_NOT_FAST, _Slow):
             pass
         checked = batch_points(body, content_type)
-        grouped: dict[str, tuple[list[int], list[float]]] = defaultdict(lambda: ([], []))
-        for point in checked:
-            ts, vs = grouped[point.series_key()]
-            ts.append(point.timestamp_ms)
-            vs.append(point.value)
-        return _arrays(grouped), len(checked)
+        return group_points(checked), len(checked)
 
     def _group(self, points: Sequence[WirePoint]) -> list[SeriesArrays]:
         # Whole columns at a time: one series code per point, then one stable sort.
@@ -120,6 +115,17 @@ def _lines(body: bytes) -> list[WirePoint]:
         if points is not None:
             return points
     return list(map(DECODE_POINT.decode, body.splitlines()))
+
+
+def group_points(points: Sequence[DataPoint]) -> list[SeriesArrays]:
+    """Validated points grouped by series, in order of first appearance, each series
+    keeping its points' order (the REST batch's reference path and the binary batch)."""
+    grouped: dict[str, tuple[list[int], list[float]]] = defaultdict(lambda: ([], []))
+    for point in points:
+        ts, vs = grouped[point.series_key()]
+        ts.append(point.timestamp_ms)
+        vs.append(point.value)
+    return _arrays(grouped)
 
 
 def _arrays(grouped: dict[str, tuple[list[int], list[float]]]) -> list[SeriesArrays]:

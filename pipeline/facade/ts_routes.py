@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import math
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import numpy as np
 from aiohttp import web
@@ -48,7 +48,7 @@ from pipeline.facade.validation import (
     series_query,
     series_query_body,
 )
-from pipeline.ts.point import series_key
+from pipeline.ts.point import SeriesArrays, series_key
 from pipeline.ts.producer import Frame, frames_by_partition
 from pipeline.worker.query import query_series
 
@@ -114,15 +114,19 @@ class TimeSeriesRoutes:
 
     async def put_buffered(self, request: web.Request) -> web.Response:
         """One JSON point, sent with the other points of this turn of the event loop."""
-        facade = self.facade
         self._require_buffer()
         key, timestamp_ms, value = self._bodies.point(await request.read())
-        acked = facade.acked_mode(request)
-        self._check_room()
-        delivery = facade.points.add(key, timestamp_ms, value, acked=acked)
-        if acked:
-            await facade.durable(delivery)
+        await self.accept_point(key, timestamp_ms, value, acked=self.facade.acked_mode(request))
         return self._buffered_answer()
+
+    async def accept_point(self, key: str, timestamp_ms: int, value: float, *, acked: bool) -> None:
+        """Send one validated point (both doors: REST and binary); with ``acked``, return
+        once the broker acknowledged it (at most ``facade.write_deadline_s``)."""
+        self._require_buffer()
+        self._check_room()
+        delivery = self.facade.points.add(key, timestamp_ms, value, acked=acked)
+        if acked:
+            await self.facade.durable(delivery)
 
     async def put_buffered_batch(self, request: web.Request) -> web.Response:
         """A JSON array or NDJSON of points, all validated, then sent as binary frames.
@@ -141,6 +145,14 @@ class TimeSeriesRoutes:
             )
         else:
             frames, points = self._frames(body, request.content_type, partitions)
+        await self.accept_frames(frames, points, acked=acked)
+        return self._buffered_answer(points)
+
+    async def accept_frames(self, frames: list[Frame], points: int, *, acked: bool) -> None:
+        """Send a validated batch's frames (both doors); with ``acked``, return once the
+        broker acknowledged them all (at most ``facade.write_deadline_s``)."""
+        facade = self.facade
+        self._require_buffer()
         self._check_room()
         facade.points.flush()  # single points accepted before this batch go first
         produce, topic = facade.producer.produce, facade.points_topic
@@ -148,7 +160,11 @@ class TimeSeriesRoutes:
         delivery = facade.track(futures, points)
         if acked:
             await facade.durable(delivery)
-        return self._buffered_answer(points)
+
+    def series_frames(self, series: list[SeriesArrays]) -> list[Frame]:
+        """The frames of validated series, one per partition of the points topic."""
+        partitions = self.facade.partitions(self.facade.points_topic)
+        return list(frames_by_partition(series, partitions, check_keys=False))
 
     def _frames(self, body: bytes, content_type: str, partitions: int) -> tuple[list[Frame], int]:
         series, points = self._bodies.batch(body, content_type)
@@ -167,9 +183,13 @@ class TimeSeriesRoutes:
 
     async def buffer_stats(self, request: web.Request) -> web.Response:
         """The workers' TS buffer stats, aggregated."""
+        return json_response(await self.stats())
+
+    async def stats(self) -> dict[str, Any]:
+        """The body of ``GET /ts/buffer/stats`` (and of the binary TS_BUFFER_STATS reply)."""
         stats, answers = await self.facade.workers.ts_stats()
         unacked = {"facade_unacked_points": self.facade.unacked_points}
-        return json_response(with_workers(stats, answers) | unacked)
+        return with_workers(stats, answers) | unacked
 
     async def buffer_flush(self, request: web.Request) -> web.Response:
         """Deliver what this facade accepted, then flush every worker's TS buffer."""
