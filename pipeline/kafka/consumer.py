@@ -144,6 +144,10 @@ def commit_offsets(
     call_with_retries(commit, timeout_s=timeout_s)
 
 
+_NOT_KNOWN_YET: Final = (KafkaError.UNKNOWN_TOPIC_OR_PART, KafkaError._UNKNOWN_PARTITION)
+"""What a broker just resumed (or a client that has not refreshed its metadata) answers."""
+
+
 def watermark_offsets(
     consumer: Consumer, tp: TopicPartition, timeout_s: float = 30.0
 ) -> tuple[int, int]:
@@ -156,7 +160,7 @@ def watermark_offsets(
         except KafkaException as exc:
             failure = _kafka_failure(f"reading the offsets of {tp.topic} [{tp.partition}]", exc)
             error = exc.args[0] if exc.args else None
-            if isinstance(error, KafkaError) and error.code() == KafkaError.UNKNOWN_TOPIC_OR_PART:
+            if isinstance(error, KafkaError) and error.code() in _NOT_KNOWN_YET:
                 failure.retriable = True
             raise failure from exc
         return int(low), int(high)

@@ -29,6 +29,7 @@ import pytest
 from confluent_kafka import KafkaException, TopicPartition
 
 from pipeline.config import Settings, with_overrides
+from pipeline.errors import KafkaOperationFailed
 from pipeline.kafka.clients import Producer
 from pipeline.kafka.consumer import open_consumer
 from pipeline.kafka.local_broker import ClusterRecord, LocalKafka
@@ -191,7 +192,7 @@ def _ts_caught_up(settings: Settings, tmp_path: Path, data: Data) -> bool:
         return _durable(settings, tmp_path, data) == total and _all_committed(
             bootstrap, f"{settings.worker.app_id}-ts", settings.topic("ts.points")
         )
-    except KafkaException:  # a broker just resumed may not know its partitions yet
+    except (KafkaException, KafkaOperationFailed):  # a broker just resumed may not know them yet
         return False
 
 
