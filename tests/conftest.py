@@ -3,5 +3,6 @@
 pytest_plugins = [
     "tests.fixtures.broker",
     "tests.fixtures.kafka_clients",
+    "tests.fixtures.pki",
     "tests.fixtures.toxiproxy",
 ]

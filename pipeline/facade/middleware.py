@@ -300,6 +300,32 @@ class RequestGuard:
         address = request.remote or "unknown"
         if not self.config.auth_enabled or spec.role is None:
             return f"peer:{address}"
+        role, caller = self.check_key(
+            address,
+            presented_key(request.headers),
+            missing="send 'Authorization: Bearer <key>' or 'X-API-Key: <key>'",
+            headers=_CHALLENGE,
+        )
+        if not role.allows(spec.role):
+            raise PermissionDenied(
+                f"this endpoint needs role {spec.role.value}; the key has role {role.value}"
+            )
+        return caller
+
+    def check_key(
+        self,
+        address: str,
+        key: str | None,
+        *,
+        missing: str,
+        headers: dict[str, str] | None = None,
+    ) -> tuple[Role, str]:
+        """The role and caller id of ``key``, presented from ``address`` (either door).
+
+        429 while the address is throttled for failed checks (no key is compared then);
+        401 for no key (``missing`` says how to send one) or an unknown one, each counted
+        against the address.
+        """
         wait = self.auth_failures.retry_after(address)
         if wait:
             raise RateLimited(
@@ -308,23 +334,12 @@ class RequestGuard:
                 f"facade.rate_auth_failures_per_min); retry after {wait} s",
                 retry_after_s=wait,
             )
-        key = presented_key(request.headers)
-        if key is None:
-            self.auth_failures.failed(address)
-            raise AuthenticationFailed(
-                "missing API key: send 'Authorization: Bearer <key>' or 'X-API-Key: <key>'",
-                headers=_CHALLENGE,
-            )
-        found = self.keyring.caller_of(key)
+        found = None if key is None else self.keyring.caller_of(key)
         if found is None:
             self.auth_failures.failed(address)
-            raise AuthenticationFailed("unknown API key", headers=_CHALLENGE)
-        role, caller = found
-        if not role.allows(spec.role):
-            raise PermissionDenied(
-                f"this endpoint needs role {spec.role.value}; the key has role {role.value}"
-            )
-        return caller
+            reason = "unknown API key" if key is not None else f"missing API key: {missing}"
+            raise AuthenticationFailed(reason, headers=headers)
+        return found
 
     def check_body_size(self, request: web.Request) -> None:
         """413 when the declared ``Content-Length`` is over ``facade.max_body_bytes``."""

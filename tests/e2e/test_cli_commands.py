@@ -43,6 +43,7 @@ from pipeline.vectors.producer import VectorProducer
 from pipeline.wal.entry import format_lsn
 from pipeline.worker import query, search
 from tests.fixtures.facade import http_call
+from tests.fixtures.pki import make_pki
 from tests.fixtures.support import (
     REPO,
     THEMIS,
@@ -804,66 +805,6 @@ def test_wal_serve_applies_what_wal_ship_sends_with_the_replicator_key_and_refus
             assert dump[pk] == {"color": color, "kind": "cli-test"}
     finally:
         state.close()
-
-
-def make_pki(d: Path) -> Path:
-    """A test CA, a server certificate for 127.0.0.1 and a client certificate, in ``d``."""
-    d.mkdir()
-
-    def openssl(*args: str) -> None:
-        subprocess.run(["openssl", *args], cwd=d, check=True, capture_output=True, timeout=60)
-
-    openssl(
-        "req",
-        "-x509",
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:prime256v1",
-        "-nodes",
-        "-keyout",
-        "ca.key",
-        "-out",
-        "ca.pem",
-        "-days",
-        "2",
-        "-subj",
-        "/CN=themis-cli-ca",
-    )
-    (d / "san.ext").write_text("subjectAltName=IP:127.0.0.1\n")
-    for name in ("server", "client"):
-        openssl(
-            "req",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
-            "-keyout",
-            f"{name}.key",
-            "-out",
-            f"{name}.csr",
-            "-subj",
-            f"/CN=themis-{name}",
-        )
-        extra = ["-extfile", "san.ext"] if name == "server" else []
-        openssl(
-            "x509",
-            "-req",
-            "-in",
-            f"{name}.csr",
-            "-CA",
-            "ca.pem",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-out",
-            f"{name}.pem",
-            "-days",
-            "2",
-            *extra,
-        )
-    return d
 
 
 def https_status(port: int, context: ssl.SSLContext) -> dict[str, Any]:

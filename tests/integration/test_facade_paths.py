@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import http.client
 import ssl
-import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -84,28 +83,6 @@ def test_durable_nan_and_infinities_come_back_as_text_without_any_worker(
         assert (status, body["points"]) == (200, expected[1:3])
     finally:
         facade.close()
-
-
-def _openssl(*args: str, cwd: Path) -> None:
-    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True, timeout=60)
-
-
-@pytest.fixture
-def pki(tmp_path: Path) -> Path:
-    """A test CA, a server certificate for 127.0.0.1 and a client certificate (EC keys)."""
-    d = tmp_path / "pki"
-    d.mkdir()
-    ec = ("-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes")
-    _openssl("req", "-x509", *ec, "-keyout", "ca.key", "-out", "ca.pem", "-days", "2",
-             "-subj", "/CN=themis-test-ca", cwd=d)  # fmt: skip
-    (d / "san.ext").write_text("subjectAltName=IP:127.0.0.1\n")
-    for name in ("server", "client"):
-        _openssl("req", *ec, "-keyout", f"{name}.key", "-out", f"{name}.csr",
-                 "-subj", f"/CN=themis-{name}", cwd=d)  # fmt: skip
-        extra = ["-extfile", "san.ext"] if name == "server" else []
-        _openssl("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
-                 "-CAcreateserial", "-out", f"{name}.pem", "-days", "2", *extra, cwd=d)  # fmt: skip
-    return d
 
 
 def _https(

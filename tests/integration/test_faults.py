@@ -225,6 +225,27 @@ def _recovered_within(bound_s: float, since: float, report: Report, name: str) -
 # -- worker <-> broker ------------------------------------------------------------------
 
 
+def _wait_first_flush(settings: Settings, fault: str) -> None:
+    """Wait until the worker made some points durable, before ``fault`` is injected."""
+    wait_until(
+        lambda: ts_stats(settings.worker.web_port).get("points_flushed", 0) > 0,
+        timeout_s=60,
+        what=f"points durable before the {fault}",
+    )
+
+
+def _wait_recovered(
+    settings: Settings, tmp_path: Path, data: Data, since: float, report: Report, name: str
+) -> None:
+    """Wait until every point is durable and committed; recovery counted from ``since``."""
+    wait_until(
+        lambda: _ts_caught_up(settings, tmp_path, data),
+        timeout_s=RECOVERY_BOUND_S + 30,
+        what=f"every point durable and committed ({name})",
+    )
+    _recovered_within(RECOVERY_BOUND_S, since, report, name)
+
+
 def test_worker_behind_latency_resets_and_a_black_hole_loses_and_doubles_no_point(
     on_fault_broker: Settings, fault_broker: FaultBroker, tmp_path: Path, report: Report
 ) -> None:
@@ -239,11 +260,7 @@ def test_worker_behind_latency_resets_and_a_black_hole_loses_and_doubles_no_poin
     ):
         _send_round(producer, data, 0)
         producer.flush()
-        wait_until(
-            lambda: ts_stats(settings.worker.web_port).get("points_flushed", 0) > 0,
-            timeout_s=60,
-            what="points durable before the faults",
-        )
+        _wait_first_flush(settings, "faults")
         # 1. Slow network: 300 +- 100 ms each way on every connection.
         slow = [
             proxy.add_toxic("latency", stream=s, latency=300, jitter=100)
@@ -270,12 +287,7 @@ def test_worker_behind_latency_resets_and_a_black_hole_loses_and_doubles_no_poin
         healed = time.monotonic()
         _send_round(producer, data, 4)
         producer.flush()
-        wait_until(
-            lambda: _ts_caught_up(settings, tmp_path, data),
-            timeout_s=RECOVERY_BOUND_S + 30,
-            what="every point durable and committed after the network faults",
-        )
-        _recovered_within(RECOVERY_BOUND_S, healed, report, "network_recovery_s")
+        _wait_recovered(settings, tmp_path, data, healed, report, "network_recovery_s")
     _assert_exactly(settings, tmp_path, data, report)
 
 
@@ -290,11 +302,7 @@ def test_broker_sigstopped_for_15_s_under_ingest_loses_and_doubles_no_point(
     ):
         _send_round(producer, data, 0)
         producer.flush()
-        wait_until(
-            lambda: ts_stats(settings.worker.web_port).get("points_flushed", 0) > 0,
-            timeout_s=60,
-            what="points durable before the stop",
-        )
+        _wait_first_flush(settings, "stop")
         _send_round(producer, data, 1)
         producer.flush()
         os.kill(fault_broker.record.pid, signal.SIGSTOP)
@@ -307,12 +315,7 @@ def test_broker_sigstopped_for_15_s_under_ingest_loses_and_doubles_no_point(
         producer.flush()
         _send_round(producer, data, 3)
         producer.flush()
-        wait_until(
-            lambda: _ts_caught_up(settings, tmp_path, data),
-            timeout_s=RECOVERY_BOUND_S + 30,
-            what="every point durable and committed after SIGCONT",
-        )
-        _recovered_within(RECOVERY_BOUND_S, resumed, report, "sigstop_recovery_s")
+        _wait_recovered(settings, tmp_path, data, resumed, report, "sigstop_recovery_s")
     _assert_exactly(settings, tmp_path, data, report)
 
 
@@ -328,11 +331,7 @@ def test_broker_sigkilled_then_restarted_with_its_data_loses_and_doubles_no_acke
         for r in range(2):
             _send_round(producer, data, r)
             producer.flush()
-        wait_until(
-            lambda: ts_stats(settings.worker.web_port).get("points_flushed", 0) > 0,
-            timeout_s=60,
-            what="points durable before the kill",
-        )
+        _wait_first_flush(settings, "kill")
         _send_round(producer, data, 2)
         producer.flush()  # acknowledged, most of it not yet durable as blocks
         os.kill(fault_broker.record.pid, signal.SIGKILL)
@@ -344,12 +343,7 @@ def test_broker_sigkilled_then_restarted_with_its_data_loses_and_doubles_no_acke
         producer.flush()
         _send_round(producer, data, 4)
         producer.flush()
-        wait_until(
-            lambda: _ts_caught_up(settings, tmp_path, data),
-            timeout_s=RECOVERY_BOUND_S + 30,
-            what="every point durable and committed after the restart",
-        )
-        _recovered_within(RECOVERY_BOUND_S, killed, report, "sigkill_recovery_s")
+        _wait_recovered(settings, tmp_path, data, killed, report, "sigkill_recovery_s")
     _assert_exactly(settings, tmp_path, data, report)
 
 

@@ -7,7 +7,6 @@ restarted on the same port; the facade runs in-process with its replication rout
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import shutil
 import threading
@@ -19,7 +18,6 @@ from typing import Any
 import numpy as np
 import orjson
 import pytest
-from aiohttp import web
 
 from pipeline.config import Settings, load_settings, with_overrides
 from pipeline.errors import (
@@ -30,13 +28,9 @@ from pipeline.errors import (
     ShipFailed,
     ThemisError,
 )
-from pipeline.facade import create_facade
-from pipeline.facade.connections import FacadeRunner
 from pipeline.facade.replication_routes import (
     SHIPPER,
     ReplicationControl,
-    install_replication,
-    replication_routes,
 )
 from pipeline.kafka.clients import Producer
 from pipeline.kafka.local_broker import free_port
@@ -64,7 +58,7 @@ from pipeline.vectors.ops import OpType, VectorOp, encode_op_frame
 from pipeline.wal.batch import Codec, Dictionary, encode_batch, read_header, train_dictionary
 from pipeline.wal.entry import EntryType, WalEntry, encode_entry_record, format_lsn
 from tests.fixtures.broker import MakeSettings
-from tests.fixtures.facade import ADMIN, KEYS, WRITER, facade_settings, http_call
+from tests.fixtures.facade import ADMIN, KEYS, WRITER, FacadeThread, facade_settings
 from tests.fixtures.support import wait_until
 
 pytestmark = pytest.mark.integration
@@ -481,37 +475,18 @@ def test_a_stale_gap_report_is_ignored_and_duplicates_reach_the_applier_as_such(
 # -- the facade's replication routes, in-process -----------------------------------------
 
 
-class ReplicatingFacade:
-    """``themis facade`` as ``run_facade`` wires it, on a loop in a thread."""
+class _Admin:
+    """Calls to a facade with the key each route needs (writer for reads, else admin)."""
 
-    def __init__(self, settings: Settings) -> None:
-        self.port = free_port()
-        self.settings = dataclasses.replace(
-            settings, facade=dataclasses.replace(settings.facade, port=self.port)
-        )
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-        self.thread.start()
-        bootstrap = _bootstrap(settings)
-        self.app = create_facade(self.settings, bootstrap, extra_routes=replication_routes())
-        install_replication(self.app, self.settings, bootstrap)
-        self.runner = FacadeRunner(self.app, auto_decompress=False)
-        self._run(self.runner.setup())
-        self._run(web.TCPSite(self.runner, "127.0.0.1", self.port).start())
-
-    def _run(self, coro: Any) -> Any:
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout=60)
+    def __init__(self, facade: FacadeThread) -> None:
+        self.facade = facade
+        self.port = facade.port
+        self.app = facade.app
 
     def call(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
         headers = WRITER if path.startswith("/ts") or path.endswith("stats") else ADMIN
-        status, answer, _ = http_call(self.port, method, path, body, headers)
+        status, answer, _ = self.facade.call(method, path, body, headers)
         return status, answer
-
-    def close(self) -> None:
-        self._run(self.runner.cleanup())
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(timeout=10)
-        self.loop.close()
 
 
 def _compression(kind: object, level: object) -> dict[str, object]:
@@ -527,18 +502,18 @@ def _shipper_of(control: ReplicationControl) -> WalShipper | None:
 
 
 @pytest.fixture
-def facade(make_settings: MakeSettings) -> Iterator[ReplicatingFacade]:
+def facade(make_settings: MakeSettings) -> Iterator[_Admin]:
     settings = facade_settings(make_settings, api_keys=f"{KEYS},{SHIP_KEY}:replicator")
     settings = with_overrides(settings, {"compressed_wal_shipping": {"ship_key": SHIP_KEY}})
-    running = ReplicatingFacade(settings)
+    running = FacadeThread(settings, replication=True)
     try:
-        yield running
+        yield _Admin(running)
     finally:
         running.close()
 
 
 def test_facade_replication_routes_name_bad_fields_duplicates_and_unknown_replicas(
-    facade: ReplicatingFacade,
+    facade: _Admin,
 ) -> None:
     config = "/api/v1/replication/config"
     replicas = "/api/v1/replication/replicas"

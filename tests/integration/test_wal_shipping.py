@@ -350,27 +350,6 @@ def test_shipper_killed_mid_stream_resumes_from_the_confirmed_lsn_without_loss_o
 # -- HTTP replica with mutual TLS --------------------------------------------------------
 
 
-def _openssl(*args: str, cwd: Path) -> None:
-    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True, timeout=60)
-
-
-@pytest.fixture
-def pki(tmp_path: Path) -> Path:
-    """A test CA, a server certificate for 127.0.0.1 and a client certificate."""
-    d = tmp_path / "pki"
-    d.mkdir()
-    _openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out",
-             "ca.pem", "-days", "2", "-subj", "/CN=themis-test-ca", cwd=d)  # fmt: skip
-    (d / "san.ext").write_text("subjectAltName=IP:127.0.0.1\n")
-    for name in ("server", "client"):
-        _openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", f"{name}.key", "-out",
-                 f"{name}.csr", "-subj", f"/CN=themis-{name}", cwd=d)  # fmt: skip
-        extra = ["-extfile", "san.ext"] if name == "server" else []
-        _openssl("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
-                 "-CAcreateserial", "-out", f"{name}.pem", "-days", "2", *extra, cwd=d)  # fmt: skip
-    return d
-
-
 def _post(port: int, context: ssl.SSLContext, body: bytes, primary: str) -> tuple[int, Any]:
     conn = http.client.HTTPSConnection("127.0.0.1", port, timeout=30, context=context)
     try:

@@ -6,7 +6,6 @@ import http.client
 import os
 import struct
 import subprocess
-import zlib
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +21,7 @@ from pipeline.vectors.ops import OpType, VectorOp, encode_op_frame
 from pipeline.wal.batch import encode_batch
 from pipeline.wal.entry import EntryType, WalEntry
 from tests.fixtures.support import THEMIS
+from tests.fixtures.wal import resigned
 
 pytestmark = pytest.mark.unit
 
@@ -46,10 +46,9 @@ def _vector_entry(lsn: int, pk: str) -> WalEntry:
 
 def _with_range(batch: bytes, first: int, last: int) -> bytes:
     """``batch`` claiming another LSN range, checksum fixed up (what an attacker can send)."""
-    head = bytearray(batch[:50])
-    struct.pack_into("<QQ", head, 12, first, last)
-    crc = zlib.crc32(batch[54:], zlib.crc32(bytes(head)))
-    return bytes(head) + struct.pack("<I", crc) + batch[54:]
+    forged = bytearray(batch)
+    struct.pack_into("<QQ", forged, 12, first, last)
+    return resigned(forged)
 
 
 def test_an_empty_batch_claiming_a_huge_lsn_range_is_refused_and_replication_goes_on(

@@ -5,7 +5,6 @@ from __future__ import annotations
 import struct
 import subprocess
 import sys
-import zlib
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +17,7 @@ from pipeline.ts.dataset import devops_dataset
 from pipeline.vectors.ops import OpType, VectorOp, encode_op_frame
 from pipeline.wal.batch import Codec, decode_batch, encode_batch, read_header, train_dictionary
 from pipeline.wal.entry import EntryType, WalEntry, encode_entry_record
+from tests.fixtures.wal import resigned
 
 pytestmark = pytest.mark.unit
 
@@ -140,8 +140,7 @@ def _with_body(batch: bytes, body: bytes, *, uncompressed: int) -> bytes:
     key_len, dict_len = struct.unpack_from("<HI", head, 44)
     struct.pack_into("<QI", head, 32, uncompressed, len(body))
     rest = batch[54 : 54 + key_len + dict_len]
-    crc = zlib.crc32(body, zlib.crc32(rest, zlib.crc32(bytes(head))))
-    return bytes(head) + struct.pack("<I", crc) + rest + body
+    return resigned(bytes(head) + bytes(4) + rest + body)
 
 
 _BOMB_CHILD = """

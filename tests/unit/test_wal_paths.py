@@ -13,7 +13,6 @@ import http.client
 import socket
 import struct
 import threading
-import zlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -55,6 +54,7 @@ from pipeline.wal.entry import (
     encode_entry_record,
     format_lsn,
 )
+from tests.fixtures.wal import resigned
 
 pytestmark = pytest.mark.unit
 
@@ -79,8 +79,7 @@ def _forge(
     head = _HEAD.pack(
         b"TWB1", version, codec, 0, 0, 0, first, last, count, size, len(body), len(key), 0
     )
-    rest = key + body
-    return head + struct.pack("<I", zlib.crc32(rest, zlib.crc32(head))) + rest
+    return resigned(head + bytes(4) + key + body)
 
 
 def _raw_entry(delta: int, entry_type: int, payload: bytes, size: int | None = None) -> bytes:
