@@ -83,11 +83,13 @@ def open_consumer(bootstrap: str, group_id: str, **overrides: Any) -> Iterator[C
         consumer.close()
 
 
-def _kafka_failure(what: str, exc: KafkaException) -> KafkaOperationFailed:
+def _kafka_failure(
+    what: str, exc: KafkaException, transient: frozenset[int] = _COORDINATOR_MOVING
+) -> KafkaOperationFailed:
+    """``exc`` as the project's error: retriable if librdkafka says so or its code is in
+    ``transient``."""
     error = exc.args[0] if exc.args else None
-    retriable = isinstance(error, KafkaError) and (
-        error.retriable() or error.code() in _COORDINATOR_MOVING
-    )
+    retriable = isinstance(error, KafkaError) and (error.retriable() or error.code() in transient)
     return KafkaOperationFailed(f"{what} failed: {exc}", retriable=retriable)
 
 
@@ -144,7 +146,10 @@ def commit_offsets(
     call_with_retries(commit, timeout_s=timeout_s)
 
 
-_NOT_KNOWN_YET: Final = (KafkaError.UNKNOWN_TOPIC_OR_PART, KafkaError._UNKNOWN_PARTITION)
+_NOT_KNOWN_YET: Final = _COORDINATOR_MOVING | {
+    KafkaError.UNKNOWN_TOPIC_OR_PART,
+    KafkaError._UNKNOWN_PARTITION,
+}
 """What a broker just resumed (or a client that has not refreshed its metadata) answers."""
 
 
@@ -158,11 +163,8 @@ def watermark_offsets(
         try:
             low, high = consumer.get_watermark_offsets(tp, timeout=10)
         except KafkaException as exc:
-            failure = _kafka_failure(f"reading the offsets of {tp.topic} [{tp.partition}]", exc)
-            error = exc.args[0] if exc.args else None
-            if isinstance(error, KafkaError) and error.code() in _NOT_KNOWN_YET:
-                failure.retriable = True
-            raise failure from exc
+            what = f"reading the offsets of {tp.topic} [{tp.partition}]"
+            raise _kafka_failure(what, exc, _NOT_KNOWN_YET) from exc
         return int(low), int(high)
 
     return call_with_retries(ask, timeout_s=timeout_s)

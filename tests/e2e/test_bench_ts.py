@@ -8,8 +8,7 @@ import pytest
 
 from pipeline.bench.ts import render
 from pipeline.kafka.broker import BrokerHandle
-from pipeline.kafka.clients import AdminClient
-from tests.fixtures.support import run_quick_bench, wait_until
+from tests.fixtures.support import run_quick_bench, wait_until_no_topics_under
 
 pytestmark = pytest.mark.e2e
 
@@ -127,12 +126,7 @@ def test_quick_run_leaves_no_topics_on_a_given_broker(
     prefix = quick_report["topic_prefix"]
     assert isinstance(prefix, str)
     assert prefix.startswith("bench-")
-    with AdminClient({"bootstrap.servers": kafka_broker.bootstrap_servers}) as admin:
-
-        def bench_topics() -> list[str]:
-            return [t for t in admin.list_topics(timeout=10).topics if t.startswith(prefix)]
-
-        wait_until(lambda: not bench_topics(), timeout_s=15, what=f"no topics under {prefix}")
+    wait_until_no_topics_under(kafka_broker.bootstrap_servers, prefix)
 
 
 def test_the_table_shows_the_report_figures(quick_report: dict[str, object]) -> None:
