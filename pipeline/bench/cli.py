@@ -1,7 +1,7 @@
-"""``themis bench ts|vectors|wal|http [--quick] [--json]``: the benchmark commands.
+"""``themis bench ts|vectors|wal|http [--quick|--smoke] [--json]``: the benchmark commands.
 
 :data:`BENCHMARKS` is the one table of benchmarks: a name, a help line and the
-module that measures (its ``DEFINITIONS``, ``run(quick, settings)`` and
+module that measures (its ``DEFINITIONS``, ``run(size, settings)`` and
 ``render(result)``, :class:`BenchmarkModule`). Every command runs through
 :func:`pipeline.bench.harness.run_benchmark`, which builds the shared envelope.
 
@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Final, Protocol
 from pipeline.config import Settings
 
 if TYPE_CHECKING:
-    from pipeline.bench.harness import Benchmark
+    from pipeline.bench.harness import Benchmark, BenchSize
 
 __all__ = ["BENCHMARKS", "BenchmarkModule", "ListedBenchmark", "add_bench_parser"]
 
@@ -34,7 +34,7 @@ class BenchmarkModule(Protocol):
 
     DEFINITIONS: Mapping[str, str]
 
-    def run(self, quick: bool, settings: Settings) -> dict[str, object]: ...
+    def run(self, size: BenchSize, settings: Settings) -> dict[str, object]: ...
 
     def render(self, result: Mapping[str, object]) -> str: ...
 
@@ -51,8 +51,8 @@ class ListedBenchmark:
     def definitions(self) -> Mapping[str, str]:
         return self.load().DEFINITIONS
 
-    def run(self, quick: bool, settings: Settings) -> dict[str, object]:
-        return self.load().run(quick, settings)
+    def run(self, size: BenchSize, settings: Settings) -> dict[str, object]:
+        return self.load().run(size, settings)
 
     def render(self, result: Mapping[str, object]) -> str:
         return self.load().render(result)
@@ -124,17 +124,28 @@ def add_bench_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentPar
     )
     for benchmark in BENCHMARKS:
         parser = kinds.add_parser(benchmark.name, help=benchmark.help)
-        parser.add_argument(
+        sizes = parser.add_mutually_exclusive_group()
+        sizes.add_argument(
             "--quick",
-            action="store_true",
+            action="store_const",
+            const="quick",
+            dest="size",
             help="smaller sizes: about one minute instead of minutes",
+        )
+        sizes.add_argument(
+            "--smoke",
+            action="store_const",
+            const="smoke",
+            dest="size",
+            help="the smallest loads that run every step (the test suite's size; "
+            "its figures say nothing about speed)",
         )
         parser.add_argument(
             "--json",
             action="store_true",
             help="print one JSON object on stdout instead of a table",
         )
-        parser.set_defaults(handler=_run, listed=benchmark)
+        parser.set_defaults(handler=_run, listed=benchmark, size="full")
     # The children of `bench http`. No help= at all: argparse (3.11) would print
     # help=SUPPRESS as "==SUPPRESS==" in the list; the metavar above hides the names.
     bare = kinds.add_parser("http-bare-server")
@@ -148,7 +159,7 @@ def add_bench_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentPar
 def _run(args: argparse.Namespace, settings: Settings) -> int:
     from pipeline.bench.harness import print_result, run_benchmark
 
-    result = run_benchmark(args.listed, args.quick, settings)
+    result = run_benchmark(args.listed, args.size, settings)
     print_result(result, args.listed, as_json=args.json)
     return 0
 

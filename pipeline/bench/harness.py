@@ -1,11 +1,11 @@
 """What every benchmark shares: the protocol, the one runner and its envelope, and the waits.
 
 A benchmark (:class:`Benchmark`) has a name, a help line, its definitions, a
-``run(quick, settings)`` that returns its figures and a ``render(result)`` that
+``run(size, settings)`` that returns its figures and a ``render(result)`` that
 turns the whole result into a table. :func:`run_benchmark` runs one and wraps
 its figures in the envelope every benchmark's JSON shares::
 
-    {"benchmark": NAME, "quick": BOOL,
+    {"benchmark": NAME, "size": "smoke"|"quick"|"full", "quick": BOOL (size != "full"),
      ...the benchmark's figures, ending with where its broker came from...,
      "machine": {"nproc", "python", "implementation", "platform"},
      "seconds_total": SECONDS, "definitions": {FIGURE: WHAT IT MEASURES}}
@@ -35,7 +35,7 @@ import uuid
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import Any, Literal, Protocol, TypeVar
 
 from pipeline.config import Settings
 from pipeline.errors import BenchmarkFailed
@@ -46,6 +46,7 @@ from pipeline.worker.process import ChildProcess, WorkerProcess
 
 __all__ = [
     "BenchBroker",
+    "BenchSize",
     "Benchmark",
     "WorkerTiming",
     "bench_broker",
@@ -66,6 +67,10 @@ __all__ = [
 ]
 
 _T = TypeVar("_T")
+BenchSize = Literal["smoke", "quick", "full"]
+"""How big a run is: ``full`` (the figures to quote), ``quick`` (about a minute; still
+meaningful ratios) or ``smoke`` (the smallest loads that run every step: for the test
+suite, whose figures prove the steps ran and say nothing about speed)."""
 Page = dict[str, Any]
 """One JSON page of a worker."""
 
@@ -88,8 +93,8 @@ class Benchmark(Protocol):
         """What each headline figure measures; copied into the result."""
         ...
 
-    def run(self, quick: bool, settings: Settings) -> dict[str, object]:
-        """Measure (``quick``: smaller sizes) and return the figures."""
+    def run(self, size: BenchSize, settings: Settings) -> dict[str, object]:
+        """Measure at ``size`` and return the figures."""
         ...
 
     def render(self, result: Mapping[str, object]) -> str:
@@ -97,7 +102,7 @@ class Benchmark(Protocol):
         ...
 
 
-def run_benchmark(benchmark: Benchmark, quick: bool, settings: Settings) -> dict[str, object]:
+def run_benchmark(benchmark: Benchmark, size: BenchSize, settings: Settings) -> dict[str, object]:
     """Run ``benchmark`` and return its figures in the envelope of the module docstring.
 
     Nothing but the result may reach stdout (a broker started for the run prints
@@ -107,10 +112,11 @@ def run_benchmark(benchmark: Benchmark, quick: bool, settings: Settings) -> dict
     """
     begun = time.monotonic()
     with contextlib.redirect_stdout(sys.stderr):
-        figures = benchmark.run(quick, settings)
+        figures = benchmark.run(size, settings)
     return {
         "benchmark": benchmark.name,
-        "quick": quick,
+        "size": size,
+        "quick": size != "full",
         **figures,
         "machine": machine_info(),
         "seconds_total": round(time.monotonic() - begun, 1),

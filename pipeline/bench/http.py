@@ -1,4 +1,4 @@
-"""``themis bench http [--quick] [--json]``: the HTTP facade's requests/s against a bare server.
+"""``themis bench http [--quick|--smoke] [--json]``: the facade's requests/s against a bare server.
 
 This module holds the benchmark's definitions, sizes, the order of its runs and its
 table; the child processes it drives are in :mod:`pipeline.bench.http_load`, the
@@ -37,7 +37,15 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any, Final
 
-from pipeline.bench.harness import BenchBroker, bench_broker, exited, progress, rounded, wait_for
+from pipeline.bench.harness import (
+    BenchBroker,
+    BenchSize,
+    bench_broker,
+    exited,
+    progress,
+    rounded,
+    wait_for,
+)
 from pipeline.bench.http_load import API_KEY, BATCH_PATH, ENTITIES, PUT_PATH, LoadPlan, run_load
 from pipeline.bench.http_metrics import (
     bucket_quantile,
@@ -51,7 +59,7 @@ from pipeline.kafka.local_broker import free_port
 from pipeline.kafka.topics import apply_topics, load_specs
 from pipeline.worker.process import ChildProcess, themis_command
 
-__all__ = ["DEFINITIONS", "FULL", "QUICK", "Sizes", "render", "run"]
+__all__ = ["DEFINITIONS", "FULL", "QUICK", "SIZES", "SMOKE", "Sizes", "render", "run"]
 
 _STARTUP_TIMEOUT_S: Final = 60.0
 LIGHT_FRACTION: Final = 0.1
@@ -131,6 +139,19 @@ FULL: Final = Sizes(
     batch_max_seconds=15.0,
     light_seconds=15.0,
 )
+SMOKE: Final = Sizes(
+    connections=8,
+    concurrency=16,
+    max_requests=5_000,
+    max_seconds=2.0,
+    warmup_requests=100,
+    batch_points=1000,
+    batch_concurrency=4,
+    batch_max_requests=50,
+    batch_max_seconds=2.0,
+    light_seconds=2.0,
+)
+SIZES: Final[Mapping[BenchSize, Sizes]] = {"smoke": SMOKE, "quick": QUICK, "full": FULL}
 
 
 # -- the servers --------------------------------------------------------------------
@@ -387,15 +408,16 @@ def _measure(settings: Settings, broker: BenchBroker, sizes: Sizes) -> dict[str,
     return _figures(runs, plans, sizes)
 
 
-def run(quick: bool, settings: Settings) -> dict[str, object]:
+def run(size: BenchSize, settings: Settings) -> dict[str, object]:
     """Measure everything; the figures described in the module docstring.
 
-    ``quick`` picks :data:`QUICK` (about a minute) over :data:`FULL`. ``settings``
+    ``size`` picks :data:`FULL`, :data:`QUICK` (about a minute) or :data:`SMOKE`
+    (seconds; the test suite's). ``settings``
     are the ones ``themis`` loaded; ``kafka.bootstrap_servers``
     (``KAFKA_BOOTSTRAP_SERVERS``) chooses a given broker. Raises
     :class:`~pipeline.errors.BenchmarkFailed` (or another ``ThemisError``) when a step fails.
     """
-    sizes = QUICK if quick else FULL
+    sizes = SIZES[size]
     with bench_broker(settings, "http") as broker:
         figures = _measure(settings, broker, sizes)
     return {**figures, **broker.fields()}

@@ -1,4 +1,4 @@
-"""``themis bench ts [--quick] [--json]``: how small and how fast the time-series path is.
+"""``themis bench ts [--quick|--smoke] [--json]``: how small and how fast the time-series path is.
 
 This module holds the benchmark's definitions, sizes, the order of its steps and its
 table; the steps are in :mod:`pipeline.bench.ts_codec` (data and codec),
@@ -71,10 +71,17 @@ often smaller than 1000 points); then the shared envelope
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any, Final
 
-from pipeline.bench.harness import BenchBroker, bench_broker, goal, goal_row, progress, rounded
+from pipeline.bench.harness import (
+    BenchBroker,
+    BenchSize,
+    bench_broker,
+    goal,
+    goal_row,
+    progress,
+    rounded,
+)
 from pipeline.bench.ts_codec import SEED, fleet, measure_codec
 from pipeline.bench.ts_pipeline import (
     BARE_FETCH,
@@ -85,6 +92,7 @@ from pipeline.bench.ts_pipeline import (
     produce_frames,
     produce_json,
 )
+from pipeline.bench.ts_sizes import FULL, QUICK, SIZES, SMOKE, Sizes
 from pipeline.bench.ts_writes import AckedProducer, measure_buffered, measure_direct
 from pipeline.config import Settings, with_overrides
 from pipeline.ingest.batch_consumer import BATCH_SIZE
@@ -93,7 +101,17 @@ from pipeline.kafka.topics import apply_topics, load_specs
 from pipeline.ts.buffer import POINT_BYTES
 from pipeline.ts.producer import TSProducer
 
-__all__ = ["DEFINITIONS", "FLUSH_INTERVAL_MS", "FULL", "QUICK", "Sizes", "render", "run"]
+__all__ = [
+    "DEFINITIONS",
+    "FLUSH_INTERVAL_MS",
+    "FULL",
+    "QUICK",
+    "SIZES",
+    "SMOKE",
+    "Sizes",
+    "render",
+    "run",
+]
 
 FLUSH_INTERVAL_MS: Final = 200
 """The workers' ``flush_interval_ms`` (milliseconds): the tail waits at most about this."""
@@ -139,53 +157,6 @@ DEFINITIONS: Mapping[str, str] = {
     "buffered_vs_direct": "buffered_points_per_s / direct_points_per_s (same producer "
     "settings, same blocks topic spec, direct side on the first points of the same sequence)",
 }
-
-
-@dataclass(frozen=True)
-class Sizes:
-    """How much data each measurement uses (series x points per series)."""
-
-    codec_series: int
-    codec_points_per_series: int
-    codec_repetitions: int
-    json_series: int
-    """Series of each JSON run (untagged and tagged alike)."""
-    json_points_per_series: int
-    frames_series: int
-    frames_points_per_series: int
-    frame_slice_points: int
-    """Points of each series in one ``put_arrays`` call."""
-    buffered_series: int
-    buffered_points_per_series: int
-    direct_points: int
-
-
-QUICK: Final = Sizes(
-    codec_series=200,
-    codec_points_per_series=2000,
-    codec_repetitions=5,
-    json_series=100,
-    json_points_per_series=5000,
-    frames_series=200,
-    frames_points_per_series=50_000,
-    frame_slice_points=100,
-    buffered_series=100,
-    buffered_points_per_series=1000,
-    direct_points=300,
-)
-FULL: Final = Sizes(
-    codec_series=1000,
-    codec_points_per_series=5000,
-    codec_repetitions=7,
-    json_series=200,
-    json_points_per_series=5000,
-    frames_series=500,
-    frames_points_per_series=20_000,
-    frame_slice_points=100,
-    buffered_series=200,
-    buffered_points_per_series=5000,
-    direct_points=2000,
-)
 
 
 def _part_settings(base: Settings, broker: BenchBroker, part: str) -> Settings:
@@ -347,16 +318,16 @@ def _broker_figures(base: Settings, broker: BenchBroker, sizes: Sizes) -> dict[s
     }
 
 
-def run(quick: bool, settings: Settings) -> dict[str, object]:
+def run(size: BenchSize, settings: Settings) -> dict[str, object]:
     """Measure everything; the figures described in the module docstring.
 
-    ``quick`` picks :data:`QUICK` sizes (about a minute) over :data:`FULL` (a few
-    minutes). ``settings`` are the ones ``themis`` loaded; ``kafka.bootstrap_servers``
-    (``KAFKA_BOOTSTRAP_SERVERS``) chooses a given broker. Raises
+    ``size`` picks :data:`FULL` (a few minutes), :data:`QUICK` (about a minute) or
+    :data:`SMOKE` (seconds; the test suite's). ``settings`` are the ones ``themis``
+    loaded; ``kafka.bootstrap_servers`` (``KAFKA_BOOTSTRAP_SERVERS``) chooses a given broker. Raises
     :class:`~pipeline.errors.BenchmarkFailed` (or another ``ThemisError``) when a
     step fails.
     """
-    sizes = QUICK if quick else FULL
+    sizes = SIZES[size]
     block_points = settings.ts_auto_buffer.max_points_per_buffer
     progress(
         f"codec: devops_dataset({sizes.codec_series}, {sizes.codec_points_per_series}, "
@@ -466,7 +437,7 @@ def render(result: Mapping[str, object]) -> str:
     ]
     width = max(len(name) for name, _, _ in rows)
     lines = [
-        f"time-series benchmark ({'quick' if r['quick'] else 'full'} run): "
+        f"time-series benchmark ({r['size']} run): "
         f"{machine['nproc']} CPUs, Python {machine['python']}; broker {broker['source']} "
         f"(started in {broker['startup_seconds']} s)",
         f"dataset: {dataset['description']}",

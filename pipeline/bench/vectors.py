@@ -1,4 +1,4 @@
-"""``themis bench vectors [--quick] [--json]``: how fast, how exact and how big the vector path is.
+"""``themis bench vectors [--quick|--smoke] [--json]``: how fast, exact and big the vector path is.
 
 This module holds the benchmark's definitions, sizes, settings, the order of its
 steps and its table; the steps are in :mod:`pipeline.bench.vectors_steps`, the data
@@ -45,6 +45,7 @@ from pipeline.bench import vectors_steps as steps
 from pipeline.bench.embeddings import CLUSTERS, DIMENSION, RANK, SEED, ClusteredEmbeddings
 from pipeline.bench.harness import (
     BenchBroker,
+    BenchSize,
     bench_broker,
     goal,
     goal_row,
@@ -60,7 +61,17 @@ from pipeline.kafka.topics import apply_topics, load_specs
 from pipeline.vectors.producer import VectorProducer
 from pipeline.worker.client import run_with_client, worker_urls
 
-__all__ = ["DEFINITIONS", "FLUSH_INTERVAL_MS", "FULL", "QUICK", "Sizes", "render", "run"]
+__all__ = [
+    "DEFINITIONS",
+    "FLUSH_INTERVAL_MS",
+    "FULL",
+    "QUICK",
+    "SIZES",
+    "SMOKE",
+    "Sizes",
+    "render",
+    "run",
+]
 
 FLUSH_INTERVAL_MS: Final = 100
 """The worker's ``flush_interval_ms`` (milliseconds): how long a lone operation waits."""
@@ -151,6 +162,16 @@ FULL: Final = Sizes(
     hard=30_000,
     hard_queries=500,
 )
+SMOKE: Final = Sizes(
+    indexed=2_000,
+    mix_fraction=0.1,
+    queries=50,
+    buffered=500,
+    direct=10,
+    hard=5_000,
+    hard_queries=100,
+)
+SIZES: Final[Mapping[BenchSize, Sizes]] = {"smoke": SMOKE, "quick": QUICK, "full": FULL}
 
 
 @dataclass(frozen=True)
@@ -330,15 +351,16 @@ def _bench_settings(base: Settings, broker: BenchBroker, part: str | None = None
     )
 
 
-def run(quick: bool, settings: Settings) -> dict[str, object]:
+def run(size: BenchSize, settings: Settings) -> dict[str, object]:
     """Measure everything; the figures described in :data:`DEFINITIONS`.
 
-    ``quick`` picks :data:`QUICK` sizes (about a minute) over :data:`FULL`.
+    ``size`` picks :data:`FULL`, :data:`QUICK` (about a minute) or :data:`SMOKE`
+    (seconds; the test suite's).
     ``settings`` are the ones ``themis`` loaded; ``kafka.bootstrap_servers``
     (``KAFKA_BOOTSTRAP_SERVERS``) chooses a given broker. Raises
     :class:`~pipeline.errors.BenchmarkFailed` when a step fails.
     """
-    sizes = QUICK if quick else FULL
+    sizes = SIZES[size]
     spec = next(s for s in load_specs() if s.name == "vectors.ops")
     with bench_broker(settings, "vectors") as broker:
         bench = _bench_settings(settings, broker)
@@ -453,7 +475,7 @@ def render(result: Mapping[str, object]) -> str:
     width = max(len(name) for name, _, _ in rows)
     machine, broker = r["machine"], r["broker"]
     lines = [
-        f"vector benchmark ({'quick' if r['quick'] else 'full'} run): {machine['nproc']} CPUs, "
+        f"vector benchmark ({r['size']} run): {machine['nproc']} CPUs, "
         f"Python {machine['python']}; broker {broker['source']}",
         f"dataset: {r['dataset']['description']}",
         f"index: {s['space']}, M {s['m']}, ef_construction {s['ef_construction']}, "

@@ -1,5 +1,5 @@
-"""``themis bench wal [--quick] [--json]``: how much compressed WAL shipping saves, how fast,
-how far behind.
+"""``themis bench wal [--quick|--smoke] [--json]``: how much compressed WAL shipping saves,
+how fast, how far behind.
 
 This module holds the benchmark's definitions, sizes, measurements and table; its
 two streams (JSON points, and mixed blocks and vector batches) are built in
@@ -31,7 +31,15 @@ from typing import Any, Final
 
 import numpy as np
 
-from pipeline.bench.harness import BenchBroker, bench_broker, best_rate, progress, rounded, wait_for
+from pipeline.bench.harness import (
+    BenchBroker,
+    BenchSize,
+    bench_broker,
+    best_rate,
+    progress,
+    rounded,
+    wait_for,
+)
 from pipeline.bench.wal_streams import (
     BATCH_ENTRIES,
     DIMENSION,
@@ -50,7 +58,7 @@ from pipeline.replication import ApplyResult, ReplicaState, WalShipper, run_kafk
 from pipeline.wal.batch import decode_batch, encode_batch
 from pipeline.wal.entry import EntryType, encode_entry_record
 
-__all__ = ["DEFINITIONS", "FULL", "LEVEL", "QUICK", "Sizes", "render", "run"]
+__all__ = ["DEFINITIONS", "FULL", "LEVEL", "QUICK", "SIZES", "SMOKE", "Sizes", "render", "run"]
 
 LEVEL: Final = 3
 """The zstd level of every compressed batch."""
@@ -89,6 +97,8 @@ class Sizes:
 
 QUICK: Final = Sizes(50, 400, 40, 4000, 100, 100, 10.0, 10)
 FULL: Final = Sizes(200, 1000, 100, 10000, 100, 200, 30.0, 10)
+SMOKE: Final = Sizes(10, 200, 10, 1000, 20, 100, 3.0, 10)
+SIZES: Final[Mapping[BenchSize, Sizes]] = {"smoke": SMOKE, "quick": QUICK, "full": FULL}
 
 
 # -- bytes --------------------------------------------------------------------------------
@@ -302,14 +312,14 @@ def _broker_figures(
     return json_bytes, mixed_bytes, lag, broker.handle.source
 
 
-def run(quick: bool, settings: Settings) -> dict[str, object]:
+def run(size: BenchSize, settings: Settings) -> dict[str, object]:
     """Measure everything; the figures described in the module docstring.
 
-    ``quick`` picks :data:`QUICK` over :data:`FULL`; ``settings`` are the ones
-    ``themis`` loaded (``kafka.bootstrap_servers`` chooses a given primary). Raises
-    :class:`~pipeline.errors.BenchmarkFailed` when a step fails.
+    ``size`` picks :data:`FULL`, :data:`QUICK` or :data:`SMOKE` (the test suite's);
+    ``settings`` are the ones ``themis`` loaded (``kafka.bootstrap_servers`` chooses a
+    given primary). Raises :class:`~pipeline.errors.BenchmarkFailed` when a step fails.
     """
-    sizes = QUICK if quick else FULL
+    sizes = SIZES[size]
     progress("building the streams (devops_dataset, 128-dim clustered vectors)")
     streams = {
         "json": json_point_payloads(sizes.json_series, sizes.json_points_per_series),

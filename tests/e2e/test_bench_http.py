@@ -1,4 +1,4 @@
-"""``themis bench http --quick --json`` end to end against the session broker."""
+"""``themis bench http --smoke --json`` end to end against the session broker."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 
 from pipeline.bench.http import render
 from pipeline.kafka.broker import BrokerHandle
-from tests.fixtures.support import run_quick_bench, wait_until_no_topics_under
+from tests.fixtures.support import run_smoke_bench, wait_until_no_topics_under
 
 pytestmark = pytest.mark.e2e
 
@@ -28,42 +28,42 @@ RATES = (
 
 
 @pytest.fixture(scope="module")
-def quick_report(kafka_broker: BrokerHandle) -> dict[str, object]:
-    return run_quick_bench("http", kafka_broker.bootstrap_servers, timeout_s=300)
+def smoke_report(kafka_broker: BrokerHandle) -> dict[str, object]:
+    return run_smoke_bench("http", kafka_broker.bootstrap_servers, timeout_s=300)
 
 
-def test_quick_run_reports_every_rate_and_latency_positive(
-    quick_report: dict[str, object],
+def test_smoke_run_reports_every_rate_and_latency_positive(
+    smoke_report: dict[str, object],
 ) -> None:
     for name in RATES:
-        value = quick_report[name]
+        value = smoke_report[name]
         assert isinstance(value, int | float), name
         assert value > 0, name
-    definitions = quick_report["definitions"]
+    definitions = smoke_report["definitions"]
     assert isinstance(definitions, dict)
     assert {"put_buffered_req_per_s", "bare_framework_req_per_s", "server_p99_ms"} <= set(
         definitions
     )
 
 
-def test_quick_run_takes_p99_from_a_bucket_of_the_facade_histogram(
-    quick_report: dict[str, object],
+def test_smoke_run_takes_p99_from_a_bucket_of_the_facade_histogram(
+    smoke_report: dict[str, object],
 ) -> None:
-    bucket = quick_report["server_p99_bucket_ms"]
+    bucket = smoke_report["server_p99_bucket_ms"]
     assert isinstance(bucket, list)
     lower, upper = bucket
-    p99 = quick_report["server_p99_ms"]
+    p99 = smoke_report["server_p99_ms"]
     assert isinstance(p99, float)
     assert lower <= p99 <= upper
-    settings = quick_report["settings"]
+    settings = smoke_report["settings"]
     assert isinstance(settings, dict)
     assert upper in settings["facade_histogram_buckets_ms"]
 
 
-def test_quick_run_times_the_handler_under_a_steady_tenth_of_the_bare_rate(
-    quick_report: dict[str, object],
+def test_smoke_run_times_the_handler_under_a_steady_tenth_of_the_bare_rate(
+    smoke_report: dict[str, object],
 ) -> None:
-    report: Any = quick_report
+    report: Any = smoke_report
     p50, p99 = report["light_handler_p50_us"], report["light_handler_p99_us"]
     assert 0 < p50 <= p99
     for value, quantile in ((p50, "p50"), (p99, "p99")):
@@ -79,40 +79,40 @@ def test_quick_run_times_the_handler_under_a_steady_tenth_of_the_bare_rate(
     assert {"light_handler_p50_us", "light_handler_p99_us"} <= set(report["definitions"])
 
 
-def test_quick_run_states_modes_load_worker_broker_and_machine(
-    quick_report: dict[str, object], kafka_broker: BrokerHandle
+def test_smoke_run_states_modes_load_worker_broker_and_machine(
+    smoke_report: dict[str, object], kafka_broker: BrokerHandle
 ) -> None:
-    assert quick_report["response_mode"] == "acked"
-    assert quick_report["response_modes_measured"] == ["acked", "queued"]
-    settings = quick_report["settings"]
+    assert smoke_report["response_mode"] == "acked"
+    assert smoke_report["response_modes_measured"] == ["acked", "queued"]
+    settings = smoke_report["settings"]
     assert isinstance(settings, dict)
     assert settings["connections"] > 0
     assert settings["concurrency"] > 0
     assert settings["batch_points"] == 1000
-    worker = quick_report["worker"]
+    worker = smoke_report["worker"]
     assert isinstance(worker, dict)
     assert worker["ran"] is False
-    assert quick_report["broker"] == {
+    assert smoke_report["broker"] == {
         "source": "environment",
         "bootstrap_servers": kafka_broker.bootstrap_servers,
         "startup_seconds": 0.0,
     }
-    machine = quick_report["machine"]
+    machine = smoke_report["machine"]
     assert isinstance(machine, dict)
     assert machine["nproc"] > 0
 
 
-def test_quick_run_leaves_no_topics_on_a_given_broker(
-    quick_report: dict[str, object], kafka_broker: BrokerHandle
+def test_smoke_run_leaves_no_topics_on_a_given_broker(
+    smoke_report: dict[str, object], kafka_broker: BrokerHandle
 ) -> None:
-    prefix = quick_report["topic_prefix"]
+    prefix = smoke_report["topic_prefix"]
     assert isinstance(prefix, str)
     assert prefix.startswith("bench-")
     wait_until_no_topics_under(kafka_broker.bootstrap_servers, prefix)
 
 
-def test_the_table_shows_the_report_figures(quick_report: dict[str, object]) -> None:
-    table = render(quick_report)
-    assert f"{quick_report['put_buffered_req_per_s']:,} req/s (acked)" in table
+def test_the_table_shows_the_report_figures(smoke_report: dict[str, object]) -> None:
+    table = render(smoke_report)
+    assert f"{smoke_report['put_buffered_req_per_s']:,} req/s (acked)" in table
     assert "light_handler_p99_us" in table
     assert len(table.splitlines()) >= 5

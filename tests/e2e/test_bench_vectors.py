@@ -1,4 +1,4 @@
-"""``themis bench vectors --quick --json`` end to end against the session broker."""
+"""``themis bench vectors --smoke --json`` end to end against the session broker."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 
 from pipeline.bench.vectors import render
 from pipeline.kafka.broker import BrokerHandle
-from tests.fixtures.support import run_quick_bench
+from tests.fixtures.support import run_smoke_bench
 
 pytestmark = pytest.mark.e2e
 
@@ -24,36 +24,36 @@ RATES = (
 
 
 @pytest.fixture(scope="module")
-def quick_report(kafka_broker: BrokerHandle) -> dict[str, object]:
-    return run_quick_bench("vectors", kafka_broker.bootstrap_servers, timeout_s=300)
+def smoke_report(kafka_broker: BrokerHandle) -> dict[str, object]:
+    return run_smoke_bench("vectors", kafka_broker.bootstrap_servers, timeout_s=300)
 
 
-def test_quick_run_reports_every_rate_positive_and_defined(
-    quick_report: dict[str, object],
+def test_smoke_run_reports_every_rate_positive_and_defined(
+    smoke_report: dict[str, object],
 ) -> None:
-    definitions = quick_report["definitions"]
+    definitions = smoke_report["definitions"]
     assert isinstance(definitions, dict)
     for name in RATES:
-        value = quick_report[name]
+        value = smoke_report[name]
         assert isinstance(value, int | float), name
         assert value > 0, name
         assert name in definitions, name
     assert "recall_at_10" in definitions
 
 
-def test_quick_run_finds_nearly_every_exact_neighbour_at_the_configured_ef(
-    quick_report: dict[str, object],
+def test_smoke_run_finds_nearly_every_exact_neighbour_at_the_configured_ef(
+    smoke_report: dict[str, object],
 ) -> None:
-    recall = quick_report["recall_at_10"]
+    recall = smoke_report["recall_at_10"]
     assert isinstance(recall, float)
     assert 0.9 < recall <= 1.0
-    assert quick_report["ef_search"] == 64
+    assert smoke_report["ef_search"] == 64
 
 
-def test_quick_run_measures_recall_on_data_where_bare_hnswlib_misses_neighbours(
-    quick_report: dict[str, object],
+def test_smoke_run_measures_recall_on_data_where_bare_hnswlib_misses_neighbours(
+    smoke_report: dict[str, object],
 ) -> None:
-    report: Any = quick_report
+    report: Any = smoke_report
     bare = report["bare_recall_at_10_hard"]
     ours = report["recall_at_10_hard"]
     assert 0.3 < bare < 0.99  # the random vectors discriminate at ef_search 64
@@ -80,37 +80,37 @@ def test_quick_run_measures_recall_on_data_where_bare_hnswlib_misses_neighbours(
     assert all(isinstance(checked["met"], bool) for checked in goals.values())
 
 
-def test_quick_run_buffering_beats_one_durable_searchable_write_at_a_time(
-    quick_report: dict[str, object],
+def test_smoke_run_buffering_beats_one_durable_searchable_write_at_a_time(
+    smoke_report: dict[str, object],
 ) -> None:
-    ratio = quick_report["buffered_vs_direct"]
+    ratio = smoke_report["buffered_vs_direct"]
     assert isinstance(ratio, float)
     assert ratio > 10
 
 
-def test_quick_run_states_memory_counts_and_dataset(quick_report: dict[str, object]) -> None:
-    assert quick_report["raw_bytes_per_vector"] == 4 * 768
-    per_vector = quick_report["bytes_per_vector"]
+def test_smoke_run_states_memory_counts_and_dataset(smoke_report: dict[str, object]) -> None:
+    assert smoke_report["raw_bytes_per_vector"] == 4 * 768
+    per_vector = smoke_report["bytes_per_vector"]
     assert isinstance(per_vector, float)
     assert per_vector > 4 * 768
-    counts = quick_report["vectors"]
+    counts = smoke_report["vectors"]
     assert isinstance(counts, dict)
     assert counts["indexed"] > 0
     assert counts["live_at_end"] == (
         counts["live_after_mix"] + counts["buffered"] + counts["direct"]
     )
-    dataset = quick_report["dataset"]
+    dataset = smoke_report["dataset"]
     assert isinstance(dataset, dict)
     assert dataset["dimension"] == 768
     assert dataset["clusters"] > 1
     assert "seed" in dataset
-    settings = quick_report["settings"]
+    settings = smoke_report["settings"]
     assert isinstance(settings, dict)
     assert (settings["space"], settings["m"], settings["ef_construction"]) == ("cosine", 16, 200)
 
 
-def test_the_table_shows_the_report_figures(quick_report: dict[str, object]) -> None:
-    table = render(quick_report)
+def test_the_table_shows_the_report_figures(smoke_report: dict[str, object]) -> None:
+    table = render(smoke_report)
     assert "bare hnswlib add_items" in table
-    assert str(quick_report["recall_at_10"]) in table
+    assert str(smoke_report["recall_at_10"]) in table
     assert len(table.splitlines()) >= 5

@@ -1,4 +1,4 @@
-"""``themis bench wal --quick --json`` end to end: the shipped bytes, the codec speeds and
+"""``themis bench wal --smoke --json`` end to end: the shipped bytes, the codec speeds and
 the replication lag of a real primary and replica cluster."""
 
 from __future__ import annotations
@@ -9,15 +9,15 @@ import pytest
 
 from pipeline.bench.wal import render
 from pipeline.kafka.broker import BrokerHandle
-from tests.fixtures.support import run_quick_bench
+from tests.fixtures.support import run_smoke_bench
 
 pytestmark = pytest.mark.e2e
 
 
-def test_quick_run_ships_the_wal_compressed_and_reports_the_lag_of_every_entry(
+def test_smoke_run_ships_the_wal_compressed_and_reports_the_lag_of_every_entry(
     kafka_broker: BrokerHandle,
 ) -> None:
-    report: Any = run_quick_bench("wal", kafka_broker.bootstrap_servers, timeout_s=300)
+    report: Any = run_smoke_bench("wal", kafka_broker.bootstrap_servers, timeout_s=300)
     json_points = report["json_points"]
     uncompressed = json_points["bytes_uncompressed"]
     ours = json_points["bytes_shipped_batch_zstd"]
