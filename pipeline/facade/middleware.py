@@ -82,6 +82,7 @@ from pipeline.wal.entry import format_lsn
 from pipeline.worker.client import WorkerAnswers
 
 __all__ = [
+    "LATENCY_BUCKETS",
     "STATUS_OF",
     "FacadeMetrics",
     "Handler",
@@ -122,7 +123,7 @@ STATUS_OF: Final[Mapping[type[ThemisError], int]] = {
 
 _INTERNAL: Final = "internal error; see the facade's log"
 _CHALLENGE: Final = {"WWW-Authenticate": 'Bearer realm="themis"'}
-_LATENCY_BUCKETS = (
+LATENCY_BUCKETS: Final = (
     0.000025,
     0.00005,
     0.0001,
@@ -142,6 +143,7 @@ _LATENCY_BUCKETS = (
     5.0,
     10.0,
 )
+"""Histogram buckets of the facade's request and handler times (seconds)."""
 
 
 @dataclass(frozen=True)
@@ -173,7 +175,7 @@ class FacadeMetrics:
             "facade_request_duration_seconds",
             "Time from receiving a request to answering it, by route, method and status.",
             ["route", "method", "status"],
-            buckets=_LATENCY_BUCKETS,
+            buckets=LATENCY_BUCKETS,
             registry=self.registry,
         )
         self.requests_in_flight = 0

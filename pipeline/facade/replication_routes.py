@@ -26,7 +26,7 @@ from aiohttp import web
 
 from pipeline.config import Settings
 from pipeline.errors import Conflict, InvalidArgument, InvalidRequest, NotFound, ThemisError
-from pipeline.facade.app import FACADE_STATE
+from pipeline.facade.app import BINARY_SERVER, FACADE_STATE
 from pipeline.facade.auth import Role
 from pipeline.facade.middleware import RouteSpec
 from pipeline.facade.validation import parse_json
@@ -40,7 +40,12 @@ from pipeline.replication import (
     handle_wal_apply,
 )
 
-__all__ = ["SHIPPER", "ReplicationControl", "install_replication", "replication_routes"]
+__all__ = [
+    "SHIPPER",
+    "ReplicationControl",
+    "install_replication",
+    "replication_routes",
+]
 
 _EMPTY_STATS = {
     "total_entries_shipped": 0,
@@ -79,6 +84,17 @@ class ReplicationControl:
         if self.shipper is not None:
             self.shipper.configure_compression(compression_type, level)
 
+    def apply_config(self, body: Any) -> dict[str, Any]:
+        """Apply a ``POST /api/v1/replication/config`` body (either door); the answer."""
+        kind = _field(body, "compression_type", str)
+        level = _field(body, "compression_level", int)
+        if kind not in ("zstd", "none"):
+            raise InvalidRequest("field 'compression_type' must be 'zstd' or 'none'")
+        if not 1 <= level <= 22:
+            raise InvalidRequest("field 'compression_level' must be between 1 and 22")
+        self.configure(kind, level)
+        return {"success": True, "compression_type": kind, "compression_level": level}
+
     def close(self) -> None:
         if self.shipper is not None:
             self.shipper.close()
@@ -107,16 +123,7 @@ async def replication_stats(request: web.Request) -> web.Response:
 
 async def replication_config(request: web.Request) -> web.Response:
     body = parse_json(await request.read())
-    kind = _field(body, "compression_type", str)
-    level = _field(body, "compression_level", int)
-    if kind not in ("zstd", "none"):
-        raise InvalidRequest("field 'compression_type' must be 'zstd' or 'none'")
-    if not 1 <= level <= 22:
-        raise InvalidRequest("field 'compression_level' must be between 1 and 22")
-    _control(request).configure(kind, level)
-    return web.json_response(
-        {"success": True, "compression_type": kind, "compression_level": level}
-    )
+    return web.json_response(_control(request).apply_config(body))
 
 
 async def add_replica(request: web.Request) -> web.Response:
@@ -179,6 +186,9 @@ def install_replication(
     app[FACADE_STATE].extra_registries.append(control.metrics.registry)
     state = ReplicaState(settings.worker.data_dir / "replica-facade", settings)
     app[REPLICA_STATE] = state
+    binary = app.get(BINARY_SERVER)
+    if binary is not None:
+        binary.serve_replication(control, state)
 
     async def close(app: web.Application) -> None:
         await asyncio.to_thread(control.close)

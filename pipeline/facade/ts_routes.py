@@ -193,9 +193,13 @@ class TimeSeriesRoutes:
 
     async def buffer_flush(self, request: web.Request) -> web.Response:
         """Deliver what this facade accepted, then flush every worker's TS buffer."""
+        return json_response(await self.flush())
+
+    async def flush(self) -> dict[str, Any]:
+        """The body of ``POST /ts/buffer/flush`` (and of the binary TS_BUFFER_FLUSH reply)."""
         await self.facade.drain_pending()
         flushed, answers = await self.facade.workers.flush_ts()
-        return json_response(with_workers({"success": True, "points_flushed": flushed}, answers))
+        return with_workers({"success": True, "points_flushed": flushed}, answers)
 
     async def query(self, request: web.Request) -> web.Response:
         """``metric``, ``entity``, ``tag=k:v``, ``start``/``end`` (ms, inclusive) -> points."""

@@ -16,12 +16,13 @@ from typing import Final
 
 import msgspec
 import numpy as np
+import numpy.typing as npt
 import orjson
 
 from pipeline.facade.validation import parse_json, vector_op_from_json
 from pipeline.vectors.ops import MAX_PK_BYTES, OpType, VectorOp, op_metadata_bytes
 
-__all__ = ["vector_op_from_body"]
+__all__ = ["vector_op_from_body", "vector_op_from_parts"]
 
 
 class _Upsert(msgspec.Struct, forbid_unknown_fields=True):
@@ -78,6 +79,41 @@ def _fast(body: bytes, op: OpType, dimension: int, max_metadata_bytes: int) -> V
     elif not isinstance(metadata, dict) or op_metadata_bytes(metadata) > max_metadata_bytes:
         return None
     return VectorOp(op, upsert.pk, vector, metadata)
+
+
+def vector_op_from_parts(
+    op: OpType,
+    pk: str,
+    *,
+    vector: npt.NDArray[np.float32] | None,
+    metadata: dict[str, object] | None,
+    dimension: int,
+    max_metadata_bytes: int,
+) -> VectorOp:
+    """The checked operation of fields another door decoded (the binary protocol's).
+
+    What passes the fast path's checks is taken as it is; anything else goes through
+    :func:`~pipeline.facade.validation.vector_op_from_json` as the equivalent JSON body,
+    so a refusal names the field exactly as ``POST /vectors/...`` would.
+    """
+    raw: dict[str, object] = {"pk": pk}
+    if op is OpType.REMOVE:
+        if _pk_ok(pk):
+            return VectorOp(op, pk, None, {})
+    else:
+        assert vector is not None
+        meta = {} if metadata is None else metadata
+        if (
+            _pk_ok(pk)
+            and vector.shape == (dimension,)
+            and bool(np.isfinite(vector).all())
+            and op_metadata_bytes(meta) <= max_metadata_bytes
+        ):
+            return VectorOp(op, pk, vector, meta)
+        raw["vector"] = vector.tolist()
+        if metadata is not None:
+            raw["metadata"] = metadata
+    return vector_op_from_json(raw, op, dimension, max_metadata_bytes)
 
 
 def _pk_ok(pk: str) -> bool:

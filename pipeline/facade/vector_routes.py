@@ -18,6 +18,7 @@ The bodies are JSON: a request that declares another ``Content-Type`` is answere
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Final
 
 from aiohttp import web
@@ -73,21 +74,36 @@ class VectorRoutes:
         facade = self.facade
         return facade.produce_keyed(facade.ops_topic, encode_op_json(op), op.pk.encode())
 
+    def require_buffer(self) -> None:
+        """503 while ``vector_auto_buffer`` is off."""
+        self.facade.require_feature(self.config.enabled, "vector_auto_buffer", "/vectors/add")
+
     async def _buffered(self, request: web.Request, op_type: OpType) -> web.Response:
-        facade = self.facade
-        facade.require_feature(self.config.enabled, "vector_auto_buffer", "/vectors/add")
+        self.require_buffer()
         op = await self._op(request, op_type)
-        acked = facade.acked_mode(request)
+        size = await self.accept([op], acked=self.facade.acked_mode(request))
+        return json_bytes_response(_BUFFERED + b"%d}" % size)
+
+    async def accept(self, ops: Sequence[VectorOp], *, acked: bool) -> int:
+        """Produce checked ``ops`` for the workers to buffer; the buffer size after.
+
+        Both doors' one path: 503 while the buffer is off, 429 while full, 404 for a
+        remove of a pk no worker holds (nothing of ``ops`` is produced then); ``acked``
+        waits for the broker's acknowledgement (under the write deadline).
+        """
+        facade = self.facade
+        self.require_buffer()
         cap = self.config.max_total_vectors
         facade.check_room(facade.vector_buffer_size(), facade.worker_vec_sizes, cap)
-        if op_type is OpType.REMOVE and not await facade.workers.vector_present(op.pk):
-            raise NotFound(
-                f"field 'pk': {op.pk!r} not found; nothing to remove", extra={"pk": op.pk}
-            )
-        delivery = facade.track([self._produce(op)], 1)
+        for op in ops:
+            if op.op is OpType.REMOVE and not await facade.workers.vector_present(op.pk):
+                raise NotFound(
+                    f"field 'pk': {op.pk!r} not found; nothing to remove", extra={"pk": op.pk}
+                )
+        delivery = facade.track([self._produce(op) for op in ops], len(ops))
         if acked:
             await facade.durable(delivery)
-        return json_bytes_response(_BUFFERED + b"%d}" % facade.vector_buffer_size())
+        return facade.vector_buffer_size()
 
     async def add_buffered(self, request: web.Request) -> web.Response:
         """An ADD (insert or replace) for a worker to buffer."""
@@ -112,15 +128,23 @@ class VectorRoutes:
 
     async def buffer_stats(self, request: web.Request) -> web.Response:
         """The workers' vector buffer stats, aggregated."""
+        return json_response(await self.stats())
+
+    async def stats(self) -> dict[str, Any]:
+        """The body of ``GET /vectors/buffer/stats`` (and of VECTOR_BUFFER_STATS)."""
         stats, answers = await self.facade.workers.vector_stats()
         unacked = {"facade_unacked_points": self.facade.unacked_points}
-        return json_response(with_workers(stats, answers) | unacked)
+        return with_workers(stats, answers) | unacked
 
     async def buffer_flush(self, request: web.Request) -> web.Response:
         """Deliver what this facade accepted, then flush every worker's vector buffers."""
+        return json_response(await self.flush())
+
+    async def flush(self) -> dict[str, Any]:
+        """The body of ``POST /vectors/buffer/flush`` (and of VECTOR_BUFFER_FLUSH)."""
         await self.facade.drain_pending()
         flushed, answers = await self.facade.workers.flush_vectors()
-        return json_response(with_workers({"success": True, "vectors_flushed": flushed}, answers))
+        return with_workers({"success": True, "vectors_flushed": flushed}, answers)
 
     async def search(self, request: web.Request) -> web.Response:
         """``{"vector", "k"?, "ef"?, "filter"?}`` -> the ``k`` closest hits over all workers."""

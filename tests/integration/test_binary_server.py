@@ -6,40 +6,33 @@ The reference client here is asyncio streams plus the codec (``pipeline.binary``
 from __future__ import annotations
 
 import asyncio
-import contextlib
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TypeVar
 
 import pytest
 
 from pipeline.binary import (
-    HEADER_BYTES,
     AuthOk,
     AuthRequest,
-    Body,
     Empty,
     ErrorCode,
-    ErrorReply,
     Flags,
     Frame,
     GoAway,
     HelloOk,
-    HelloRequest,
     JsonBody,
     Opcode,
     Ping,
     TsBatch,
     TsPoint,
     WriteAck,
-    decode_header,
-    decode_payload,
-    encode_frame,
 )
 from pipeline.binary.codes import HEADER
 from pipeline.kafka.local_broker import free_port
 from pipeline.limits import MAX_FRAME_BYTES
 from pipeline.ts.point import series_key
+from tests.fixtures.binary import Client, error_of, with_client
 from tests.fixtures.broker import MakeSettings
 from tests.fixtures.facade import WRITER, FacadeThread, facade_behind_worker, facade_settings
 from tests.fixtures.topics import points_on
@@ -48,66 +41,6 @@ pytestmark = pytest.mark.integration
 
 T0 = 1_702_645_200_000
 _T = TypeVar("_T")
-
-
-class Client:
-    """A minimal binary-protocol client: frames out, frames in, by request id."""
-
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.reader = reader
-        self.writer = writer
-
-    @classmethod
-    async def connect(cls, port: int) -> Client:
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        return cls(reader, writer)
-
-    def send(self, opcode: Opcode, request_id: int, body: Body, flags: Flags = Flags.NONE) -> None:
-        self.writer.write(encode_frame(Frame(opcode, flags, request_id, body)))
-
-    async def read(self, timeout_s: float = 30.0) -> Frame:
-        async with asyncio.timeout(timeout_s):
-            header = decode_header(await self.reader.readexactly(HEADER_BYTES))
-            return decode_payload(header, await self.reader.readexactly(header.length))
-
-    async def call(
-        self, opcode: Opcode, request_id: int, body: Body, flags: Flags = Flags.NONE
-    ) -> Frame:
-        self.send(opcode, request_id, body, flags)
-        return await self.read()
-
-    async def hello(self) -> HelloOk:
-        reply = await self.call(Opcode.HELLO, 1, HelloRequest(1, 1, "pytest"))
-        assert isinstance(reply.body, HelloOk), reply
-        return reply.body
-
-    async def greet(self, key: str = "writer-key") -> AuthOk:
-        await self.hello()
-        reply = await self.call(Opcode.AUTH, 2, AuthRequest("api_key", key.encode()))
-        assert isinstance(reply.body, AuthOk), reply
-        return reply.body
-
-    async def close(self) -> None:
-        self.writer.close()
-        with contextlib.suppress(ConnectionError):
-            await self.writer.wait_closed()
-
-
-def _error(frame: Frame) -> ErrorReply:
-    assert frame.opcode == Opcode.ERROR, frame
-    assert isinstance(frame.body, ErrorReply)
-    return frame.body
-
-
-def _with_client(port: int, scenario: Callable[[Client], Awaitable[_T]]) -> _T:
-    async def run() -> _T:
-        client = await Client.connect(port)
-        try:
-            return await scenario(client)
-        finally:
-            await client.close()
-
-    return asyncio.run(run())
 
 
 @pytest.fixture
@@ -131,7 +64,7 @@ def test_hello_advertises_limits_and_auth_names_the_keys_role(facade: FacadeThre
         assert isinstance(auth.body, AuthOk)
         return hello, auth.body, await client.call(Opcode.PING, 3, Ping(b"abc"))
 
-    hello, auth, pong = _with_client(_port(facade), scenario)
+    hello, auth, pong = with_client(_port(facade), scenario)
     assert (hello.version, hello.max_frame_bytes, hello.auth_methods) == (
         1,
         64 * 1024,
@@ -156,9 +89,9 @@ def test_wrong_key_is_refused_and_no_request_is_accepted_after_it(facade: Facade
         replies.append(await client.call(Opcode.PING, 4, Ping()))  # still open
         return replies
 
-    auth, put, pong = _with_client(_port(facade), scenario)
-    assert _error(auth).code == ErrorCode.AUTHENTICATION_FAILED
-    assert (put.request_id, _error(put).code) == (3, ErrorCode.NOT_AUTHENTICATED)
+    auth, put, pong = with_client(_port(facade), scenario)
+    assert error_of(auth).code == ErrorCode.AUTHENTICATION_FAILED
+    assert (put.request_id, error_of(put).code) == (3, ErrorCode.NOT_AUTHENTICATED)
     assert pong.opcode == Opcode.PING
     assert points_on(facade.settings.kafka.bootstrap_servers or "", _points_topic(facade)) == []
 
@@ -170,8 +103,8 @@ def test_a_first_frame_other_than_hello_is_refused_and_the_connection_closed(
         reply = await client.call(Opcode.PING, 1, Ping())
         return reply, await client.reader.read()
 
-    reply, rest = _with_client(_port(facade), scenario)
-    assert _error(reply).code == ErrorCode.NOT_AUTHENTICATED
+    reply, rest = with_client(_port(facade), scenario)
+    assert error_of(reply).code == ErrorCode.NOT_AUTHENTICATED
     assert rest == b""
 
 
@@ -192,7 +125,7 @@ def test_thousand_pipelined_puts_are_each_answered_by_id_and_reach_the_points_to
         await client.writer.drain()
         return [await client.read() for _ in range(count)]
 
-    replies = _with_client(_port(facade), scenario)
+    replies = with_client(_port(facade), scenario)
     assert sorted(r.request_id for r in replies) == list(range(100, 100 + count))
     assert all(r.opcode == Opcode.TS_PUT_BUFFERED and r.flags == Flags.REPLY for r in replies)
     assert all(isinstance(r.body, WriteAck) and r.body.accepted == 1 for r in replies)
@@ -218,12 +151,12 @@ def test_batch_put_is_acknowledged_and_its_points_are_on_the_points_topic(
         refused = await client.call(Opcode.TS_PUT_BUFFERED_BATCH, 12, TsBatch((points[0], bad)))
         return acked, queued, refused
 
-    acked, queued, refused = _with_client(_port(facade), scenario)
+    acked, queued, refused = with_client(_port(facade), scenario)
     assert isinstance(acked.body, WriteAck)
     assert acked.body.accepted == 250
     assert isinstance(queued.body, WriteAck)
     assert queued.body.accepted == 5
-    error = _error(refused)
+    error = error_of(refused)
     assert (error.code, error.items_accepted) == (ErrorCode.INVALID_REQUEST, 0)
     assert "point 1: field 'entity'" in error.message
     stored = points_on(facade.settings.kafka.bootstrap_servers or "", _points_topic(facade))
@@ -236,7 +169,7 @@ def _stats(port: int) -> Frame:
         await client.greet()
         return await client.call(Opcode.TS_BUFFER_STATS, 5, Empty())
 
-    return _with_client(port, scenario)
+    return with_client(port, scenario)
 
 
 def test_buffer_stats_answer_the_fields_of_the_rest_answer(
@@ -257,7 +190,7 @@ def test_buffer_stats_without_a_worker_is_unavailable_as_on_rest(facade: FacadeT
     reply = _stats(_port(facade))
     status, _, _ = facade.call("GET", "/ts/buffer/stats", headers=WRITER)
     assert status == 503
-    error = _error(reply)
+    error = error_of(reply)
     assert (error.code, error.retriable) == (ErrorCode.UNAVAILABLE, True)
 
 
@@ -268,13 +201,13 @@ def test_unknown_and_unserved_opcodes_are_answered_and_the_connection_keeps_work
         await client.greet()
         client.writer.write(HEADER.pack(0x55, 0, 3, 7) + b"xyz")
         replies = [await client.read()]
-        replies.append(await client.call(Opcode.VECTOR_BUFFER_STATS, 8, Empty()))
+        replies.append(await client.call(Opcode.REPLICATION_STATS, 8, Empty()))
         replies.append(await client.call(Opcode.PING, 9, Ping(b"ok")))
         return replies
 
-    unknown, unserved, pong = _with_client(_port(facade), scenario)
-    assert (unknown.request_id, _error(unknown).code) == (7, ErrorCode.UNKNOWN_OPCODE)
-    assert (unserved.request_id, _error(unserved).code) == (8, ErrorCode.UNKNOWN_OPCODE)
+    unknown, unserved, pong = with_client(_port(facade), scenario)
+    assert (unknown.request_id, error_of(unknown).code) == (7, ErrorCode.UNKNOWN_OPCODE)
+    assert (unserved.request_id, error_of(unserved).code) == (8, ErrorCode.UNKNOWN_OPCODE)
     assert (pong.request_id, pong.body) == (9, Ping(b"ok"))
 
 
@@ -292,10 +225,10 @@ def test_an_over_limit_frame_is_refused_from_its_header_and_its_payload_skipped(
         replies.append(await client.read())
         return replies
 
-    refused, pong, huge = _with_client(_port(facade), scenario)
-    assert (refused.request_id, _error(refused).code) == (20, ErrorCode.FRAME_TOO_LARGE)
+    refused, pong, huge = with_client(_port(facade), scenario)
+    assert (refused.request_id, error_of(refused).code) == (20, ErrorCode.FRAME_TOO_LARGE)
     assert (pong.opcode, pong.request_id) == (Opcode.PING, 21)
-    assert (huge.request_id, _error(huge).code) == (22, ErrorCode.FRAME_TOO_LARGE)
+    assert (huge.request_id, error_of(huge).code) == (22, ErrorCode.FRAME_TOO_LARGE)
 
 
 def test_shutdown_sends_goaway_naming_the_last_request(make_settings: MakeSettings) -> None:

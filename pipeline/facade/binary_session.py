@@ -1,0 +1,400 @@
+"""One binary-protocol connection (docs/api/BINARY_PROTOCOL_EXTENSIONS.md), whatever it serves.
+
+:class:`BinarySession` runs the session of :mod:`pipeline.facade.binary_server`'s
+module docstring for a :class:`SessionHost`: the header judged before any payload byte
+is read, HELLO then AUTH (before AUTH only HELLO, AUTH and PING), requests run
+concurrently (at most :data:`MAX_IN_FLIGHT`), each reply written under the connection's
+lock with its request id, errors answered by :func:`code_of`, and GOAWAY on shutdown.
+:class:`BinaryMetrics` counts what the door did for ``/metrics``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import Final, Protocol
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+
+from pipeline.binary import (
+    BEFORE_AUTH,
+    HEADER_BYTES,
+    PROTOCOL_VERSION,
+    RETRIABLE,
+    AuthOk,
+    AuthRequest,
+    Body,
+    ErrorCode,
+    ErrorReply,
+    Flags,
+    Frame,
+    GoAway,
+    HelloOk,
+    HelloRequest,
+    Opcode,
+    Ping,
+    check_header,
+    decode_header,
+    decode_payload,
+    encode_frame,
+)
+from pipeline.config import FacadeSettings
+from pipeline.errors import (
+    AuthenticationFailed,
+    BufferOverflow,
+    Conflict,
+    CorruptBatch,
+    DeliveryFailed,
+    ForeignPrimary,
+    InvalidArgument,
+    InvalidRecord,
+    InvalidRequest,
+    NotFound,
+    PayloadTooLarge,
+    PermissionDenied,
+    ProtocolError,
+    RateLimited,
+    RequestTimeout,
+    ServiceUnavailable,
+    ThemisError,
+    WalGap,
+    WorkerUnavailable,
+)
+from pipeline.facade.auth import Role
+from pipeline.facade.middleware import LATENCY_BUCKETS, RequestGuard, RouteSpec
+from pipeline.limits import MAX_BINARY_MESSAGE_BYTES
+
+__all__ = [
+    "CODE_OF",
+    "MAX_IN_FLIGHT",
+    "BinaryMetrics",
+    "BinarySession",
+    "Handler",
+    "Operation",
+    "SessionHost",
+    "code_of",
+    "error_frame",
+    "reply",
+]
+
+_LOG = logging.getLogger(__name__)
+
+MAX_IN_FLIGHT: Final = 1024
+"""Unanswered requests one connection may have; more are TOO_MANY_IN_FLIGHT."""
+_SCRATCH_BYTES: Final = 64 * 1024  # the discard buffer of a refused payload
+_DRAIN_S: Final = 10.0  # how long shutdown waits for in-flight requests (seconds)
+
+CODE_OF: Final[Mapping[type[ThemisError], ErrorCode]] = {
+    InvalidRequest: ErrorCode.INVALID_REQUEST,
+    InvalidRecord: ErrorCode.INVALID_REQUEST,
+    InvalidArgument: ErrorCode.INVALID_REQUEST,
+    CorruptBatch: ErrorCode.CORRUPT_BATCH,
+    AuthenticationFailed: ErrorCode.AUTHENTICATION_FAILED,
+    PermissionDenied: ErrorCode.PERMISSION_DENIED,
+    NotFound: ErrorCode.NOT_FOUND,
+    RequestTimeout: ErrorCode.TIMEOUT,
+    Conflict: ErrorCode.CONFLICT,
+    WalGap: ErrorCode.WAL_GAP,
+    ForeignPrimary: ErrorCode.FOREIGN_PRIMARY,
+    PayloadTooLarge: ErrorCode.FRAME_TOO_LARGE,
+    RateLimited: ErrorCode.RATE_LIMITED,
+    BufferOverflow: ErrorCode.BUFFER_FULL,
+    ServiceUnavailable: ErrorCode.UNAVAILABLE,
+    WorkerUnavailable: ErrorCode.UNAVAILABLE,
+    DeliveryFailed: ErrorCode.UNAVAILABLE,
+}
+"""The ERROR code of each error class a request can end in (subclasses inherit it)."""
+
+
+def code_of(exc: BaseException) -> ErrorCode:
+    """The code of ``exc``: a ProtocolError's own, else :data:`CODE_OF`'s, else INTERNAL."""
+    if isinstance(exc, ProtocolError):
+        return ErrorCode(exc.code)
+    for cls in type(exc).__mro__:
+        code = CODE_OF.get(cls)
+        if code is not None:
+            return code
+    return ErrorCode.INTERNAL
+
+
+def error_frame(request_id: int, code: ErrorCode, message: str, retry_after_ms: int = 0) -> bytes:
+    """The encoded ERROR reply (the message cut to its bound on a character boundary)."""
+    text = message.encode("utf-8")[:MAX_BINARY_MESSAGE_BYTES].decode("utf-8", "ignore")
+    body = ErrorReply(int(code), code in RETRIABLE, retry_after_ms, 0, text)
+    return encode_frame(Frame(Opcode.ERROR, Flags.REPLY, request_id, body))
+
+
+def reply(opcode: Opcode, request_id: int, body: Body) -> bytes:
+    """The encoded reply ``body`` to request ``request_id`` of ``opcode``."""
+    return encode_frame(Frame(opcode, Flags.REPLY, request_id, body))
+
+
+Handler = Callable[[Frame], Awaitable[Body]]
+
+
+@dataclass(frozen=True)
+class Operation:
+    """An opcode's handler and what it needs: a role and a quota, as its REST route."""
+
+    handler: Handler
+    spec: RouteSpec
+
+
+class BinaryMetrics:
+    """The binary door's metrics: requests by opcode, errors by code, bytes in, handler time."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.requests = Counter(
+            "facade_binary_requests",
+            "Binary-protocol requests answered, by opcode.",
+            ["opcode"],
+            registry=registry,
+        )
+        self.errors = Counter(
+            "facade_binary_errors",
+            "Binary-protocol ERROR replies, by error code.",
+            ["code"],
+            registry=registry,
+        )
+        self.bytes_in = Counter(
+            "facade_binary_received_bytes",
+            "Bytes of binary-protocol frames received (headers and payloads).",
+            registry=registry,
+        )
+        self.handler_seconds = Histogram(
+            "facade_binary_handler_seconds",
+            "Time from a request's whole frame being read to its reply being written, by opcode.",
+            ["opcode"],
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
+        )
+
+    def error(self, code: ErrorCode) -> None:
+        self.errors.labels(code.name).inc()
+
+
+class SessionHost(Protocol):
+    """What a session needs of its server."""
+
+    @property
+    def config(self) -> FacadeSettings: ...
+
+    @property
+    def max_frame_bytes(self) -> int: ...
+
+    @property
+    def operations(self) -> Mapping[Opcode, Operation]: ...
+
+    @property
+    def guard(self) -> RequestGuard: ...
+
+    @property
+    def metrics(self) -> BinaryMetrics: ...
+
+
+class BinarySession:
+    """One connection: its state (opened, greeted, ready, draining) and its requests."""
+
+    def __init__(
+        self, server: SessionHost, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        self.server = server
+        self.reader = reader
+        self.writer = writer
+        peer = writer.get_extra_info("peername")
+        self.address = str(peer[0]) if isinstance(peer, tuple) else "unknown"
+        self.greeted = False
+        self.role: Role | None = None
+        self.caller = f"peer:{self.address}"
+        self.draining = False
+        self.last_request_id = 0
+        self._lock = asyncio.Lock()
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def send(self, data: bytes) -> None:
+        async with self._lock:
+            self.writer.write(data)
+            await self.writer.drain()
+
+    async def run(self) -> None:
+        config = self.server.config
+        while not self.draining:
+            raw = await self.reader.readexactly(HEADER_BYTES)
+            header = decode_header(raw)
+            self.server.metrics.bytes_in.inc(HEADER_BYTES + header.length)
+            try:
+                check_header(header, max_payload=self.server.max_frame_bytes)
+            except ProtocolError as exc:
+                await self.send(self._error_bytes(header.request_id, code_of(exc), str(exc)))
+                if not await self._discard(header.length, config.body_timeout_s):
+                    return
+                continue
+            try:
+                async with asyncio.timeout(config.body_timeout_s):
+                    payload = await self.reader.readexactly(header.length)
+            except TimeoutError:
+                message = "the payload did not arrive within facade.body_timeout_s"
+                await self.send(self._error_bytes(header.request_id, ErrorCode.TIMEOUT, message))
+                return
+            if not self.greeted and header.opcode != Opcode.HELLO:
+                message = "the first frame must be HELLO"
+                await self.send(
+                    self._error_bytes(header.request_id, ErrorCode.NOT_AUTHENTICATED, message)
+                )
+                return
+            try:
+                frame = decode_payload(header, payload)
+            except ProtocolError as exc:
+                await self.send(self._error_bytes(header.request_id, code_of(exc), str(exc)))
+                if not self.greeted:
+                    return
+                continue
+            if not await self._dispatch(frame):
+                return
+
+    async def _discard(self, length: int, timeout_s: float) -> bool:
+        """Read ``length`` payload bytes into nothing, in bounded chunks; False if too slow."""
+        try:
+            async with asyncio.timeout(timeout_s):
+                while length:
+                    chunk = await self.reader.read(min(length, _SCRATCH_BYTES))
+                    if not chunk:
+                        return False
+                    length -= len(chunk)
+        except TimeoutError:
+            return False
+        return True
+
+    async def _dispatch(self, frame: Frame) -> bool:
+        """Answer or start ``frame``; False when the connection must close."""
+        if frame.opcode == Opcode.HELLO:
+            return await self._hello(frame)
+        if frame.opcode == Opcode.AUTH:
+            await self._auth(frame)
+        elif frame.opcode == Opcode.PING:
+            assert isinstance(frame.body, Ping)
+            await self.send(reply(Opcode.PING, frame.request_id, frame.body))
+        else:
+            self._start(frame)
+        return True
+
+    def _start(self, frame: Frame) -> None:
+        """Run ``frame`` as a task of its own, or answer ERROR at once."""
+        operation = self.server.operations.get(frame.opcode)
+        refusal: tuple[ErrorCode, str] | None = None
+        if self.role is None and frame.opcode not in BEFORE_AUTH:
+            refusal = ErrorCode.NOT_AUTHENTICATED, "send AUTH first"
+        elif operation is None:
+            refusal = ErrorCode.UNKNOWN_OPCODE, f"{frame.opcode.name} is not served here yet"
+        elif len(self._tasks) >= MAX_IN_FLIGHT:
+            message = f"more than {MAX_IN_FLIGHT} requests in flight on this connection"
+            refusal = ErrorCode.TOO_MANY_IN_FLIGHT, message
+        if refusal is not None or operation is None:
+            code, message = refusal or (ErrorCode.INTERNAL, "")
+            coro = self.send(self._error_bytes(frame.request_id, code, message))
+        else:
+            self.last_request_id = frame.request_id
+            coro = self._answer(operation, frame)
+        task = asyncio.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _hello(self, frame: Frame) -> bool:
+        rid = frame.request_id
+        if self.greeted:
+            await self.send(self._error_bytes(rid, ErrorCode.INVALID_REQUEST, "a second HELLO"))
+            return True
+        assert isinstance(frame.body, HelloRequest)
+        hello = frame.body
+        if not hello.min_version <= PROTOCOL_VERSION <= hello.max_version:
+            message = f"this server speaks version {PROTOCOL_VERSION} only"
+            await self.send(self._error_bytes(rid, ErrorCode.UNSUPPORTED_VERSION, message))
+            return False
+        self.greeted = True
+        config = self.server.config
+        if not config.auth_enabled:
+            self.role = Role.ADMIN
+        methods = ("api_key",) if config.auth_enabled else ()
+        ok = HelloOk(PROTOCOL_VERSION, self.server.max_frame_bytes, MAX_IN_FLIGHT, methods)
+        await self.send(reply(Opcode.HELLO, rid, ok))
+        return True
+
+    async def _auth(self, frame: Frame) -> None:
+        assert isinstance(frame.body, AuthRequest)
+        try:
+            if frame.body.method != "api_key":
+                raise AuthenticationFailed(
+                    f"unknown auth method {frame.body.method!r}; use api_key"
+                )
+            key = frame.body.credential.decode("utf-8", "surrogateescape")
+            self.role, self.caller = self.server.guard.check_key(
+                self.address, key or None, missing="AUTH carries an empty credential"
+            )
+        except ThemisError as exc:
+            await self.send(self._error_of(frame.request_id, exc))
+            return
+        await self.send(reply(Opcode.AUTH, frame.request_id, AuthOk(self.role.value)))
+
+    async def _answer(self, operation: Operation, frame: Frame) -> None:
+        begun = time.perf_counter()
+        try:
+            spec = operation.spec
+            assert self.role is not None
+            assert spec.role is not None
+            if not self.role.allows(spec.role):
+                raise PermissionDenied(
+                    f"{frame.opcode.name} needs role {spec.role.value}; "
+                    f"the key has role {self.role.value}"
+                )
+            self.server.guard.rate_limit(self.caller, spec)
+            body = await operation.handler(frame)
+            data = reply(frame.opcode, frame.request_id, body)
+        except Exception as exc:  # every error is answered, by class
+            if code_of(exc) is ErrorCode.INTERNAL:
+                _LOG.error("unexpected error on binary %s", frame.opcode.name, exc_info=exc)
+            data = self._error_of(frame.request_id, exc)
+        with contextlib.suppress(ConnectionError):
+            await self.send(data)
+        name = frame.opcode.name
+        self.server.metrics.requests.labels(name).inc()
+        self.server.metrics.handler_seconds.labels(name).observe(time.perf_counter() - begun)
+
+    def _error_bytes(
+        self, request_id: int, code: ErrorCode, message: str, retry_after_ms: int = 0
+    ) -> bytes:
+        self.server.metrics.error(code)
+        return error_frame(request_id, code, message, retry_after_ms)
+
+    def _error_of(self, request_id: int, exc: BaseException) -> bytes:
+        code = code_of(exc)
+        message = str(exc) if code is not ErrorCode.INTERNAL else "internal error; see the log"
+        retry_ms = 0
+        if isinstance(exc, RateLimited):
+            retry_ms = exc.retry_after_s * 1000
+        elif isinstance(exc, ServiceUnavailable):
+            retry_ms = math.ceil(1000 * float(exc.headers.get("Retry-After", "0")))
+        return self._error_bytes(request_id, code, message, retry_ms)
+
+    async def go_away(self) -> None:
+        """Take no more requests, answer those in flight (bounded), send GOAWAY, close."""
+        self.draining = True
+        if self._tasks:
+            await asyncio.wait(list(self._tasks), timeout=_DRAIN_S)
+        goaway = GoAway(
+            self.last_request_id, int(ErrorCode.SHUTTING_DOWN), "the server is stopping"
+        )
+        with contextlib.suppress(ConnectionError):
+            await self.send(encode_frame(Frame(Opcode.GOAWAY, Flags.REPLY, 0, goaway)))
+        await self.close()
+
+    async def close(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        self.writer.close()
+        with contextlib.suppress(ConnectionError):
+            await self.writer.wait_closed()
