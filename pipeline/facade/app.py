@@ -31,6 +31,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import ssl
 from collections.abc import Iterable, Sequence
 from typing import Any, Final
 
@@ -308,12 +309,15 @@ def create_facade(
     producer: RecordProducer | None = None,
     partitions: dict[str, int] | None = None,
     extra_routes: Sequence[RouteSpec] = (),
+    ssl_context: ssl.SSLContext | None = None,
 ) -> web.Application:
     """The facade as an aiohttp application.
 
     ``bootstrap`` is the Kafka address (``None`` only with an injected ``producer`` and
     ``partitions``, as tests do). ``extra_routes`` are endpoints built elsewhere
-    (:func:`~pipeline.facade.replication_routes.replication_routes`).
+    (:func:`~pipeline.facade.replication_routes.replication_routes`). ``ssl_context``
+    is the HTTP side's TLS, which the binary door serves too (client certificates
+    included).
     """
     facade = Facade(settings, bootstrap, producer=producer, partitions=partitions)
     app = web.Application(
@@ -328,7 +332,7 @@ def create_facade(
     mount_routes(app, extra_routes)
     app.on_startup.append(facade.start)
     if settings.facade.binary_port:
-        binary = BinaryServer(facade)
+        binary = BinaryServer(facade, ssl_context=ssl_context)
         app[BINARY_SERVER] = binary
         app.on_startup.append(binary.start)
         app.on_cleanup.append(binary.stop)  # GOAWAY, before the producer is flushed

@@ -20,12 +20,15 @@ Per connection, in order (:class:`~pipeline.facade.binary_session.BinarySession`
 5. on shutdown: no new requests, in-flight ones answered, GOAWAY, close.
 
 WAL_APPLY_COMPRESSED needs a key with role ``replicator``, as ``POST /api/v1/wal/apply``.
+With the facade's TLS (``--tls-cert``) the door speaks TLS too, and requires client
+certificates when the HTTP side does (``--tls-client-ca``); AUTH is still needed.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 from collections.abc import Awaitable
 from typing import TYPE_CHECKING
 
@@ -79,8 +82,11 @@ _LOG = logging.getLogger(__name__)
 class BinaryServer:
     """The binary protocol's TCP server of one facade, on ``facade.binary_port``."""
 
-    def __init__(self, facade: Facade, port: int | None = None) -> None:
+    def __init__(
+        self, facade: Facade, port: int | None = None, *, ssl_context: ssl.SSLContext | None = None
+    ) -> None:
         self.facade = facade
+        self.ssl_context = ssl_context
         self.config = facade.config
         self.guard = facade.guard
         self.metrics = BinaryMetrics(facade.metrics.registry)
@@ -123,7 +129,9 @@ class BinaryServer:
 
     async def start(self, app: web.Application | None = None) -> None:
         """Listen on ``facade.host`` and :attr:`port` (0 picks a free port, kept in it)."""
-        self._server = await asyncio.start_server(self._serve, self.config.host, self.port)
+        self._server = await asyncio.start_server(
+            self._serve, self.config.host, self.port, ssl=self.ssl_context
+        )
         self.port = self._server.sockets[0].getsockname()[1]
         _LOG.info("binary protocol listening on %s:%s", self.config.host, self.port)
 

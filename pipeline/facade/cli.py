@@ -114,7 +114,9 @@ def run_facade(args: argparse.Namespace, settings: Settings) -> int:
         overrides["response_mode"] = args.response_mode
     settings = with_overrides(settings, {"facade": overrides})
     bootstrap = settings.kafka.bootstrap_servers or require_broker(settings).bootstrap_servers
-    app = create_facade(settings, bootstrap, extra_routes=replication_routes())
+    app = create_facade(
+        settings, bootstrap, extra_routes=replication_routes(), ssl_context=ssl_context
+    )
     install_replication(app, settings, bootstrap, client_certificates=bool(args.tls_client_ca))
     app.on_startup.append(_settle_heap)
     _LOG.info("facade listening on %s:%s", settings.facade.host, settings.facade.port)

@@ -149,8 +149,12 @@ def commit_offsets(
 _NOT_KNOWN_YET: Final = _COORDINATOR_MOVING | {
     KafkaError.UNKNOWN_TOPIC_OR_PART,
     KafkaError._UNKNOWN_PARTITION,
+    KafkaError.NOT_LEADER_FOR_PARTITION,
+    KafkaError.LEADER_NOT_AVAILABLE,
 }
-"""What a broker just resumed (or a client that has not refreshed its metadata) answers."""
+"""What a broker just resumed, a topic just created (its leader not elected yet) or a
+client that has not refreshed its metadata answers; librdkafka does not mark the
+leader codes retriable on a watermark read."""
 
 
 def watermark_offsets(

@@ -6,6 +6,7 @@ The reference client here is asyncio streams plus the codec (``pipeline.binary``
 from __future__ import annotations
 
 import asyncio
+import ssl
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TypeVar
@@ -21,6 +22,7 @@ from pipeline.binary import (
     Frame,
     GoAway,
     HelloOk,
+    HelloRequest,
     JsonBody,
     Opcode,
     Ping,
@@ -31,6 +33,7 @@ from pipeline.binary import (
 from pipeline.binary.codes import HEADER
 from pipeline.kafka.local_broker import free_port
 from pipeline.limits import MAX_FRAME_BYTES
+from pipeline.replication import server_ssl_context
 from pipeline.ts.point import series_key
 from tests.fixtures.binary import Client, error_of, with_client
 from tests.fixtures.broker import MakeSettings
@@ -256,3 +259,38 @@ def test_shutdown_sends_goaway_naming_the_last_request(make_settings: MakeSettin
     assert (goaway.opcode, goaway.request_id) == (Opcode.GOAWAY, 0)
     assert isinstance(goaway.body, GoAway)
     assert (goaway.body.last_request_id, goaway.body.code) == (30, ErrorCode.SHUTTING_DOWN)
+
+
+def test_the_door_speaks_tls_and_refuses_a_client_without_a_certificate(
+    make_settings: MakeSettings, pki: Path
+) -> None:
+    tls = server_ssl_context(pki / "server.pem", pki / "server.key", pki / "ca.pem")
+    settings = facade_settings(make_settings, binary_port=free_port())
+    thread = FacadeThread(settings, binary_tls=tls)
+    client_tls = ssl.create_default_context(cafile=str(pki / "ca.pem"))
+    client_tls.load_cert_chain(str(pki / "client.pem"), str(pki / "client.key"))
+    anonymous = ssl.create_default_context(cafile=str(pki / "ca.pem"))
+
+    async def scenario() -> tuple[AuthOk, Frame]:
+        client = await Client.connect(_port(thread), client_tls)
+        try:
+            auth = await client.greet()
+            return auth, await client.call(Opcode.PING, 3, Ping(b"tls"))
+        finally:
+            await client.close()
+
+    async def without_certificate() -> Frame:
+        client = await Client.connect(_port(thread), anonymous)
+        try:
+            return await client.call(Opcode.HELLO, 1, HelloRequest(1, 1, "anonymous"))
+        finally:
+            await client.close()
+
+    try:
+        auth, pong = asyncio.run(scenario())
+        assert auth.role == "writer"
+        assert (pong.opcode, pong.body) == (Opcode.PING, Ping(b"tls"))
+        with pytest.raises((ssl.SSLError, ConnectionError, asyncio.IncompleteReadError)):
+            asyncio.run(without_certificate())
+    finally:
+        thread.close()
