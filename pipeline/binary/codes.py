@@ -104,6 +104,7 @@ class ErrorCode(IntEnum):
     FOREIGN_PRIMARY = 19
     SHUTTING_DOWN = 20
     INTERNAL = 21
+    NEED_DICTIONARY = 22
 
 
 RETRIABLE: Final[frozenset[ErrorCode]] = frozenset(
@@ -116,6 +117,7 @@ RETRIABLE: Final[frozenset[ErrorCode]] = frozenset(
         ErrorCode.WAL_GAP,
         ErrorCode.SHUTTING_DOWN,
         ErrorCode.INTERNAL,
+        ErrorCode.NEED_DICTIONARY,
     }
 )
 """The codes whose ERROR frames carry the retriable bit: the same frame may succeed later."""

@@ -62,6 +62,7 @@ from pipeline.errors import (
     RequestTimeout,
     ServiceUnavailable,
     ThemisError,
+    UnknownDictionary,
     WalGap,
     WorkerUnavailable,
 )
@@ -94,6 +95,7 @@ CODE_OF: Final[Mapping[type[ThemisError], ErrorCode]] = {
     InvalidRecord: ErrorCode.INVALID_REQUEST,
     InvalidArgument: ErrorCode.INVALID_REQUEST,
     CorruptBatch: ErrorCode.CORRUPT_BATCH,
+    UnknownDictionary: ErrorCode.NEED_DICTIONARY,
     AuthenticationFailed: ErrorCode.AUTHENTICATION_FAILED,
     PermissionDenied: ErrorCode.PERMISSION_DENIED,
     NotFound: ErrorCode.NOT_FOUND,

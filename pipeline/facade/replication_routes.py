@@ -132,8 +132,11 @@ async def add_replica(request: web.Request) -> web.Response:
     endpoint = _field(body, "endpoint", str)
     if not replica_id:
         raise InvalidRequest("field 'replica_id' must not be empty")
-    if not endpoint.startswith(("kafka://", "http://", "https://")):
-        raise InvalidRequest("field 'endpoint' must start with kafka://, http:// or https://")
+    if not endpoint.startswith(("kafka://", "http://", "https://", "themis://", "themis+tls://")):
+        raise InvalidRequest(
+            "field 'endpoint' must start with kafka://, http://, https://, themis:// "
+            "or themis+tls://"
+        )
     try:
         await asyncio.to_thread(_control(request)._ensure().add_replica, replica_id, endpoint)
     except InvalidArgument as exc:  # the id or the endpoint

@@ -184,7 +184,8 @@ def add_wal_arguments(wal: argparse.ArgumentParser) -> None:
         action="append",
         required=True,
         metavar="ID=ENDPOINT",
-        help="kafka://host:port or http(s)://host:port; repeat for several replicas",
+        help="kafka://, themis[+tls]:// (a facade's binary door) or http(s)://host:port; "
+        "repeat for several replicas",
     )
     ship.add_argument("--once", action="store_true", help="exit once every replica caught up")
     ship.add_argument(
@@ -198,7 +199,9 @@ def add_wal_arguments(wal: argparse.ArgumentParser) -> None:
     )
     ship.add_argument("--compression", choices=("zstd", "none"), default=None)
     ship.add_argument("--level", type=int, default=None, help="zstd level 1-22")
-    ship.add_argument("--tls-ca", default=None, help="CA file to verify https replicas")
+    ship.add_argument(
+        "--tls-ca", default=None, help="CA file to verify https and themis+tls replicas"
+    )
     ship.add_argument("--tls-cert", default=None, help="client certificate (mTLS)")
     ship.add_argument("--tls-key", default=None, help="client key (mTLS)")
     ship.set_defaults(handler=_ship)

@@ -11,6 +11,12 @@
     ``<namespace>.wal.replica.status``: when the replica's applier reports a gap
     (say, it dead-lettered a corrupt batch) :meth:`KafkaTarget.reported_gap` names
     the LSN it expects, and the shipper re-sends from there.
+``themis://host:port`` or ``themis+tls://host:port`` (:class:`BinaryTarget`)
+    WAL_APPLY_COMPRESSED over the binary protocol (docs/api/BINARY_PROTOCOL_EXTENSIONS.md)
+    to a facade's binary door, on one connection kept open: HELLO, AUTH with the ship
+    key, then one request per batch. Confirmed by its JSON reply; WAL_GAP rewinds to the
+    LSN its message ends with, NEED_DICTIONARY re-sends with the dictionary, any other
+    ERROR (or a lost connection, reopened on the next batch) is retried.
 ``http://host:port`` or ``https://host:port`` (:class:`HttpTarget`)
     ``POST /api/v1/wal/apply`` with the batch as body (``Content-Encoding: zstd`` for
     zstd batches, ``X-Primary-ID``). Confirmed on 200; 409 rewinds to the LSN the
@@ -23,6 +29,7 @@ A target raises :class:`~pipeline.errors.ShipFailed` (retried with backoff) or
 from __future__ import annotations
 
 import http.client
+import socket
 import ssl
 import time
 from typing import Any, Final, Protocol
@@ -31,8 +38,25 @@ from urllib.parse import urlsplit
 import orjson
 from confluent_kafka import OFFSET_END, KafkaError, TopicPartition
 
+from pipeline.binary import (
+    HEADER_BYTES,
+    AuthOk,
+    AuthRequest,
+    Body,
+    ErrorCode,
+    ErrorReply,
+    Flags,
+    Frame,
+    HelloOk,
+    HelloRequest,
+    Opcode,
+    WalApply,
+    decode_header,
+    decode_payload,
+    encode_frame,
+)
 from pipeline.config import Settings
-from pipeline.errors import InvalidArgument, ReplicaRewind, ShipFailed
+from pipeline.errors import InvalidArgument, ProtocolError, ReplicaRewind, ShipFailed
 from pipeline.kafka.clients import Producer
 from pipeline.kafka.consumer import make_consumer
 from pipeline.kafka.producer import durable_producer_config
@@ -40,11 +64,19 @@ from pipeline.replication.topics import REPLICA_STATUS_TOPIC, REPLICA_TOPIC, ens
 from pipeline.wal.batch import BatchHeader, Codec
 from pipeline.wal.entry import format_lsn, parse_lsn
 
-__all__ = ["SHIP_TIMEOUT_S", "HttpTarget", "KafkaTarget", "ShipTarget", "open_target"]
+__all__ = [
+    "SHIP_TIMEOUT_S",
+    "BinaryTarget",
+    "HttpTarget",
+    "KafkaTarget",
+    "ShipTarget",
+    "open_target",
+]
 
 SHIP_TIMEOUT_S: Final = 30.0
 """A batch not confirmed within this many seconds counts as failed."""
 _STATUS_POLL_S: Final = 0.5
+_CODES: Final = frozenset(int(code) for code in ErrorCode)
 _STATUS_GROUP: Final = "themis-wal-status-reader"
 
 
@@ -65,14 +97,18 @@ class ShipTarget(Protocol):
 def open_target(
     endpoint: str, settings: Settings, ssl_context: ssl.SSLContext | None
 ) -> ShipTarget:
-    """The target of ``endpoint``: ``kafka://host:port`` or ``http(s)://host:port``."""
+    """The target of ``endpoint``: ``kafka://``, ``themis[+tls]://`` or ``http(s)://host:port``."""
     scheme = urlsplit(endpoint).scheme
+    key = settings.compressed_wal_shipping.ship_key
     if scheme == "kafka":
         return KafkaTarget(endpoint.removeprefix("kafka://").rstrip("/"), settings)
     if scheme in ("http", "https"):
-        return HttpTarget(endpoint, ssl_context, key=settings.compressed_wal_shipping.ship_key)
+        return HttpTarget(endpoint, ssl_context, key=key)
+    if scheme in ("themis", "themis+tls"):
+        return BinaryTarget(endpoint, ssl_context, key=key)
     raise InvalidArgument(
-        f"replica endpoint {endpoint!r}: use kafka://host:port or http(s)://host:port"
+        f"replica endpoint {endpoint!r}: use kafka://host:port, themis[+tls]://host:port "
+        "or http(s)://host:port"
     )
 
 
@@ -225,3 +261,105 @@ class HttpTarget:
 
     def close(self) -> None:
         return None
+
+
+class BinaryTarget:
+    """Sends batches as WAL_APPLY_COMPRESSED to a binary door, one at a time."""
+
+    def __init__(self, endpoint: str, ssl_context: ssl.SSLContext | None, *, key: str = "") -> None:
+        parts = urlsplit(endpoint)
+        if parts.hostname is None or parts.port is None:
+            raise InvalidArgument(
+                f"replica endpoint {endpoint!r} needs a host and a port: themis://host:port"
+            )
+        self._address = (parts.hostname, parts.port)
+        tls = parts.scheme == "themis+tls"
+        self._ssl = (ssl_context or ssl.create_default_context()) if tls else None
+        self._key = key.encode()
+        self._sock: socket.socket | None = None
+        self._request_id = 0
+
+    def _call(self, sock: socket.socket, opcode: Opcode, body: Body) -> Frame:
+        """Send one request and read its reply (this target never pipelines)."""
+        self._request_id = self._request_id % 0xFFFFFFFF + 1
+        sock.sendall(encode_frame(Frame(opcode, Flags.NONE, self._request_id, body)))
+        header = decode_header(_read_exactly(sock, HEADER_BYTES))
+        frame = decode_payload(header, _read_exactly(sock, header.length))
+        if frame.opcode == Opcode.GOAWAY:
+            raise ShipFailed("the replica is shutting down (GOAWAY)")
+        return frame
+
+    def _open(self) -> socket.socket:
+        sock = socket.create_connection(self._address, timeout=SHIP_TIMEOUT_S)
+        try:
+            if self._ssl is not None:
+                sock = self._ssl.wrap_socket(sock, server_hostname=self._address[0])
+            hello = self._call(sock, Opcode.HELLO, HelloRequest(1, 1, "themis-wal-shipper"))
+            if not isinstance(hello.body, HelloOk):
+                raise ShipFailed(f"the replica refused HELLO: {_reason(hello)}")
+            if hello.body.auth_methods:
+                auth = self._call(sock, Opcode.AUTH, AuthRequest("api_key", self._key))
+                if not isinstance(auth.body, AuthOk):
+                    raise ShipFailed(f"the replica refused the ship key: {_reason(auth)}")
+        except BaseException:
+            sock.close()
+            raise
+        return sock
+
+    def ship(self, data: bytes, header: BatchHeader) -> None:
+        where = f"themis://{self._address[0]}:{self._address[1]}"
+        try:
+            if self._sock is None:
+                self._sock = self._open()
+            reply = self._call(
+                self._sock, Opcode.WAL_APPLY_COMPRESSED, WalApply(header.primary_id, data)
+            )
+        except (OSError, ProtocolError, ShipFailed) as exc:
+            self.close()
+            raise ShipFailed(f"{where}: {exc}", bytes_sent=len(data)) from exc
+        if not isinstance(reply.body, ErrorReply):
+            return
+        error = reply.body
+        if error.code == ErrorCode.WAL_GAP:
+            try:
+                expected = parse_lsn(error.message.rsplit(" ", 1)[-1])
+            except ValueError:
+                raise ShipFailed(
+                    f"{where} answered WAL_GAP without an LSN: {error.message}",
+                    bytes_sent=len(data),
+                ) from None
+            raise ReplicaRewind(
+                f"replica expects LSN {format_lsn(expected)}", expected_lsn=expected
+            )
+        if error.code == ErrorCode.NEED_DICTIONARY:
+            raise ReplicaRewind(
+                "replica needs the dictionary", expected_lsn=header.first_lsn, need_dictionary=True
+            )
+        raise ShipFailed(f"{where} answered {_reason(reply)}", bytes_sent=len(data))
+
+    def reported_gap(self) -> int | None:
+        return None  # a WAL_GAP answers at once
+
+    def close(self) -> None:
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
+
+
+def _read_exactly(sock: socket.socket, size: int) -> bytes:
+    chunks, left = [], size
+    while left:
+        chunk = sock.recv(min(left, 1 << 20))
+        if not chunk:
+            raise ShipFailed("the replica closed the connection")
+        chunks.append(chunk)
+        left -= len(chunk)
+    return b"".join(chunks)
+
+
+def _reason(frame: Frame) -> str:
+    if isinstance(frame.body, ErrorReply):
+        code = frame.body.code
+        name = ErrorCode(code).name if code in _CODES else str(code)
+        return f"{name}: {frame.body.message}"
+    return f"an unexpected {frame.opcode.name} reply"

@@ -200,8 +200,10 @@ def test_shipper_refuses_bad_limits_codecs_ids_and_unknown_replicas(wal_settings
         assert shipper.compression()[:2] == (Codec.ZSTD, 3)
         with pytest.raises(InvalidArgument, match="'bad id!' must be letters, digits"):
             shipper.add_replica("bad id!", "http://127.0.0.1:1")
-        with pytest.raises(InvalidArgument, match="use kafka://host:port or http"):
+        with pytest.raises(InvalidArgument, match="use kafka://host:port, themis"):
             shipper.add_replica("r1", "ftp://127.0.0.1:21")
+        with pytest.raises(InvalidArgument, match="needs a host and a port: themis://"):
+            shipper.add_replica("r1", "themis://127.0.0.1")
         with pytest.raises(NotFound, match=r"'r9' is not configured \(configured: none\)"):
             shipper.remove_replica("r9")
         shipper.add_replica("r1", f"http://127.0.0.1:{free_port()}")

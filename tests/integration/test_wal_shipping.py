@@ -16,13 +16,15 @@ import numpy as np
 import orjson
 import pytest
 
-from pipeline.config import Settings
+from pipeline.config import Settings, with_overrides
+from pipeline.errors import ReplicaRewind, ShipFailed
 from pipeline.ingest.deadletter import REASON
 from pipeline.kafka.clients import Producer
 from pipeline.kafka.consumer import open_consumer
-from pipeline.kafka.local_broker import LocalKafka
+from pipeline.kafka.local_broker import LocalKafka, free_port
 from pipeline.kafka.topics import apply_topics, load_specs
 from pipeline.replication import (
+    REPLICA_STATE,
     ApplierStats,
     ApplyAuth,
     ReplicaServer,
@@ -36,9 +38,10 @@ from pipeline.ts.block import decode_block, encode_block
 from pipeline.ts.dataset import devops_dataset
 from pipeline.ts.store import merge_last_wins
 from pipeline.vectors.ops import OpType, VectorOp, encode_op_frame
-from pipeline.wal.batch import encode_batch
+from pipeline.wal.batch import encode_batch, read_header
 from pipeline.wal.entry import EntryType, WalEntry, encode_entry_record, format_lsn
 from tests.fixtures.broker import MakeSettings
+from tests.fixtures.facade import FacadeThread, facade_settings
 from tests.fixtures.support import (
     REPO,
     THEMIS,
@@ -421,3 +424,47 @@ def test_http_replica_with_mutual_tls_applies_batches_and_answers_400_and_409(
     finally:
         server.stop()
         state.close()
+
+
+def test_a_facades_binary_door_takes_the_shipped_wal_over_themis_and_asks_for_a_gap(
+    wal_settings: Settings, make_settings: MakeSettings
+) -> None:
+    payloads, model = mixed_payloads(60, seed=4)
+    append_to_wal(wal_settings, payloads)
+    keys = "writer-key:writer,admin-key:admin,ship-key:replicator"
+    replica = FacadeThread(
+        facade_settings(make_settings, binary_port=free_port(), api_keys=keys), replication=True
+    )
+    endpoint = f"themis://127.0.0.1:{replica.settings.facade.binary_port}"
+    ship = with_overrides(wal_settings, {"compressed_wal_shipping": {"ship_key": "ship-key"}})
+    state = replica.app[REPLICA_STATE]
+    try:
+        entries = [
+            WalEntry(lsn, entry_type, 1_700_000_000_000, payload)
+            for lsn, (entry_type, payload) in enumerate(payloads, start=1)
+        ]
+        gap = encode_batch(entries[10:20], "zstd", 3, "primary-t")
+        target = targets_module.open_target(endpoint, ship, None)
+        try:
+            with pytest.raises(ReplicaRewind) as rewind:
+                target.ship(gap, read_header(gap))
+        finally:
+            target.close()
+        assert rewind.value.expected_lsn == 1
+        wrong_key = targets_module.open_target(endpoint, wal_settings, None)  # no ship key
+        with pytest.raises(ShipFailed, match="AUTHENTICATION_FAILED"):
+            wrong_key.ship(gap, read_header(gap))
+
+        shipper = WalShipper(ship, primary_id="primary-t", max_batch_entries=25)
+        try:
+            shipper.add_replica("t1", endpoint)
+            wait_until(lambda: state.last_applied_lsn == 60, timeout_s=60, what="binary replica")
+            wait_until(shipper.caught_up, timeout_s=30, what="shipper caught up")
+            stats = shipper.stats()
+        finally:
+            shipper.close()
+        assert stats["stats"]["total_entries_shipped"] == 60
+        assert stats["replicas"][0]["is_healthy"] is True
+        assert_replica_equals(state, model)
+    finally:
+        replica.close()
