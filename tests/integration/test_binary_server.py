@@ -6,6 +6,7 @@ The reference client here is asyncio streams plus the codec (``pipeline.binary``
 from __future__ import annotations
 
 import asyncio
+import random
 import ssl
 from collections.abc import Iterator
 from pathlib import Path
@@ -294,3 +295,29 @@ def test_the_door_speaks_tls_and_refuses_a_client_without_a_certificate(
             asyncio.run(without_certificate())
     finally:
         thread.close()
+
+
+def test_random_payloads_for_every_opcode_get_answers_and_never_an_internal_error(
+    facade: FacadeThread,
+) -> None:
+    """A bounded fuzz of the live server: 600 frames of random bytes behind valid headers."""
+    rng = random.Random(12)
+    opcodes = [int(op) for op in Opcode if op not in (Opcode.HELLO, Opcode.GOAWAY)]
+    count = 600
+
+    async def scenario(client: Client) -> tuple[list[Frame], Frame]:
+        await client.greet("admin-key")
+        for i in range(count):
+            payload = rng.randbytes(rng.choice((0, 1, 4, 17, 64, 300)))
+            client.writer.write(HEADER.pack(rng.choice(opcodes), 0, len(payload), 1000 + i))
+            client.writer.write(payload)
+        await client.writer.drain()
+        replies = [await client.read() for _ in range(count)]
+        return replies, await client.call(Opcode.PING, 5000, Ping(b"alive"))
+
+    replies, pong = with_client(_port(facade), scenario)
+    assert sorted(r.request_id for r in replies) == list(range(1000, 1000 + count))
+    codes = {error_of(r).code for r in replies if r.opcode == Opcode.ERROR}
+    assert ErrorCode.INTERNAL not in codes
+    assert ErrorCode.MALFORMED_FRAME in codes
+    assert (pong.request_id, pong.body) == (5000, Ping(b"alive"))
