@@ -1,23 +1,18 @@
 """The binary front door (docs/api/BINARY_PROTOCOL_EXTENSIONS.md): one TCP server beside
 the facade's HTTP app, sharing its keyring, rate limits, validation and producer.
 
-Per connection, in order (:class:`~pipeline.facade.binary_session.BinarySession`):
+The session (header judged before the payload, HELLO, AUTH, pipelining, GOAWAY) is
+:mod:`pipeline.binary.session`'s; this module is its host for the facade:
 
-1. read the 10-byte header and judge it (:func:`~pipeline.binary.check_header`: size,
-   opcode, flags) before reading a payload byte; a refused frame is answered with ERROR
-   and its payload discarded through a fixed scratch buffer (FRAME_TOO_LARGE: within
-   ``facade.body_timeout_s``, else the connection is closed);
-2. the session: HELLO first (else ERROR, close), then AUTH with a facade API key; before
-   AUTH only HELLO, AUTH and PING (``BEFORE_AUTH``);
-3. requests run concurrently, at most ``MAX_IN_FLIGHT`` per connection; each reply
-   carries its request id and is written under the connection's lock;
-4. every opcode runs the same function as its REST route
+1. AUTH takes a facade API key (``api_key``), checked by the facade's
+   :meth:`~pipeline.facade.middleware.RequestGuard.check_key` (its keyring, its back-off
+   after failed checks); with auth off every connection is ``admin``;
+2. every opcode runs the same function as its REST route
    (:class:`~pipeline.facade.ts_routes.TimeSeriesRoutes`,
    :class:`~pipeline.facade.vector_routes.VectorRoutes`, the replication routes when the
    facade serves them), with the route's role and quota; stats and flush answer with
    the REST body; errors map to codes in ``CODE_OF`` (as ``STATUS_OF`` maps them to
-   statuses);
-5. on shutdown: no new requests, in-flight ones answered, GOAWAY, close.
+   statuses).
 
 WAL_APPLY_COMPRESSED needs a key with role ``replicator``, as ``POST /api/v1/wal/apply``.
 With the facade's TLS (``--tls-cert``) the door speaks TLS too, and requires client
@@ -29,7 +24,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 from pipeline.binary import (
@@ -48,14 +43,9 @@ from pipeline.binary import (
     WriteAck,
 )
 from pipeline.binary.codes import Flags
-from pipeline.errors import InvalidRequest, ProtocolError
+from pipeline.binary.session import BinaryListener, BinaryMetrics, Handler, Principal
+from pipeline.errors import InvalidRequest, PermissionDenied, ProtocolError
 from pipeline.facade.auth import Role
-from pipeline.facade.binary_session import (
-    BinaryMetrics,
-    BinarySession,
-    Handler,
-    Operation,
-)
 from pipeline.facade.middleware import RouteSpec
 from pipeline.facade.ratelimit import RouteClass
 from pipeline.facade.ts_bodies import group_points
@@ -64,8 +54,8 @@ from pipeline.facade.validation import point_from_json
 from pipeline.facade.vector_bodies import vector_op_from_parts
 from pipeline.facade.vector_routes import VectorRoutes
 from pipeline.limits import MAX_FRAME_BYTES
+from pipeline.replication.binary_door import apply_wal_frame
 from pipeline.vectors.ops import OpType, VectorOp
-from pipeline.wal.batch import read_header
 
 if TYPE_CHECKING:
     from aiohttp import web
@@ -92,12 +82,13 @@ class BinaryServer:
         self.metrics = BinaryMetrics(facade.metrics.registry)
         self.port = self.config.binary_port if port is None else port
         self.max_frame_bytes = min(MAX_FRAME_BYTES, self.config.max_body_bytes)
+        self.body_timeout_s = self.config.body_timeout_s
+        self.auth_methods: tuple[str, ...] = ("api_key",) if self.config.auth_enabled else ()
         self.ts = TimeSeriesRoutes(facade)
         self.vectors = VectorRoutes(facade)
         self.vector_config = facade.settings.vector_auto_buffer
-        self._server: asyncio.Server | None = None
-        self._sessions: set[BinarySession] = set()
-        self.operations: dict[Opcode, Operation] = {}
+        self._listener = BinaryListener(self)
+        self.operations: dict[Opcode, Handler] = {}
         ts, vec, flush = RouteClass.TS_PUT, RouteClass.VECTORS_ADD, RouteClass.FLUSH
         writer, admin = Role.WRITER, Role.ADMIN
         self._add(Opcode.TS_PUT_BUFFERED, self._put_point, writer, ts)
@@ -115,10 +106,36 @@ class BinaryServer:
         self._replica: ReplicaState | None = None
 
     def _add(
-        self, opcode: Opcode, handler: Handler, role: Role, rate: RouteClass | None = None
+        self,
+        opcode: Opcode,
+        handler: Callable[[Frame], Awaitable[Body]],
+        role: Role,
+        rate: RouteClass | None = None,
     ) -> None:
+        """Serve ``opcode`` by ``handler`` for callers of ``role``, under quota ``rate``."""
         spec = RouteSpec("BINARY", opcode.name, _no_http, role, rate)
-        self.operations[opcode] = Operation(handler, spec)
+
+        async def checked(principal: Principal, frame: Frame) -> Body:
+            if not Role(principal.role).allows(role):
+                raise PermissionDenied(
+                    f"{opcode.name} needs role {role.value}; the key has role {principal.role}"
+                )
+            self.guard.rate_limit(principal.caller, spec)
+            return await handler(frame)
+
+        self.operations[opcode] = checked
+
+    def open_principal(self, writer: asyncio.StreamWriter) -> Principal | None:
+        """With auth off every connection may do everything, as on HTTP; else AUTH first."""
+        return None if self.auth_methods else Principal(Role.ADMIN.value, "open")
+
+    def authenticate(self, address: str, method: str, credential: bytes) -> Principal:
+        """The role and caller id of an API key (the facade's keyring and back-off)."""
+        key = credential.decode("utf-8", "surrogateescape")
+        role, caller = self.guard.check_key(
+            address, key or None, missing="AUTH carries an empty credential"
+        )
+        return Principal(role.value, caller)
 
     def serve_replication(self, control: ReplicationControl, replica: ReplicaState) -> None:
         """Serve the replication opcodes too, on the state of the facade's replication routes."""
@@ -129,30 +146,12 @@ class BinaryServer:
 
     async def start(self, app: web.Application | None = None) -> None:
         """Listen on ``facade.host`` and :attr:`port` (0 picks a free port, kept in it)."""
-        self._server = await asyncio.start_server(
-            self._serve, self.config.host, self.port, ssl=self.ssl_context
-        )
-        self.port = self._server.sockets[0].getsockname()[1]
+        self.port = await self._listener.start(self.config.host, self.port, self.ssl_context)
         _LOG.info("binary protocol listening on %s:%s", self.config.host, self.port)
 
     async def stop(self, app: web.Application | None = None) -> None:
         """Stop listening; every session answers its in-flight requests, sends GOAWAY, closes."""
-        if self._server is None:
-            return
-        self._server.close()
-        await asyncio.gather(*(s.go_away() for s in list(self._sessions)))
-        self._server = None
-
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        session = BinarySession(self, reader, writer)
-        self._sessions.add(session)
-        try:
-            await session.run()
-        except (ConnectionError, asyncio.IncompleteReadError):
-            pass
-        finally:
-            self._sessions.discard(session)
-            await session.close()
+        await self._listener.stop()
 
     # -- time series ----------------------------------------------------------
 
@@ -242,15 +241,7 @@ class BinaryServer:
     async def _wal_apply(self, frame: Frame) -> Body:
         assert isinstance(frame.body, WalApply)
         assert self._replica is not None
-        sent = frame.body
-        header = read_header(sent.batch)
-        if header.primary_id != sent.primary_id:
-            raise InvalidRequest(
-                f"primary_id is {sent.primary_id!r} but the batch was written by "
-                f"{header.primary_id!r}"
-            )
-        result = await asyncio.to_thread(self._replica.apply_batch, sent.batch)
-        return JsonBody(result.to_json())
+        return await apply_wal_frame(self._replica, frame.body)
 
     async def _replication_stats(self, frame: Frame) -> Body:
         _require_empty(frame)

@@ -78,11 +78,11 @@ from pipeline.facade.ratelimit import (
     RouteClass,
     limits_from_settings,
 )
+from pipeline.metrics import LATENCY_BUCKETS
 from pipeline.wal.entry import format_lsn
 from pipeline.worker.client import WorkerAnswers
 
 __all__ = [
-    "LATENCY_BUCKETS",
     "STATUS_OF",
     "FacadeMetrics",
     "Handler",
@@ -123,27 +123,6 @@ STATUS_OF: Final[Mapping[type[ThemisError], int]] = {
 
 _INTERNAL: Final = "internal error; see the facade's log"
 _CHALLENGE: Final = {"WWW-Authenticate": 'Bearer realm="themis"'}
-LATENCY_BUCKETS: Final = (
-    0.000025,
-    0.00005,
-    0.0001,
-    0.00025,
-    0.0005,
-    0.001,
-    0.0025,
-    0.005,
-    0.01,
-    0.025,
-    0.05,
-    0.1,
-    0.25,
-    0.5,
-    1.0,
-    2.5,
-    5.0,
-    10.0,
-)
-"""Histogram buckets of the facade's request and handler times (seconds)."""
 
 
 @dataclass(frozen=True)

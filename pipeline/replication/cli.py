@@ -163,10 +163,21 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
         )
     stop = _stop_on_signals()
     state = ReplicaState(_replica_dir(settings, args.replica), settings)
-    server = ReplicaServer(state, auth=auth, host=args.host, port=args.port, ssl_context=context)
+    server = ReplicaServer(
+        state,
+        auth=auth,
+        host=args.host,
+        port=args.port,
+        ssl_context=context,
+        binary_port=args.binary_port,
+    )
     port = server.start()
     scheme = "https" if context else "http"
     print(f"replica {args.replica!r} serving {scheme}://{args.host}:{port}", flush=True)
+    if server.binary_port is not None:
+        binary = "themis+tls" if context else "themis"
+        where = f"{binary}://{args.host}:{server.binary_port}"
+        print(f"replica {args.replica!r} serving {where}", flush=True)
     try:
         stop.wait()
     finally:
@@ -216,6 +227,13 @@ def add_wal_arguments(wal: argparse.ArgumentParser) -> None:
     serve.add_argument("--replica", default="http", metavar="NAME")
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8765)
+    serve.add_argument(
+        "--binary-port",
+        type=int,
+        default=None,
+        help="also serve WAL_APPLY_COMPRESSED over the binary protocol on this port "
+        "(0 picks one; ship with --replica ID=themis://host:port)",
+    )
     serve.add_argument("--tls-cert", default=None)
     serve.add_argument("--tls-key", default=None)
     serve.add_argument("--tls-client-ca", default=None, help="require client certs (mTLS)")

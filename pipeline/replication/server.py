@@ -43,6 +43,7 @@ from aiohttp import web
 
 from pipeline.errors import CorruptBatch, ForeignPrimary, UnknownDictionary, WalGap
 from pipeline.limits import MAX_WAL_BODY_BYTES
+from pipeline.replication.binary_door import WalApplyDoor
 from pipeline.replication.replica import ReplicaState
 from pipeline.wal.batch import read_header
 from pipeline.wal.entry import format_lsn
@@ -90,19 +91,23 @@ class ApplyAuth:
     def refusal(self, request: web.Request) -> str | None:
         """Why ``request`` may not apply, or ``None`` when it may."""
         transport = request.transport
-        if self.client_certificates and transport and transport.get_extra_info("peercert"):
+        if self.certified(transport.get_extra_info("peercert") if transport else None):
             return None
+        return self.key_refusal(_presented_key(request), "Authorization: Bearer <key>")
+
+    def certified(self, peercert: object) -> bool:
+        """A connection with this (verified) peer certificate may apply."""
+        return self.client_certificates and bool(peercert)
+
+    def key_refusal(self, presented: str | None, how: str = "AUTH") -> str | None:
+        """Why a caller presenting ``presented`` (``how`` it is sent) may not apply."""
         if self.closed:
             return (
                 "WAL apply is closed: configure replicator keys (THEMIS_WAL_APPLY_KEYS, or "
                 "a facade key with role replicator) or client certificates (--tls-client-ca)"
             )
-        presented = _presented_key(request)
         if presented is None:
-            return (
-                "WAL apply needs a replicator key (Authorization: Bearer <key>) "
-                "or a client certificate"
-            )
+            return f"WAL apply needs a replicator key ({how}) or a client certificate"
         candidate = presented.encode("utf-8", "surrogateescape")
         matched = False
         for key in self._keys:
@@ -200,6 +205,8 @@ class ReplicaServer:
     """The replica app on its own event loop in a background thread.
 
     ``start()`` returns the bound port (``port=0`` picks a free one); ``stop()`` ends it.
+    With ``binary_port`` (0 picks one, kept in it) the same loop also serves
+    WAL_APPLY_COMPRESSED over the binary protocol (:class:`WalApplyDoor`), same TLS.
     """
 
     def __init__(
@@ -210,12 +217,15 @@ class ReplicaServer:
         host: str = "127.0.0.1",
         port: int = 0,
         ssl_context: ssl.SSLContext | None = None,
+        binary_port: int | None = None,
     ) -> None:
         self.state = state
         self.auth = auth
         self.host = host
         self.port = port
         self.ssl_context = ssl_context
+        self.binary_port = binary_port
+        self._door: WalApplyDoor | None = None
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="wal-http", daemon=True)
         self._runner: web.AppRunner | None = None
@@ -225,6 +235,11 @@ class ReplicaServer:
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.host, self.port, ssl_context=self.ssl_context)
         await site.start()
+        if self.binary_port is not None:
+            self._door = WalApplyDoor(self.state, self.auth)
+            self.binary_port = await self._door.listener.start(
+                self.host, self.binary_port, self.ssl_context
+            )
         server = site._server  # the bound socket tells the port chosen for 0
         assert server is not None
         sockets = getattr(server, "sockets", None) or []
@@ -236,6 +251,9 @@ class ReplicaServer:
         return self.port
 
     def stop(self, timeout_s: float = 30.0) -> None:
+        if self._door is not None:
+            stopping = self._door.listener.stop()
+            asyncio.run_coroutine_threadsafe(stopping, self._loop).result(timeout_s)
         if self._runner is not None:
             asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(timeout_s)
         self._loop.call_soon_threadsafe(self._loop.stop)

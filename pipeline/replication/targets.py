@@ -297,7 +297,7 @@ class BinaryTarget:
             hello = self._call(sock, Opcode.HELLO, HelloRequest(1, 1, "themis-wal-shipper"))
             if not isinstance(hello.body, HelloOk):
                 raise ShipFailed(f"the replica refused HELLO: {_reason(hello)}")
-            if hello.body.auth_methods:
+            if hello.body.auth_methods and self._key:  # else a client certificate
                 auth = self._call(sock, Opcode.AUTH, AuthRequest("api_key", self._key))
                 if not isinstance(auth.body, AuthOk):
                     raise ShipFailed(f"the replica refused the ship key: {_reason(auth)}")

@@ -822,8 +822,9 @@ def https_status(port: int, context: ssl.SSLContext) -> dict[str, Any]:
 def test_wal_serve_over_mutual_tls_applies_what_wal_ship_sends_with_a_client_certificate(
     stack: Stack, tmp_path: Path
 ) -> None:
+    """Over the binary door (themis+tls://) first, then HTTPS, which finds it all applied."""
     pki = make_pki(tmp_path / "pki")
-    port, end = free_port(), wal_end(stack)
+    port, binary_port, end = free_port(), free_port(), wal_end(stack)
     log = tmp_path / "serve.log"
     serve = start_process(
         [
@@ -840,19 +841,48 @@ def test_wal_serve_over_mutual_tls_applies_what_wal_ship_sends_with_a_client_cer
             str(pki / "server.key"),
             "--tls-client-ca",
             str(pki / "ca.pem"),
+            "--binary-port",
+            str(binary_port),
         ],
         stack.env,  # no replicator keys: the client certificate is the credential
         log,
     )
     try:
         wait_until(
-            lambda: f"replica 'tls-r' serving https://127.0.0.1:{port}" in log.read_text(),
+            lambda: f"serving themis+tls://127.0.0.1:{binary_port}" in log.read_text(),
             timeout_s=60,
             what="wal serve to listen over TLS",
         )
+        assert f"replica 'tls-r' serving https://127.0.0.1:{port}" in log.read_text()
         anonymous = ssl.create_default_context(cafile=str(pki / "ca.pem"))
         with pytest.raises((ssl.SSLError, ConnectionError)):
             https_status(port, anonymous)
+        tls_flags = [
+            "--tls-ca",
+            str(pki / "ca.pem"),
+            "--tls-cert",
+            str(pki / "client.pem"),
+            "--tls-key",
+            str(pki / "client.key"),
+        ]
+        over_binary = themis(
+            stack.env,
+            "wal",
+            "ship",
+            "--replica",
+            f"tls-r=themis+tls://127.0.0.1:{binary_port}",
+            "--once",
+            "--timeout",
+            "60",
+            *tls_flags,
+        )
+        stats = last_json_line(ok_stdout(over_binary))
+        assert stats["replicas"][0]["last_confirmed_lsn"] == format_lsn(end)
+        client = ssl.create_default_context(cafile=str(pki / "ca.pem"))
+        client.load_cert_chain(str(pki / "client.pem"), str(pki / "client.key"))
+        applied = https_status(port, client)
+        assert applied["last_applied_lsn"] == format_lsn(end)
+        assert applied["entries_applied_total"] == end
         shipped = themis(
             stack.env,
             "wal",
@@ -862,21 +892,13 @@ def test_wal_serve_over_mutual_tls_applies_what_wal_ship_sends_with_a_client_cer
             "--once",
             "--timeout",
             "60",
-            "--tls-ca",
-            str(pki / "ca.pem"),
-            "--tls-cert",
-            str(pki / "client.pem"),
-            "--tls-key",
-            str(pki / "client.key"),
+            *tls_flags,
         )
         stats = last_json_line(ok_stdout(shipped))
         assert stats["replicas"][0]["last_confirmed_lsn"] == format_lsn(end)
         assert stats["replicas"][0]["is_healthy"] is True
-        client = ssl.create_default_context(cafile=str(pki / "ca.pem"))
-        client.load_cert_chain(str(pki / "client.pem"), str(pki / "client.key"))
-        applied = https_status(port, client)
-        assert applied["last_applied_lsn"] == format_lsn(end)
-        assert applied["entries_applied_total"] == end
+        again = https_status(port, client)
+        assert again["entries_applied_total"] == end  # nothing applied twice
     finally:
         serve_exit = stop_process(serve)
     assert serve_exit == 0

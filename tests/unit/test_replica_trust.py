@@ -12,13 +12,14 @@ import numpy as np
 import orjson
 import pytest
 
-from pipeline.config import Settings, load_settings
-from pipeline.errors import CorruptBatch, ForeignPrimary
+from pipeline.config import Settings, load_settings, with_overrides
+from pipeline.errors import CorruptBatch, ForeignPrimary, ShipFailed
 from pipeline.replication import ApplyAuth, ReplicaServer, ReplicaState
+from pipeline.replication.targets import open_target
 from pipeline.ts.block import encode_block
 from pipeline.ts.point import series_key
 from pipeline.vectors.ops import OpType, VectorOp, encode_op_frame
-from pipeline.wal.batch import encode_batch
+from pipeline.wal.batch import encode_batch, read_header
 from pipeline.wal.entry import EntryType, WalEntry
 from tests.fixtures.support import THEMIS
 from tests.fixtures.wal import resigned
@@ -167,3 +168,33 @@ def test_wal_serve_refuses_to_start_an_apply_endpoint_open_to_everyone(tmp_path:
     assert done.returncode != 0
     assert b"THEMIS_WAL_APPLY_KEYS" in done.stderr
     assert not (tmp_path / "replica-r1").exists() or not any((tmp_path / "replica-r1").iterdir())
+
+
+def test_the_binary_door_of_wal_serve_applies_only_with_a_replicator_key(tmp_path: Path) -> None:
+    replica = ReplicaState(tmp_path, _settings())
+    server = ReplicaServer(replica, auth=ApplyAuth(["replicator-key"]), binary_port=0)
+    server.start()
+    endpoint = f"themis://127.0.0.1:{server.binary_port}"
+    batch = encode_batch([_block_entry(1), _block_entry(2)], "none", 3, "p1")
+    try:
+        for key in ("", "wrong-key"):
+            settings = with_overrides(_settings(), {"compressed_wal_shipping": {"ship_key": key}})
+            target = open_target(endpoint, settings, None)
+            with pytest.raises(ShipFailed, match=r"NOT_AUTHENTICATED|AUTHENTICATION_FAILED"):
+                target.ship(batch, read_header(batch))
+            target.close()
+        assert replica.last_applied_lsn == 0
+        settings = with_overrides(
+            _settings(), {"compressed_wal_shipping": {"ship_key": "replicator-key"}}
+        )
+        target = open_target(endpoint, settings, None)
+        try:
+            target.ship(batch, read_header(batch))
+            target.ship(batch, read_header(batch))  # the same connection; applied once
+        finally:
+            target.close()
+        assert replica.last_applied_lsn == 2
+        assert replica.status()["entries_applied_total"] == 2
+    finally:
+        server.stop()
+        replica.close()

@@ -481,7 +481,7 @@ def test_http_target_unreachable_or_hanging_up_is_a_failed_ship_with_nothing_sen
 def test_endpoints_without_a_host_or_with_another_scheme_are_refused() -> None:
     with pytest.raises(InvalidArgument, match="has no host; use http"):
         HttpTarget("http:///api", None)
-    with pytest.raises(InvalidArgument, match="use kafka://host:port or http"):
+    with pytest.raises(InvalidArgument, match="use kafka://host:port, themis"):
         open_target("ftp://127.0.0.1:21", _settings(), None)
 
 

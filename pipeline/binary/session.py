@@ -1,11 +1,22 @@
-"""One binary-protocol connection (docs/api/BINARY_PROTOCOL_EXTENSIONS.md), whatever it serves.
+"""A binary-protocol server (docs/api/BINARY_PROTOCOL_EXTENSIONS.md), whatever it serves.
 
-:class:`BinarySession` runs the session of :mod:`pipeline.facade.binary_server`'s
-module docstring for a :class:`SessionHost`: the header judged before any payload byte
-is read, HELLO then AUTH (before AUTH only HELLO, AUTH and PING), requests run
-concurrently (at most :data:`MAX_IN_FLIGHT`), each reply written under the connection's
-lock with its request id, errors answered by :func:`code_of`, and GOAWAY on shutdown.
-:class:`BinaryMetrics` counts what the door did for ``/metrics``.
+:class:`BinaryListener` accepts connections for a :class:`SessionHost` (the facade's
+door, ``themis wal serve``'s); each runs a :class:`BinarySession`:
+
+1. read the 10-byte header and judge it (:func:`~pipeline.binary.check_header`: size,
+   opcode, flags) before reading a payload byte; a refused frame is answered with ERROR
+   and its payload discarded through a fixed scratch buffer (FRAME_TOO_LARGE: within the
+   host's ``body_timeout_s``, else the connection is closed);
+2. HELLO first (else ERROR, close), then AUTH with one of the host's ``auth_methods``,
+   unless the host's ``open_principal`` already names the caller; before that only
+   HELLO, AUTH and PING (``BEFORE_AUTH``);
+3. requests run concurrently, at most :data:`MAX_IN_FLIGHT` per connection, each by
+   the host's handler of its opcode with the caller's :class:`Principal`; each reply
+   carries its request id and is written under the connection's lock;
+4. errors are answered by :func:`code_of` (one table from error classes to codes);
+5. on shutdown: no new requests, in-flight ones answered, GOAWAY, close.
+
+:class:`BinaryMetrics` counts what a door did for ``/metrics``.
 """
 
 from __future__ import annotations
@@ -17,6 +28,7 @@ import math
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
+from ssl import SSLContext
 from typing import Final, Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
@@ -43,7 +55,6 @@ from pipeline.binary import (
     decode_payload,
     encode_frame,
 )
-from pipeline.config import FacadeSettings
 from pipeline.errors import (
     AuthenticationFailed,
     BufferOverflow,
@@ -66,17 +77,17 @@ from pipeline.errors import (
     WalGap,
     WorkerUnavailable,
 )
-from pipeline.facade.auth import Role
-from pipeline.facade.middleware import LATENCY_BUCKETS, RequestGuard, RouteSpec
 from pipeline.limits import MAX_BINARY_MESSAGE_BYTES
+from pipeline.metrics import LATENCY_BUCKETS
 
 __all__ = [
     "CODE_OF",
     "MAX_IN_FLIGHT",
+    "BinaryListener",
     "BinaryMetrics",
     "BinarySession",
     "Handler",
-    "Operation",
+    "Principal",
     "SessionHost",
     "code_of",
     "error_frame",
@@ -136,40 +147,41 @@ def reply(opcode: Opcode, request_id: int, body: Body) -> bytes:
     return encode_frame(Frame(opcode, Flags.REPLY, request_id, body))
 
 
-Handler = Callable[[Frame], Awaitable[Body]]
-
-
 @dataclass(frozen=True)
-class Operation:
-    """An opcode's handler and what it needs: a role and a quota, as its REST route."""
+class Principal:
+    """Who a session speaks for: a role name (AuthOk's) and the id quotas are kept under."""
 
-    handler: Handler
-    spec: RouteSpec
+    role: str
+    caller: str
+
+
+Handler = Callable[[Principal, Frame], Awaitable[Body]]
+"""Answers one request of a caller; raises a ``ThemisError`` to answer ERROR."""
 
 
 class BinaryMetrics:
     """The binary door's metrics: requests by opcode, errors by code, bytes in, handler time."""
 
-    def __init__(self, registry: CollectorRegistry) -> None:
+    def __init__(self, registry: CollectorRegistry, prefix: str = "facade_binary") -> None:
         self.requests = Counter(
-            "facade_binary_requests",
+            f"{prefix}_requests",
             "Binary-protocol requests answered, by opcode.",
             ["opcode"],
             registry=registry,
         )
         self.errors = Counter(
-            "facade_binary_errors",
+            f"{prefix}_errors",
             "Binary-protocol ERROR replies, by error code.",
             ["code"],
             registry=registry,
         )
         self.bytes_in = Counter(
-            "facade_binary_received_bytes",
+            f"{prefix}_received_bytes",
             "Bytes of binary-protocol frames received (headers and payloads).",
             registry=registry,
         )
         self.handler_seconds = Histogram(
-            "facade_binary_handler_seconds",
+            f"{prefix}_handler_seconds",
             "Time from a request's whole frame being read to its reply being written, by opcode.",
             ["opcode"],
             buckets=LATENCY_BUCKETS,
@@ -184,19 +196,71 @@ class SessionHost(Protocol):
     """What a session needs of its server."""
 
     @property
-    def config(self) -> FacadeSettings: ...
+    def max_frame_bytes(self) -> int:
+        """The largest payload taken (advertised in HelloOk)."""
+        ...
 
     @property
-    def max_frame_bytes(self) -> int: ...
+    def body_timeout_s(self) -> float:
+        """How long a payload may take to arrive (seconds)."""
+        ...
 
     @property
-    def operations(self) -> Mapping[Opcode, Operation]: ...
+    def auth_methods(self) -> tuple[str, ...]:
+        """Advertised in HelloOk, the methods AUTH takes."""
+        ...
 
     @property
-    def guard(self) -> RequestGuard: ...
+    def operations(self) -> Mapping[Opcode, Handler]:
+        """The handler of each served opcode (others are UNKNOWN_OPCODE)."""
+        ...
 
     @property
     def metrics(self) -> BinaryMetrics: ...
+
+    def open_principal(self, writer: asyncio.StreamWriter) -> Principal | None:
+        """The caller of a connection from HELLO on, before any AUTH (auth off, a
+        verified client certificate), or ``None``: AUTH first."""
+        ...
+
+    def authenticate(self, address: str, method: str, credential: bytes) -> Principal:
+        """The caller ``credential`` proves; raises a ``ThemisError`` (AUTHENTICATION_FAILED...)."""
+        ...
+
+
+class BinaryListener:
+    """Accepts connections for ``host``; :meth:`stop` sends each GOAWAY."""
+
+    def __init__(self, host: SessionHost) -> None:
+        self.host = host
+        self.port = 0
+        self._server: asyncio.Server | None = None
+        self._sessions: set[BinarySession] = set()
+
+    async def start(self, address: str, port: int, ssl: SSLContext | None = None) -> int:
+        """Listen on ``address``:``port`` (0 picks a free port); the port."""
+        self._server = await asyncio.start_server(self._serve, address, port, ssl=ssl)
+        self.port = int(self._server.sockets[0].getsockname()[1])
+        return self.port
+
+    async def stop(self) -> None:
+        """Stop listening; every session answers its in-flight requests, sends GOAWAY, closes."""
+        if self._server is None:
+            return
+        self._server.close()
+        await asyncio.gather(*(s.go_away() for s in list(self._sessions)))
+        self._server = None
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        session = BinarySession(self.host, reader, writer)
+        self._sessions.add(session)
+        try:
+            await session.run()
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            self._sessions.discard(session)
+            await session.close()
 
 
 class BinarySession:
@@ -211,8 +275,7 @@ class BinarySession:
         peer = writer.get_extra_info("peername")
         self.address = str(peer[0]) if isinstance(peer, tuple) else "unknown"
         self.greeted = False
-        self.role: Role | None = None
-        self.caller = f"peer:{self.address}"
+        self.principal: Principal | None = None
         self.draining = False
         self.last_request_id = 0
         self._lock = asyncio.Lock()
@@ -224,7 +287,7 @@ class BinarySession:
             await self.writer.drain()
 
     async def run(self) -> None:
-        config = self.server.config
+        timeout_s = self.server.body_timeout_s
         while not self.draining:
             raw = await self.reader.readexactly(HEADER_BYTES)
             header = decode_header(raw)
@@ -233,14 +296,14 @@ class BinarySession:
                 check_header(header, max_payload=self.server.max_frame_bytes)
             except ProtocolError as exc:
                 await self.send(self._error_bytes(header.request_id, code_of(exc), str(exc)))
-                if not await self._discard(header.length, config.body_timeout_s):
+                if not await self._discard(header.length, timeout_s):
                     return
                 continue
             try:
-                async with asyncio.timeout(config.body_timeout_s):
+                async with asyncio.timeout(timeout_s):
                     payload = await self.reader.readexactly(header.length)
             except TimeoutError:
-                message = "the payload did not arrive within facade.body_timeout_s"
+                message = f"the payload did not arrive within {timeout_s:g} s"
                 await self.send(self._error_bytes(header.request_id, ErrorCode.TIMEOUT, message))
                 return
             if not self.greeted and header.opcode != Opcode.HELLO:
@@ -289,7 +352,7 @@ class BinarySession:
         """Run ``frame`` as a task of its own, or answer ERROR at once."""
         operation = self.server.operations.get(frame.opcode)
         refusal: tuple[ErrorCode, str] | None = None
-        if self.role is None and frame.opcode not in BEFORE_AUTH:
+        if self.principal is None and frame.opcode not in BEFORE_AUTH:
             refusal = ErrorCode.NOT_AUTHENTICATED, "send AUTH first"
         elif operation is None:
             refusal = ErrorCode.UNKNOWN_OPCODE, f"{frame.opcode.name} is not served here yet"
@@ -318,43 +381,31 @@ class BinarySession:
             await self.send(self._error_bytes(rid, ErrorCode.UNSUPPORTED_VERSION, message))
             return False
         self.greeted = True
-        config = self.server.config
-        if not config.auth_enabled:
-            self.role = Role.ADMIN
-        methods = ("api_key",) if config.auth_enabled else ()
+        methods = self.server.auth_methods
+        self.principal = self.server.open_principal(self.writer)
         ok = HelloOk(PROTOCOL_VERSION, self.server.max_frame_bytes, MAX_IN_FLIGHT, methods)
         await self.send(reply(Opcode.HELLO, rid, ok))
         return True
 
     async def _auth(self, frame: Frame) -> None:
         assert isinstance(frame.body, AuthRequest)
+        body = frame.body
         try:
-            if frame.body.method != "api_key":
-                raise AuthenticationFailed(
-                    f"unknown auth method {frame.body.method!r}; use api_key"
-                )
-            key = frame.body.credential.decode("utf-8", "surrogateescape")
-            self.role, self.caller = self.server.guard.check_key(
-                self.address, key or None, missing="AUTH carries an empty credential"
-            )
+            if body.method not in self.server.auth_methods:
+                offered = ", ".join(self.server.auth_methods) or "none: this server needs no AUTH"
+                raise AuthenticationFailed(f"unknown auth method {body.method!r}; use {offered}")
+            principal = self.server.authenticate(self.address, body.method, body.credential)
         except ThemisError as exc:
             await self.send(self._error_of(frame.request_id, exc))
             return
-        await self.send(reply(Opcode.AUTH, frame.request_id, AuthOk(self.role.value)))
+        self.principal = principal
+        await self.send(reply(Opcode.AUTH, frame.request_id, AuthOk(principal.role)))
 
-    async def _answer(self, operation: Operation, frame: Frame) -> None:
+    async def _answer(self, handler: Handler, frame: Frame) -> None:
         begun = time.perf_counter()
         try:
-            spec = operation.spec
-            assert self.role is not None
-            assert spec.role is not None
-            if not self.role.allows(spec.role):
-                raise PermissionDenied(
-                    f"{frame.opcode.name} needs role {spec.role.value}; "
-                    f"the key has role {self.role.value}"
-                )
-            self.server.guard.rate_limit(self.caller, spec)
-            body = await operation.handler(frame)
+            assert self.principal is not None
+            body = await handler(self.principal, frame)
             data = reply(frame.opcode, frame.request_id, body)
         except Exception as exc:  # every error is answered, by class
             if code_of(exc) is ErrorCode.INTERNAL:
