@@ -27,6 +27,7 @@ __all__ = [
     "HelloRequest",
     "JsonBody",
     "Ping",
+    "RawPayload",
     "TsBatch",
     "TsPoint",
     "VectorBatch",
@@ -225,6 +226,15 @@ class WalApply:
     batch: bytes
 
 
+@dataclass(frozen=True, slots=True)
+class RawPayload:
+    """A request payload a server left undecoded for its handler (a fast path of its own;
+    the handler falls back to :func:`~pipeline.binary.frames.decode_payload`)."""
+
+    header: Header
+    data: bytes
+
+
 Body = (
     Empty
     | HelloRequest
@@ -242,6 +252,7 @@ Body = (
     | VectorBatch
     | VectorRemove
     | WalApply
+    | RawPayload
 )
 
 

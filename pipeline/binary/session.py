@@ -50,6 +50,7 @@ from pipeline.binary import (
     HelloRequest,
     Opcode,
     Ping,
+    RawPayload,
     check_header,
     decode_header,
     decode_payload,
@@ -211,6 +212,11 @@ class SessionHost(Protocol):
         ...
 
     @property
+    def raw_opcodes(self) -> frozenset[int]:
+        """Opcodes whose payload the handler gets undecoded (:class:`RawPayload`)."""
+        ...
+
+    @property
     def operations(self) -> Mapping[Opcode, Handler]:
         """The handler of each served opcode (others are UNKNOWN_OPCODE)."""
         ...
@@ -313,7 +319,11 @@ class BinarySession:
                 )
                 return
             try:
-                frame = decode_payload(header, payload)
+                if header.opcode in self.server.raw_opcodes:
+                    opcode, flags = Opcode(header.opcode), Flags(header.flags)
+                    frame = Frame(opcode, flags, header.request_id, RawPayload(header, payload))
+                else:
+                    frame = decode_payload(header, payload)
             except ProtocolError as exc:
                 await self.send(self._error_bytes(header.request_id, code_of(exc), str(exc)))
                 if not self.greeted:

@@ -34,6 +34,7 @@ from pipeline.binary import (
     Frame,
     JsonBody,
     Opcode,
+    RawPayload,
     TsBatch,
     TsPoint,
     VectorBatch,
@@ -41,20 +42,23 @@ from pipeline.binary import (
     VectorWrite,
     WalApply,
     WriteAck,
+    decode_payload,
 )
 from pipeline.binary.codes import Flags
+from pipeline.binary.columns import ts_batch_columns
 from pipeline.binary.session import BinaryListener, BinaryMetrics, Handler, Principal
 from pipeline.errors import InvalidRequest, PermissionDenied, ProtocolError
 from pipeline.facade.auth import Role
 from pipeline.facade.middleware import RouteSpec
 from pipeline.facade.ratelimit import RouteClass
-from pipeline.facade.ts_bodies import group_points
+from pipeline.facade.ts_bodies import group_columns, group_points
 from pipeline.facade.ts_routes import TimeSeriesRoutes
 from pipeline.facade.validation import point_from_json
 from pipeline.facade.vector_bodies import vector_op_from_parts
 from pipeline.facade.vector_routes import VectorRoutes
 from pipeline.limits import MAX_FRAME_BYTES
 from pipeline.replication.binary_door import apply_wal_frame
+from pipeline.ts.point import SeriesArrays
 from pipeline.vectors.ops import OpType, VectorOp
 
 if TYPE_CHECKING:
@@ -84,6 +88,7 @@ class BinaryServer:
         self.max_frame_bytes = min(MAX_FRAME_BYTES, self.config.max_body_bytes)
         self.body_timeout_s = self.config.body_timeout_s
         self.auth_methods: tuple[str, ...] = ("api_key",) if self.config.auth_enabled else ()
+        self.raw_opcodes = frozenset({int(Opcode.TS_PUT_BUFFERED_BATCH)})  # read as columns
         self.ts = TimeSeriesRoutes(facade)
         self.vectors = VectorRoutes(facade)
         self.vector_config = facade.settings.vector_auto_buffer
@@ -163,16 +168,12 @@ class BinaryServer:
         return WriteAck(1, _u32(self.facade.ts_buffer_size()))
 
     async def _put_batch(self, frame: Frame) -> Body:
-        assert isinstance(frame.body, TsBatch)
-        points = [
-            point_from_json(_point_json(p), f"point {i}: ") for i, p in enumerate(frame.body.points)
-        ]
-        if not points:
-            raise InvalidRequest("the batch holds no points")
-        frames = self.ts.series_frames(group_points(points))
+        assert isinstance(frame.body, RawPayload)
+        series, count = _batch_series(frame.body)
+        frames = self.ts.series_frames(series)
         acked = not frame.flags & Flags.ACK_QUEUED
-        await self.ts.accept_frames(frames, len(points), acked=acked)
-        return WriteAck(len(points), _u32(self.facade.ts_buffer_size()))
+        await self.ts.accept_frames(frames, count, acked=acked)
+        return WriteAck(count, _u32(self.facade.ts_buffer_size()))
 
     async def _ts_stats(self, frame: Frame) -> Body:
         _require_empty(frame)
@@ -260,6 +261,22 @@ _UPSERT_OF = {
     Opcode.VECTOR_ADD_BUFFERED_BATCH: OpType.ADD,
     Opcode.VECTOR_UPDATE_BUFFERED_BATCH: OpType.UPDATE,
 }
+
+
+def _batch_series(raw: RawPayload) -> tuple[list[SeriesArrays], int]:
+    """A TS batch grouped by series, and its point count: read as columns when it can be,
+    else decoded and checked point by point (whose errors name the point)."""
+    columns = ts_batch_columns(raw.data)
+    if columns is not None:
+        series = group_columns(columns)
+        if series is not None:
+            return series, len(columns.values)
+    batch = decode_payload(raw.header, raw.data).body
+    assert isinstance(batch, TsBatch)
+    points = [point_from_json(_point_json(p), f"point {i}: ") for i, p in enumerate(batch.points)]
+    if not points:
+        raise InvalidRequest("the batch holds no points")
+    return group_points(points), len(points)
 
 
 def _no_http(request: web.Request) -> Awaitable[web.StreamResponse]:

@@ -26,6 +26,7 @@ from typing import Final
 import msgspec
 import numpy as np
 
+from pipeline.binary.columns import TsColumns
 from pipeline.errors import InvalidRecord
 from pipeline.facade.validation import NDJSON, batch_points, parse_json, point_from_json
 from pipeline.ts.json_batch import (
@@ -35,9 +36,9 @@ from pipeline.ts.json_batch import (
     WirePoint,
     decode_object_lines,
 )
-from pipeline.ts.point import DataPoint, SeriesArrays
+from pipeline.ts.point import DataPoint, SeriesArrays, checked_series_key
 
-__all__ = ["PointBodies", "group_points"]
+__all__ = ["PointBodies", "group_columns", "group_points"]
 
 _JSON_ARRAY: Final = re.compile(rb"\s*\[")
 _ARRAY: Final = msgspec.json.Decoder(list[WirePoint])
@@ -132,3 +133,43 @@ def _arrays(grouped: dict[str, tuple[list[int], list[float]]]) -> list[SeriesArr
     return [
         (key, np.array(ts, np.int64), np.array(vs, np.float64)) for key, (ts, vs) in grouped.items()
     ]
+
+
+def group_columns(columns: TsColumns) -> list[SeriesArrays] | None:
+    """A binary batch's columns grouped as :func:`group_points` groups its points, or
+    ``None`` when the reference checks must decide (a non-finite value, a field over
+    its limit, a tag named twice, two spellings of one series).
+
+    Each distinct row of string references is checked once, not each point.
+    """
+    vs = columns.values
+    if not bool(np.isfinite(vs).all()):
+        return None
+    rows, first, inverse = np.unique(columns.series, axis=0, return_index=True, return_inverse=True)
+    keys: list[str] = []
+    strings = columns.strings
+    for row in rows.tolist():
+        metric, entity = strings[row[0]], strings[row[1]]
+        names = [strings[ref] for ref in row[2::2]]
+        tags = dict(zip(names, (strings[ref] for ref in row[3::2]), strict=True))
+        if not metric or not entity or len(tags) != len(names):
+            return None
+        try:
+            keys.append(checked_series_key(metric, entity, tags))
+        except InvalidRecord:
+            return None
+    if len(set(keys)) != len(keys):
+        return None
+    ts = columns.timestamps
+    if len(keys) == 1:
+        return [(keys[0], ts, vs)]
+    by_appearance = np.argsort(first, kind="stable")  # unique rows in order of first point
+    rank = np.empty_like(by_appearance)
+    rank[by_appearance] = np.arange(len(by_appearance))
+    code = rank[inverse.reshape(-1)]
+    order = np.argsort(code, kind="stable")
+    ends = np.cumsum(np.bincount(code)).tolist()
+    starts = [0, *ends[:-1]]
+    ts, vs = ts[order], vs[order]
+    ordered = [keys[i] for i in by_appearance.tolist()]
+    return [(key, ts[a:b], vs[a:b]) for key, a, b in zip(ordered, starts, ends, strict=True)]

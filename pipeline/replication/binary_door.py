@@ -58,6 +58,7 @@ class WalApplyDoor:
         self.auth = auth
         self.metrics = BinaryMetrics(CollectorRegistry(), prefix="wal_binary")
         self.auth_methods: tuple[str, ...] = ("api_key",)
+        self.raw_opcodes: frozenset[int] = frozenset()
         self.operations: Mapping[Opcode, Handler] = {Opcode.WAL_APPLY_COMPRESSED: self._apply}
         self.listener = BinaryListener(self)
 
