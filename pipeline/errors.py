@@ -41,6 +41,7 @@ statuses in one place (``pipeline.facade.middleware``)::
      |    +-- ServiceUnavailable          a feature is off or the broker did not answer (retriable)
      +-- BenchmarkFailed                  a benchmark missed a deadline or a step failed
      +-- ProtocolError                    a binary-protocol frame is malformed or refused (code)
+          +-- RequestRefused              a server answered a request with ERROR (the client's view)
 """
 
 from __future__ import annotations
@@ -77,6 +78,7 @@ __all__ = [
     "RateLimited",
     "ReplicaRewind",
     "RequestError",
+    "RequestRefused",
     "RequestTimeout",
     "ServiceUnavailable",
     "ShipFailed",
@@ -326,6 +328,30 @@ class ProtocolError(ThemisError):
     def __init__(self, message: str, *, code: int) -> None:
         super().__init__(message)
         self.code = code
+
+
+class RequestRefused(ProtocolError):
+    """A binary-protocol server answered a request with ERROR (raised by
+    ``pipeline.binary.client``); nothing of the request was applied.
+
+    The fields are the ErrorReply's: ``code``, ``retriable`` (its retriable bit: the same
+    request may succeed later, on a new connection after SHUTTING_DOWN),
+    ``retry_after_ms`` (0: no advice) and ``items_accepted`` (0 in protocol version 1).
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        code: int,
+        retriable: bool,
+        retry_after_ms: int = 0,
+        items_accepted: int = 0,
+    ) -> None:
+        super().__init__(message, code=code)
+        self.retriable = retriable
+        self.retry_after_ms = retry_after_ms
+        self.items_accepted = items_accepted
 
 
 def call_with_retries(

@@ -1,14 +1,15 @@
-"""``themis bench ts|vectors|wal|http [--quick|--smoke] [--json]``: the benchmark commands.
+"""``themis bench ts|vectors|wal|http|binary [--quick|--smoke] [--json]``: the benchmark commands.
 
 :data:`BENCHMARKS` is the one table of benchmarks: a name, a help line and the
 module that measures (its ``DEFINITIONS``, ``run(size, settings)`` and
 ``render(result)``, :class:`BenchmarkModule`). Every command runs through
 :func:`pipeline.bench.harness.run_benchmark`, which builds the shared envelope.
 
-Two more sub-commands are the child processes of ``themis bench http``, left out
-of the help: ``themis bench http-bare-server --port N`` (the bare aiohttp server)
-and ``themis bench http-load --plan JSON`` (the load generator; prints its result
-as one JSON line).
+Four more sub-commands are child processes, left out of the help: those of
+``themis bench http``, ``themis bench http-bare-server --port N`` (the bare aiohttp
+server) and ``themis bench http-load --plan JSON`` (the load generator; prints its
+result as one JSON line), and the same two of ``themis bench binary``,
+``binary-bare-server`` (the bare framing server) and ``binary-load``.
 
 Imported when ``themis`` builds its parser, so it imports nothing heavy; a
 benchmark's module is imported only when its command runs.
@@ -82,6 +83,12 @@ def _http() -> BenchmarkModule:
     return http
 
 
+def _binary() -> BenchmarkModule:
+    from pipeline.bench import binary
+
+    return binary
+
+
 BENCHMARKS: Final[tuple[Benchmark, ...]] = (
     ListedBenchmark(
         "ts",
@@ -108,11 +115,18 @@ BENCHMARKS: Final[tuple[Benchmark, ...]] = (
         "server-side p99, handler time under a light load, batch points/s",
         _http,
     ),
+    ListedBenchmark(
+        "binary",
+        "binary protocol: pipelined TS puts and batches, vector batches against bare "
+        "framing and the HTTP batch endpoint, handler time under a light load",
+        _binary,
+    ),
 )
 
 
 def add_bench_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Add ``bench ts|vectors|wal|http`` (and ``bench http``'s two children) to ``themis``.
+    """Add ``bench ts|vectors|wal|http|binary`` (and the children of ``bench http`` and
+    ``bench binary``) to ``themis``.
 
     ``subparsers`` is what ``ArgumentParser.add_subparsers`` returned.
     """
@@ -154,6 +168,12 @@ def add_bench_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentPar
     load = kinds.add_parser("http-load")
     load.add_argument("--plan", required=True, help="a LoadPlan as a JSON object")
     load.set_defaults(handler=_http_load)
+    binary_bare = kinds.add_parser("binary-bare-server")
+    binary_bare.add_argument("--port", type=int, required=True)
+    binary_bare.set_defaults(handler=_binary_bare_server)
+    binary_load = kinds.add_parser("binary-load")
+    binary_load.add_argument("--plan", required=True, help="a BinaryLoadPlan as a JSON object")
+    binary_load.set_defaults(handler=_binary_load)
 
 
 def _run(args: argparse.Namespace, settings: Settings) -> int:
@@ -173,6 +193,20 @@ def _http_bare_server(args: argparse.Namespace, settings: Settings) -> int:
 
 def _http_load(args: argparse.Namespace, settings: Settings) -> int:
     from pipeline.bench.http_load import run_load_command
+
+    run_load_command(args.plan)
+    return 0
+
+
+def _binary_bare_server(args: argparse.Namespace, settings: Settings) -> int:
+    from pipeline.bench.binary_load import serve_bare
+
+    serve_bare(args.port)
+    return 0
+
+
+def _binary_load(args: argparse.Namespace, settings: Settings) -> int:
+    from pipeline.bench.binary_load import run_load_command
 
     run_load_command(args.plan)
     return 0

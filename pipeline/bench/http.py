@@ -59,7 +59,19 @@ from pipeline.kafka.local_broker import free_port
 from pipeline.kafka.topics import apply_topics, load_specs
 from pipeline.worker.process import ChildProcess, themis_command
 
-__all__ = ["DEFINITIONS", "FULL", "QUICK", "SIZES", "SMOKE", "Sizes", "render", "run"]
+__all__ = [
+    "DEFINITIONS",
+    "FULL",
+    "QUICK",
+    "SIZES",
+    "SMOKE",
+    "Sizes",
+    "acknowledged",
+    "facade_settings",
+    "render",
+    "run",
+    "wait_listening",
+]
 
 _STARTUP_TIMEOUT_S: Final = 60.0
 LIGHT_FRACTION: Final = 0.1
@@ -157,16 +169,17 @@ SIZES: Final[Mapping[BenchSize, Sizes]] = {"smoke": SMOKE, "quick": QUICK, "full
 # -- the servers --------------------------------------------------------------------
 
 
-def _facade_settings(base: Settings, broker: BenchBroker) -> Settings:
-    """The facade's settings: own namespace, one writer key, limits out of the way."""
+def facade_settings(base: Settings, broker: BenchBroker, name: str = "http") -> Settings:
+    """The facade's settings: own namespace (``<run_id>.<name>``), one writer key, limits
+    out of the way (``themis bench binary`` starts its facade with them too)."""
     return with_overrides(
         base,
         {
             "kafka": {
                 "bootstrap_servers": broker.bootstrap,
-                "topic_namespace": f"{broker.run_id}.http",
+                "topic_namespace": f"{broker.run_id}.{name}",
             },
-            "worker": {"app_id": f"{broker.run_id}-http", "data_dir": broker.work_dir / "data"},
+            "worker": {"app_id": f"{broker.run_id}-{name}", "data_dir": broker.work_dir / "data"},
             "facade": {
                 "host": "127.0.0.1",
                 "port": free_port(),
@@ -182,7 +195,7 @@ def _facade_settings(base: Settings, broker: BenchBroker) -> Settings:
     )
 
 
-def _wait_listening(child: ChildProcess, port: int, what: str) -> None:
+def wait_listening(child: ChildProcess, port: int, what: str) -> None:
     """Poll ``port`` until an HTTP server answers there; fail if ``child`` exits first."""
 
     def answers() -> bool | None:
@@ -251,7 +264,7 @@ class _Runs:
     light_plan: LoadPlan
 
 
-def _acknowledged(facade_port: int) -> bool | None:
+def acknowledged(facade_port: int) -> bool | None:
     """``True`` once the facade holds no unacknowledged points (or does not say)."""
     unacked = gauge_value(scrape(facade_port), "facade_unacked_points")
     return True if unacked is None or unacked == 0 else None
@@ -285,7 +298,7 @@ def _load_runs(plans: Mapping[str, LoadPlan], sizes: Sizes, facade_port: int) ->
         max_seconds=sizes.light_seconds,
     )
     wait_for(
-        lambda: _acknowledged(facade_port),
+        lambda: acknowledged(facade_port),
         timeout_s=60,
         interval_s=0.1,
         what="the facade's producer to acknowledge the queued run",
@@ -381,7 +394,7 @@ def _figures(runs: _Runs, plans: Mapping[str, LoadPlan], sizes: Sizes) -> dict[s
 
 
 def _measure(settings: Settings, broker: BenchBroker, sizes: Sizes) -> dict[str, Any]:
-    config = _facade_settings(settings, broker)
+    config = facade_settings(settings, broker)
     wanted = {"ts.points", "vectors.ops", "ts.blocks", "wal"}
     apply_topics(broker.bootstrap, config, [s for s in load_specs() if s.name in wanted])
     facade_port, bare_port = config.facade.port, free_port()
@@ -399,8 +412,8 @@ def _measure(settings: Settings, broker: BenchBroker, sizes: Sizes) -> dict[str,
     )
     plans = _plans(sizes, facade_port, bare_port)
     try:
-        _wait_listening(facade, facade_port, "the facade")
-        _wait_listening(bare, bare_port, "the bare aiohttp server")
+        wait_listening(facade, facade_port, "the facade")
+        wait_listening(bare, bare_port, "the bare aiohttp server")
         runs = _load_runs(plans, sizes, facade_port)
     finally:
         facade.stop()

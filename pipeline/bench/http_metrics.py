@@ -2,8 +2,9 @@
 
 The facade records every request in the ``facade_request_duration_seconds``
 histogram. :func:`histogram_buckets` reads one label set's cumulative bucket counts
-out of a scrape; :func:`bucket_quantile` takes a quantile of the observations
-between two scrapes the way Prometheus' ``histogram_quantile`` does.
+out of a scrape (:func:`labelled_buckets` those of any histogram, such as the binary
+door's ``facade_binary_handler_seconds``); :func:`bucket_quantile` takes a quantile
+of the observations between two scrapes the way Prometheus' ``histogram_quantile`` does.
 :func:`gauge_value` reads an unlabelled gauge (``facade_unacked_points``).
 """
 
@@ -21,13 +22,14 @@ __all__ = [
     "bucket_quantile",
     "gauge_value",
     "histogram_buckets",
+    "labelled_buckets",
     "loopback_get",
     "scrape",
 ]
 
 HISTOGRAM: Final = "facade_request_duration_seconds"
 
-_BUCKET_LINE: Final = re.compile(r"^" + HISTOGRAM + r"_bucket\{(?P<labels>[^}]*)\} (?P<count>\S+)$")
+_BUCKET_LINE: Final = re.compile(r"^(?P<name>\w+)_bucket\{(?P<labels>[^}]*)\} (?P<count>\S+)$")
 _LABEL: Final = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
 
 
@@ -55,19 +57,25 @@ def scrape(port: int) -> str:
 def histogram_buckets(
     metrics_text: str, route: str, method: str, status: str
 ) -> dict[float, float]:
-    """Cumulative counts by upper bound (seconds; ``inf`` last) of one label set."""
+    """Cumulative counts by upper bound (seconds; ``inf`` last) of one label set of
+    :data:`HISTOGRAM`."""
+    labels = {"route": route, "method": method, "status": status}
+    return labelled_buckets(metrics_text, HISTOGRAM, labels)
+
+
+def labelled_buckets(
+    metrics_text: str, histogram: str, labels: Mapping[str, str]
+) -> dict[float, float]:
+    """Cumulative counts by upper bound (``inf`` last) of the series of ``histogram``
+    whose labels include ``labels`` (``le`` aside)."""
     buckets: dict[float, float] = {}
     for line in metrics_text.splitlines():
         match = _BUCKET_LINE.match(line)
-        if match is None:
+        if match is None or match["name"] != histogram:
             continue
-        labels = dict(_LABEL.findall(match["labels"]))
-        if (labels.get("route"), labels.get("method"), labels.get("status")) == (
-            route,
-            method,
-            status,
-        ):
-            buckets[float(labels["le"])] = float(match["count"])
+        found = dict(_LABEL.findall(match["labels"]))
+        if all(found.get(name) == value for name, value in labels.items()):
+            buckets[float(found["le"])] = float(match["count"])
     return dict(sorted(buckets.items()))
 
 

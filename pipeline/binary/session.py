@@ -31,8 +31,6 @@ from dataclasses import dataclass
 from ssl import SSLContext
 from typing import Final, Protocol
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
-
 from pipeline.binary import (
     BEFORE_AUTH,
     HEADER_BYTES,
@@ -56,6 +54,7 @@ from pipeline.binary import (
     decode_payload,
     encode_frame,
 )
+from pipeline.binary.door_metrics import BinaryMetrics
 from pipeline.errors import (
     AuthenticationFailed,
     BufferOverflow,
@@ -79,7 +78,6 @@ from pipeline.errors import (
     WorkerUnavailable,
 )
 from pipeline.limits import MAX_BINARY_MESSAGE_BYTES
-from pipeline.metrics import LATENCY_BUCKETS
 
 __all__ = [
     "CODE_OF",
@@ -100,6 +98,7 @@ _LOG = logging.getLogger(__name__)
 MAX_IN_FLIGHT: Final = 1024
 """Unanswered requests one connection may have; more are TOO_MANY_IN_FLIGHT."""
 _SCRATCH_BYTES: Final = 64 * 1024  # the discard buffer of a refused payload
+_HIGH_WATER_BYTES: Final = 256 * 1024  # replies queued before a sender waits for the peer
 _DRAIN_S: Final = 10.0  # how long shutdown waits for in-flight requests (seconds)
 
 CODE_OF: Final[Mapping[type[ThemisError], ErrorCode]] = {
@@ -158,39 +157,6 @@ class Principal:
 
 Handler = Callable[[Principal, Frame], Awaitable[Body]]
 """Answers one request of a caller; raises a ``ThemisError`` to answer ERROR."""
-
-
-class BinaryMetrics:
-    """The binary door's metrics: requests by opcode, errors by code, bytes in, handler time."""
-
-    def __init__(self, registry: CollectorRegistry, prefix: str = "facade_binary") -> None:
-        self.requests = Counter(
-            f"{prefix}_requests",
-            "Binary-protocol requests answered, by opcode.",
-            ["opcode"],
-            registry=registry,
-        )
-        self.errors = Counter(
-            f"{prefix}_errors",
-            "Binary-protocol ERROR replies, by error code.",
-            ["code"],
-            registry=registry,
-        )
-        self.bytes_in = Counter(
-            f"{prefix}_received_bytes",
-            "Bytes of binary-protocol frames received (headers and payloads).",
-            registry=registry,
-        )
-        self.handler_seconds = Histogram(
-            f"{prefix}_handler_seconds",
-            "Time from a request's whole frame being read to its reply being written, by opcode.",
-            ["opcode"],
-            buckets=LATENCY_BUCKETS,
-            registry=registry,
-        )
-
-    def error(self, code: ErrorCode) -> None:
-        self.errors.labels(code.name).inc()
 
 
 class SessionHost(Protocol):
@@ -284,16 +250,34 @@ class BinarySession:
         self.principal: Principal | None = None
         self.draining = False
         self.last_request_id = 0
+        self._out: list[bytes] = []  # replies queued in this turn of the event loop
+        self._flush_scheduled = False
+        self._reading: tuple[float, int] | None = None  # (since, request id) of a payload
+        self._watchdog: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def send(self, data: bytes) -> None:
-        async with self._lock:
-            self.writer.write(data)
-            await self.writer.drain()
+        """Queue ``data``: the replies of one turn of the event loop go out in one write,
+        and a sender waits for the peer only while over :data:`_HIGH_WATER_BYTES`."""
+        self._out.append(data)
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            asyncio.get_running_loop().call_soon(self._flush)
+        if self.writer.transport.get_write_buffer_size() > _HIGH_WATER_BYTES:
+            async with self._lock:
+                await self.writer.drain()
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        if self._out and not self.writer.is_closing():
+            self.writer.write(b"".join(self._out))
+        self._out.clear()
 
     async def run(self) -> None:
         timeout_s = self.server.body_timeout_s
+        self._watchdog = asyncio.create_task(self._watch_payloads(timeout_s))
+        loop = asyncio.get_running_loop()
         while not self.draining:
             raw = await self.reader.readexactly(HEADER_BYTES)
             header = decode_header(raw)
@@ -305,13 +289,9 @@ class BinarySession:
                 if not await self._discard(header.length, timeout_s):
                     return
                 continue
-            try:
-                async with asyncio.timeout(timeout_s):
-                    payload = await self.reader.readexactly(header.length)
-            except TimeoutError:
-                message = f"the payload did not arrive within {timeout_s:g} s"
-                await self.send(self._error_bytes(header.request_id, ErrorCode.TIMEOUT, message))
-                return
+            self._reading = (loop.time(), header.request_id)
+            payload = await self.reader.readexactly(header.length)
+            self._reading = None
             if not self.greeted and header.opcode != Opcode.HELLO:
                 message = "the first frame must be HELLO"
                 await self.send(
@@ -330,6 +310,20 @@ class BinarySession:
                     return
                 continue
             if not await self._dispatch(frame):
+                return
+
+    async def _watch_payloads(self, timeout_s: float) -> None:
+        """Answer TIMEOUT and close when a payload takes over ``timeout_s`` to arrive (one
+        timer per connection, not one per frame)."""
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(min(1.0, timeout_s / 4))
+            reading = self._reading
+            if reading is not None and loop.time() - reading[0] > timeout_s:
+                message = f"the payload did not arrive within {timeout_s:g} s"
+                await self.send(self._error_bytes(reading[1], ErrorCode.TIMEOUT, message))
+                self._flush()
+                self.writer.close()  # the read in run() ends
                 return
 
     async def _discard(self, length: int, timeout_s: float) -> bool:
@@ -423,9 +417,7 @@ class BinarySession:
             data = self._error_of(frame.request_id, exc)
         with contextlib.suppress(ConnectionError):
             await self.send(data)
-        name = frame.opcode.name
-        self.server.metrics.requests.labels(name).inc()
-        self.server.metrics.handler_seconds.labels(name).observe(time.perf_counter() - begun)
+        self.server.metrics.answered(frame.opcode, time.perf_counter() - begun)
 
     def _error_bytes(
         self, request_id: int, code: ErrorCode, message: str, retry_after_ms: int = 0
@@ -456,6 +448,9 @@ class BinarySession:
         await self.close()
 
     async def close(self) -> None:
+        self._flush()  # what was answered goes out before the connection closes
+        if self._watchdog is not None:
+            self._watchdog.cancel()
         for task in list(self._tasks):
             task.cancel()
         self.writer.close()

@@ -23,9 +23,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import ssl
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 from pipeline.binary import (
     Body,
@@ -71,6 +72,7 @@ if TYPE_CHECKING:
 __all__ = ["BinaryServer"]
 
 _LOG = logging.getLogger(__name__)
+_KNOWN_SERIES: Final = 65_536  # checked series keys kept (the cache starts over beyond)
 
 
 class BinaryServer:
@@ -108,6 +110,7 @@ class BinaryServer:
         self._add(Opcode.VECTOR_BUFFER_STATS, self._vector_stats, writer)
         self._add(Opcode.VECTOR_BUFFER_FLUSH, self._vector_flush, admin, flush)
         self._control: ReplicationControl | None = None
+        self._known_series: dict[tuple[str, ...], str] = {}
         self._replica: ReplicaState | None = None
 
     def _add(
@@ -162,14 +165,26 @@ class BinaryServer:
 
     async def _put_point(self, frame: Frame) -> Body:
         assert isinstance(frame.body, TsPoint)
-        point = point_from_json(_point_json(frame.body))
+        sent = frame.body
+        parts = (sent.metric, sent.entity, *(text for tag in sent.tags for text in tag))
+        key = self._known_series.get(parts)
+        if key is None or not math.isfinite(sent.value):  # the checks name what is wrong
+            key = point_from_json(_point_json(sent)).series_key()
+            self._remember(parts, key)
         acked = not frame.flags & Flags.ACK_QUEUED
-        await self.ts.accept_point(point.series_key(), point.timestamp_ms, point.value, acked=acked)
+        await self.ts.accept_point(key, sent.timestamp_ms, sent.value, acked=acked)
         return WriteAck(1, _u32(self.facade.ts_buffer_size()))
+
+    def _remember(self, parts: tuple[str, ...], key: str) -> None:
+        if len(self._known_series) >= _KNOWN_SERIES:
+            self._known_series.clear()
+        self._known_series[parts] = key
 
     async def _put_batch(self, frame: Frame) -> Body:
         assert isinstance(frame.body, RawPayload)
-        series, count = _batch_series(frame.body)
+        if len(self._known_series) >= _KNOWN_SERIES:
+            self._known_series.clear()
+        series, count = _batch_series(frame.body, self._known_series)
         frames = self.ts.series_frames(series)
         acked = not frame.flags & Flags.ACK_QUEUED
         await self.ts.accept_frames(frames, count, acked=acked)
@@ -263,12 +278,14 @@ _UPSERT_OF = {
 }
 
 
-def _batch_series(raw: RawPayload) -> tuple[list[SeriesArrays], int]:
+def _batch_series(
+    raw: RawPayload, known: dict[tuple[str, ...], str]
+) -> tuple[list[SeriesArrays], int]:
     """A TS batch grouped by series, and its point count: read as columns when it can be,
     else decoded and checked point by point (whose errors name the point)."""
     columns = ts_batch_columns(raw.data)
     if columns is not None:
-        series = group_columns(columns)
+        series = group_columns(columns, known)
         if series is not None:
             return series, len(columns.values)
     batch = decode_payload(raw.header, raw.data).body

@@ -321,3 +321,26 @@ def test_random_payloads_for_every_opcode_get_answers_and_never_an_internal_erro
     assert ErrorCode.INTERNAL not in codes
     assert ErrorCode.MALFORMED_FRAME in codes
     assert (pong.request_id, pong.body) == (5000, Ping(b"alive"))
+
+
+def test_a_payload_slower_than_the_body_timeout_is_answered_timeout_and_closed(
+    make_settings: MakeSettings,
+) -> None:
+    settings = facade_settings(make_settings, binary_port=free_port(), body_timeout_s=1.0)
+    thread = FacadeThread(settings)
+
+    async def scenario(client: Client) -> tuple[Frame, Frame, bytes]:
+        await client.greet()
+        pong = await client.call(Opcode.PING, 3, Ping(b"fast"))
+        client.writer.write(HEADER.pack(Opcode.TS_PUT_BUFFERED, 0, 100, 4) + b"\0" * 10)
+        reply = await client.read(timeout_s=10)
+        return pong, reply, await client.reader.read()
+
+    try:
+        pong, reply, rest = with_client(_port(thread), scenario)
+    finally:
+        thread.close()
+    assert pong.body == Ping(b"fast")
+    assert (reply.request_id, error_of(reply).code) == (4, ErrorCode.TIMEOUT)
+    assert "within 1 s" in error_of(reply).message
+    assert rest == b""
