@@ -388,7 +388,8 @@ def test_a_command_that_cannot_do_its_job_exits_2_with_a_themis_error(
         (
             env,
             ["wal", "ship", "--replica", "r1=ftp://127.0.0.1:1"],
-            "replica endpoint 'ftp://127.0.0.1:1': use kafka://host:port or http(s)://host:port",
+            "replica endpoint 'ftp://127.0.0.1:1': use kafka://host:port, "
+            "themis[+tls]://host:port or http(s)://host:port",
         ),
         (
             no_broker,
