@@ -39,6 +39,8 @@ from pipeline.bench.harness import (
     bench_broker,
     exited,
     goal,
+    goal_below,
+    goal_verdict,
     progress,
     rounded,
     wait_for,
@@ -168,12 +170,6 @@ SMOKE: Final = Sizes(
     http_batch_concurrency=http.SMOKE.batch_concurrency,
 )
 SIZES: Final[Mapping[BenchSize, Sizes]] = {"smoke": SMOKE, "quick": QUICK, "full": FULL}
-
-
-def goal_below(value: float, below: float) -> dict[str, object]:
-    """A figure against a ceiling, as :func:`~pipeline.bench.harness.goal` reports a floor:
-    ``{"value", "below", "met"}``."""
-    return {"value": rounded(value, 4), "below": rounded(below, 4), "met": value < below}
 
 
 # -- the servers --------------------------------------------------------------------
@@ -467,10 +463,7 @@ def run(size: BenchSize, settings: Settings) -> dict[str, object]:
 def _verdict(result: Mapping[str, object], name: str) -> str:
     goals = result.get("goals")
     checked = goals.get(name) if isinstance(goals, dict) else None
-    if not isinstance(checked, dict):
-        return ""
-    bound = f">= {checked['at_least']}" if "at_least" in checked else f"< {checked['below']}"
-    return f" (goal {bound}: {'met' if checked['met'] else 'NOT met'})"
+    return f" ({goal_verdict(checked)})" if isinstance(checked, dict) else ""
 
 
 def render(result: Mapping[str, object]) -> str:

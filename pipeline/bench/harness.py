@@ -54,7 +54,9 @@ __all__ = [
     "delete_topics_under",
     "exited",
     "goal",
+    "goal_below",
     "goal_row",
+    "goal_verdict",
     "machine_info",
     "print_result",
     "progress",
@@ -187,9 +189,21 @@ def goal(value: float, at_least: float) -> dict[str, object]:
     return {"value": rounded(value, 4), "at_least": rounded(at_least, 4), "met": value >= at_least}
 
 
+def goal_below(value: float, below: float) -> dict[str, object]:
+    """A figure against a ceiling, as :func:`goal` reports a floor:
+    ``{"value", "below", "met"}``."""
+    return {"value": rounded(value, 4), "below": rounded(below, 4), "met": value < below}
+
+
+def goal_verdict(checked: Mapping[str, Any]) -> str:
+    """``goal >= X: met`` (or ``< X``, ``NOT met``) of a :func:`goal` or :func:`goal_below`."""
+    bound = f">= {checked['at_least']}" if "at_least" in checked else f"< {checked['below']}"
+    return f"goal {bound}: {'met' if checked['met'] else 'NOT met'}"
+
+
 def goal_row(name: str, checked: Mapping[str, Any], note: str = "") -> tuple[str, str, str]:
     """A table row ``(name, value, verdict[; note])`` for a :func:`goal` of a result."""
-    verdict = f"goal >= {checked['at_least']}: {'met' if checked['met'] else 'NOT met'}"
+    verdict = goal_verdict(checked)
     return name, f"{checked['value']}", f"{verdict}; {note}" if note else verdict
 
 

@@ -21,7 +21,7 @@ import math
 import re
 from collections import defaultdict
 from collections.abc import Sequence
-from typing import Final
+from typing import Any, Final
 
 import msgspec
 import numpy as np
@@ -95,14 +95,7 @@ class PointBodies:
         if not bool(np.isfinite(vs).all()):
             raise _Slow
         keys = [self._keys.key(*i) for i in codes]  # in order of first appearance
-        if len(keys) == 1:
-            return [(keys[0], ts, vs)]
-        code = np.array(code_of, np.int64)
-        order = np.argsort(code, kind="stable")
-        ends = np.cumsum(np.bincount(code)).tolist()
-        ts, vs = ts[order], vs[order]
-        starts = [0, *ends[:-1]]
-        return [(key, ts[a:b], vs[a:b]) for key, a, b in zip(keys, starts, ends, strict=True)]
+        return _split(keys, np.array(code_of, np.int64), ts, vs)
 
 
 def _lines(body: bytes) -> list[WirePoint]:
@@ -163,11 +156,21 @@ def group_columns(
         keys.append(key)
     if len(set(keys)) != len(keys):
         return None
-    ts = columns.timestamps
+    return _split(keys, inverse, columns.timestamps, vs)
+
+
+def _split(
+    keys: list[str],
+    code: npt.NDArray[np.integer[Any]],
+    ts: npt.NDArray[np.int64],
+    vs: npt.NDArray[np.float64],
+) -> list[SeriesArrays]:
+    """Points with series number ``code`` (0 = ``keys[0]``, in order of first appearance)
+    as one triple per series, each keeping its points' order: one stable sort."""
     if len(keys) == 1:
         return [(keys[0], ts, vs)]
-    order = np.argsort(inverse, kind="stable")
-    ends = np.cumsum(np.bincount(inverse)).tolist()
+    order = np.argsort(code, kind="stable")
+    ends = np.cumsum(np.bincount(code)).tolist()
     starts = [0, *ends[:-1]]
     ts, vs = ts[order], vs[order]
     return [(key, ts[a:b], vs[a:b]) for key, a, b in zip(keys, starts, ends, strict=True)]

@@ -138,6 +138,14 @@ def mixed_payloads(count: int, seed: int = 0) -> tuple[list[tuple[EntryType, byt
     return out, model
 
 
+def wal_entries(payloads: list[tuple[EntryType, bytes]]) -> list[WalEntry]:
+    """``payloads`` as the WAL entries ``append_to_wal`` makes of them (LSN 1 on)."""
+    return [
+        WalEntry(lsn, entry_type, 1_700_000_000_000, payload)
+        for lsn, (entry_type, payload) in enumerate(payloads, start=1)
+    ]
+
+
 def append_to_wal(settings: Settings, payloads: list[tuple[EntryType, bytes]]) -> None:
     """Write entries onto the primary's WAL the way ``WalWriter`` does."""
     assert settings.kafka.bootstrap_servers
@@ -382,10 +390,7 @@ def test_http_replica_with_mutual_tls_applies_batches_and_answers_400_and_409(
     client = ssl.create_default_context(cafile=str(pki / "ca.pem"))
     client.load_cert_chain(str(pki / "client.pem"), str(pki / "client.key"))
     try:
-        entries = [
-            WalEntry(lsn, entry_type, 1_700_000_000_000, payload)
-            for lsn, (entry_type, payload) in enumerate(payloads, start=1)
-        ]
+        entries = wal_entries(payloads)
         gap = encode_batch(entries[10:20], "zstd", 3, "primary-h")
         status, body = _post(port, client, gap, "primary-h")
         assert (status, body["success"], body["expected_lsn"]) == (409, False, format_lsn(1))
@@ -439,10 +444,7 @@ def test_a_facades_binary_door_takes_the_shipped_wal_over_themis_and_asks_for_a_
     ship = with_overrides(wal_settings, {"compressed_wal_shipping": {"ship_key": "ship-key"}})
     state = replica.app[REPLICA_STATE]
     try:
-        entries = [
-            WalEntry(lsn, entry_type, 1_700_000_000_000, payload)
-            for lsn, (entry_type, payload) in enumerate(payloads, start=1)
-        ]
+        entries = wal_entries(payloads)
         gap = encode_batch(entries[10:20], "zstd", 3, "primary-t")
         target = targets_module.open_target(endpoint, ship, None)
         try:
