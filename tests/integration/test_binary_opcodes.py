@@ -156,8 +156,8 @@ def test_vector_opcodes_add_update_remove_and_batches_are_searchable(live: Facad
         (flushed,) = _calls(live, "admin-key", [(Opcode.VECTOR_BUFFER_FLUSH, Empty(), 0)])
         assert isinstance(flushed.body, JsonBody)
         assert flushed.body.document["success"] is True
-        top = _top(live, vectors[4])
-        return bool(top) and top[0]["pk"] == "bin4"
+        top, solo = _top(live, vectors[4]), _top(live, vectors[10])
+        return bool(top and solo) and (top[0]["pk"], solo[0]["pk"]) == ("bin4", "solo")
 
     wait_until(searchable, timeout_s=60, what="the binary batch searchable")
     assert _top(live, vectors[10])[0] == {

@@ -443,6 +443,22 @@ def test_http_target_names_every_answer_it_cannot_confirm() -> None:
     ]
 
 
+def _read_request(conn: socket.socket) -> bytes:
+    """One whole HTTP request (headers and the Content-Length body) from ``conn``."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        data += conn.recv(65536)
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = next(
+        int(line.split(b":", 1)[1])
+        for line in head.split(b"\r\n")
+        if line.lower().startswith(b"content-length:")
+    )
+    while len(body) < length:
+        body += conn.recv(65536)
+    return head + body
+
+
 def test_http_target_unreachable_or_hanging_up_is_a_failed_ship_with_nothing_sent() -> None:
     batch = encode_batch(_mixed(1, 2), "none", 3, "p1")
     header = read_header(batch)
@@ -456,7 +472,7 @@ def test_http_target_unreachable_or_hanging_up_is_a_failed_ship_with_nothing_sen
 
     def hang_up() -> None:
         conn, _ = listener.accept()
-        conn.recv(65536)
+        _read_request(conn)  # all of it: unread bytes would make the close a reset
         conn.close()
 
     thread = threading.Thread(target=hang_up, daemon=True)
