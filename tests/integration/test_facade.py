@@ -77,7 +77,12 @@ def test_buffered_points_and_vectors_go_through_the_worker_and_come_back_exactly
         timeout_s=60,
         what="the batch readable through /ts/query",
     )
-    assert _points(facade, "metric=cpu&entity=s1&tag=dc:eu") == [[t0, 75.5]]
+    # The tagged point is another series, so maybe another partition: it has its own wait.
+    wait_until(
+        lambda: _points(facade, "metric=cpu&entity=s1&tag=dc:eu") == [[t0, 75.5]],
+        timeout_s=60,
+        what="the single tagged point readable through /ts/query",
+    )
     assert _points(facade, f"metric=cpu&entity=s1&start={t0 + 10}&end={t0 + 12}") == [
         [t0 + 10, 2.5],
         [t0 + 11, 2.75],
