@@ -37,6 +37,14 @@ def _demo(args: argparse.Namespace, settings: Settings) -> int:
     return run_demo(settings)
 
 
+def _stack(args: argparse.Namespace, settings: Settings) -> int:
+    from pipeline.stack import run_stack_down, run_stack_up
+
+    if args.action == "up":
+        return run_stack_up(settings, Path(args.dir))
+    return run_stack_down(Path(args.dir))
+
+
 def _config_show(args: argparse.Namespace, settings: Settings) -> int:
     shown = dataclasses.asdict(settings)
     secrets = (
@@ -60,6 +68,12 @@ def build_parser() -> argparse.ArgumentParser:
     add_worker_parsers(sub)
     demo = sub.add_parser("demo", help="broker, topics, worker, a sample load, printed stats")
     demo.set_defaults(handler=_demo)
+    stack = sub.add_parser(
+        "stack", help="a whole live stack (broker, worker, facade, replica) for SDK tests"
+    )
+    stack.add_argument("action", choices=("up", "down"))
+    stack.add_argument("--dir", required=True, help="where stack.json, logs and data go")
+    stack.set_defaults(handler=_stack)
     config = sub.add_parser("config", help="show the effective settings")
     config.add_argument("--config", dest="config_path", default=None, help="features.yaml path")
     config.set_defaults(handler=_config_show)

@@ -4,5 +4,6 @@ pytest_plugins = [
     "tests.fixtures.broker",
     "tests.fixtures.kafka_clients",
     "tests.fixtures.pki",
+    "tests.fixtures.stack",
     "tests.fixtures.toxiproxy",
 ]

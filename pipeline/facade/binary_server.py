@@ -54,12 +54,12 @@ from pipeline.facade.middleware import RouteSpec
 from pipeline.facade.ratelimit import RouteClass
 from pipeline.facade.ts_bodies import group_columns, group_points
 from pipeline.facade.ts_routes import TimeSeriesRoutes
-from pipeline.facade.validation import point_from_json
 from pipeline.facade.vector_bodies import vector_op_from_parts
 from pipeline.facade.vector_routes import VectorRoutes
 from pipeline.limits import MAX_FRAME_BYTES
 from pipeline.replication.binary_door import apply_wal_frame
 from pipeline.ts.point import SeriesArrays
+from pipeline.validation import point_from_json
 from pipeline.vectors.ops import OpType, VectorOp
 
 if TYPE_CHECKING:

@@ -29,7 +29,6 @@ from pipeline.errors import Conflict, InvalidArgument, InvalidRequest, NotFound,
 from pipeline.facade.app import BINARY_SERVER, FACADE_STATE
 from pipeline.facade.auth import Role
 from pipeline.facade.middleware import RouteSpec
-from pipeline.facade.validation import parse_json
 from pipeline.metrics import WalShipperMetrics
 from pipeline.replication import (
     APPLY_AUTH,
@@ -39,6 +38,7 @@ from pipeline.replication import (
     WalShipper,
     handle_wal_apply,
 )
+from pipeline.validation import parse_json
 
 __all__ = [
     "SHIPPER",

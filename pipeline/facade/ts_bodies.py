@@ -5,7 +5,7 @@ decoder, and keeps series keys in the same kind of cache
 (:class:`~pipeline.ts.json_batch.WirePoint`, :class:`~pipeline.ts.json_batch.SeriesKeys`).
 Whatever that fast path does not take as it is (a type or field it rejects, NaN or
 Infinity, a blank NDJSON line, tags that are no object of strings) goes through the
-checks of :mod:`pipeline.facade.validation` instead, which accept the same bodies and
+checks of :mod:`pipeline.validation` instead, which accept the same bodies and
 name what is wrong in the 400 (``field 'value'``, ``line 4: ...``, ``point 3: ...``). So
 the fast path changes the cost, never the answer; ``tests/unit/test_facade_bodies.py``
 checks both agree.
@@ -29,7 +29,6 @@ import numpy.typing as npt
 
 from pipeline.binary.columns import TsColumns
 from pipeline.errors import InvalidRecord
-from pipeline.facade.validation import NDJSON, batch_points, parse_json, point_from_json
 from pipeline.ts.json_batch import (
     DECODE_POINT,
     FAST_FAILURES,
@@ -38,6 +37,7 @@ from pipeline.ts.json_batch import (
     decode_object_lines,
 )
 from pipeline.ts.point import DataPoint, SeriesArrays, checked_series_key
+from pipeline.validation import NDJSON, batch_points, parse_json, point_from_json
 
 __all__ = ["PointBodies", "group_columns", "group_points"]
 

@@ -24,7 +24,6 @@ another ``Content-Type`` is answered 415, one that declares none is read as JSON
 from __future__ import annotations
 
 import asyncio
-import math
 from typing import TYPE_CHECKING, Any, Final
 
 import numpy as np
@@ -40,16 +39,17 @@ from pipeline.facade.middleware import (
 )
 from pipeline.facade.ratelimit import RouteClass
 from pipeline.facade.ts_bodies import PointBodies
-from pipeline.facade.validation import (
+from pipeline.ts.point import SeriesArrays
+from pipeline.ts.producer import Frame, frames_by_partition
+from pipeline.validation import (
     NDJSON,
     SeriesQuery,
     parse_json,
     point_from_json,
+    query_answer,
     series_query,
     series_query_body,
 )
-from pipeline.ts.point import SeriesArrays, series_key
-from pipeline.ts.producer import Frame, frames_by_partition
 from pipeline.worker.query import query_series
 
 if TYPE_CHECKING:
@@ -64,13 +64,6 @@ _BUFFERED: Final = b'{"success":true,"buffered":true,"buffer_size":'
 _BUFFERED_POINTS: Final = b'{"success":true,"buffered":true,"points":%d,"buffer_size":'
 _JSON: Final = ("application/json",)
 _JSON_OR_NDJSON: Final = ("application/json", NDJSON)
-
-
-def _finite_or_text(value: float) -> float | str:
-    """``value``, or for NaN and infinities (which JSON lacks) ``"NaN"``, ``"inf"``, ``"-inf"``."""
-    if math.isfinite(value):
-        return value
-    return "NaN" if math.isnan(value) else ("inf" if value > 0 else "-inf")
 
 
 class TimeSeriesRoutes:
@@ -222,14 +215,4 @@ class TimeSeriesRoutes:
                 q.tags,
                 store_path=self.settings.worker.data_dir / _QUERY_STORE,
             )
-        points = [
-            {"timestamp_ms": t, "value": _finite_or_text(v)}
-            for t, v in zip(result.timestamps.tolist(), result.values.tolist(), strict=True)
-        ]
-        return json_response(
-            {
-                "series": series_key(q.metric, q.entity, q.tags),
-                "count": len(points),
-                "points": points,
-            }
-        )
+        return json_response(query_answer(q, result.timestamps.tolist(), result.values.tolist()))

@@ -5,7 +5,7 @@ remove) with msgspec: the vector becomes a float32 array in one pass instead of 
 checked number by number in Python, which for 768 dimensions was most of a request's
 cost. Whatever the fast path does not take as it is (a wrong type, a missing or
 unknown field, a wrong dimension, a non-finite component, a pk or metadata over its
-limit) goes through :func:`~pipeline.facade.validation.vector_op_from_json`, which
+limit) goes through :func:`~pipeline.validation.vector_op_from_json`, which
 accepts the same bodies and names what is wrong in the 400. So the fast path changes
 the cost, never the answer; ``tests/unit/test_facade_auth.py`` checks both agree.
 """
@@ -19,7 +19,7 @@ import numpy as np
 import numpy.typing as npt
 import orjson
 
-from pipeline.facade.validation import parse_json, vector_op_from_json
+from pipeline.validation import parse_json, vector_op_from_json
 from pipeline.vectors.ops import MAX_PK_BYTES, OpType, VectorOp, op_metadata_bytes
 
 __all__ = ["vector_op_from_body", "vector_op_from_parts"]
@@ -93,7 +93,7 @@ def vector_op_from_parts(
     """The checked operation of fields another door decoded (the binary protocol's).
 
     What passes the fast path's checks is taken as it is; anything else goes through
-    :func:`~pipeline.facade.validation.vector_op_from_json` as the equivalent JSON body,
+    :func:`~pipeline.validation.vector_op_from_json` as the equivalent JSON body,
     so a refusal names the field exactly as ``POST /vectors/...`` would.
     """
     raw: dict[str, object] = {"pk": pk}

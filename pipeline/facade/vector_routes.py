@@ -32,8 +32,8 @@ from pipeline.facade.middleware import (
     with_workers,
 )
 from pipeline.facade.ratelimit import RouteClass
-from pipeline.facade.validation import parse_json, search_request
 from pipeline.facade.vector_bodies import vector_op_from_body
+from pipeline.validation import parse_json, search_request
 from pipeline.vectors.ops import OpType, VectorOp, encode_op_json
 
 if TYPE_CHECKING:

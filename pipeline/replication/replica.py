@@ -362,9 +362,14 @@ class ReplicaState:
         with self._lock:
             return sorted(self._store.series_keys())
 
-    def search(self, vector: npt.ArrayLike, k: int) -> list[SearchHit]:
-        """The ``k`` nearest vectors, closest first."""
-        return self._index.search(vector, k)
+    @property
+    def dimension(self) -> int:
+        """The dimension of the replica's vectors (the primary's)."""
+        return self._vector_settings.dimension
+
+    def search(self, vector: npt.ArrayLike, k: int, ef: int | None = None) -> list[SearchHit]:
+        """The ``k`` nearest vectors, closest first (``ef`` as :meth:`VectorIndex.search`)."""
+        return self._index.search(vector, k, ef=ef)
 
     def vector_dump(self) -> dict[str, dict[str, Any]]:
         """Every pk in the index with its metadata."""

@@ -22,6 +22,8 @@
 ``GET /api/v1/replica/status``
     ``{"last_applied_lsn": ..., "expected_lsn": ..., "entries_applied_total": ..., ...}``.
 
+Reads (``/ts/query``, ``/vectors/search``): :mod:`pipeline.replication.read_routes`.
+
 Mounting elsewhere: :func:`add_wal_routes` adds both handlers to any
 ``web.Application``; that application must allow large bodies (``client_max_size``)
 and its runner must not decompress request bodies (``AppRunner(app,
@@ -44,6 +46,7 @@ from aiohttp import web
 from pipeline.errors import CorruptBatch, ForeignPrimary, UnknownDictionary, WalGap
 from pipeline.limits import MAX_WAL_BODY_BYTES
 from pipeline.replication.binary_door import WalApplyDoor
+from pipeline.replication.read_routes import add_read_routes
 from pipeline.replication.replica import ReplicaState
 from pipeline.wal.batch import read_header
 from pipeline.wal.entry import format_lsn
@@ -184,9 +187,10 @@ def add_wal_routes(app: web.Application, state: ReplicaState, auth: ApplyAuth) -
 
 
 def make_replica_app(state: ReplicaState, auth: ApplyAuth) -> web.Application:
-    """An application serving only the replica's routes."""
+    """An application serving only the replica's routes: WAL apply, status and reads."""
     app = web.Application(client_max_size=MAX_BODY_BYTES)
     add_wal_routes(app, state, auth)
+    add_read_routes(app, state, auth)
     return app
 
 

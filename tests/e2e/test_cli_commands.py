@@ -37,13 +37,13 @@ from pipeline.kafka.local_broker import LocalKafka, free_port
 from pipeline.kafka.topics import load_specs
 from pipeline.rag import HashingEmbedder
 from pipeline.replication import ReplicaState
+from pipeline.stack import make_pki
 from pipeline.ts.point import series_key
 from pipeline.ts.producer import TSProducer
 from pipeline.vectors.producer import VectorProducer
 from pipeline.wal.entry import format_lsn
 from pipeline.worker import query, search
 from tests.fixtures.facade import http_call
-from tests.fixtures.pki import make_pki
 from tests.fixtures.support import (
     REPO,
     THEMIS,

@@ -31,10 +31,11 @@ LAYERS: list[set[str]] = [
     {"wal"},
     {"binary"},
     {"ts", "vectors"},
+    {"validation"},
     {"replication"},
     {"worker"},
     {"facade", "rag"},
-    {"bench", "demo"},
+    {"bench", "demo", "stack"},
     {"app", "cli"},
 ]
 LAYER_OF = {unit: level for level, units in enumerate(LAYERS) for unit in units}

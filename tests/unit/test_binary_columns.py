@@ -24,9 +24,9 @@ from pipeline.binary import (
 from pipeline.binary.columns import ts_batch_columns
 from pipeline.errors import InvalidRequest, ProtocolError
 from pipeline.facade.ts_bodies import group_columns, group_points
-from pipeline.facade.validation import point_from_json
 from pipeline.limits import MAX_METRIC_BYTES
 from pipeline.ts.point import SeriesArrays
+from pipeline.validation import point_from_json
 
 pytestmark = pytest.mark.unit
 

@@ -14,14 +14,14 @@ from hypothesis import strategies as st
 
 from pipeline.errors import InvalidRequest
 from pipeline.facade.ts_bodies import PointBodies
-from pipeline.facade.validation import (
+from pipeline.facade.vector_bodies import vector_op_from_body
+from pipeline.validation import (
     NDJSON,
     batch_points,
     parse_json,
     point_from_json,
     vector_op_from_json,
 )
-from pipeline.facade.vector_bodies import vector_op_from_body
 from pipeline.vectors.ops import OpType, encode_op_json
 from tests.fixtures.points import TEXT, encoded, json_values, point_objects, record_values
 

@@ -36,10 +36,10 @@ from pipeline.facade.cli import run_facade
 from pipeline.facade.connections import FacadeConnection
 from pipeline.facade.deliveries import InFlight, PointFramer
 from pipeline.facade.middleware import Handler, RouteSpec
-from pipeline.facade.validation import INT64_MAX, INT64_MIN, SeriesQuery, series_query_body
 from pipeline.kafka.local_broker import free_port
 from pipeline.ts.json_batch import WirePoint
 from pipeline.ts.point import decode_frame, decode_point_json, series_key
+from pipeline.validation import INT64_MAX, INT64_MIN, SeriesQuery, series_query_body
 from pipeline.vectors.ops import decode_op_json
 from tests.unit.test_facade_auth import ADMIN, DIM, POINT, WRITER, FakeProducer, fake_worker
 

@@ -39,15 +39,6 @@ from multidict import MultiDict
 from pipeline.config import VectorAutoBufferSettings, load_settings
 from pipeline.errors import ThemisError
 from pipeline.facade.ts_bodies import PointBodies
-from pipeline.facade.validation import (
-    NDJSON,
-    batch_points,
-    int_param,
-    parse_json,
-    point_from_json,
-    search_request,
-    series_query,
-)
 from pipeline.facade.vector_bodies import vector_op_from_body
 from pipeline.replication.replica import ApplyResult, ReplicaState
 from pipeline.replication.targets import HttpTarget, KafkaTarget
@@ -61,6 +52,15 @@ from pipeline.ts.point import (
     encode_frame,
     parse_series_key,
     series_key,
+)
+from pipeline.validation import (
+    NDJSON,
+    batch_points,
+    int_param,
+    parse_json,
+    point_from_json,
+    search_request,
+    series_query,
 )
 from pipeline.vectors.ops import (
     OpType,

@@ -198,3 +198,68 @@ def test_the_binary_door_of_wal_serve_applies_only_with_a_replicator_key(tmp_pat
     finally:
         server.stop()
         replica.close()
+
+
+def _call(
+    port: int, method: str, path: str, body: bytes | None, key: str | None
+) -> tuple[int, dict[str, object]]:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    headers = {"X-API-Key": key} if key else {}
+    try:
+        conn.request(method, path, body=body, headers=headers)
+        response = conn.getresponse()
+        return response.status, orjson.loads(response.read())
+    finally:
+        conn.close()
+
+
+def test_a_replica_answers_queries_and_searches_as_the_facade_to_callers_it_trusts(
+    tmp_path: Path,
+) -> None:
+    replica = ReplicaState(tmp_path, _settings())
+    server = ReplicaServer(replica, auth=ApplyAuth(["replicator-key"]))
+    port = server.start()
+    ts = np.array([10, 20, 30], dtype=np.int64)
+    block = encode_block(series_key("cpu", "s1", {"dc": "eu"}), ts, np.array([1.5, np.nan, 3.0]))
+    near = VectorOp(OpType.ADD, "near", np.array([1, 0, 0, 0], dtype=np.float32), {"n": 1})
+    far = VectorOp(OpType.ADD, "far", np.array([0, 0, 0, 1], dtype=np.float32), {"n": 2})
+    entries = [
+        WalEntry(1, EntryType.TS_BLOCK, 1, block),
+        WalEntry(2, EntryType.VECTOR_BATCH, 1, encode_op_frame([near, far], DIM)),
+    ]
+    replica.apply_batch(encode_batch(entries, "zstd", 3, "p1"))
+    key = "replicator-key"
+    try:
+        status, body = _call(
+            port, "GET", "/ts/query?metric=cpu&entity=s1&tag=dc:eu&start=15", None, key
+        )
+        assert status == 200, body
+        assert body == {
+            "series": series_key("cpu", "s1", {"dc": "eu"}),
+            "count": 2,
+            "points": [{"timestamp_ms": 20, "value": "NaN"}, {"timestamp_ms": 30, "value": 3.0}],
+        }
+        query = orjson.dumps({"metric": "cpu", "entity": "s1", "tags": {"dc": "eu"}, "end": 10})
+        status, body = _call(port, "POST", "/ts/query", query, key)
+        assert (status, body["points"]) == (200, [{"timestamp_ms": 10, "value": 1.5}])
+        search = orjson.dumps({"vector": [0.9, 0.1, 0, 0], "k": 2})
+        status, body = _call(port, "POST", "/vectors/search", search, key)
+        assert status == 200, body
+        assert [(hit["pk"], hit["metadata"]) for hit in body["results"]] == [  # type: ignore[attr-defined]
+            ("near", {"n": 1}),
+            ("far", {"n": 2}),
+        ]
+        assert _call(port, "GET", "/ts/query?metric=cpu&entity=s1", None, None)[0] == 401
+        assert _call(port, "POST", "/vectors/search", search, "wrong")[0] == 401
+        status, body = _call(port, "GET", "/ts/query?entity=s1", None, key)
+        assert (status, body["error"]) == (400, "query parameter 'metric' is required (non-empty)")
+        filtered = orjson.dumps({"vector": [1, 0, 0, 0], "filter": {"n": 1}})
+        status, body = _call(port, "POST", "/vectors/search", filtered, key)
+        assert status == 400
+        assert "'filter'" in str(body["error"])
+        status, body = _call(port, "POST", "/vectors/search", b'{"vector": [1, 0]}', key)
+        assert status == 400
+        assert "dimension" in str(body["error"]), body
+    finally:
+        server.stop()
+        replica.close()

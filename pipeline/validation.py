@@ -18,7 +18,7 @@ from multidict import MultiMapping
 
 from pipeline.errors import InvalidRecord, InvalidRequest
 from pipeline.limits import MAX_SEARCH_EF, MAX_SEARCH_K
-from pipeline.ts.point import DataPoint, validate_point
+from pipeline.ts.point import DataPoint, series_key, validate_point
 from pipeline.vectors.ops import OpType, VectorOp, decode_op_json, validate_vector
 
 __all__ = [
@@ -33,6 +33,7 @@ __all__ = [
     "int_param",
     "parse_json",
     "point_from_json",
+    "query_answer",
     "search_request",
     "series_query",
     "series_query_body",
@@ -262,3 +263,24 @@ def _required_text(raw: Mapping[str, object], name: str) -> str:
     if not isinstance(value, str) or not value:
         raise InvalidRequest(f"field {name!r} is required (a non-empty string)")
     return value
+
+
+def _finite_or_text(value: float) -> float | str:
+    """``value``, or for NaN and infinities (which JSON lacks) ``"NaN"``, ``"inf"``, ``"-inf"``."""
+    if math.isfinite(value):
+        return value
+    return "NaN" if math.isnan(value) else ("inf" if value > 0 else "-inf")
+
+
+def query_answer(q: SeriesQuery, timestamps: list[int], values: list[float]) -> dict[str, Any]:
+    """The body answering ``q``: ``{"series", "count", "points": [{"timestamp_ms", "value"}]}``
+    (every door that answers a series query answers this)."""
+    points = [
+        {"timestamp_ms": t, "value": _finite_or_text(v)}
+        for t, v in zip(timestamps, values, strict=True)
+    ]
+    return {
+        "series": series_key(q.metric, q.entity, q.tags),
+        "count": len(points),
+        "points": points,
+    }
