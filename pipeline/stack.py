@@ -120,7 +120,7 @@ def describe(
         "keys": keys,
         "conf": {
             "http": f"http::addr={http};api_key={writer}",
-            "themis": f"themis::addr={binary};api_key={writer}",
+            "themis": f"themis::addr={binary};api_key={writer};http_addr={http}",
         },
         "vector_dimension": settings.vector_auto_buffer.dimension,
         "themis": themis_command(),
