@@ -8,10 +8,10 @@ COVERAGE_MIN ?= 95
 
 .PHONY: setup demo test lint typecheck security unit clean prometheus toxiproxy
 
-$(STAMP): pyproject.toml setup.py pipeline/ts/_gorilla.c
+$(STAMP): pyproject.toml setup.py pipeline/ts/_gorilla.c clients/python/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[test]'
+	$(BIN)/pip install -q -e '.[test]' -e clients/python
 	touch $(STAMP)
 
 setup: $(STAMP)
@@ -21,8 +21,8 @@ demo: setup
 	$(BIN)/themis demo
 
 lint: setup
-	$(BIN)/ruff check pipeline tests
-	$(BIN)/ruff format --check pipeline tests
+	$(BIN)/ruff check pipeline tests clients/python
+	$(BIN)/ruff format --check pipeline tests clients/python
 
 typecheck: setup
 	$(BIN)/mypy
@@ -37,7 +37,7 @@ toxiproxy:
 
 ## Every high-severity finding of bandit fails the run.
 security: setup
-	$(BIN)/bandit -q -r pipeline --severity-level high
+	$(BIN)/bandit -q -r pipeline clients/python/src --severity-level high
 
 ## Lint, type-check, scan, then every test against a real broker (started here if none
 ## is given) under coverage, child processes included; fails under COVERAGE_MIN %.

@@ -1,0 +1,360 @@
+package themis
+
+import (
+	"context"
+	"math/rand/v2"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// WriterStats are a writer's counters (the documented queued, sent, retried,
+// failed) plus the errors dropped because nobody read Errors().
+type WriterStats struct {
+	Queued        int64 // items accepted by Write
+	Sent          int64 // items acknowledged by the server
+	Retried       int64 // batch retries
+	Failed        int64 // items finally not written
+	DroppedErrors int64 // errors that found Errors() full
+	Pending       int   // items queued or in flight now
+}
+
+// writer is the non-blocking batching writer behind every buffered call.
+//
+// Write appends under a mutex and returns; a single loop goroutine cuts batches
+// (rows, bytes, interval, or a Flush) and hands each to a sender goroutine, at
+// most MaxInFlightBatches at once. Each item gets a sequence number; the
+// watermark is the first sequence number not yet finished (acknowledged or
+// finally failed), so Flush waits for the watermark to pass what was queued
+// before it, retries included.
+type writer[T any] struct {
+	cfg  Config
+	send func(context.Context, []T) error
+	size func(*T) int
+
+	mu        sync.Mutex
+	queue     []T
+	qbytes    int
+	oldest    time.Time
+	nextSeq   uint64 // sequence number of the next Write
+	queueSeq  uint64 // sequence number of queue[0]
+	inflight  map[uint64]int
+	changed   chan struct{}
+	forced    int // pending Flush calls
+	closed    bool
+	failures  []error
+	failCount int
+
+	kick chan struct{}
+	stop chan struct{}
+	done chan struct{}
+	slot chan struct{}
+	errs chan error
+
+	queued, sent, retried, failed, dropped atomic.Int64
+}
+
+func newWriter[T any](cfg Config, send func(context.Context, []T) error, size func(*T) int) *writer[T] {
+	w := &writer[T]{
+		cfg: cfg, send: send, size: size,
+		inflight: map[uint64]int{}, changed: make(chan struct{}),
+		kick: make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{}),
+		slot: make(chan struct{}, cfg.MaxInFlightBatches), errs: make(chan error, cfg.ErrorChannelSize),
+	}
+	go w.loop()
+	return w
+}
+
+// Write queues item; it never blocks on the network or on an unread error
+// channel. A full queue fails at once with *BufferOverflowError (not queued).
+func (w *writer[T]) Write(item T) error {
+	n := w.size(&item)
+	w.mu.Lock()
+	if w.closed {
+		w.mu.Unlock()
+		return ErrClosed
+	}
+	if w.cfg.MaxBufferRows > 0 && w.pendingLocked() >= w.cfg.MaxBufferRows {
+		w.mu.Unlock()
+		return &BufferOverflowError{BufferSize: w.cfg.MaxBufferRows, Limit: "max_buffer_rows"}
+	}
+	if w.cfg.MaxBufferBytes > 0 && w.qbytes+n > w.cfg.MaxBufferBytes {
+		w.mu.Unlock()
+		return &BufferOverflowError{BufferSize: w.cfg.MaxBufferBytes, Limit: "max_buffer_bytes"}
+	}
+	if len(w.queue) == 0 {
+		w.oldest = time.Now()
+	}
+	w.queue = append(w.queue, item)
+	w.qbytes += n
+	w.nextSeq++
+	full := w.cfg.AutoFlush && (len(w.queue) >= w.cfg.AutoFlushRows || w.qbytes >= w.cfg.AutoFlushBytes)
+	w.mu.Unlock()
+	w.queued.Add(1)
+	if full {
+		w.poke()
+	}
+	return nil
+}
+
+func (w *writer[T]) pendingLocked() int {
+	n := len(w.queue)
+	for _, c := range w.inflight {
+		n += c
+	}
+	return n
+}
+
+func (w *writer[T]) poke() {
+	select {
+	case w.kick <- struct{}{}:
+	default:
+	}
+}
+
+func (w *writer[T]) watermarkLocked() uint64 {
+	m := w.queueSeq
+	for s := range w.inflight {
+		if s < m {
+			m = s
+		}
+	}
+	return m
+}
+
+func (w *writer[T]) broadcastLocked() {
+	close(w.changed)
+	w.changed = make(chan struct{})
+}
+
+func (w *writer[T]) loop() {
+	defer close(w.done)
+	var timer *time.Timer
+	for {
+		var tick <-chan time.Time
+		w.mu.Lock()
+		if w.cfg.AutoFlush && len(w.queue) > 0 && w.cfg.AutoFlushInterval > 0 {
+			wait := time.Until(w.oldest.Add(w.cfg.AutoFlushInterval))
+			if wait < 0 {
+				wait = 0
+			}
+			if timer == nil {
+				timer = time.NewTimer(wait)
+			} else {
+				timer.Reset(wait)
+			}
+			tick = timer.C
+		}
+		w.mu.Unlock()
+		select {
+		case <-w.kick:
+		case <-tick:
+		case <-w.stop:
+			w.cutAll(true)
+			return
+		}
+		if timer != nil && !timer.Stop() {
+			select {
+			case <-timer.C:
+			default:
+			}
+		}
+		w.cutAll(false)
+	}
+}
+
+// cutAll sends batches while the queue meets a flush condition.
+func (w *writer[T]) cutAll(force bool) {
+	for {
+		w.mu.Lock()
+		due := len(w.queue) > 0 && (force || w.forced > 0 ||
+			(w.cfg.AutoFlush && (len(w.queue) >= w.cfg.AutoFlushRows || w.qbytes >= w.cfg.AutoFlushBytes ||
+				time.Since(w.oldest) >= w.cfg.AutoFlushInterval)))
+		if !due {
+			w.mu.Unlock()
+			return
+		}
+		w.mu.Unlock()
+		w.slot <- struct{}{} // at most MaxInFlightBatches batches out
+		w.mu.Lock()
+		batch, seq := w.cutLocked()
+		w.mu.Unlock()
+		if len(batch) == 0 {
+			<-w.slot
+			continue
+		}
+		go w.sendBatch(batch, seq)
+	}
+}
+
+// cutLocked takes the head of the queue: at most auto_flush_rows items and
+// max_batch_bytes bytes (at least one item).
+func (w *writer[T]) cutLocked() ([]T, uint64) {
+	rows := w.cfg.AutoFlushRows
+	if rows <= 0 {
+		rows = len(w.queue)
+	}
+	n, bytes := 0, 0
+	for n < len(w.queue) && n < rows {
+		s := w.size(&w.queue[n])
+		if n > 0 && w.cfg.MaxBatchBytes > 0 && bytes+s > w.cfg.MaxBatchBytes {
+			break
+		}
+		bytes += s
+		n++
+	}
+	batch := make([]T, n)
+	copy(batch, w.queue[:n])
+	var zero T
+	for i := 0; i < n; i++ {
+		w.queue[i] = zero
+	}
+	w.queue = w.queue[n:]
+	if len(w.queue) == 0 {
+		w.queue = nil
+	}
+	w.qbytes -= bytes
+	seq := w.queueSeq
+	w.queueSeq += uint64(n)
+	w.inflight[seq] = n
+	w.oldest = time.Now()
+	return batch, seq
+}
+
+func (w *writer[T]) sendBatch(batch []T, seq uint64) {
+	err := w.sendWithRetry(batch)
+	<-w.slot
+	w.mu.Lock()
+	delete(w.inflight, seq)
+	if err != nil {
+		w.failCount += len(batch)
+		if len(w.failures) < 16 {
+			w.failures = append(w.failures, err)
+		}
+	}
+	w.broadcastLocked()
+	w.mu.Unlock()
+	if err != nil {
+		w.failed.Add(int64(len(batch)))
+		w.report(&WriteError{Failed: len(batch), Cause: err})
+	} else {
+		w.sent.Add(int64(len(batch)))
+	}
+	w.poke() // a freed slot may let the next batch go
+}
+
+// sendWithRetry: max_retries retries of retriable errors within
+// retry_timeout_ms, full-jitter exponential back-off from
+// retry_initial_backoff_ms to retry_max_backoff_ms, or the server's
+// Retry-After / retry_after_ms when longer.
+func (w *writer[T]) sendWithRetry(batch []T) error {
+	deadline := time.Now().Add(w.cfg.RetryTimeout)
+	backoff := w.cfg.RetryInitialBackoff
+	for attempt := 0; ; attempt++ {
+		err := w.send(context.Background(), batch)
+		if err == nil || !IsRetriable(err) || attempt >= w.cfg.MaxRetries {
+			return err
+		}
+		wait := time.Duration(0)
+		if backoff > 0 {
+			wait = time.Duration(rand.Int64N(int64(backoff) + 1))
+		}
+		if ra := retryAfter(err); ra > wait {
+			wait = ra
+		}
+		if time.Now().Add(wait).After(deadline) {
+			return err
+		}
+		w.retried.Add(1)
+		select {
+		case <-time.After(wait):
+		case <-w.abort():
+			return err
+		}
+		backoff *= 2
+		if backoff > w.cfg.RetryMaxBackoff {
+			backoff = w.cfg.RetryMaxBackoff
+		}
+	}
+}
+
+// abort never fires: a writer's retries end by their own budget. Kept as a hook
+// so Close could cancel retries in a later version.
+func (w *writer[T]) abort() <-chan struct{} { return nil }
+
+// report hands err to the handler (own goroutine) and the channel (dropped and
+// counted when full).
+func (w *writer[T]) report(err error) {
+	if h := w.cfg.ErrorHandler; h != nil {
+		go h(err)
+	}
+	select {
+	case w.errs <- err:
+	default:
+		w.dropped.Add(1)
+	}
+}
+
+// Flush sends what is queued and waits until everything queued before the call
+// is acknowledged or finally failed (retries included). It returns a
+// *WriteError for the items that failed since the previous Flush.
+func (w *writer[T]) Flush(ctx context.Context) error {
+	w.mu.Lock()
+	target := w.nextSeq
+	w.forced++
+	w.mu.Unlock()
+	w.poke()
+	defer func() {
+		w.mu.Lock()
+		w.forced--
+		w.mu.Unlock()
+	}()
+	for {
+		w.mu.Lock()
+		if w.watermarkLocked() >= target && (w.queueSeq >= target) {
+			n, errs := w.failCount, w.failures
+			w.failCount, w.failures = 0, nil
+			w.mu.Unlock()
+			if n > 0 {
+				return &WriteError{Failed: n, Cause: errs[len(errs)-1]}
+			}
+			return nil
+		}
+		ch := w.changed
+		w.mu.Unlock()
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(50 * time.Millisecond):
+			w.poke()
+		}
+	}
+}
+
+// Close flushes, then stops the writer. Closing twice is harmless.
+func (w *writer[T]) Close(ctx context.Context) error {
+	err := w.Flush(ctx)
+	w.mu.Lock()
+	already := w.closed
+	w.closed = true
+	w.mu.Unlock()
+	if !already {
+		close(w.stop)
+		<-w.done
+	}
+	return err
+}
+
+// Errors is the channel of WriteErrors; when nobody reads it, errors that find it
+// full are dropped and counted in WriterStats.DroppedErrors.
+func (w *writer[T]) Errors() <-chan error { return w.errs }
+
+// Stats returns the counters.
+func (w *writer[T]) Stats() WriterStats {
+	w.mu.Lock()
+	p := w.pendingLocked()
+	w.mu.Unlock()
+	return WriterStats{Queued: w.queued.Load(), Sent: w.sent.Load(), Retried: w.retried.Load(),
+		Failed: w.failed.Load(), DroppedErrors: w.dropped.Load(), Pending: p}
+}
