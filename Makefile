@@ -21,8 +21,8 @@ demo: setup
 	$(BIN)/themis demo
 
 lint: setup
-	$(BIN)/ruff check pipeline tests clients/python
-	$(BIN)/ruff format --check pipeline tests clients/python
+	$(BIN)/ruff check pipeline tests clients/python examples/python
+	$(BIN)/ruff format --check pipeline tests clients/python examples/python
 
 typecheck: setup
 	$(BIN)/mypy

@@ -381,7 +381,13 @@ func (eb *encodeBuf) encodePoints(ps []DataPoint) []byte {
 	for i := range ps {
 		p := &ps[i]
 		eb.enc.Add(p.Metric, p.Entity, p.TimestampMs, p.Value, len(p.Tags))
-		if len(p.Tags) > 0 {
+		switch len(p.Tags) {
+		case 0:
+		case 1:
+			for k, v := range p.Tags {
+				eb.enc.AddTag(k, v)
+			}
+		default:
 			for _, k := range eb.sortedTags(p.Tags) {
 				eb.enc.AddTag(k, p.Tags[k])
 			}

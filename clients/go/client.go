@@ -17,6 +17,7 @@ import (
 	"encoding/json"
 	"sync"
 	"time"
+	"unsafe"
 )
 
 // Client is one connection configuration with its three clients. It is safe for
@@ -51,7 +52,7 @@ func New(conn string, opts ...Option) (*Client, error) {
 	c.TimeSeries.w = newWriter(cfg, func(ctx context.Context, ps []DataPoint) error {
 		_, err := tr.putPoints(ctx, ps)
 		return err
-	}, pointSize)
+	}, pointSizer())
 	c.Vectors = &VectorClient{tr: tr}
 	c.Vectors.w = newWriter(cfg, c.Vectors.sendOps, vecItemSize)
 	c.Replication = &ReplicationClient{tr: tr}
@@ -77,12 +78,27 @@ func (c *Client) Close(ctx context.Context) error {
 	return c.closeErr
 }
 
-func pointSize(p *DataPoint) int {
-	n := 80 + len(p.Metric) + len(p.Entity)
-	for k, v := range p.Tags {
-		n += len(k) + len(v) + 8
+// pointSizer estimates a point's encoded size (the JSON form, the larger one),
+// remembering the size of the last tags map it measured: callers usually pass
+// the same map again. Called under the writer's lock.
+func pointSizer() func(DataPoint) int {
+	var lastTags unsafe.Pointer
+	var lastLen, lastSize int
+	return func(p DataPoint) int {
+		n := 80 + len(p.Metric) + len(p.Entity)
+		if len(p.Tags) == 0 {
+			return n
+		}
+		ptr := *(*unsafe.Pointer)(unsafe.Pointer(&p.Tags))
+		if ptr != lastTags || len(p.Tags) != lastLen {
+			lastSize = 0
+			for k, v := range p.Tags {
+				lastSize += len(k) + len(v) + 8
+			}
+			lastTags, lastLen = ptr, len(p.Tags)
+		}
+		return n + lastSize
 	}
-	return n
 }
 
 // TimeSeriesClient writes and reads time-series points.
@@ -211,7 +227,7 @@ type vecItem struct {
 	v  Vector
 }
 
-func vecItemSize(it *vecItem) int {
+func vecItemSize(it vecItem) int {
 	n := 64 + len(it.v.PK) + 12*len(it.v.Vector)
 	if it.v.Metadata != nil {
 		b, _ := json.Marshal(it.v.Metadata)

@@ -30,15 +30,17 @@ type WriterStats struct {
 type writer[T any] struct {
 	cfg  Config
 	send func(context.Context, []T) error
-	size func(*T) int
+	size func(T) int
 
 	mu        sync.Mutex
-	queue     []T
+	chunks    [][]T // the queue, in chunks of at most auto_flush_rows items
+	qlen      int   // items in chunks
 	qbytes    int
 	oldest    time.Time
 	nextSeq   uint64 // sequence number of the next Write
 	queueSeq  uint64 // sequence number of queue[0]
 	inflight  map[uint64]int
+	inflightN int // items in flight (the sum of inflight)
 	changed   chan struct{}
 	forced    int // pending Flush calls
 	closed    bool
@@ -54,7 +56,7 @@ type writer[T any] struct {
 	queued, sent, retried, failed, dropped atomic.Int64
 }
 
-func newWriter[T any](cfg Config, send func(context.Context, []T) error, size func(*T) int) *writer[T] {
+func newWriter[T any](cfg Config, send func(context.Context, []T) error, size func(T) int) *writer[T] {
 	w := &writer[T]{
 		cfg: cfg, send: send, size: size,
 		inflight: map[uint64]int{}, changed: make(chan struct{}),
@@ -68,8 +70,8 @@ func newWriter[T any](cfg Config, send func(context.Context, []T) error, size fu
 // Write queues item; it never blocks on the network or on an unread error
 // channel. A full queue fails at once with *BufferOverflowError (not queued).
 func (w *writer[T]) Write(item T) error {
-	n := w.size(&item)
 	w.mu.Lock()
+	n := w.size(item)
 	if w.closed {
 		w.mu.Unlock()
 		return ErrClosed
@@ -82,13 +84,20 @@ func (w *writer[T]) Write(item T) error {
 		w.mu.Unlock()
 		return &BufferOverflowError{BufferSize: w.cfg.MaxBufferBytes, Limit: "max_buffer_bytes"}
 	}
-	if len(w.queue) == 0 {
+	if w.qlen == 0 {
 		w.oldest = time.Now()
 	}
-	w.queue = append(w.queue, item)
+	// A chunked queue: no copying as it grows, and a batch is a chunk's prefix.
+	last := len(w.chunks) - 1
+	if last < 0 || len(w.chunks[last]) == cap(w.chunks[last]) {
+		w.chunks = append(w.chunks, make([]T, 0, w.chunkCap()))
+		last++
+	}
+	w.chunks[last] = append(w.chunks[last], item)
+	w.qlen++
 	w.qbytes += n
 	w.nextSeq++
-	full := w.cfg.AutoFlush && (len(w.queue) >= w.cfg.AutoFlushRows || w.qbytes >= w.cfg.AutoFlushBytes)
+	full := w.cfg.AutoFlush && (w.qlen >= w.cfg.AutoFlushRows || w.qbytes >= w.cfg.AutoFlushBytes)
 	w.mu.Unlock()
 	w.queued.Add(1)
 	if full {
@@ -97,12 +106,12 @@ func (w *writer[T]) Write(item T) error {
 	return nil
 }
 
+func (w *writer[T]) chunkCap() int {
+	return max(1, min(w.cfg.AutoFlushRows, 1<<16))
+}
+
 func (w *writer[T]) pendingLocked() int {
-	n := len(w.queue)
-	for _, c := range w.inflight {
-		n += c
-	}
-	return n
+	return w.qlen + w.inflightN
 }
 
 func (w *writer[T]) poke() {
@@ -133,7 +142,7 @@ func (w *writer[T]) loop() {
 	for {
 		var tick <-chan time.Time
 		w.mu.Lock()
-		if w.cfg.AutoFlush && len(w.queue) > 0 && w.cfg.AutoFlushInterval > 0 {
+		if w.cfg.AutoFlush && w.qlen > 0 && w.cfg.AutoFlushInterval > 0 {
 			wait := time.Until(w.oldest.Add(w.cfg.AutoFlushInterval))
 			if wait < 0 {
 				wait = 0
@@ -167,8 +176,8 @@ func (w *writer[T]) loop() {
 func (w *writer[T]) cutAll(force bool) {
 	for {
 		w.mu.Lock()
-		due := len(w.queue) > 0 && (force || w.forced > 0 ||
-			(w.cfg.AutoFlush && (len(w.queue) >= w.cfg.AutoFlushRows || w.qbytes >= w.cfg.AutoFlushBytes ||
+		due := w.qlen > 0 && (force || w.forced > 0 ||
+			(w.cfg.AutoFlush && (w.qlen >= w.cfg.AutoFlushRows || w.qbytes >= w.cfg.AutoFlushBytes ||
 				time.Since(w.oldest) >= w.cfg.AutoFlushInterval)))
 		if !due {
 			w.mu.Unlock()
@@ -190,33 +199,34 @@ func (w *writer[T]) cutAll(force bool) {
 // cutLocked takes the head of the queue: at most auto_flush_rows items and
 // max_batch_bytes bytes (at least one item).
 func (w *writer[T]) cutLocked() ([]T, uint64) {
-	rows := w.cfg.AutoFlushRows
-	if rows <= 0 {
-		rows = len(w.queue)
+	if w.qlen == 0 {
+		return nil, 0
 	}
+	head := w.chunks[0]
 	n, bytes := 0, 0
-	for n < len(w.queue) && n < rows {
-		s := w.size(&w.queue[n])
+	for n < len(head) {
+		s := w.size(head[n])
 		if n > 0 && w.cfg.MaxBatchBytes > 0 && bytes+s > w.cfg.MaxBatchBytes {
 			break
 		}
 		bytes += s
 		n++
 	}
-	batch := make([]T, n)
-	copy(batch, w.queue[:n])
-	var zero T
-	for i := 0; i < n; i++ {
-		w.queue[i] = zero
+	// The batch keeps the head of the chunk's array; the chunk goes on after it
+	// (appends never write into the batch's part).
+	batch := head[:n:n]
+	if rest := head[n:]; len(rest) > 0 || cap(rest) > 0 && len(w.chunks) == 1 {
+		w.chunks[0] = rest
+	} else {
+		w.chunks[0] = nil
+		w.chunks = w.chunks[1:]
 	}
-	w.queue = w.queue[n:]
-	if len(w.queue) == 0 {
-		w.queue = nil
-	}
+	w.qlen -= n
 	w.qbytes -= bytes
 	seq := w.queueSeq
 	w.queueSeq += uint64(n)
 	w.inflight[seq] = n
+	w.inflightN += n
 	w.oldest = time.Now()
 	return batch, seq
 }
@@ -226,6 +236,7 @@ func (w *writer[T]) sendBatch(batch []T, seq uint64) {
 	<-w.slot
 	w.mu.Lock()
 	delete(w.inflight, seq)
+	w.inflightN -= len(batch)
 	if err != nil {
 		w.failCount += len(batch)
 		if len(w.failures) < 16 {

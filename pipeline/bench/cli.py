@@ -1,4 +1,4 @@
-"""``themis bench ts|vectors|wal|http|binary [--quick|--smoke] [--json]``: the benchmark commands.
+"""``themis bench ts|vectors|wal|http|binary|sdk [--quick|--smoke] [--json]``: the benchmarks.
 
 :data:`BENCHMARKS` is the one table of benchmarks: a name, a help line and the
 module that measures (its ``DEFINITIONS``, ``run(size, settings)`` and
@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Final, Protocol
 
 from pipeline.config import Settings
@@ -89,6 +90,12 @@ def _binary() -> BenchmarkModule:
     return binary
 
 
+def _sdk() -> BenchmarkModule:
+    from pipeline.bench.sdk import SdkBenchmark
+
+    return SdkBenchmark("python")  # ``--lang`` picks another (see _run)
+
+
 BENCHMARKS: Final[tuple[Benchmark, ...]] = (
     ListedBenchmark(
         "ts",
@@ -120,6 +127,12 @@ BENCHMARKS: Final[tuple[Benchmark, ...]] = (
         "binary protocol: pipelined TS puts and batches, vector batches against bare "
         "framing and the HTTP batch endpoint, handler time under a light load",
         _binary,
+    ),
+    ListedBenchmark(
+        "sdk",
+        "an SDK (--lang python|typescript|go): buffered puts on the binary and HTTP "
+        "transports against raw pipelined protocol frames, on a live stack",
+        _sdk,
     ),
 )
 
@@ -159,6 +172,11 @@ def add_bench_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentPar
             action="store_true",
             help="print one JSON object on stdout instead of a table",
         )
+        if benchmark.name == "sdk":
+            parser.add_argument("--lang", choices=("python", "typescript", "go"), default="python")
+            parser.add_argument(
+                "--stack", default=None, help="measure on this running stack (its stack.json)"
+            )
         parser.set_defaults(handler=_run, listed=benchmark, size="full")
     # The children of `bench http`. No help= at all: argparse (3.11) would print
     # help=SUPPRESS as "==SUPPRESS==" in the list; the metavar above hides the names.
@@ -179,8 +197,14 @@ def add_bench_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentPar
 def _run(args: argparse.Namespace, settings: Settings) -> int:
     from pipeline.bench.harness import print_result, run_benchmark
 
-    result = run_benchmark(args.listed, args.size, settings)
-    print_result(result, args.listed, as_json=args.json)
+    listed = args.listed
+    if getattr(args, "lang", None) is not None:
+        from pipeline.bench.sdk import SdkBenchmark
+
+        chosen = SdkBenchmark(args.lang, Path(args.stack) if args.stack else None)
+        listed = ListedBenchmark(listed.name, listed.help, lambda: chosen)
+    result = run_benchmark(listed, args.size, settings)
+    print_result(result, listed, as_json=args.json)
     return 0
 
 

@@ -496,16 +496,29 @@ type BatchEncoder struct {
 	strings []string
 	body    []byte
 	count   uint32
+	recent  [8]recentString
 }
 
 func (e *BatchEncoder) intern(s string) uint32 {
-	if i, ok := e.index[s]; ok {
-		return i
+	// Consecutive points mostly repeat the strings of the one before.
+	h := len(s) & 7
+	if c := &e.recent[h]; c.ok && c.s == s {
+		return c.i
 	}
-	i := uint32(len(e.strings))
-	e.index[s] = i
-	e.strings = append(e.strings, s)
+	i, ok := e.index[s]
+	if !ok {
+		i = uint32(len(e.strings))
+		e.index[s] = i
+		e.strings = append(e.strings, s)
+	}
+	e.recent[h] = recentString{s, i, true}
 	return i
+}
+
+type recentString struct {
+	s  string
+	i  uint32
+	ok bool
 }
 
 // AppendTSBatch encodes points as a TsBatch payload appended to b.
@@ -514,6 +527,7 @@ func (e *BatchEncoder) AppendTSBatch(b []byte, points []Point) []byte {
 		e.index = make(map[string]uint32)
 	}
 	clear(e.index)
+	e.recent = [8]recentString{}
 	e.strings = e.strings[:0]
 	body := appendU32(e.body[:0], uint32(len(points)))
 	for i := range points {
@@ -714,6 +728,7 @@ func (e *BatchEncoder) Reset() {
 		e.index = make(map[string]uint32)
 	}
 	clear(e.index)
+	e.recent = [8]recentString{}
 	e.strings = e.strings[:0]
 	e.body = appendU32(e.body[:0], 0)
 	e.count = 0

@@ -17,7 +17,13 @@ from collections.abc import Coroutine, Iterable, Mapping, Sequence
 from typing import Any, TypeVar
 
 from themisdb.aio import AsyncThemisClient, PointLike
-from themisdb.writer import Counters, ErrorCallback
+from themisdb.writer import (
+    BatchingWriter,
+    Counters,
+    ErrorCallback,
+    checked_timestamp,
+    checked_value,
+)
 
 __all__ = [
     "ThemisClient",
@@ -64,7 +70,9 @@ class ThemisTimeSeriesClient:
         tags: dict[str, str] | None = None,
     ) -> None:
         """Queue one point (now, if no timestamp); raises ``BufferOverflowError`` when full."""
-        self._owner.queue(self._aio.put_buffered(metric, entity, timestamp_ms, value, tags))
+        self._owner.writer.put(
+            metric, entity, checked_timestamp(timestamp_ms), checked_value(value), tags
+        )
 
     def put_many(self, points: Iterable[PointLike]) -> int:
         return self._owner.queue(self._aio.put_many(points))
@@ -219,6 +227,13 @@ class ThemisClient:
     @property
     def counters(self) -> Counters:
         return self._aio.counters
+
+    @property
+    def writer(self) -> BatchingWriter:
+        """The batching writer (made on the client's loop when the client connected)."""
+        writer = self._aio._writer
+        assert writer is not None  # connect() made it
+        return writer
 
     def flush(self, timeout: float | None = None) -> None:
         """Return once everything queued is acknowledged; raise ``WriteError`` with what was not."""

@@ -89,10 +89,29 @@ class ClientConfig:
         for key in given:
             if key not in known:
                 raise ConfigurationError(f"unknown option {key!r}", key=key)
-        return dataclasses.replace(self, **given)
+        return dataclasses.replace(self, **{k: _coerce(k, v) for k, v in given.items()})
 
 
 _BOOLS: Final = {"on": True, "true": True, "off": False, "false": False}
+_FIELDS: Final = {f.name: f.type for f in dataclasses.fields(ClientConfig)}
+
+
+def _coerce(key: str, value: object) -> Any:
+    """``value`` of ``key`` as its field's type; text as a connection string writes it."""
+    kind = _FIELDS[key]
+    if kind == "int" and isinstance(value, str):
+        if not value.strip().isdigit():
+            raise ConfigurationError(f"{key} must be an integer; got {value!r}", key=key)
+        return int(value)
+    if kind == "bool" and isinstance(value, str):
+        if value.strip().lower() not in _BOOLS:
+            raise ConfigurationError(f"{key} must be on or off; got {value!r}", key=key)
+        return _BOOLS[value.strip().lower()]
+    if kind == "int" and (isinstance(value, bool) or not isinstance(value, int)):
+        raise ConfigurationError(f"{key} must be an integer; got {value!r}", key=key)
+    if kind == "bool" and not isinstance(value, bool):
+        raise ConfigurationError(f"{key} must be a boolean; got {value!r}", key=key)
+    return value
 
 
 def _split(body: str) -> list[str]:
@@ -124,22 +143,11 @@ def parse_conf(conf: str | None = None, **options: Any) -> ClientConfig:
                 f"a connection string starts with SCHEMA:: ({', '.join(SCHEMAS)})", key="schema"
             )
         values: dict[str, Any] = {"schema": schema.strip().lower()}
-        fields = {f.name: f for f in dataclasses.fields(ClientConfig)}
         for part in _split(body):
             key, eq, value = part.partition("=")
             key = key.strip().lower()
-            if not eq or key not in fields or key == "schema":
+            if not eq or key not in _FIELDS or key == "schema":
                 raise ConfigurationError(f"unknown key {key!r} in the connection string", key=key)
-            kind = fields[key].type
-            if kind == "int":
-                if not value.strip().isdigit():
-                    raise ConfigurationError(f"{key} must be an integer; got {value!r}", key=key)
-                values[key] = int(value)
-            elif kind == "bool":
-                if value.strip().lower() not in _BOOLS:
-                    raise ConfigurationError(f"{key} must be on or off; got {value!r}", key=key)
-                values[key] = _BOOLS[value.strip().lower()]
-            else:
-                values[key] = value
+            values[key] = _coerce(key, value)
         config = dataclasses.replace(config, **values)
     return config.with_options(**options).validated()

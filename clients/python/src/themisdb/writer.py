@@ -64,6 +64,10 @@ class _Chunk:
     ts: array.array[int] = field(default_factory=lambda: array.array("q"))
     values: array.array[float] = field(default_factory=lambda: array.array("d"))
     nbytes: int = 8
+    rows: int = 0
+    """Points at which the chunk is a whole batch."""
+    limit: int = 0
+    """Estimated bytes at which the chunk is a whole batch."""
 
 
 @dataclass
@@ -108,6 +112,7 @@ class BatchingWriter:
         self._series_list: list[_SeriesKey] = []
         self._series_bytes: list[int] = []
         self._chunks: deque[_Chunk] = deque()
+        self._open: _Chunk | None = None  # the chunk points go to, until taken or whole
         self._vectors: deque[_VectorItem] = deque()
         self._seq = 0  # items ever queued; each has its sequence number
         self._inflight: set[int] = set()  # first sequence numbers of batches being sent
@@ -144,18 +149,24 @@ class BatchingWriter:
     def put(
         self, metric: str, entity: str, ts: int, value: float, tags: dict[str, str] | None
     ) -> None:
-        """Queue one point (checked here; raises, and queues nothing, if it is invalid)."""
-        key = (metric, entity, _tags_key(tags))
+        """Queue one point; ``ts`` and ``value`` already checked (:func:`checked_timestamp`,
+        :func:`checked_value`). The series is checked the first time it is seen: an invalid
+        one raises and nothing is queued. This is the per-point hot path."""
+        key = (metric, entity, tuple(tags.items()) if tags else ())
         with self._lock:
             sid = self._series.get(key)
             if sid is None:
                 sid = self._new_series(key)
             nbytes = _POINT_BYTES + self._series_bytes[sid]
-            self._room(nbytes)
-            chunk = self._chunks[-1] if self._chunks else None
-            if chunk is None or self._complete(chunk, nbytes):
-                chunk = _Chunk(self._seq, time.monotonic())
-                self._chunks.append(chunk)
+            if (
+                self._queued_rows >= self.config.max_buffer_rows
+                or self._queued_bytes + nbytes > self.config.max_buffer_bytes
+                or self._closed
+            ):
+                self._room(nbytes)
+            chunk = self._open
+            if chunk is None or len(chunk.ts) >= chunk.rows or chunk.nbytes + nbytes > chunk.limit:
+                chunk = self._open = self._new_chunk()
             chunk.sids.append(sid)
             chunk.ts.append(ts)
             chunk.values.append(value)
@@ -164,17 +175,24 @@ class BatchingWriter:
             self._queued_rows += 1
             self._queued_bytes += nbytes
             self.counters.queued += 1
-            full = self._complete(chunk)
+            full = len(chunk.ts) >= chunk.rows
         if full and self.config.auto_flush:
             self._nudge()
 
-    def _complete(self, chunk: _Chunk, more_bytes: int = 0) -> bool:
-        """Whether ``chunk`` is a whole batch (or would be over one with ``more_bytes``)."""
-        rows = min(self.config.auto_flush_rows, _MAX_POINTS_PER_BATCH)
-        return len(chunk.ts) >= rows or chunk.nbytes + more_bytes > self._batch_bytes()
+    def _new_chunk(self) -> _Chunk:
+        chunk = _Chunk(self._seq, time.monotonic())
+        chunk.rows = min(self.config.auto_flush_rows, _MAX_POINTS_PER_BATCH)
+        chunk.limit = self._batch_bytes()
+        self._chunks.append(chunk)
+        return chunk
+
+    def _complete(self, chunk: _Chunk) -> bool:
+        """Whether ``chunk`` is a whole batch."""
+        return len(chunk.ts) >= chunk.rows or chunk.nbytes >= chunk.limit
 
     def _new_series(self, key: _SeriesKey) -> int:
         metric, entity, tags = key
+        _tags_key(dict(tags))
         for name, text in (("metric", metric), ("entity", entity)):
             if not isinstance(text, str) or not text:
                 raise ValidationError(f"field {name!r} must be a non-empty string", field=name)
@@ -253,6 +271,8 @@ class BatchingWriter:
                     vec = None
                 if chunk is not None:
                     self._chunks.popleft()  # the open chunk too: taking it closes it
+                    if chunk is self._open:
+                        self._open = None
                     self._inflight.add(chunk.first_seq)
                 vectors: list[_VectorItem] = []
                 if vec is not None:
@@ -443,6 +463,8 @@ def _log_callback_failure(future: asyncio.Future[None]) -> None:
 def checked_value(value: object) -> float:
     """``value`` as a float; NaN and infinities are refused (the REST API cannot carry them,
     and both transports must store the same)."""
+    if type(value) is float and value - value == 0.0:  # the hot path: a finite float
+        return value
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise ValidationError("field 'value' must be a number", field="value")
     number = float(value)
@@ -453,6 +475,8 @@ def checked_value(value: object) -> float:
 
 def checked_timestamp(ts: int | None) -> int:
     """``ts`` (milliseconds) as an int64, or now."""
+    if type(ts) is int and -(2**63) <= ts < 2**63:  # the hot path
+        return ts
     if ts is None:
         return time.time_ns() // 1_000_000
     if isinstance(ts, bool) or not isinstance(ts, int) or not -(2**63) <= ts < 2**63:
