@@ -39,6 +39,7 @@ type BufferOverflowError struct {
 	RetryAfter time.Duration // the server's advice, 0 for none
 }
 
+// Error describes the failure and what to do.
 func (e *BufferOverflowError) Error() string {
 	if e.Server {
 		return fmt.Sprintf("themis: server buffer overflow (buffer_size %d); retry later", e.BufferSize)
@@ -55,6 +56,7 @@ type RateLimitedError struct {
 	Message    string
 }
 
+// Error describes the failure and what to do.
 func (e *RateLimitedError) Error() string {
 	return fmt.Sprintf("themis: rate limited (retry after %v): %s", e.RetryAfter, e.Message)
 }
@@ -65,6 +67,7 @@ func (e *RateLimitedError) Retriable() bool { return true }
 // AuthenticationError: 401, AUTHENTICATION_FAILED or NOT_AUTHENTICATED; check api_key.
 type AuthenticationError struct{ Message string }
 
+// Error describes the failure and what to do.
 func (e *AuthenticationError) Error() string {
 	return "themis: authentication failed (check api_key): " + e.Message
 }
@@ -75,6 +78,7 @@ func (e *AuthenticationError) Retriable() bool { return false }
 // PermissionDeniedError: 403 or PERMISSION_DENIED; the key's role is too weak.
 type PermissionDeniedError struct{ Message string }
 
+// Error describes the failure and what to do.
 func (e *PermissionDeniedError) Error() string {
 	return "themis: permission denied (flushes need an admin key): " + e.Message
 }
@@ -88,6 +92,7 @@ type ValidationError struct {
 	Message string
 }
 
+// Error describes the failure and what to do.
 func (e *ValidationError) Error() string { return "themis: invalid request: " + e.Message }
 
 // Retriable is always false.
@@ -96,6 +101,7 @@ func (e *ValidationError) Retriable() bool { return false }
 // NotFoundError: 404 or NOT_FOUND (an unknown pk or replica).
 type NotFoundError struct{ Message string }
 
+// Error describes the failure and what to do.
 func (e *NotFoundError) Error() string { return "themis: not found: " + e.Message }
 
 // Retriable is always false.
@@ -109,6 +115,7 @@ type ServerUnavailableError struct {
 	Cause      error
 }
 
+// Error describes the failure and what to do.
 func (e *ServerUnavailableError) Error() string {
 	if e.Status != 0 {
 		return fmt.Sprintf("themis: server unavailable (%d): %s", e.Status, e.Message)
@@ -128,6 +135,7 @@ type WALGapError struct {
 	Message     string
 }
 
+// Error describes the failure and what to do.
 func (e *WALGapError) Error() string {
 	return fmt.Sprintf("themis: WAL gap, the replica expects LSN %016X: %s", e.ExpectedLSN, e.Message)
 }
@@ -146,6 +154,7 @@ type ProtocolError struct {
 	Message    string
 }
 
+// Error describes the failure and what to do.
 func (e *ProtocolError) Error() string {
 	if e.Status != 0 {
 		return fmt.Sprintf("themis: HTTP %d: %s", e.Status, e.Message)
@@ -163,6 +172,7 @@ type WriteError struct {
 	Cause  error
 }
 
+// Error describes the failure and what to do.
 func (e *WriteError) Error() string {
 	return fmt.Sprintf("themis: %d items were not written: %v", e.Failed, e.Cause)
 }
@@ -179,6 +189,7 @@ type ConfigurationError struct {
 	Message string
 }
 
+// Error describes the failure and what to do.
 func (e *ConfigurationError) Error() string {
 	return fmt.Sprintf("themis: configuration key %q: %s", e.Key, e.Message)
 }

@@ -4,12 +4,10 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
-	"net/url"
 	"strconv"
 	"time"
 )
@@ -261,20 +259,3 @@ func (h *httpTransport) close() error {
 	h.client.CloseIdleConnections()
 	return nil
 }
-
-// queryURL is the GET /ts/query URL of q (for replicas, which serve the same route).
-func queryURL(base string, q Query) string {
-	v := url.Values{"metric": {q.Metric}, "entity": {q.Entity}}
-	for k, t := range q.Tags {
-		v.Add("tag", k+":"+t)
-	}
-	if q.Start != nil {
-		v.Set("start", strconv.FormatInt(*q.Start, 10))
-	}
-	if q.End != nil {
-		v.Set("end", strconv.FormatInt(*q.End, 10))
-	}
-	return base + "/ts/query?" + v.Encode()
-}
-
-var errNoHTTP = errors.New("no HTTP door")

@@ -277,21 +277,13 @@ func (w *writer[T]) sendWithRetry(batch []T) error {
 			return err
 		}
 		w.retried.Add(1)
-		select {
-		case <-time.After(wait):
-		case <-w.abort():
-			return err
-		}
+		time.Sleep(wait)
 		backoff *= 2
 		if backoff > w.cfg.RetryMaxBackoff {
 			backoff = w.cfg.RetryMaxBackoff
 		}
 	}
 }
-
-// abort never fires: a writer's retries end by their own budget. Kept as a hook
-// so Close could cancel retries in a later version.
-func (w *writer[T]) abort() <-chan struct{} { return nil }
 
 // report hands err to the handler (own goroutine) and the channel (dropped and
 // counted when full).

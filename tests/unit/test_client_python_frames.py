@@ -186,3 +186,20 @@ def test_each_status_is_its_typed_error(
         assert getattr(error, "retry_after", None) == 2.0
     if name == "BufferOverflowError":
         assert getattr(error, "buffer_size", None) == 7
+
+
+def test_a_batch_encoded_from_columns_is_the_batch_encoded_point_by_point() -> None:
+    series = [
+        ("cpu", "s1", (("dc", "eu"),)),
+        ("cpu", "s2", ()),
+        ("mem", "s1", (("dc", "eu"), ("r", "1"))),
+    ]
+    sids = [0, 1, 2, 0, 2, 1]
+    ts = [1, 1, 2, -(2**63), 2**63 - 1, 0]
+    values = [1.5, -0.0, math.inf, math.nan, 2.5, 1e300]
+    points = [
+        (series[s][0], series[s][1], t, v, dict(series[s][2]) or None)
+        for s, t, v in zip(sids, ts, values, strict=True)
+    ]
+    assert wire.encode_ts_columns(series, sids, ts, values) == wire.encode_ts_batch(points)
+    assert wire.encode_ts_columns(series, [], [], []) == wire.encode_ts_batch([])

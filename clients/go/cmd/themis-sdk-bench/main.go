@@ -21,6 +21,7 @@ func main() {
 	size := flag.String("size", "quick", "smoke, quick or full")
 	batch := flag.Int("batch", 5000, "points per batch (auto_flush_rows)")
 	inFlight := flag.Int("in-flight", 8, "batches in flight, for the SDK and the raw run alike")
+	rounds := flag.Int("rounds", 0, "interleaved rounds, best kept (default: 1 for smoke, 3 otherwise)")
 	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile of the run here")
 	memprofile := flag.String("memprofile", "", "write an allocation profile after the run here")
 	flag.Parse()
@@ -48,7 +49,13 @@ func main() {
 		fmt.Fprintln(os.Stderr, "themis-sdk-bench:", err)
 		os.Exit(1)
 	}
-	r, err := benchsdk.Run(s, *size, *batch, *inFlight)
+	if *rounds == 0 {
+		*rounds = 3
+		if *size == "smoke" {
+			*rounds = 1
+		}
+	}
+	r, err := benchsdk.Run(s, *size, *batch, *inFlight, *rounds)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "themis-sdk-bench:", err)
 		pprof.StopCPUProfile()

@@ -113,6 +113,7 @@ type CodecError struct {
 	Message string
 }
 
+// Error describes the failure and what to do.
 func (e *CodecError) Error() string {
 	return fmt.Sprintf("binary protocol error %d: %s", e.Code, e.Message)
 }

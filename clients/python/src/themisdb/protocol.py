@@ -25,6 +25,7 @@ __all__ = [
     "encode_hello",
     "encode_json",
     "encode_ts_batch",
+    "encode_ts_columns",
     "encode_ts_point",
     "encode_vector_batch",
     "encode_vector_remove",
@@ -149,6 +150,42 @@ def encode_ts_batch(points: Sequence[tuple[str, str, int, float, dict[str, str] 
         else:
             body.append(pack_point(m, e, ts, value, 0))
     return b"".join([_U32.pack(len(strings)), *strings, _U32.pack(len(points)), *body])
+
+
+def encode_ts_columns(
+    series: Sequence[tuple[str, str, tuple[tuple[str, str], ...]]],
+    sids: Sequence[int],
+    timestamps: Sequence[int],
+    values: Sequence[float],
+) -> bytes:
+    """TsBatch from columns: point ``i`` is ``series[sids[i]]`` at ``timestamps[i]`` with
+    ``values[i]``. The same bytes as :func:`encode_ts_batch` of those points; each series'
+    strings and tag references are worked out once."""
+    index: dict[str, int] = {}
+    strings: list[bytes] = []
+
+    def ref(text: str) -> int:
+        at = index.get(text)
+        if at is None:
+            at = index[text] = len(strings)
+            strings.append(_str16(text))
+        return at
+
+    heads: dict[int, tuple[int, int, int, bytes]] = {}
+    pack_point, pack_tag = _POINT.pack, _TAG.pack
+    body: list[bytes] = []
+    append = body.append
+    for sid, ts, value in zip(sids, timestamps, values, strict=True):
+        head = heads.get(sid)
+        if head is None:
+            metric, entity, tags = series[sid]
+            m, e = ref(metric), ref(entity)
+            refs = b"".join(pack_tag(ref(name), ref(tag)) for name, tag in tags)
+            head = heads[sid] = (m, e, len(tags), refs)
+        append(pack_point(head[0], head[1], ts, value, head[2]))
+        if head[2]:
+            append(head[3])
+    return b"".join([_U32.pack(len(strings)), *strings, _U32.pack(len(sids)), *body])
 
 
 def _metadata(metadata: dict[str, Any] | None) -> bytes:

@@ -25,10 +25,20 @@ from themisdb.errors import (
     ValidationError,
 )
 
-__all__ = ["BinaryTransport", "HttpTransport", "Point", "Transport", "VectorItem", "open_transport"]
+__all__ = [
+    "BinaryTransport",
+    "HttpTransport",
+    "Point",
+    "Series",
+    "Transport",
+    "VectorItem",
+    "open_transport",
+]
 
 Point = tuple[str, str, int, float, "dict[str, str] | None"]
 """``(metric, entity, timestamp_ms, value, tags)``."""
+Series = tuple[str, str, tuple[tuple[str, str], ...]]
+"""``(metric, entity, tags as (name, value) pairs)``."""
 VectorItem = tuple[str, bytes, "dict[str, Any] | None"]
 """``(pk, float32 little-endian bytes, metadata)``."""
 
@@ -177,14 +187,21 @@ class HttpTransport:
             raise http_error(resp.status_code, answer, resp.headers.get("Retry-After"))
         return answer
 
-    async def ts_batch(self, points: Sequence[Point]) -> int:
-        lines = [
-            json.dumps(
-                {"metric": m, "entity": e, "timestamp_ms": t, "value": v, "tags": tags or {}},
-                separators=(",", ":"), ensure_ascii=False, allow_nan=False,
-            )
-            for m, e, t, v, tags in points
-        ]  # fmt: skip
+    async def ts_columns(
+        self, series: Sequence[Series], sids: Sequence[int], ts: Sequence[int],
+        values: Sequence[float],
+    ) -> int:  # fmt: skip
+        """One NDJSON batch: each series' fields encoded once, then per point its time and
+        value (``repr`` of a finite float is valid JSON)."""
+        heads: dict[int, str] = {}
+        lines = []
+        for sid, t, v in zip(sids, ts, values, strict=True):
+            head = heads.get(sid)
+            if head is None:
+                metric, entity, tags = series[sid]
+                fields = {"metric": metric, "entity": entity, "tags": dict(tags)}
+                head = heads[sid] = wire.encode_json(fields).decode()[:-1]
+            lines.append(f'{head},"timestamp_ms":{t},"value":{v!r}}}')
         raw = "\n".join(lines).encode()
         answer = await self.request(
             "POST", "/ts/put/buffered/batch", raw=raw, content_type="application/x-ndjson"
@@ -325,8 +342,12 @@ class BinaryTransport:
     async def request(self, method: str, path: str, body: Any = None, **kw: Any) -> dict[str, Any]:
         return await self.rest.request(method, path, body, **kw)
 
-    async def ts_batch(self, points: Sequence[Point]) -> int:
-        reply = await self._send(wire.Opcode.TS_PUT_BUFFERED_BATCH, wire.encode_ts_batch(points))
+    async def ts_columns(
+        self, series: Sequence[Series], sids: Sequence[int], ts: Sequence[int],
+        values: Sequence[float],
+    ) -> int:  # fmt: skip
+        payload = wire.encode_ts_columns(series, sids, ts, values)
+        reply = await self._send(wire.Opcode.TS_PUT_BUFFERED_BATCH, payload)
         return wire.decode_write_ack(reply)[1]
 
     async def vector_batch(self, op: str, items: Sequence[VectorItem], dimension: int) -> int:

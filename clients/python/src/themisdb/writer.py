@@ -303,17 +303,19 @@ class BatchingWriter:
 
     async def _deliver_points(self, chunk: _Chunk) -> None:
         series = self._series_list
-        points = [
-            (series[s][0], series[s][1], t, v, dict(series[s][2]) or None)
-            for s, t, v in zip(chunk.sids, chunk.ts, chunk.values, strict=True)
-        ]
-        error = await self._with_retries(len(points), lambda: self.transport.ts_batch(points))
-        seqs = range(chunk.first_seq, chunk.first_seq + len(points))
+
+        async def send() -> int:
+            return await self.transport.ts_columns(series, chunk.sids, chunk.ts, chunk.values)
+
+        count = len(chunk.ts)
+        error = await self._with_retries(count, send)
         items = [
-            {"metric": m, "entity": e, "timestamp_ms": t, "value": v, "tags": tags or {}}
-            for m, e, t, v, tags in points
+            {"metric": series[s][0], "entity": series[s][1], "timestamp_ms": t, "value": v,
+             "tags": dict(series[s][2])}
+            for s, t, v in zip(chunk.sids, chunk.ts, chunk.values, strict=True)
         ] if error else []  # fmt: skip
-        self._resolve(list(seqs), items, error, chunk.nbytes)
+        self._resolve(list(range(chunk.first_seq, chunk.first_seq + count)), items, error,
+                      chunk.nbytes)  # fmt: skip
 
     async def _deliver_vectors(self, items: list[_VectorItem]) -> None:
         first = items[0]
