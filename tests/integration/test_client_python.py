@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import random
+import subprocess
+import sys
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -19,6 +22,7 @@ from themisdb import (
     PermissionDeniedError,
     ThemisClient,
     ValidationError,
+    WriteError,
 )
 
 from tests.fixtures.stack import stack_of
@@ -218,3 +222,50 @@ def test_bad_keys_roles_and_values_are_typed_errors(stack: dict[str, Any], trans
             c.timeseries.put_buffered("", "e", T0, 1.0)
         assert caught.value.field == "metric"
         assert c.counters.queued == 0
+
+
+def test_a_refused_batch_reaches_a_blocking_callback_which_never_stops_the_writer(
+    stack: dict[str, Any],
+) -> None:
+    release, seen = threading.Event(), []
+
+    def callback(items: list[dict[str, Any]], error: BaseException) -> None:
+        seen.append((len(items), type(error).__name__))
+        release.wait(30)  # a callback that blocks ...
+        raise RuntimeError("... and then fails")
+
+    metric = f"cb{_tag()}"
+    with ThemisClient(conf=_conf(stack, "themis"), on_error=callback) as c:
+        c.timeseries.put_buffered(metric, "bad", T0, 1.0, {"t": "x" * 20_000})  # over a limit
+        with pytest.raises(WriteError) as caught:
+            c.flush()
+        assert caught.value.failed[0]["entity"] == "bad"
+        assert isinstance(caught.value.cause, ValidationError)
+        started = time.monotonic()
+        c.timeseries.put_buffered(metric, "good", T0, 2.0)
+        c.flush()  # the callback still blocks: the writer goes on
+        assert time.monotonic() - started < 5
+        assert seen == [(1, "ValidationError")]
+        release.set()
+        assert (c.counters.sent, c.counters.failed) == (1, 1)
+    wait_until(lambda: _series_of(stack, metric, "good") == [(T0, 2.0)], timeout_s=30,
+               what="the good point")  # fmt: skip
+
+
+def _series_of(stack: dict[str, Any], metric: str, entity: str) -> list[tuple[int, float]]:
+    with ThemisClient(conf=_conf(stack, "http")) as reader:
+        return _series(reader, metric, entity)
+
+
+def test_a_client_never_closed_is_flushed_at_exit(stack: dict[str, Any]) -> None:
+    metric = f"exit{_tag()}"
+    script = (
+        "from themisdb import ThemisClient\n"
+        f"c = ThemisClient(conf={_conf(stack, 'themis', auto_flush='off')!r})\n"
+        f"for i in range(1000): c.timeseries.put_buffered({metric!r}, 'e', {T0} + i, float(i))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=60, check=False)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    wait_until(lambda: len(_series_of(stack, metric, "e")) == 1000, timeout_s=30,
+               what="1000 points flushed at exit")  # fmt: skip
