@@ -49,6 +49,7 @@ from pipeline.errors import (
 from pipeline.facade.binary_server import BinaryServer
 from pipeline.facade.connections import handler_args
 from pipeline.facade.deliveries import InFlight, PointFramer
+from pipeline.facade.line_protocol_routes import LineProtocolRoutes
 from pipeline.facade.middleware import FacadeMetrics, RequestGuard, RouteSpec
 from pipeline.facade.ts_routes import TimeSeriesRoutes
 from pipeline.facade.vector_routes import VectorRoutes
@@ -326,7 +327,9 @@ def create_facade(
         handler_args=handler_args(settings.facade),
     )
     app[FACADE_STATE] = facade
-    mount_routes(app, TimeSeriesRoutes(facade).routes())
+    ts_routes = TimeSeriesRoutes(facade)
+    mount_routes(app, ts_routes.routes())
+    mount_routes(app, LineProtocolRoutes(ts_routes).routes())
     mount_routes(app, VectorRoutes(facade).routes())
     mount_routes(app, [RouteSpec("GET", "/metrics", facade.metrics_page, None)])
     mount_routes(app, extra_routes)

@@ -129,10 +129,11 @@ def load_keyring(settings: FacadeSettings) -> ApiKeyring:
 
 
 def presented_key(headers: Mapping[str, str]) -> str | None:
-    """The key a request presents: ``Authorization: Bearer <key>``, else ``X-API-Key``."""
+    """The key a request presents: ``Authorization: Bearer <key>`` (or ``Token <key>``, as
+    InfluxDB clients send it), else ``X-API-Key``."""
     authorization = headers.get("Authorization", "")
     scheme, _, token = authorization.partition(" ")
-    if scheme.lower() == "bearer" and token.strip():
+    if scheme.lower() in ("bearer", "token") and token.strip():
         return token.strip()
     api_key = headers.get("X-API-Key", "").strip()
     return api_key or None
