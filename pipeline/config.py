@@ -149,6 +149,8 @@ class FacadeSettings:
     header_timeout_s: float = field(default=10.0, metadata=_rng(0.05, 3600))
     """Time a connection has to send a complete request head, counted from its opening or
     from the previous answer (seconds); an idle keep-alive connection closes after it too."""
+    remote_write_entity_label: str = "instance"
+    """The Prometheus label that is a sample's ``entity`` (``/api/v1/write``)."""
     line_protocol_entity_tag: str = "host"
     """The line-protocol tag that is a point's ``entity`` (``/api/v2/write``, ``/write``)."""
     body_timeout_s: float = field(default=30.0, metadata=_rng(0.05, 3600))

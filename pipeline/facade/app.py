@@ -51,6 +51,7 @@ from pipeline.facade.connections import handler_args
 from pipeline.facade.deliveries import InFlight, PointFramer
 from pipeline.facade.line_protocol_routes import LineProtocolRoutes
 from pipeline.facade.middleware import FacadeMetrics, RequestGuard, RouteSpec
+from pipeline.facade.prometheus_routes import PrometheusRoutes
 from pipeline.facade.ts_routes import TimeSeriesRoutes
 from pipeline.facade.vector_routes import VectorRoutes
 from pipeline.kafka.clients import AdminClient
@@ -330,6 +331,7 @@ def create_facade(
     ts_routes = TimeSeriesRoutes(facade)
     mount_routes(app, ts_routes.routes())
     mount_routes(app, LineProtocolRoutes(ts_routes).routes())
+    mount_routes(app, PrometheusRoutes(ts_routes).routes())
     mount_routes(app, VectorRoutes(facade).routes())
     mount_routes(app, [RouteSpec("GET", "/metrics", facade.metrics_page, None)])
     mount_routes(app, extra_routes)

@@ -8,13 +8,9 @@ skips.
 from __future__ import annotations
 
 import json
-import os
 import re
-import shutil
 import subprocess
-import urllib.parse
-import urllib.request
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,15 +22,13 @@ from prometheus_client import CollectorRegistry
 from pipeline.config import Settings
 from pipeline.facade.middleware import FacadeMetrics
 from pipeline.kafka.clients import Producer
-from pipeline.kafka.local_broker import free_port
 from pipeline.kafka.topics import apply_topics
 from pipeline.metrics import PipelineMetrics, WalShipperMetrics
 from tests.fixtures.broker import MakeSettings
 from tests.fixtures.facade import FacadeThread, facade_behind_worker
+from tests.fixtures.prometheus import PrometheusProcess, prometheus_binary
 from tests.fixtures.support import (
     REPO,
-    start_process,
-    stop_process,
     wait_until,
 )
 
@@ -105,88 +99,6 @@ def worker_series_names() -> set[str]:
 
 def facade_series_names() -> set[str]:
     return series_names(FacadeMetrics().registry)
-
-
-def prometheus_binary() -> str:
-    """The Prometheus binary; fails (never skips) when there is none."""
-    configured = os.environ.get("PROMETHEUS_BIN")
-    found = configured or shutil.which("prometheus")
-    if not found or not os.access(found, os.X_OK):
-        pytest.fail(
-            f"no prometheus binary ({'PROMETHEUS_BIN=' + configured if configured else 'PATH'}); "
-            "run `make prometheus` (scripts/ensure-prometheus.sh) or set PROMETHEUS_BIN"
-        )
-    return found
-
-
-def scrape_config(targets: dict[str, int]) -> str:
-    """A prometheus.yml scraping ``/metrics`` of each job's loopback port every second."""
-    jobs = [
-        {
-            "job_name": job,
-            "metrics_path": "/metrics",
-            "static_configs": [{"targets": [f"127.0.0.1:{port}"]}],
-        }
-        for job, port in targets.items()
-    ]
-    config = {
-        "global": {"scrape_interval": "1s", "scrape_timeout": "1s", "evaluation_interval": "1s"},
-        "scrape_configs": jobs,
-    }
-    return json.dumps(config, indent=2)  # YAML is a superset of JSON
-
-
-class PrometheusProcess:
-    """``prometheus`` on a free loopback port, with its TSDB under ``workdir``."""
-
-    def __init__(self, binary: str, targets: dict[str, int], workdir: Path) -> None:
-        self.port = free_port()
-        self.log = workdir / "prometheus.log"
-        config = workdir / "prometheus.yml"
-        config.write_text(scrape_config(targets))
-        self.proc = start_process(
-            [
-                binary,
-                f"--config.file={config}",
-                f"--storage.tsdb.path={workdir / 'tsdb'}",
-                f"--web.listen-address=127.0.0.1:{self.port}",
-            ],
-            {},
-            self.log,
-        )
-
-    def api(self, path: str, **params: str) -> Any:
-        """``data`` of a ``/api/v1/...`` answer; AssertionError when Prometheus exited."""
-        assert self.proc.poll() is None, f"prometheus exited: {self.log_tail()}"
-        query = urllib.parse.urlencode(params)
-        url = f"http://127.0.0.1:{self.port}/api/v1/{path}" + (f"?{query}" if query else "")
-        with urllib.request.urlopen(url, timeout=5) as resp:
-            body = json.loads(resp.read())
-        assert body["status"] == "success", body
-        return body["data"]
-
-    def targets_up(self, jobs: Iterable[str]) -> bool:
-        try:
-            active = self.api("targets", state="active")["activeTargets"]
-        except OSError:
-            return False  # not listening yet
-        health = {t["labels"]["job"]: t["health"] for t in active}
-        return all(health.get(job) == "up" for job in jobs)
-
-    def names(self, job: str) -> set[str]:
-        """Every metric name Prometheus stored from ``job``."""
-        return set(self.api("label/__name__/values", **{"match[]": f'{{job="{job}"}}'}))
-
-    def value(self, promql: str) -> float:
-        """The single value of an instant query (0 when it has no result)."""
-        result = self.api("query", query=promql)["result"]
-        return sum(float(r["value"][1]) for r in result)
-
-    def log_tail(self) -> str:
-        return self.log.read_text(errors="replace")[-3000:] if self.log.exists() else ""
-
-    def stop(self) -> None:
-        stop_process(self.proc, timeout_s=20)
 
 
 @pytest.fixture
