@@ -1,4 +1,4 @@
-"""Prometheus' remote-write receiver on the facade: ``POST /api/v1/write``.
+"""Prometheus' remote endpoints on the facade: ``POST /api/v1/write``, ``POST /api/v1/read``.
 
 Remote-write 1.0: a snappy-compressed protobuf ``WriteRequest``
 (:mod:`pipeline.ts.prom_remote`, whose mapping ``docs/api/ECOSYSTEM.md`` documents),
@@ -9,6 +9,13 @@ receiver, so a sender falls back. The request goes through the batch path of
 retry, and nothing written), then sent as frames; the buffers full: 429 with
 ``Retry-After`` (Prometheus retries it with ``retry_on_http_429``); 204 when written.
 Auth as every write route: Prometheus sends ``Authorization: Bearer <key>``.
+
+Remote-read (``SAMPLES`` responses): each query's matchers (``=``, ``!=``, ``=~``,
+``!~``, regexes anchored as Prometheus anchors them) over the same mapping; the equality
+matchers pick candidates from the block store's series index, the others filter them;
+each series' points in the range come from its blocks plus what the workers still
+buffer. Labels come back sorted, ``__name__`` and the entity label included. A series
+only buffered so far, never flushed into a block, is not in the index yet.
 """
 
 from __future__ import annotations
@@ -24,7 +31,15 @@ from pipeline.facade.middleware import RouteSpec
 from pipeline.facade.ratelimit import RouteClass
 from pipeline.facade.ts_routes import THREAD_BODY_BYTES, TimeSeriesRoutes
 from pipeline.ts.producer import Frame
-from pipeline.ts.prom_remote import decode_write, series_of_write
+from pipeline.ts.prom_remote import (
+    READ_RESPONSE,
+    add_result,
+    decode_read,
+    decode_write,
+    encode_snappy,
+    selector_of,
+    series_of_write,
+)
 
 __all__ = ["PrometheusRoutes"]
 
@@ -41,6 +56,7 @@ class PrometheusRoutes:
 
     def routes(self) -> list[RouteSpec]:
         return [
+            RouteSpec("POST", "/api/v1/read", self.read, Role.WRITER, body_types=_PROTOBUF),
             RouteSpec(
                 "POST", "/api/v1/write", self.write, Role.WRITER, RouteClass.TS_PUT, _PROTOBUF
             ),
@@ -68,6 +84,26 @@ class PrometheusRoutes:
         if samples:
             await self.ts.accept_frames(frames, samples, acked=acked)
         return web.Response(status=204)
+
+    async def read(self, request: web.Request) -> web.Response:
+        encoding = request.headers.get("Content-Encoding", "snappy").lower()
+        if encoding != "snappy":
+            raise UnsupportedMediaType(f"Content-Encoding {encoding!r}: remote-read is snappy")
+        try:
+            wanted = decode_read(await request.read())
+        except InvalidRecord as exc:
+            raise InvalidRequest(str(exc)) from None
+        response = READ_RESPONSE()
+        for query in wanted.queries:
+            selector = selector_of(query.matchers, self.entity_label)
+            found = await self.ts.read_series(
+                selector, query.start_timestamp_ms, query.end_timestamp_ms
+            )
+            add_result(response, found, self.entity_label)
+        return web.Response(
+            body=encode_snappy(response.SerializeToString()),
+            headers={"Content-Type": "application/x-protobuf", "Content-Encoding": "snappy"},
+        )
 
     def _frames(self, body: bytes) -> tuple[list[Frame], int]:
         try:

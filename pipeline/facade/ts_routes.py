@@ -41,6 +41,7 @@ from pipeline.facade.ratelimit import RouteClass
 from pipeline.facade.ts_bodies import PointBodies
 from pipeline.ts.point import SeriesArrays
 from pipeline.ts.producer import Frame, frames_by_partition
+from pipeline.ts.store import SeriesPoints, SeriesSelector
 from pipeline.validation import (
     NDJSON,
     SeriesQuery,
@@ -50,7 +51,7 @@ from pipeline.validation import (
     series_query,
     series_query_body,
 )
-from pipeline.worker.query import query_series
+from pipeline.worker.query import query_series, read_matching
 
 if TYPE_CHECKING:
     from pipeline.facade.app import Facade
@@ -201,6 +202,17 @@ class TimeSeriesRoutes:
     async def query_body(self, request: web.Request) -> web.Response:
         """:meth:`query` with ``{"metric", "entity", "tags"?, "start"?, "end"?}`` as the body."""
         return await self._points(series_query_body(parse_json(await request.read())))
+
+    async def read_series(
+        self, selector: SeriesSelector, start_ms: int, end_ms: int
+    ) -> list[SeriesPoints]:
+        """Every series ``selector`` picks with its points in the range (remote-read)."""
+        async with self._query_lock:
+            return await read_matching(
+                self.facade.workers, self.settings, self.facade.bootstrap or "", selector,
+                start_ms=start_ms, end_ms=end_ms,
+                store_path=self.settings.worker.data_dir / _QUERY_STORE,
+            )  # fmt: skip
 
     async def _points(self, q: SeriesQuery) -> web.Response:
         async with self._query_lock:

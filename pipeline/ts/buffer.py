@@ -385,6 +385,11 @@ class TSAutoBuffer:
         hi = int(np.searchsorted(ts, end_ms, side="right"))
         return ts[lo:hi].copy(), vals[lo:hi].copy()
 
+    def buffered_series(self) -> list[str]:
+        """The keys of every series with points buffered now, sorted."""
+        with self._lock:
+            return sorted(key for key, series in self._series.items() if series.count)
+
     def record_durable(self, raw_points: int, block_bytes: int) -> None:
         """Account blocks written durably: ``raw_points`` points in ``block_bytes`` bytes.
 

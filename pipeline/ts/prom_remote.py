@@ -13,6 +13,7 @@ whole request is checked first; any bad series refuses it all (``InvalidRecord``
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from typing import Any, Final
 
@@ -22,14 +23,18 @@ from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 
 from pipeline.errors import InvalidRecord
 from pipeline.limits import MAX_DECOMPRESSED_BYTES
-from pipeline.ts.point import SeriesArrays, checked_series_key
+from pipeline.ts.point import SeriesArrays, checked_series_key, parse_series_key
+from pipeline.ts.store import SeriesSelector
 
 __all__ = [
     "READ_REQUEST",
     "READ_RESPONSE",
     "WRITE_REQUEST",
+    "add_result",
+    "decode_read",
     "decode_write",
     "encode_snappy",
+    "selector_of",
     "series_of_write",
 ]
 
@@ -113,6 +118,65 @@ def decode_write(body: bytes) -> Any:
     except Exception as exc:
         raise InvalidRecord(f"the body is not a remote-write WriteRequest: {exc}") from None
     return request
+
+
+def decode_read(body: bytes) -> Any:
+    """The ``ReadRequest`` of a snappy-compressed remote-read body."""
+    request = READ_REQUEST()
+    data = _unsnappy(body)
+    try:
+        request.ParseFromString(data)
+    except Exception as exc:
+        raise InvalidRecord(f"the body is not a remote-read ReadRequest: {exc}") from None
+    return request
+
+
+_EQ, _NEQ, _RE, _NRE = 0, 1, 2, 3
+
+
+def selector_of(matchers: Iterable[Any], entity_label: str) -> SeriesSelector:
+    """A query's label matchers as a :class:`SeriesSelector` (``InvalidRecord`` for a bad one)."""
+    tests: list[tuple[str, int, Any]] = []
+    exact: dict[str, str] = {}
+    for m in matchers:
+        if m.type in (_RE, _NRE):
+            try:
+                pattern: Any = re.compile(f"(?:{m.value})")
+            except re.error as exc:
+                raise InvalidRecord(f"matcher {m.name}=~{m.value!r}: {exc}") from None
+            tests.append((m.name, m.type, pattern))
+        elif m.type in (_EQ, _NEQ):
+            tests.append((m.name, m.type, m.value))
+            if m.type == _EQ and m.value:
+                exact[m.name] = m.value
+        else:
+            raise InvalidRecord(f"matcher type {m.type} is not one of =, !=, =~, !~")
+
+    def keep(metric: str, entity: str, tags: dict[str, str]) -> bool:
+        labels = {**tags, "__name__": metric, entity_label: entity}
+        for name, kind, want in tests:
+            value = labels.get(name, "")
+            hit = value == want if kind in (_EQ, _NEQ) else want.fullmatch(value) is not None
+            if hit != (kind in (_EQ, _RE)):
+                return False
+        return True
+
+    metric = exact.pop("__name__", None)
+    entity = exact.pop(entity_label, None)
+    return SeriesSelector(metric, entity, exact, keep)
+
+
+def add_result(response: Any, found: Iterable[Any], entity_label: str) -> None:
+    """One ``QueryResult`` of ``found`` series (``SeriesPoints``) appended to ``response``."""
+    result = response.results.add()
+    for series in found:
+        metric, entity, tags = parse_series_key(series.series_key)
+        labels = sorted({**tags, "__name__": metric, entity_label: entity}.items())
+        out = result.timeseries.add()
+        for name, value in labels:
+            out.labels.add(name=name, value=value)
+        for t, v in zip(series.timestamps.tolist(), series.values.tolist(), strict=True):
+            out.samples.add(timestamp=t, value=v)
 
 
 def series_of_write(timeseries: Iterable[Any], entity_label: str) -> tuple[list[SeriesArrays], int]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import sqlite3
 import time
 import uuid
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -43,10 +44,44 @@ CREATE TABLE IF NOT EXISTS positions (
     next_offset INTEGER NOT NULL,
     PRIMARY KEY (topic, partition)
 );
+CREATE TABLE IF NOT EXISTS series_labels (
+    name TEXT NOT NULL,
+    value TEXT NOT NULL,
+    series_key TEXT NOT NULL,
+    PRIMARY KEY (name, value, series_key)
+) WITHOUT ROWID;
+CREATE TRIGGER IF NOT EXISTS index_series AFTER INSERT ON blocks BEGIN
+    INSERT OR IGNORE INTO series_labels
+        SELECT '', json_extract(NEW.series_key, '$[0]'), NEW.series_key
+        UNION ALL SELECT ' ', json_extract(NEW.series_key, '$[1]'), NEW.series_key
+        UNION ALL SELECT 't' || key, value, NEW.series_key FROM json_each(NEW.series_key, '$[2]');
+END;
 """
+_BACKFILL = """
+WITH keys(k) AS (SELECT DISTINCT series_key FROM blocks)
+INSERT OR IGNORE INTO series_labels
+    SELECT '', json_extract(k, '$[0]'), k FROM keys
+    UNION ALL SELECT ' ', json_extract(k, '$[1]'), k FROM keys
+    UNION ALL SELECT 't' || j.key, j.value, k FROM keys, json_each(k, '$[2]') AS j;
+"""
+_METRIC, _ENTITY = "", " "
+"""The series index's names for a key's metric and entity; a tag's name is ``t<name>``,
+so no tag name can be taken for either."""
 
 Points = tuple[npt.NDArray[np.int64], npt.NDArray[np.float64]]
 """``(timestamps_ms, values)``: int64 milliseconds and float64 values of equal length."""
+
+
+@dataclass(frozen=True)
+class SeriesSelector:
+    """Which series a read wants: the exact parts the series index finds (``None``: any;
+    :meth:`BlockStore.series_matching`), then ``keep(metric, entity, tags)`` over those,
+    for what the index cannot answer (inequalities, regexes)."""
+
+    metric: str | None
+    entity: str | None
+    tags: Mapping[str, str]
+    keep: Callable[[str, str, dict[str, str]], bool]
 
 
 @dataclass(frozen=True)
@@ -78,6 +113,9 @@ class BlockStore:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(_SCHEMA)
+        indexed = self._db.execute("SELECT 1 FROM series_labels LIMIT 1").fetchone()
+        if indexed is None and self._db.execute("SELECT 1 FROM blocks LIMIT 1").fetchone():
+            self._db.executescript(_BACKFILL)  # a store made before the index existed
 
     def close(self) -> None:
         self._db.close()
@@ -163,6 +201,24 @@ class BlockStore:
 
     def series_keys(self) -> list[str]:
         return [r[0] for r in self._db.execute("SELECT DISTINCT series_key FROM blocks")]
+
+    def series_matching(
+        self, metric: str | None = None, entity: str | None = None,
+        tags: Mapping[str, str] | None = None,
+    ) -> list[str]:  # fmt: skip
+        """The keys of every stored series with this metric, entity and these tag values
+        (each ``None`` or absent: any), from the series index, sorted."""
+        wanted = [(_METRIC, metric), (_ENTITY, entity)]
+        wanted += [(f"t{name}", value) for name, value in (tags or {}).items()]
+        pairs = [(name, value) for name, value in wanted if value is not None]
+        if not pairs:
+            rows = self._db.execute("SELECT series_key FROM series_labels WHERE name = ''")
+            return sorted(r[0] for r in rows)
+        query = " INTERSECT ".join(
+            "SELECT series_key FROM series_labels WHERE name = ? AND value = ?" for _ in pairs
+        )
+        args = [part for pair in pairs for part in pair]
+        return sorted(r[0] for r in self._db.execute(query, args))
 
     def block_count(self) -> int:
         return int(self._db.execute("SELECT COUNT(*) FROM blocks").fetchone()[0])

@@ -276,6 +276,11 @@ class WorkerClient:
         answers = await self.ask_all("POST", pages.TS_BUFFERED, body=body, require=False)
         return [_points(page) for page in answers.pages]
 
+    async def buffered_series(self) -> list[str]:
+        """The keys of every series some answering worker buffers points of, sorted."""
+        answers = await self.ask_all("GET", pages.TS_BUFFERED_SERIES, require=False)
+        return sorted({key for page in answers.pages for key in page.get("series", [])})
+
     async def search(
         self,
         vector: Sequence[float] | Any,

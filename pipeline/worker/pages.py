@@ -12,6 +12,8 @@ path                       method  answer
                                    base64 little-endian int64 / float64 arrays
 ``/ts/buffered``           POST    the same with ``{"series", "start", "end"}`` as the
                                    body (series keys too long for a URL)
+``/ts/buffered/series``    GET     ``{"series": [KEY, ...]}``: every series with points
+                                   buffered now (remote-read finds unflushed series)
 ``/vectors/buffer/stats``  GET     the roadmap's vector buffer stats + ``live_vectors``,
                                    ``shards``, ``pending_records``, ``dead_letters``
 ``/vectors/buffer/flush``  POST    ``{"success", "vectors_flushed"}`` once snapshotted
@@ -45,6 +47,7 @@ from pipeline.worker.context import WorkerApp, context_of
 __all__ = [
     "METRICS",
     "TS_BUFFERED",
+    "TS_BUFFERED_SERIES",
     "TS_FLUSH",
     "TS_STATS",
     "VECTORS_DUMP",
@@ -59,6 +62,7 @@ METRICS: Final = "/metrics"
 TS_STATS: Final = "/ts/buffer/stats"
 TS_FLUSH: Final = "/ts/buffer/flush"
 TS_BUFFERED: Final = "/ts/buffered"
+TS_BUFFERED_SERIES: Final = "/ts/buffered/series"
 VECTORS_STATS: Final = "/vectors/buffer/stats"
 VECTORS_FLUSH: Final = "/vectors/buffer/flush"
 VECTORS_SEARCH: Final = "/vectors/search"
@@ -150,6 +154,12 @@ class TSBufferedPage(_Page):
         return self.json({"timestamps": _b64(ts, "<i8"), "values": _b64(vs, "<f8")})
 
 
+class TSBufferedSeriesPage(_Page):
+    async def get(self, request: Request) -> Response:
+        stage = context_of(self.app).require_ts()
+        return self.json({"series": stage.buffer.buffered_series()})
+
+
 class VectorStatsPage(_Page):
     async def get(self, request: Request) -> Response:
         stage = context_of(self.app).require_vectors()
@@ -230,6 +240,7 @@ def install_pages(app: WorkerApp) -> None:
         app.page(TS_STATS)(TSStatsPage)
         app.page(TS_FLUSH)(TSFlushPage)
         app.page(TS_BUFFERED)(TSBufferedPage)
+        app.page(TS_BUFFERED_SERIES)(TSBufferedSeriesPage)
     if context.vectors is not None:
         app.page(VECTORS_GET)(VectorGetPage)
         app.page(VECTORS_DUMP)(VectorDumpPage)

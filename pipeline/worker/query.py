@@ -17,11 +17,17 @@ from typing import Any
 
 from pipeline.config import Settings
 from pipeline.kafka.broker import require_broker
-from pipeline.ts.point import series_key
-from pipeline.ts.store import SeriesPoints, merge_last_wins, read_durable
+from pipeline.ts.point import parse_series_key, series_key
+from pipeline.ts.store import (
+    BlockStore,
+    SeriesPoints,
+    SeriesSelector,
+    merge_last_wins,
+    read_durable,
+)
 from pipeline.worker.client import Hit, WorkerClient, run_with_client, worker_urls
 
-__all__ = ["query", "query_series", "search"]
+__all__ = ["query", "query_series", "read_matching", "search"]
 
 
 async def query_series(  # noqa: PLR0917 - the series and its range, as the roadmap's query
@@ -52,6 +58,53 @@ async def query_series(  # noqa: PLR0917 - the series and its range, as the road
         parts += await client.buffered_points(key, start_ms, end_ms)
     ts, vs = merge_last_wins(parts)
     return SeriesPoints(key, ts, vs)
+
+
+async def read_matching(
+    client: WorkerClient,
+    settings: Settings,
+    bootstrap: str,
+    selector: SeriesSelector,
+    *,
+    start_ms: int,
+    end_ms: int,
+    store_path: Path,
+) -> list[SeriesPoints]:
+    """Every stored series the selector picks, with its points in ``start_ms..end_ms``
+    (blocks, then what the workers still buffer; last write wins), series without points
+    left out. The block store is caught up first; its series index picks the candidates,
+    with the series only the workers' buffers hold so far (``/ts/buffered/series``)."""
+
+    buffered_only = await client.buffered_series()
+
+    def durable() -> list[tuple[str, Any]]:
+        store = BlockStore(store_path)
+        try:
+            store.catch_up(bootstrap, settings.topic("ts.blocks"))
+            keys = set(store.series_matching(selector.metric, selector.entity, selector.tags))
+            keys |= {key for key in buffered_only if _exactly(selector, key)}
+            kept = sorted(key for key in keys if selector.keep(*parse_series_key(key)))
+            return [(key, store.query(key, start_ms, end_ms)) for key in kept]
+        finally:
+            store.close()
+
+    found = []
+    for key, points in await asyncio.to_thread(durable):
+        buffered = await client.buffered_points(key, start_ms, end_ms)
+        ts, vs = merge_last_wins([points, *buffered])
+        if len(ts):
+            found.append(SeriesPoints(key, ts, vs))
+    return found
+
+
+def _exactly(selector: SeriesSelector, key: str) -> bool:
+    """Whether ``key`` has the selector's exact parts (what the series index would answer)."""
+    metric, entity, tags = parse_series_key(key)
+    return (
+        selector.metric in (None, metric)
+        and selector.entity in (None, entity)
+        and all(tags.get(name) == value for name, value in selector.tags.items())
+    )
 
 
 def query(

@@ -68,10 +68,12 @@ def test_the_smoke_benchmark_prints_one_object_of_positive_figures(live_stack: P
                live_stack, 180)  # fmt: skip
     assert done.returncode == 0, _output(done)
     report = json.loads(done.stdout)
-    assert report["size"] == "smoke"
+    assert (report["benchmark"], report["lang"], report["size"]) == ("sdk", "go", "smoke")
     assert report["points"] > 0
     for name in FIGURES:
         assert report[name] > 0, name
+        assert name in report["definitions"], name
+    assert report["goals"]["binary_vs_raw"]["at_least"] == 0.8
     assert report["binary_vs_raw"] == pytest.approx(
         report["points_per_s_binary"] / report["raw_protocol_points_per_s"]
     )

@@ -97,11 +97,68 @@ def test_prometheus_remote_writes_every_sample_bit_for_bit(
                        what=f"{name}'s samples through remote write")  # fmt: skip
             got = dict(stored(name))
             assert [(t, got[t]) for t, _ in samples] == samples
+        at = min(samples[-1][0] for samples in snapshot.values()) / 1000
+        _read_back_through_a_second_prometheus(stack, prometheus, at, tmp_path / "reader")
     except BaseException:
         print(prometheus.log_tail())
         raise
     finally:
         prometheus.stop()
+
+
+def remote_read_config(stack: dict[str, Any]) -> dict[str, Any]:
+    """The ``remote_read`` block of docs/api/ECOSYSTEM.md, pointed at the stack's facade."""
+    return {
+        "remote_read": [
+            {
+                "url": f"http://{stack['http_addr']}/api/v1/read",
+                "authorization": {"credentials": stack["keys"]["writer"]},
+                "read_recent": True,
+            }
+        ]
+    }
+
+
+PROMQL = (
+    f'up{{job="{JOB}"}}',
+    f'facade_requests_in_flight{{job="{JOB}"}}[1m]',
+    f'rate(scrape_samples_scraped{{job="{JOB}"}}[1m])',
+    '{__name__=~"up|scrape_samples_scraped", job=~"themis-.*", instance!=""}',
+)
+
+
+def _read_back_through_a_second_prometheus(
+    stack: dict[str, Any], local: PrometheusProcess, at: float, workdir: Path
+) -> None:
+    """A Prometheus with no data of its own, reading Themis remotely, answers PromQL as the
+    Prometheus that scraped the data answers it from its own TSDB."""
+    workdir.mkdir()
+    reader = PrometheusProcess(prometheus_binary(), {}, workdir, remote_read_config(stack))
+    try:
+
+        def answers(p: PrometheusProcess, promql: str) -> list[Any]:
+            result = p.api("query", query=promql, time=f"{at:.3f}")["result"]
+            return sorted(result, key=lambda r: sorted(r["metric"].items()))
+
+        wait_until(lambda: reader.proc.poll() is None and _ready(reader), timeout_s=60,
+                   what="the reading Prometheus")  # fmt: skip
+        for promql in PROMQL:
+            expected = answers(local, promql)
+            assert expected, promql
+            assert answers(reader, promql) == expected, promql
+    except BaseException:
+        print(reader.log_tail())
+        raise
+    finally:
+        reader.stop()
+
+
+def _ready(p: PrometheusProcess) -> bool:
+    try:
+        p.api("status/buildinfo")
+    except OSError:
+        return False
+    return True
 
 
 def _write_body(series: list[tuple[dict[str, str], list[tuple[int, float]]]]) -> bytes:
