@@ -80,6 +80,11 @@ class TSAutoBufferSettings:
     """Flush everything when the buffers together hold this many bytes."""
     max_total_points: int = field(default=2_000_000, metadata=_rng(1))
     """Hard limit: ``add`` raises ``BufferOverflow`` above it."""
+    line_protocol_entity_tag: str = "host"
+    """The InfluxDB line-protocol tag that is a point's ``entity`` (the facade's
+    ``/api/v2/write`` and ``/write``, and line-protocol records on the points topic)."""
+    line_protocol_precision: str = field(default="ns", metadata=_choices("ns", "us", "ms", "s"))
+    """The unit of line-protocol timestamps on the points topic (Telegraf writes ns)."""
 
 
 @dataclass(frozen=True)
@@ -151,8 +156,6 @@ class FacadeSettings:
     from the previous answer (seconds); an idle keep-alive connection closes after it too."""
     remote_write_entity_label: str = "instance"
     """The Prometheus label that is a sample's ``entity`` (``/api/v1/write``)."""
-    line_protocol_entity_tag: str = "host"
-    """The line-protocol tag that is a point's ``entity`` (``/api/v2/write``, ``/write``)."""
     body_timeout_s: float = field(default=30.0, metadata=_rng(0.05, 3600))
     """Time a request has to send its whole body once its head arrived (seconds); then 408."""
 

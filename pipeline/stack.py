@@ -115,6 +115,7 @@ def describe(
         "pid": os.getpid(),
         "dir": str(root),
         "bootstrap_servers": settings.kafka.bootstrap_servers,
+        "topics": {name: settings.topic(name) for name in ("ts.points", "deadletter")},
         "http_addr": http,
         "binary_addr": binary,
         "keys": keys,

@@ -55,7 +55,7 @@ class LineProtocolRoutes:
 
     def __init__(self, ts: TimeSeriesRoutes) -> None:
         self.ts = ts
-        self.entity_tag = ts.settings.facade.line_protocol_entity_tag
+        self.entity_tag = ts.settings.ts_auto_buffer.line_protocol_entity_tag
 
     def routes(self) -> list[RouteSpec]:
         writer, ts = Role.WRITER, RouteClass.TS_PUT

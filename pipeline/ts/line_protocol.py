@@ -24,10 +24,12 @@ import math
 import re
 from typing import Final
 
-from pipeline.errors import InvalidRecord
-from pipeline.ts.point import DataPoint, checked_series_key
+import numpy as np
 
-__all__ = ["PRECISIONS", "parse_lines"]
+from pipeline.errors import InvalidRecord
+from pipeline.ts.point import DataPoint, SeriesArrays, checked_series_key
+
+__all__ = ["PRECISIONS", "is_line_protocol", "parse_lines", "parse_series"]
 
 PRECISIONS: Final = {"ns": 1_000_000, "us": 1_000, "ms": 1, "s": -1000}
 """Units per millisecond (negative: milliseconds per unit)."""
@@ -151,3 +153,28 @@ def parse_lines(body: bytes, *, precision: str, entity_tag: str, now_ms: int) ->
         except (ValueError, InvalidRecord) as exc:
             raise InvalidRecord(f"line {number}: {exc}") from None
     return points
+
+
+def is_line_protocol(record: bytes) -> bool:
+    """Whether a points-topic record is line protocol rather than a JSON point (which
+    starts with ``{``) or a TSF1 frame (checked before this)."""
+    head = record.lstrip()[:1]
+    return bool(head) and head not in (b"{", b"[")
+
+
+def parse_series(
+    record: bytes, *, precision: str, entity_tag: str, now_ms: int
+) -> list[SeriesArrays]:
+    """A line-protocol record (one or more lines) as series, each in line order: what a
+    frame decodes to. ``InvalidRecord`` for a bad line, naming it."""
+    grouped: dict[str, tuple[list[int], list[float]]] = {}
+    for point in parse_lines(record, precision=precision, entity_tag=entity_tag, now_ms=now_ms):
+        ts, vs = grouped.setdefault(point.series_key(), ([], []))
+        ts.append(point.timestamp_ms)
+        vs.append(point.value)
+    if not grouped:
+        raise InvalidRecord("the record holds no line-protocol points")
+    return [
+        (key, np.array(ts, dtype=np.int64), np.array(vs, dtype=np.float64))
+        for key, (ts, vs) in grouped.items()
+    ]

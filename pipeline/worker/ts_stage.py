@@ -39,6 +39,7 @@ from pipeline.metrics import PipelineMetrics
 from pipeline.ts.block import encode_blocks
 from pipeline.ts.buffer import PointRun, SeriesBatch, TSAutoBuffer
 from pipeline.ts.json_batch import DecodedPoint, JsonPointDecoder
+from pipeline.ts.line_protocol import is_line_protocol, parse_series
 from pipeline.ts.point import FRAME_MAGIC, SeriesArrays, decode_frame
 from pipeline.ts.writer import BlockWrite, BlockWriter
 from pipeline.wal.writer import WalWriter
@@ -117,10 +118,21 @@ class TSStage:
             try:
                 if value is None:
                     raise InvalidRecord("record has no value")
-                out.append(decode_frame(value) if value.startswith(FRAME_MAGIC) else decode(value))
+                if value.startswith(FRAME_MAGIC):
+                    out.append(decode_frame(value))
+                elif is_line_protocol(value):
+                    out.append(self._line_protocol(value))
+                else:
+                    out.append(decode(value))
             except InvalidRecord as exc:
                 out.append(exc)
         return out
+
+    def _line_protocol(self, value: bytes) -> list[SeriesArrays]:
+        config = self.settings.ts_auto_buffer
+        return parse_series(value, precision=config.line_protocol_precision,
+                            entity_tag=config.line_protocol_entity_tag,
+                            now_ms=time.time_ns() // 1_000_000)  # fmt: skip
 
     def _group(
         self, messages: list[Message]

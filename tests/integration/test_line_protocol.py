@@ -5,17 +5,21 @@ from __future__ import annotations
 
 import gzip
 import http.client
+import time
 import uuid
 from pathlib import Path
 from typing import Any
 
 import pytest
+from confluent_kafka import OFFSET_BEGINNING, TopicPartition
 from influxdb_client.client.influxdb_client import InfluxDBClient
 from influxdb_client.client.write.point import Point
 from influxdb_client.client.write_api import WriteOptions
 from influxdb_client.domain.write_precision import WritePrecision
 from themisdb import ThemisClient
 
+from pipeline.kafka.clients import Producer
+from pipeline.kafka.consumer import make_consumer, watermark_offsets
 from tests.fixtures.stack import stack_of
 from tests.fixtures.support import wait_until
 
@@ -101,3 +105,61 @@ def test_v1_writes_with_seconds_and_gzip_bodies_are_stored(stack: dict[str, Any]
     ]
     status, answer = _post(stack, "/write?precision=h", lines.encode())
     assert (status, b"'precision'" in answer) == (400, True)
+
+
+def _dead_letters(bootstrap: str, topic: str, marker: bytes) -> list[dict[str, bytes]]:
+    """The headers of every dead letter on ``topic`` whose value holds ``marker``."""
+    consumer = make_consumer(bootstrap, "dead-letters")
+    try:
+        partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+        ends = {p: watermark_offsets(consumer, TopicPartition(topic, p))[1] for p in partitions}
+        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in ends])
+        found: list[dict[str, bytes]] = []
+        seen = dict.fromkeys(ends, 0)
+        deadline = time.monotonic() + 20
+        while any(seen[p] < ends[p] for p in ends) and time.monotonic() < deadline:
+            message = consumer.poll(0.5)
+            if message is None or message.error():
+                continue
+            seen[message.partition() or 0] = (message.offset() or 0) + 1
+            if marker in (message.value() or b""):
+                headers = message.headers() or []
+                pairs = headers.items() if isinstance(headers, dict) else headers
+                found.append({n: v if isinstance(v, bytes) else str(v).encode() for n, v in pairs})
+        return found
+    finally:
+        consumer.close()
+
+
+def test_line_protocol_records_on_the_points_topic_are_ingested_and_bad_ones_dead_lettered(
+    stack: dict[str, Any],
+) -> None:
+    """Records as Telegraf's Kafka output writes them: several lines per record."""
+    name = f"tg{uuid.uuid4().hex[:6]}"
+    bootstrap, topics = stack["bootstrap_servers"], stack["topics"]
+    records = [
+        "\n".join(
+            f"{name},host=h{r},cpu=cpu0 usage_idle={90 + i}.5,usage_user={i}i "
+            f"{T0_NS + i * 1_000_000}"
+            for i in range(10)
+        ).encode()
+        for r in range(3)
+    ]
+    bad = f"{name},host=h9 up=true {T0_NS}\n".encode()
+    with Producer({"bootstrap.servers": bootstrap}) as producer:
+        for record in [*records, bad]:
+            producer.produce(topics["ts.points"], record, key=b"telegraf")
+        assert producer.flush(30) == 0
+    for r in range(3):
+        expected = [(T0_MS + i, 90 + i + 0.5) for i in range(10)]
+        wait_until(lambda r=r, e=expected: _series(stack, f"{name}_usage_idle", f"h{r}",  # type: ignore[misc]
+                                                   cpu="cpu0") == e,
+                   timeout_s=60, what=f"the records of host h{r}")  # fmt: skip
+    assert _series(stack, f"{name}_usage_user", "h2", cpu="cpu0")[-1] == (T0_MS + 9, 9.0)
+    wait_until(lambda: bool(_dead_letters(bootstrap, topics["deadletter"], b"up=true")),
+               timeout_s=60, what="the bad record dead-lettered")  # fmt: skip
+    reasons = [
+        h.get("themis.reason", b"")
+        for h in _dead_letters(bootstrap, topics["deadletter"], b"up=true")
+    ]
+    assert any(b"line 1: field 'up' is a boolean" in reason for reason in reasons), reasons
