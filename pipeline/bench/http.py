@@ -37,6 +37,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any, Final
 
+from pipeline.bench import http_formats
 from pipeline.bench.harness import (
     BenchBroker,
     BenchSize,
@@ -107,6 +108,7 @@ DEFINITIONS: Mapping[str, str] = {
     "batch_points_per_s": "points per second through POST /ts/put/buffered/batch with "
     "NDJSON bodies of batch_points points (acked), answered 2xx",
     "batch_req_per_s": "those batch requests per second",
+    **http_formats.DEFINITIONS,
 }
 
 
@@ -219,7 +221,7 @@ def _plans(sizes: Sizes, facade_port: int, bare_port: int) -> dict[str, LoadPlan
         max_seconds=sizes.max_seconds,
     )
     acked = replace(bare, url=f"http://127.0.0.1:{facade_port}{PUT_PATH}")
-    return {
+    runs = {
         "bare": bare,
         "put_acked": acked,
         "put_queued": replace(acked, response_mode="queued"),
@@ -234,6 +236,7 @@ def _plans(sizes: Sizes, facade_port: int, bare_port: int) -> dict[str, LoadPlan
             max_seconds=sizes.batch_max_seconds,
         ),
     }
+    return runs | http_formats.plans(runs["batch"], facade_port)
 
 
 @dataclass(frozen=True)
@@ -307,6 +310,9 @@ def _load_runs(plans: Mapping[str, LoadPlan], sizes: Sizes, facade_port: int) ->
     results["light_queued"], light = _scraped(facade_port, light_plan)
     progress(f"facade: POST /ts/put/buffered/batch, {sizes.batch_points}-point NDJSON")
     results["batch"] = run_load(plans["batch"])
+    for kind in http_formats.PATHS:
+        progress(f"facade: {http_formats.PATHS[kind]}, {sizes.batch_points}-sample {kind} bodies")
+        results[kind] = run_load(plans[kind])
     return _Runs(results, acked, light, light_plan)
 
 
@@ -362,6 +368,7 @@ def _figures(runs: _Runs, plans: Mapping[str, LoadPlan], sizes: Sizes) -> dict[s
         "light_load_req_per_s": summaries["light_queued"]["req_per_s"],
         "batch_points_per_s": rounded(batch * sizes.batch_points),
         "batch_req_per_s": rounded(batch),
+        **http_formats.figures(runs.results, batch * sizes.batch_points, sizes.batch_points),
         "response_mode": "acked",
         "response_modes_measured": ["acked", "queued"],
         "runs": summaries,
@@ -460,6 +467,10 @@ def render(result: Mapping[str, object]) -> str:
         ),
         ("light_handler_p99_us", lambda v: f"{v} µs (bucket {_bucket(result, 'p99')})"),
         ("batch_points_per_s", lambda v: f"{v:,} points/s"),
+        ("remote_write_samples_per_s", lambda v: f"{v:,} samples/s"),
+        ("line_protocol_points_per_s", lambda v: f"{v:,} points/s"),
+        ("remote_write_vs_batch", str),
+        ("line_protocol_vs_batch", str),
     ]
     width = max(len(name) for name, _ in rows)
     lines = [f"{name:<{width}}  {show(result[name])}" for name, show in rows if name in result]

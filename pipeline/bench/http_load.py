@@ -24,7 +24,7 @@ import json
 import subprocess
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -63,7 +63,9 @@ class LoadPlan:
 
     url: str
     kind: str
-    """``point`` (one JSON point per request) or ``batch`` (NDJSON of ``batch_points``)."""
+    """``point`` (one JSON point per request), ``batch`` (NDJSON of ``batch_points``),
+    ``remote_write`` (a Prometheus WriteRequest of ``batch_points`` samples) or
+    ``line_protocol`` (``batch_points`` lines, built with ``influxdb-client``'s ``Point``)."""
     connections: int
     """Keep-alive connections at most (``TCPConnector(limit=...)``)."""
     concurrency: int
@@ -95,6 +97,48 @@ def _batch_body(points: int) -> bytes:
     return b"\n".join(_point_body(n) for n in range(points)) + b"\n"
 
 
+def _remote_write_body(samples: int) -> bytes:
+    """A snappy WriteRequest of ``samples`` samples over the same 64 series."""
+    from pipeline.ts.prom_remote import WRITE_REQUEST, encode_snappy
+
+    request = WRITE_REQUEST()
+    series = []
+    for e in range(min(ENTITIES, samples)):
+        one = request.timeseries.add()
+        one.labels.add(name="__name__", value="bench_http")
+        one.labels.add(name="instance", value=f"e{e}")
+        series.append(one)
+    for n in range(samples):
+        series[n % len(series)].samples.add(timestamp=_BASE_TS_MS + n // ENTITIES, value=n + 0.25)
+    return encode_snappy(request.SerializeToString())
+
+
+def _line_protocol_body(points: int) -> bytes:
+    """``points`` lines over the same 64 series, serialized by ``influxdb-client``."""
+    from influxdb_client.client.write.point import Point
+    from influxdb_client.domain.write_precision import WritePrecision
+
+    lines = [
+        Point("bench").tag("host", f"e{n % ENTITIES}").field("http", n % 1000 + 0.25)  # type: ignore[no-untyped-call]
+        .time(_BASE_TS_MS + n // ENTITIES, WritePrecision.MS).to_line_protocol()
+        for n in range(points)
+    ]  # fmt: skip
+    return "\n".join(lines).encode()
+
+
+_BODIES: Final[dict[str, Callable[[int], bytes]]] = {
+    "batch": _batch_body,
+    "remote_write": _remote_write_body,
+    "line_protocol": _line_protocol_body,
+}
+_CONTENT: Final = {
+    "point": {"Content-Type": "application/json"},
+    "batch": {"Content-Type": "application/x-ndjson"},
+    "remote_write": {"Content-Type": "application/x-protobuf", "Content-Encoding": "snappy"},
+    "line_protocol": {"Content-Type": "text/plain"},
+}
+
+
 def _percentile(sorted_values: Sequence[float], q: float) -> float:
     if not sorted_values:
         return 0.0
@@ -110,9 +154,9 @@ async def generate_load(plan: LoadPlan) -> dict[str, Any]:
     headers = {
         "Authorization": f"Bearer {API_KEY}",
         "X-Themis-Response-Mode": plan.response_mode,
-        "Content-Type": "application/json" if plan.kind == "point" else "application/x-ndjson",
+        **_CONTENT[plan.kind],
     }
-    batch = _batch_body(plan.batch_points) if plan.kind == "batch" else b""
+    batch = _BODIES[plan.kind](plan.batch_points) if plan.kind != "point" else b""
     statuses: Counter[str] = Counter()
     latencies: list[float] = []
     issued = 0
@@ -136,7 +180,7 @@ async def generate_load(plan: LoadPlan) -> dict[str, Any]:
         def next_body() -> bytes:
             nonlocal issued
             issued += 1
-            return batch if plan.kind == "batch" else _point_body(issued - 1)
+            return _point_body(issued - 1) if plan.kind == "point" else batch
 
         async def sender() -> None:
             while issued < plan.max_requests and time.perf_counter() < deadline:

@@ -22,6 +22,10 @@ RATES = (
     "client_p99_ms",
     "batch_points_per_s",
     "batch_req_per_s",
+    "remote_write_samples_per_s",
+    "line_protocol_points_per_s",
+    "remote_write_vs_batch",
+    "line_protocol_vs_batch",
     "light_handler_p50_us",
     "light_handler_p99_us",
 )
