@@ -23,10 +23,9 @@ from pipeline.errors import InvalidRecord, InvalidRequest
 from pipeline.facade.auth import Role
 from pipeline.facade.middleware import RouteSpec
 from pipeline.facade.ratelimit import RouteClass
-from pipeline.facade.ts_bodies import group_points
 from pipeline.facade.ts_routes import THREAD_BODY_BYTES, TimeSeriesRoutes
 from pipeline.limits import MAX_DECOMPRESSED_BYTES
-from pipeline.ts.line_protocol import parse_lines
+from pipeline.ts.line_protocol import parse_series
 from pipeline.ts.producer import Frame
 
 __all__ = ["LineProtocolRoutes"]
@@ -91,11 +90,10 @@ class LineProtocolRoutes:
         return web.Response(status=204)
 
     def _frames(self, body: bytes, precision: str) -> tuple[list[Frame], int]:
+        now_ms = time.time_ns() // 1_000_000
         try:
-            points = parse_lines(body, precision=precision, entity_tag=self.entity_tag,
-                                 now_ms=time.time_ns() // 1_000_000)  # fmt: skip
+            series = parse_series(body, precision=precision, entity_tag=self.entity_tag,
+                                  now_ms=now_ms)  # fmt: skip
         except InvalidRecord as exc:
             raise InvalidRequest(str(exc)) from None
-        if not points:
-            raise InvalidRequest("the body holds no line-protocol points")
-        return self.ts.series_frames(group_points(points)), len(points)
+        return self.ts.series_frames(series), sum(int(ts.size) for _, ts, _ in series)

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Iterator
 from typing import Final
 
 import numpy as np
@@ -36,6 +37,7 @@ PRECISIONS: Final = {"ns": 1_000_000, "us": 1_000, "ms": 1, "s": -1000}
 _MAX_EXACT: Final = 2**53
 _FLOAT: Final = re.compile(r"[-+]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?")
 _BOOLS: Final = frozenset({"t", "T", "true", "True", "TRUE", "f", "F", "false", "False", "FALSE"})
+_DIGITS: Final = frozenset("0123456789")
 _UNESCAPE: Final = re.compile(r"\\([,= \"\\])")
 
 
@@ -73,6 +75,14 @@ def _sections(line: str) -> tuple[str, str, str | None]:
 
 
 def _field_value(key: str, raw: str) -> float:
+    if raw[-1] in _DIGITS and raw.isascii() and "_" not in raw:  # the common float: fast
+        try:
+            value = float(raw)
+        except ValueError:
+            pass
+        else:
+            if value - value == 0.0:
+                return value
     if raw.startswith('"'):
         raise ValueError(f"field {key!r} is a string; only float and integer fields are stored")
     if raw in _BOOLS:
@@ -97,7 +107,7 @@ def _field_value(key: str, raw: str) -> float:
 def _timestamp_ms(raw: str | None, precision: str, now_ms: int) -> int:
     if raw is None:
         return now_ms
-    if not raw.lstrip("-").isdigit():
+    if not raw.isascii() or not raw.lstrip("-").isdigit():
         raise ValueError(f"timestamp {raw[:40]!r} is not an integer")
     per = PRECISIONS[precision]
     value = int(raw) * -per if per < 0 else int(raw) // per
@@ -106,9 +116,9 @@ def _timestamp_ms(raw: str | None, precision: str, now_ms: int) -> int:
     return value
 
 
-def _line_points(line: str, precision: str, entity_tag: str, now_ms: int) -> list[DataPoint]:
-    series, fields, stamp = _sections(line)
-    head = _split(series, ",")
+def _head(series: str, entity_tag: str) -> tuple[str, str, dict[str, str]]:
+    """The measurement, the entity and the other tags of a line's series section."""
+    head = _split(series, ",") if "\\" in series else series.split(",")
     measurement = _unescape(head[0])
     if not measurement:
         raise ValueError("the measurement is empty")
@@ -121,38 +131,77 @@ def _line_points(line: str, precision: str, entity_tag: str, now_ms: int) -> lis
     entity = tags.pop(entity_tag, "")
     if not entity:
         raise ValueError(f"tag {entity_tag!r} (the entity) is missing")
-    ts = _timestamp_ms(stamp, precision, now_ms)
-    points = []
-    for pair in _split(fields, ",", quotes=True):
-        kv = _split(pair, "=", quotes=True)
-        if len(kv) != 2 or not kv[0] or not kv[1]:
-            raise ValueError(f"field {pair[:40]!r} is not key=value")
-        key, raw = _unescape(kv[0]), kv[1]
-        metric = f"{measurement}_{key}"
-        checked_series_key(metric, entity, tags)
-        points.append(DataPoint(metric, entity, ts, _field_value(key, raw), dict(tags)))
-    return points
+    return measurement, entity, tags
+
+
+_Point = tuple[str, str, str, dict[str, str], int, float]
+"""``(series key, metric, entity, tags, timestamp_ms, value)``."""
+
+
+class _Reader:
+    """One body's lines into points; each series section and each series key is worked
+    out (and checked) once per body, however many lines repeat it."""
+
+    def __init__(self, precision: str, entity_tag: str, now_ms: int) -> None:
+        if precision not in PRECISIONS:
+            raise InvalidRecord(
+                f"precision must be one of {', '.join(PRECISIONS)}; got {precision!r}"
+            )
+        self.precision, self.entity_tag, self.now_ms = precision, entity_tag, now_ms
+        self.heads: dict[str, tuple[str, str, dict[str, str]]] = {}
+        self.keys: dict[tuple[str, str], tuple[str, str]] = {}
+
+    def points(self, body: bytes) -> Iterator[_Point]:
+        try:
+            text = body.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise InvalidRecord(f"the body is not UTF-8 (byte {exc.start})") from None
+        for number, raw_line in enumerate(text.split("\n"), start=1):
+            line = raw_line.strip()
+            if not line or line.startswith("#"):
+                continue
+            try:
+                yield from self._line(line)
+            except (ValueError, InvalidRecord) as exc:
+                raise InvalidRecord(f"line {number}: {exc}") from None
+
+    def _line(self, line: str) -> list[_Point]:
+        plain = "\\" not in line and '"' not in line
+        parts = line.split(" ") if plain else []
+        if plain and len(parts) > 3:
+            parts = [p for p in parts if p]
+        if plain and 2 <= len(parts) <= 3 and parts[1]:
+            series, fields, stamp = parts[0], parts[1], parts[2] if len(parts) == 3 else None
+        else:
+            series, fields, stamp = _sections(line)
+        head = self.heads.get(series)
+        if head is None:
+            head = self.heads[series] = _head(series, self.entity_tag)
+        measurement, entity, tags = head
+        ts = _timestamp_ms(stamp, self.precision, self.now_ms)
+        out: list[_Point] = []
+        for pair in fields.split(",") if plain else _split(fields, ",", quotes=True):
+            kv = pair.split("=") if plain else _split(pair, "=", quotes=True)
+            if len(kv) != 2 or not kv[0] or not kv[1]:
+                raise ValueError(f"field {pair[:40]!r} is not key=value")
+            field_key, raw = kv[0] if plain else _unescape(kv[0]), kv[1]
+            known = self.keys.get((series, field_key))
+            if known is None:
+                metric = f"{measurement}_{field_key}"
+                key = checked_series_key(metric, entity, tags)
+                known = self.keys[(series, field_key)] = (key, metric)
+            out.append((known[0], known[1], entity, tags, ts, _field_value(field_key, raw)))
+        return out
 
 
 def parse_lines(body: bytes, *, precision: str, entity_tag: str, now_ms: int) -> list[DataPoint]:
     """Every point of a line-protocol body, in order; ``InvalidRecord`` for the first bad
     line (``line 3: field 'up' is a boolean; ...``) and nothing else returned."""
-    if precision not in PRECISIONS:
-        raise InvalidRecord(f"precision must be one of {', '.join(PRECISIONS)}; got {precision!r}")
-    try:
-        text = body.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise InvalidRecord(f"the body is not UTF-8 (byte {exc.start})") from None
-    points: list[DataPoint] = []
-    for number, raw_line in enumerate(text.split("\n"), start=1):
-        line = raw_line.strip()
-        if not line or line.startswith("#"):
-            continue
-        try:
-            points.extend(_line_points(line, precision, entity_tag, now_ms))
-        except (ValueError, InvalidRecord) as exc:
-            raise InvalidRecord(f"line {number}: {exc}") from None
-    return points
+    reader = _Reader(precision, entity_tag, now_ms)
+    return [
+        DataPoint(metric, entity, ts, value, dict(tags))
+        for _, metric, entity, tags, ts, value in reader.points(body)
+    ]
 
 
 def is_line_protocol(record: bytes) -> bool:
@@ -168,12 +217,14 @@ def parse_series(
     """A line-protocol record (one or more lines) as series, each in line order: what a
     frame decodes to. ``InvalidRecord`` for a bad line, naming it."""
     grouped: dict[str, tuple[list[int], list[float]]] = {}
-    for point in parse_lines(record, precision=precision, entity_tag=entity_tag, now_ms=now_ms):
-        ts, vs = grouped.setdefault(point.series_key(), ([], []))
-        ts.append(point.timestamp_ms)
-        vs.append(point.value)
+    for key, _, _, _, ts, value in _Reader(precision, entity_tag, now_ms).points(record):
+        run = grouped.get(key)
+        if run is None:
+            run = grouped[key] = ([], [])
+        run[0].append(ts)
+        run[1].append(value)
     if not grouped:
-        raise InvalidRecord("the record holds no line-protocol points")
+        raise InvalidRecord("the body holds no line-protocol points")
     return [
         (key, np.array(ts, dtype=np.int64), np.array(vs, dtype=np.float64))
         for key, (ts, vs) in grouped.items()
