@@ -25,9 +25,10 @@ type binaryTransport struct {
 	http *httpTransport // for the calls without an opcode; nil if no HTTPAddr
 	tls  *tls.Config
 
-	mu   sync.Mutex
-	conn *binConn
-	pool sync.Pool // *encodeBuf
+	mu     sync.Mutex
+	conn   *binConn
+	closed bool
+	pool   sync.Pool // *encodeBuf
 }
 
 type encodeBuf struct {
@@ -85,6 +86,9 @@ func newBinaryTransport(c Config) (*binaryTransport, error) {
 func (t *binaryTransport) connection(ctx context.Context) (*binConn, error) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	if t.closed {
+		return nil, ErrClosed
+	}
 	if c := t.conn; c != nil {
 		c.mu.Lock()
 		ok := c.dead == nil && !c.draining
@@ -282,6 +286,9 @@ func (t *binaryTransport) request(ctx context.Context, op, flags byte, payload [
 	var hb [wire.HeaderSize]byte
 	wire.PutHeader(hb[:], wire.Header{Opcode: op, Flags: flags, Length: uint32(len(payload)), RequestID: id})
 	c.wmu.Lock()
+	if dl, ok := ctx.Deadline(); ok {
+		_ = c.nc.SetWriteDeadline(dl) // a peer that stops reading cannot hold us past it
+	}
 	_, err = c.bw.Write(hb[:])
 	if err == nil {
 		_, err = c.bw.Write(payload)
@@ -525,6 +532,14 @@ func (t *binaryTransport) addReplica(ctx context.Context, id, endpoint string) (
 	return h.addReplica(ctx, id, endpoint)
 }
 
+func (t *binaryTransport) removeReplica(ctx context.Context, id string) ([]byte, error) {
+	h, err := t.viaHTTP()
+	if err != nil {
+		return nil, err
+	}
+	return h.removeReplica(ctx, id)
+}
+
 func (t *binaryTransport) walApply(ctx context.Context, primaryID string, batch []byte) ([]byte, error) {
 	return t.request(ctx, wire.OpWALApplyCompressed, 0, wire.AppendWALApply(nil, primaryID, batch))
 }
@@ -533,6 +548,7 @@ func (t *binaryTransport) close() error {
 	t.mu.Lock()
 	c := t.conn
 	t.conn = nil
+	t.closed = true
 	t.mu.Unlock()
 	if c != nil {
 		c.fail(ErrClosed)

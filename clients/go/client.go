@@ -223,17 +223,13 @@ func (t *TimeSeriesClient) Errors() <-chan error { return t.w.Errors() }
 func (t *TimeSeriesClient) WriterStats() WriterStats { return t.w.Stats() }
 
 type vecItem struct {
-	op vecOp
-	v  Vector
+	op    vecOp
+	v     Vector
+	mdLen int // the metadata's JSON bytes, measured before the writer's lock
 }
 
 func vecItemSize(it vecItem) int {
-	n := 64 + len(it.v.PK) + 12*len(it.v.Vector)
-	if it.v.Metadata != nil {
-		b, _ := json.Marshal(it.v.Metadata)
-		n += len(b)
-	}
-	return n
+	return 64 + len(it.v.PK) + 12*len(it.v.Vector) + it.mdLen
 }
 
 // VectorClient writes and searches vectors.
@@ -269,7 +265,15 @@ func (v *VectorClient) queue(ctx context.Context, op vecOp, vec Vector) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	return v.w.Write(vecItem{op: op, v: vec})
+	it := vecItem{op: op, v: vec}
+	if len(vec.Metadata) > 0 {
+		md, err := json.Marshal(vec.Metadata)
+		if err != nil {
+			return &ValidationError{Field: "metadata", Message: "field 'metadata': " + err.Error()}
+		}
+		it.mdLen = len(md)
+	}
+	return v.w.Write(it)
 }
 
 // AddBuffered queues an add (an upsert by pk); see TimeSeriesClient.PutBuffered.
@@ -395,5 +399,12 @@ func (r *ReplicationClient) ConfigureCompression(ctx context.Context, c Compress
 // kafka://host:port or https://....
 func (r *ReplicationClient) AddReplica(ctx context.Context, replicaID, endpoint string) error {
 	_, err := r.tr.addReplica(ctx, replicaID, endpoint)
+	return err
+}
+
+// RemoveReplica removes a replica from the shipper (admin key); an unknown id is
+// a *NotFoundError.
+func (r *ReplicationClient) RemoveReplica(ctx context.Context, replicaID string) error {
+	_, err := r.tr.removeReplica(ctx, replicaID)
 	return err
 }

@@ -2,4 +2,4 @@ module github.com/themisdb/go-client
 
 go 1.22
 
-require github.com/klauspost/compress v1.18.0 // indirect
+require github.com/klauspost/compress v1.18.0

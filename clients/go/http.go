@@ -6,10 +6,13 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"math"
 	"net"
 	"net/http"
 	"strconv"
 	"time"
+
+	"github.com/themisdb/go-client/internal/wire"
 )
 
 // httpTransport is the REST door (docs/api/AUTO_BUFFER_REST_API.md).
@@ -157,8 +160,51 @@ func (h *httpTransport) putPoint(ctx context.Context, p DataPoint) (int, error) 
 	return h.buffered(h.postJSON(ctx, "/ts/put/buffered", p))
 }
 
+// appendPointJSON writes p as the facade's JSON point, without reflection.
+func appendPointJSON(b []byte, p *DataPoint) ([]byte, error) {
+	if math.IsNaN(p.Value) || math.IsInf(p.Value, 0) {
+		return b, &ValidationError{Field: "value", Message: "field 'value': JSON has no NaN or infinity; use the binary transport"}
+	}
+	b = append(b, `{"metric":`...)
+	b = wire.AppendJSONString(b, p.Metric)
+	b = append(b, `,"entity":`...)
+	b = wire.AppendJSONString(b, p.Entity)
+	b = append(b, `,"timestamp_ms":`...)
+	b = strconv.AppendInt(b, p.TimestampMs, 10)
+	b = append(b, `,"value":`...)
+	b = strconv.AppendFloat(b, p.Value, 'g', -1, 64)
+	if len(p.Tags) > 0 {
+		b = append(b, `,"tags":{`...)
+		first := true
+		for k, v := range p.Tags {
+			if !first {
+				b = append(b, ',')
+			}
+			first = false
+			b = wire.AppendJSONString(b, k)
+			b = append(b, ':')
+			b = wire.AppendJSONString(b, v)
+		}
+		b = append(b, '}')
+	}
+	return append(b, '}'), nil
+}
+
 func (h *httpTransport) putPoints(ctx context.Context, ps []DataPoint) (int, error) {
-	return h.buffered(h.postJSON(ctx, "/ts/put/buffered/batch", ps))
+	// A fresh buffer per batch: the HTTP transport may still read a body after Do
+	// returned (an early answer), so it is never reused.
+	b := append(make([]byte, 0, len(ps)*96+2), '[')
+	var err error
+	for i := range ps {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		if b, err = appendPointJSON(b, &ps[i]); err != nil {
+			return 0, &ValidationError{Field: "value", Message: fmt.Sprintf("point %d: %s", i, err.(*ValidationError).Message)}
+		}
+	}
+	b = append(b, ']')
+	return h.buffered(h.do(ctx, http.MethodPost, "/ts/put/buffered/batch", b, nil))
 }
 
 func (h *httpTransport) putDurable(ctx context.Context, p DataPoint) error {
@@ -253,6 +299,11 @@ func (h *httpTransport) replicationConfig(ctx context.Context, c CompressionConf
 
 func (h *httpTransport) addReplica(ctx context.Context, id, endpoint string) ([]byte, error) {
 	return h.postJSON(ctx, "/api/v1/replication/replicas", map[string]string{"replica_id": id, "endpoint": endpoint})
+}
+
+func (h *httpTransport) removeReplica(ctx context.Context, id string) ([]byte, error) {
+	body, _ := json.Marshal(map[string]string{"replica_id": id})
+	return h.do(ctx, http.MethodDelete, "/api/v1/replication/replicas", body, nil)
 }
 
 func (h *httpTransport) close() error {

@@ -223,3 +223,60 @@ func TestContextDeadlineBoundsARequest(t *testing.T) {
 		t.Fatalf("%v after %v", err, time.Since(start))
 	}
 }
+
+func TestAutoFlushSendsOnBytes(t *testing.T) {
+	f := &fakeFacade{}
+	srv := httptest.NewServer(f)
+	defer srv.Close()
+	// Each point is estimated at 82 bytes: 400 bytes make a batch of 5.
+	c, _ := themis.New("http::addr=" + strings.TrimPrefix(srv.URL, "http://") + ";auto_flush_rows=1000;auto_flush_bytes=400;auto_flush_interval_ms=60000")
+	ctx := context.Background()
+	for i := 0; i < 5; i++ {
+		_ = c.TimeSeries.PutBuffered(ctx, themis.DataPoint{Metric: "m", Entity: "e", TimestampMs: int64(i + 1), Value: 1})
+	}
+	eventually(t, 5*time.Second, func() error {
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		if f.points != 5 || len(f.calls) != 1 {
+			return errors.New("auto_flush_bytes did not send the batch")
+		}
+		return nil
+	})
+	_ = c.Close(ctx)
+}
+
+func TestConcurrentWritersLoseNothing(t *testing.T) {
+	f := &fakeFacade{}
+	srv := httptest.NewServer(f)
+	defer srv.Close()
+	c, _ := themis.New("http::addr=" + strings.TrimPrefix(srv.URL, "http://") + ";auto_flush_rows=300;auto_flush_interval_ms=10")
+	ctx := context.Background()
+	var wg sync.WaitGroup
+	for g := 0; g < 8; g++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; i < 2000; i++ {
+				if err := c.TimeSeries.PutBuffered(ctx, themis.DataPoint{Metric: "m", Entity: "e", TimestampMs: int64(g*10000 + i + 1), Value: 1}); err != nil {
+					t.Error(err)
+					return
+				}
+				if i%500 == 0 {
+					_ = c.TimeSeries.Flush(ctx) // flushes interleaved with writes
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	if err := c.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.points != 16000 {
+		t.Fatalf("%d of 16000 points sent", f.points)
+	}
+	if st := c.TimeSeries.WriterStats(); st.Sent != 16000 || st.Queued != 16000 || st.Pending != 0 {
+		t.Fatalf("%+v", st)
+	}
+}

@@ -33,7 +33,7 @@ type ownFacade struct {
 	binaryPort int
 }
 
-func startFacade(t *testing.T, s *stack, httpPort, binaryPort int) *ownFacade {
+func startFacade(t *testing.T, s *stack, httpPort, binaryPort int, dataDir string) *ownFacade {
 	t.Helper()
 	args := append(append([]string{}, s.Themis[1:]...), "facade", "--host", "127.0.0.1", "--port", strconv.Itoa(httpPort), "--binary-port", strconv.Itoa(binaryPort))
 	cmd := exec.Command(s.Themis[0], args...)
@@ -41,7 +41,9 @@ func startFacade(t *testing.T, s *stack, httpPort, binaryPort int) *ownFacade {
 	for k, v := range s.FacadeEnv {
 		env = append(env, k+"="+v)
 	}
-	env = append(env, "THEMIS_FACADE_PORT="+strconv.Itoa(httpPort), "THEMIS_FACADE_BINARY_PORT="+strconv.Itoa(binaryPort))
+	// Its own data directory: the replica state of the replication routes lives there.
+	env = append(env, "THEMIS_FACADE_PORT="+strconv.Itoa(httpPort), "THEMIS_FACADE_BINARY_PORT="+strconv.Itoa(binaryPort),
+		"THEMIS_WORKER_DATA_DIR="+dataDir)
 	cmd.Env = env
 	logf, err := os.Create(filepath.Join(t.TempDir(), "facade.log"))
 	if err != nil {
@@ -97,7 +99,8 @@ func TestFacadeRestartMidWriteLosesNothingAcknowledged(t *testing.T) {
 		t.Skip("stack.json names no themis command")
 	}
 	hp, bp := freePort(t), freePort(t)
-	f := startFacade(t, s, hp, bp)
+	dataDir := t.TempDir()
+	f := startFacade(t, s, hp, bp, dataDir)
 	conns := map[string]string{
 		"http":   fmt.Sprintf("http::addr=127.0.0.1:%d;api_key=%s", hp, s.Keys["writer"]),
 		"binary": fmt.Sprintf("themis::addr=127.0.0.1:%d;api_key=%s", bp, s.Keys["writer"]),
@@ -139,7 +142,7 @@ func TestFacadeRestartMidWriteLosesNothingAcknowledged(t *testing.T) {
 	<-halfway
 	f.kill(syscall.SIGKILL)
 	time.Sleep(500 * time.Millisecond)
-	startFacade(t, s, hp, bp)
+	startFacade(t, s, hp, bp, dataDir)
 	wg.Wait()
 	q := newClient(t, doors[0], "writer")
 	for name, c := range clients {

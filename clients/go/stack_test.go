@@ -52,8 +52,10 @@ func readStack(path string) (*stack, error) {
 func TestMain(m *testing.M) {
 	path := os.Getenv("THEMIS_STACK")
 	var own *exec.Cmd
+	var ownDir string
 	if path == "" && os.Getenv("THEMIS_NO_STACK") == "" {
 		dir, err := os.MkdirTemp("", "themis-go-stack-")
+		ownDir = dir
 		if err != nil {
 			fmt.Fprintln(os.Stderr, err)
 			os.Exit(1)
@@ -103,6 +105,7 @@ func TestMain(m *testing.M) {
 		case <-time.After(30 * time.Second):
 			_ = own.Process.Kill()
 		}
+		_ = os.RemoveAll(ownDir)
 	}
 	os.Exit(code)
 }

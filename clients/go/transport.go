@@ -39,6 +39,7 @@ type transport interface {
 	replicationStats(ctx context.Context) ([]byte, error)
 	replicationConfig(ctx context.Context, c CompressionConfig) ([]byte, error)
 	addReplica(ctx context.Context, id, endpoint string) ([]byte, error)
+	removeReplica(ctx context.Context, id string) ([]byte, error)
 	close() error
 }
 

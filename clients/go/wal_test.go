@@ -9,7 +9,9 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"math/rand/v2"
 	"net/http"
+	"net/url"
 	"os"
 	"sort"
 	"strings"
@@ -72,6 +74,26 @@ func replicaSearch(t *testing.T, s *stack, hc *http.Client, v []float32, k int) 
 	return out.Results, nil
 }
 
+func replicaQuery(s *stack, hc *http.Client, q themis.Query) (*themis.QueryResult, error) {
+	v := url.Values{"metric": {q.Metric}, "entity": {q.Entity}}
+	for k, t := range q.Tags {
+		v.Add("tag", k+":"+t)
+	}
+	resp, err := hc.Get(s.Replica.HTTPSURL + "/ts/query?" + v.Encode())
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != 200 {
+		return nil, fmt.Errorf("replica query: HTTP %d", resp.StatusCode)
+	}
+	var out themis.QueryResult
+	if err := json.NewDecoder(resp.Body).Decode(&out); err != nil {
+		return nil, err
+	}
+	return &out, nil
+}
+
 type hit struct {
 	pk   string
 	dist float64
@@ -88,8 +110,9 @@ func ours(hits []themis.SearchHit, prefix string) []hit {
 	return out
 }
 
-// TestShippedWALBatchMakesReplicaAnswerLikeThePrimary writes the same vectors
-// through the facade and as WAL entries shipped by the Go client (HTTPS with a
+// TestShippedWALBatchMakesReplicaAnswerLikeThePrimary writes the same vectors and
+// points through the facade and as WAL entries (VOF1 frames, a TGBK block) shipped
+// by the Go client (HTTPS with a
 // client certificate, then the binary door over TLS), starting one batch past
 // the replica's next LSN so the gap answer is exercised, and compares searches.
 func TestShippedWALBatchMakesReplicaAnswerLikeThePrimary(t *testing.T) {
@@ -97,11 +120,17 @@ func TestShippedWALBatchMakesReplicaAnswerLikeThePrimary(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
 	prefix := "go_wal_" + suffix() + "_"
+	// Six vectors close to a random direction of this run, so that they are the
+	// nearest to it among everything earlier runs shipped to the replica.
+	center := make([]float32, s.Dimension)
+	for j := range center {
+		center[j] = float32(rand.NormFloat64())
+	}
 	var vecs []themis.Vector
 	for i := 0; i < 6; i++ {
 		v := make([]float32, s.Dimension)
 		for j := range v {
-			v[j] = float32(math.Sin(float64(i*s.Dimension+j) + 1))
+			v[j] = center[j] + float32(0.05*math.Sin(float64(i*s.Dimension+j)+1))
 		}
 		vecs = append(vecs, themis.Vector{PK: fmt.Sprintf("%s%d", prefix, i), Vector: v, Metadata: map[string]any{"run": prefix}})
 	}
@@ -111,6 +140,7 @@ func TestShippedWALBatchMakesReplicaAnswerLikeThePrimary(t *testing.T) {
 		t.Fatal(err)
 	}
 	hc := replicaHTTP(t, s)
+	var series []themis.Query
 	for round, binary := range []bool{false, true} {
 		w := shipper(t, s, binary)
 		st, err := w.ReplicaStatus(ctx)
@@ -119,6 +149,26 @@ func TestShippedWALBatchMakesReplicaAnswerLikeThePrimary(t *testing.T) {
 		}
 		next := st.ExpectedLSN
 		var entries []themis.WALEntry
+		// A TS block of a series the primary also gets through the facade.
+		metric := prefix + "ts"
+		entity := fmt.Sprintf("e%d", round)
+		tags := map[string]string{"run": prefix}
+		var samples []themis.Sample
+		var points []themis.DataPoint
+		base := time.Now().UnixMilli() - 60_000
+		for i := 0; i < 50; i++ {
+			ts, v := base+int64(i)*1000+int64(i%3), math.Round(math.Sin(float64(i))*1000)/10
+			samples = append(samples, themis.Sample{TimestampMs: ts, Value: themis.Float(v)})
+			points = append(points, themis.DataPoint{Metric: metric, Entity: entity, TimestampMs: ts, Value: v, Tags: tags})
+		}
+		if _, err := c.TimeSeries.PutBatchNow(ctx, points); err != nil {
+			t.Fatal(err)
+		}
+		block, err := themis.EncodeTSBlock(metric, entity, tags, samples)
+		if err != nil {
+			t.Fatal(err)
+		}
+		series = append(series, themis.Query{Metric: metric, Entity: entity, Tags: tags})
 		for i := 0; i < 3; i++ {
 			v := vecs[round*3+i]
 			frame, err := themis.EncodeVectorOpFrame(s.Dimension, []themis.VectorOp{{Op: themis.VectorOpAdd, PK: v.PK, Vector: v.Vector, Metadata: v.Metadata}})
@@ -127,6 +177,7 @@ func TestShippedWALBatchMakesReplicaAnswerLikeThePrimary(t *testing.T) {
 			}
 			entries = append(entries, themis.WALEntry{LSN: next + uint64(i), Type: themis.WALEntryVectorBatch, TimestampMs: time.Now().UnixMilli(), Payload: frame})
 		}
+		entries = append(entries, themis.WALEntry{LSN: next + 3, Type: themis.WALEntryTSBlock, TimestampMs: time.Now().UnixMilli(), Payload: block})
 		// A batch that starts after the replica's next LSN: the gap answer.
 		b, err := w.BuildBatch(entries[1:])
 		if err != nil {
@@ -141,20 +192,42 @@ func TestShippedWALBatchMakesReplicaAnswerLikeThePrimary(t *testing.T) {
 		if err != nil {
 			t.Fatalf("binary=%v: ship: %v", binary, err)
 		}
-		if res.Rewinds != 1 || res.EntriesApplied != 3 || res.NextLSN != next+3 {
+		if res.Rewinds != 1 || res.EntriesApplied != 4 || res.NextLSN != next+4 {
 			t.Fatalf("binary=%v: ship result %+v", binary, res)
 		}
 		stats, err := w.GetReplicationStats(ctx)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if stats.Stats["total_entries_shipped"].(int64) != 3 || len(stats.Replicas) != 1 ||
-			stats.Replicas[0]["expected_lsn"] != fmt.Sprintf("%016X", next+3) {
+		if stats.Stats["total_entries_shipped"].(int64) != 4 || len(stats.Replicas) != 1 ||
+			stats.Replicas[0]["expected_lsn"] != fmt.Sprintf("%016X", next+4) {
 			t.Fatalf("replication stats %+v", stats)
 		}
 	}
+	// Replica and primary answer the same queries of the shipped series.
+	for _, q := range series {
+		eventually(t, 30*time.Second, func() error {
+			prim, err := c.TimeSeries.Query(ctx, q)
+			if err != nil {
+				return err
+			}
+			rep, err := replicaQuery(s, hc, q)
+			if err != nil {
+				return err
+			}
+			if prim.Count != 50 || rep.Count != 50 || prim.Series != rep.Series {
+				return fmt.Errorf("primary %d points of %s, replica %d of %s", prim.Count, prim.Series, rep.Count, rep.Series)
+			}
+			for i := range prim.Points {
+				if prim.Points[i] != rep.Points[i] {
+					return fmt.Errorf("point %d: primary %+v, replica %+v", i, prim.Points[i], rep.Points[i])
+				}
+			}
+			return nil
+		})
+	}
 	// Replica and primary answer the same search over these vectors.
-	probe := vecs[2].Vector
+	probe := center
 	eventually(t, 30*time.Second, func() error {
 		prim, err := c.Vectors.Search(ctx, themis.SearchRequest{Vector: probe, K: len(vecs), Filter: map[string]any{"run": prefix}})
 		if err != nil {

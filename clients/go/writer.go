@@ -97,10 +97,11 @@ func (w *writer[T]) Write(item T) error {
 	w.qlen++
 	w.qbytes += n
 	w.nextSeq++
-	full := w.cfg.AutoFlush && (w.qlen >= w.cfg.AutoFlushRows || w.qbytes >= w.cfg.AutoFlushBytes)
+	// The first item of an empty queue wakes the loop too, to arm the interval timer.
+	wake := w.qlen == 1 || w.cfg.AutoFlush && (w.qlen >= w.cfg.AutoFlushRows || w.qbytes >= w.cfg.AutoFlushBytes)
 	w.mu.Unlock()
 	w.queued.Add(1)
-	if full {
+	if wake {
 		w.poke()
 	}
 	return nil
@@ -176,10 +177,7 @@ func (w *writer[T]) loop() {
 func (w *writer[T]) cutAll(force bool) {
 	for {
 		w.mu.Lock()
-		due := w.qlen > 0 && (force || w.forced > 0 ||
-			(w.cfg.AutoFlush && (w.qlen >= w.cfg.AutoFlushRows || w.qbytes >= w.cfg.AutoFlushBytes ||
-				time.Since(w.oldest) >= w.cfg.AutoFlushInterval)))
-		if !due {
+		if !w.dueLocked(force) {
 			w.mu.Unlock()
 			return
 		}
@@ -194,6 +192,13 @@ func (w *writer[T]) cutAll(force bool) {
 		}
 		go w.sendBatch(batch, seq)
 	}
+}
+
+// dueLocked: a batch should go now.
+func (w *writer[T]) dueLocked(force bool) bool {
+	return w.qlen > 0 && (force || w.forced > 0 || w.closed ||
+		(w.cfg.AutoFlush && (w.qlen >= w.cfg.AutoFlushRows || w.qbytes >= w.cfg.AutoFlushBytes ||
+			time.Since(w.oldest) >= w.cfg.AutoFlushInterval)))
 }
 
 // cutLocked takes the head of the queue: at most auto_flush_rows items and
@@ -231,26 +236,39 @@ func (w *writer[T]) cutLocked() ([]T, uint64) {
 	return batch, seq
 }
 
+// sendBatch sends batch, then, keeping its slot, the next batch that is due
+// (no round trip through the loop goroutine between an answer and the next send).
 func (w *writer[T]) sendBatch(batch []T, seq uint64) {
-	err := w.sendWithRetry(batch)
-	<-w.slot
-	w.mu.Lock()
-	delete(w.inflight, seq)
-	w.inflightN -= len(batch)
-	if err != nil {
-		w.failCount += len(batch)
-		if len(w.failures) < 16 {
-			w.failures = append(w.failures, err)
+	for {
+		err := w.sendWithRetry(batch)
+		w.mu.Lock()
+		delete(w.inflight, seq)
+		w.inflightN -= len(batch)
+		done := len(batch)
+		// The counters change before the broadcast, so a Flush that returns sees them.
+		if err != nil {
+			w.failCount += done
+			if len(w.failures) < 16 {
+				w.failures = append(w.failures, err)
+			}
+			w.failed.Add(int64(done))
+		} else {
+			w.sent.Add(int64(done))
+		}
+		w.broadcastLocked()
+		batch = nil
+		if w.dueLocked(false) {
+			batch, seq = w.cutLocked()
+		}
+		w.mu.Unlock()
+		if err != nil {
+			w.report(&WriteError{Failed: done, Cause: err})
+		}
+		if len(batch) == 0 {
+			break
 		}
 	}
-	w.broadcastLocked()
-	w.mu.Unlock()
-	if err != nil {
-		w.failed.Add(int64(len(batch)))
-		w.report(&WriteError{Failed: len(batch), Cause: err})
-	} else {
-		w.sent.Add(int64(len(batch)))
-	}
+	<-w.slot
 	w.poke() // a freed slot may let the next batch go
 }
 

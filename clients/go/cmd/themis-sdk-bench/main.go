@@ -21,7 +21,7 @@ func main() {
 	size := flag.String("size", "quick", "smoke, quick or full")
 	batch := flag.Int("batch", 5000, "points per batch (auto_flush_rows)")
 	inFlight := flag.Int("in-flight", 8, "batches in flight, for the SDK and the raw run alike")
-	rounds := flag.Int("rounds", 0, "interleaved rounds, best kept (default: 1 for smoke, 3 otherwise)")
+	rounds := flag.Int("rounds", 0, "interleaved rounds, best kept (default: 2 for smoke, 3 otherwise)")
 	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile of the run here")
 	memprofile := flag.String("memprofile", "", "write an allocation profile after the run here")
 	flag.Parse()
@@ -52,7 +52,7 @@ func main() {
 	if *rounds == 0 {
 		*rounds = 3
 		if *size == "smoke" {
-			*rounds = 1
+			*rounds = 2
 		}
 	}
 	r, err := benchsdk.Run(s, *size, *batch, *inFlight, *rounds)
