@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 # The roadmap's bar: line and branch coverage of pipeline/, child processes included.
 COVERAGE_MIN ?= 95
 
-.PHONY: setup demo test lint typecheck security unit clean prometheus toxiproxy
+.PHONY: setup demo test lint typecheck security unit clean prometheus toxiproxy clients
 
 $(STAMP): pyproject.toml setup.py pipeline/ts/_gorilla.c clients/python/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -31,6 +31,12 @@ typecheck: setup
 prometheus:
 	scripts/ensure-prometheus.sh
 
+## The SDKs' own dependencies: Go modules, npm packages (lockfile), the TypeScript build,
+## and staticcheck (built once with Go).
+clients:
+	cd clients/go && go mod download
+	scripts/ensure-staticcheck.sh >/dev/null
+
 ## The toxiproxy-server the fault tests put between components (built once with Go).
 toxiproxy:
 	scripts/ensure-toxiproxy.sh >/dev/null
@@ -41,7 +47,7 @@ security: setup
 
 ## Lint, type-check, scan, then every test against a real broker (started here if none
 ## is given) under coverage, child processes included; fails under COVERAGE_MIN %.
-test: lint typecheck security prometheus toxiproxy
+test: lint typecheck security prometheus toxiproxy clients
 	rm -rf var/coverage && mkdir -p var/coverage
 	$(BIN)/coverage run -m pytest --junitxml=var/junit.xml; echo $$? > var/pytest.rc
 	$(BIN)/coverage combine -q

@@ -78,3 +78,13 @@ def test_the_smoke_benchmark_prints_one_object_of_positive_figures(live_stack: P
         report["points_per_s_binary"] / report["raw_protocol_points_per_s"]
     )
     assert 0 <= report["allocs_per_point"] < 1
+
+
+def test_staticcheck_finds_nothing() -> None:
+    """``make test`` builds staticcheck first (scripts/ensure-staticcheck.sh)."""
+    found = subprocess.run([str(REPO / "scripts" / "ensure-staticcheck.sh")], capture_output=True,
+                           text=True, timeout=600, check=False)  # fmt: skip
+    assert found.returncode == 0, found.stderr
+    done = subprocess.run([found.stdout.strip(), "./..."], cwd=GO_CLIENT, capture_output=True,
+                          text=True, timeout=300, check=False)  # fmt: skip
+    assert done.returncode == 0, _output(done)
