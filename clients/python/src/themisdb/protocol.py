@@ -128,28 +128,16 @@ def encode_ts_point(
 def encode_ts_batch(points: Sequence[tuple[str, str, int, float, dict[str, str] | None]]) -> bytes:
     """TsBatch: the string table (each distinct string once, in order of first use), then the
     points referring to it."""
-    index: dict[str, int] = {}
-    strings: list[bytes] = []
-    body: list[bytes] = []
-
-    def ref(text: str) -> int:
-        at = index.get(text)
-        if at is None:
-            at = index[text] = len(strings)
-            strings.append(_str16(text))
-        return at
-
-    pack_point, pack_tag = _POINT.pack, _TAG.pack
-    for metric, entity, ts, value, tags in points:
-        m, e = ref(metric), ref(entity)
-        if tags:
-            body.append(pack_point(m, e, ts, value, len(tags)))
-            for name, tag_value in tags.items():
-                n = ref(name)
-                body.append(pack_tag(n, ref(tag_value)))
-        else:
-            body.append(pack_point(m, e, ts, value, 0))
-    return b"".join([_U32.pack(len(strings)), *strings, _U32.pack(len(points)), *body])
+    series: list[tuple[str, str, tuple[tuple[str, str], ...]]] = []
+    numbers: dict[tuple[str, str, tuple[tuple[str, str], ...]], int] = {}
+    sids = []
+    for metric, entity, _, _, tags in points:
+        key = (metric, entity, tuple(tags.items()) if tags else ())
+        sid = numbers.setdefault(key, len(series))
+        if sid == len(series):
+            series.append(key)
+        sids.append(sid)
+    return encode_ts_columns(series, sids, [p[2] for p in points], [p[3] for p in points])
 
 
 def encode_ts_columns(
