@@ -96,6 +96,12 @@ def _sdk() -> BenchmarkModule:
     return SdkBenchmark("python")  # ``--lang`` picks another (see _run)
 
 
+def _remote_read() -> BenchmarkModule:
+    from pipeline.bench.remote_read import RemoteReadBenchmark
+
+    return RemoteReadBenchmark()  # ``--stack`` gives a running stack (see _run)
+
+
 BENCHMARKS: Final[tuple[Benchmark, ...]] = (
     ListedBenchmark(
         "ts",
@@ -133,6 +139,11 @@ BENCHMARKS: Final[tuple[Benchmark, ...]] = (
         "an SDK (--lang python|typescript|go): buffered puts on the binary and HTTP "
         "transports against raw pipelined protocol frames, on a live stack",
         _sdk,
+    ),
+    ListedBenchmark(
+        "remote-read",
+        "Prometheus remote-read of one series of a million samples on a live stack",
+        _remote_read,
     ),
 )
 
@@ -174,6 +185,7 @@ def add_bench_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentPar
         )
         if benchmark.name == "sdk":
             parser.add_argument("--lang", choices=("python", "typescript", "go"), default="python")
+        if benchmark.name in ("sdk", "remote-read"):
             parser.add_argument(
                 "--stack", default=None, help="measure on this running stack (its stack.json)"
             )
@@ -198,6 +210,11 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
     from pipeline.bench.harness import print_result, run_benchmark
 
     listed = args.listed
+    if listed.name == "remote-read" and args.stack:
+        from pipeline.bench.remote_read import RemoteReadBenchmark
+
+        reader = RemoteReadBenchmark(Path(args.stack))
+        listed = ListedBenchmark(listed.name, listed.help, lambda: reader)
     if getattr(args, "lang", None) is not None:
         from pipeline.bench.sdk import SdkBenchmark
 

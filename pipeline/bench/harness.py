@@ -37,12 +37,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Protocol, TypeVar
 
-from pipeline.config import Settings
+from pipeline.config import Settings, child_env
 from pipeline.errors import BenchmarkFailed
 from pipeline.kafka.broker import BrokerHandle, provide_broker
 from pipeline.kafka.clients import AdminClient
 from pipeline.worker.client import run_with_client
-from pipeline.worker.process import ChildProcess, WorkerProcess
+from pipeline.worker.process import ChildProcess, WorkerProcess, themis_command
 
 __all__ = [
     "BenchBroker",
@@ -261,6 +261,30 @@ def bench_broker(settings: Settings, name: str) -> Iterator[BenchBroker]:
                 left = delete_topics_under(handle.bootstrap_servers, f"{run_id}.")
                 if left:
                     progress(f"could not delete topics {', '.join(left)}")
+
+
+@contextlib.contextmanager
+def live_stack(settings: Settings, name: str) -> Iterator[tuple[Path, BenchBroker]]:
+    """``themis stack up`` on the run's broker (:func:`bench_broker`) for the block: the
+    path of its ``stack.json`` and the broker. The stack is stopped after the block."""
+    with bench_broker(settings, name) as broker:
+        root = broker.work_dir / "stack"
+        env = child_env(settings) | {"KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap}
+        stack = ChildProcess(
+            [*themis_command(), "stack", "up", "--dir", str(root)], env, root / "stack.log"
+        )
+        try:
+            described = root / "stack.json"
+            progress("starting a stack (themis stack up)")
+
+            def ready() -> bool | None:
+                stack.check_alive()
+                return True if described.exists() else None
+
+            wait_for(ready, timeout_s=180, interval_s=0.25, what="themis stack up")
+            yield described, broker
+        finally:
+            stack.stop(timeout_s=90)
 
 
 def delete_topics_under(bootstrap: str, prefix: str, timeout_s: float = 30.0) -> list[str]:

@@ -25,16 +25,14 @@ from typing import Any, Final
 import pipeline
 from pipeline.bench.harness import (
     BenchSize,
-    bench_broker,
     goal,
     goal_below,
     goal_row,
+    live_stack,
     progress,
-    wait_for,
 )
-from pipeline.config import Settings, child_env
+from pipeline.config import Settings
 from pipeline.errors import BenchmarkFailed
-from pipeline.worker.process import ChildProcess, themis_command
 
 __all__ = ["DEFINITIONS", "LANGS", "SdkBenchmark", "command_for"]
 
@@ -92,24 +90,8 @@ class SdkBenchmark:
             figures = self._measure(self.stack, size)
             return {"lang": self.lang, **figures, "goals": self.goals(figures),
                     "stack": str(self.stack)}  # fmt: skip
-        with bench_broker(settings, "sdk") as broker:
-            root = broker.work_dir / "stack"
-            env = child_env(settings) | {"KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap}
-            stack = ChildProcess(
-                [*themis_command(), "stack", "up", "--dir", str(root)], env, root / "stack.log"
-            )
-            try:
-                described = root / "stack.json"
-                progress("starting a stack (themis stack up)")
-
-                def ready() -> bool | None:
-                    stack.check_alive()
-                    return True if described.exists() else None
-
-                wait_for(ready, timeout_s=_STACK_TIMEOUT_S, interval_s=0.25, what="themis stack up")
-                figures = self._measure(described, size)
-            finally:
-                stack.stop(timeout_s=90)
+        with live_stack(settings, "sdk") as (described, broker):
+            figures = self._measure(described, size)
         return {"lang": self.lang, **figures, "goals": self.goals(figures), **broker.fields()}
 
     def _measure(self, described: Path, size: BenchSize) -> dict[str, Any]:

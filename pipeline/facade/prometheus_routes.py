@@ -32,10 +32,9 @@ from pipeline.facade.ratelimit import RouteClass
 from pipeline.facade.ts_routes import THREAD_BODY_BYTES, TimeSeriesRoutes
 from pipeline.ts.producer import Frame
 from pipeline.ts.prom_remote import (
-    READ_RESPONSE,
-    add_result,
     decode_read,
     decode_write,
+    encode_read_response,
     encode_snappy,
     selector_of,
     series_of_write,
@@ -93,15 +92,19 @@ class PrometheusRoutes:
             wanted = decode_read(await request.read())
         except InvalidRecord as exc:
             raise InvalidRequest(str(exc)) from None
-        response = READ_RESPONSE()
+        results = []
         for query in wanted.queries:
             selector = selector_of(query.matchers, self.entity_label)
-            found = await self.ts.read_series(
-                selector, query.start_timestamp_ms, query.end_timestamp_ms
+            results.append(
+                await self.ts.read_series(
+                    selector, query.start_timestamp_ms, query.end_timestamp_ms
+                )
             )
-            add_result(response, found, self.entity_label)
+        body = await asyncio.to_thread(
+            lambda: encode_snappy(encode_read_response(results, self.entity_label))
+        )
         return web.Response(
-            body=encode_snappy(response.SerializeToString()),
+            body=body,
             headers={"Content-Type": "application/x-protobuf", "Content-Encoding": "snappy"},
         )
 

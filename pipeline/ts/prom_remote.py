@@ -19,6 +19,7 @@ from typing import Any, Final
 
 import cramjam
 import numpy as np
+import numpy.typing as npt
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 
 from pipeline.errors import InvalidRecord
@@ -30,9 +31,10 @@ __all__ = [
     "READ_REQUEST",
     "READ_RESPONSE",
     "WRITE_REQUEST",
-    "add_result",
     "decode_read",
     "decode_write",
+    "encode_read_response",
+    "encode_samples",
     "encode_snappy",
     "selector_of",
     "series_of_write",
@@ -166,17 +168,57 @@ def selector_of(matchers: Iterable[Any], entity_label: str) -> SeriesSelector:
     return SeriesSelector(metric, entity, exact, keep)
 
 
-def add_result(response: Any, found: Iterable[Any], entity_label: str) -> None:
-    """One ``QueryResult`` of ``found`` series (``SeriesPoints``) appended to ``response``."""
-    result = response.results.add()
-    for series in found:
-        metric, entity, tags = parse_series_key(series.series_key)
-        labels = sorted({**tags, "__name__": metric, entity_label: entity}.items())
-        out = result.timeseries.add()
-        for name, value in labels:
-            out.labels.add(name=name, value=value)
-        for t, v in zip(series.timestamps.tolist(), series.values.tolist(), strict=True):
-            out.samples.add(timestamp=t, value=v)
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while n > 0x7F:
+        out.append((n & 0x7F) | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
+def _field(number: int, payload: bytes) -> bytes:
+    """A length-delimited protobuf field."""
+    return _varint(number << 3 | 2) + _varint(len(payload)) + payload
+
+
+def encode_samples(ts: npt.NDArray[np.int64], vs: npt.NDArray[np.float64]) -> bytes:
+    """``TimeSeries.samples`` (field 2) of these points, serialized in one vectorised pass:
+    per sample ``12 len 09 <8-byte value> 10 <varint timestamp>``. Building a million
+    ``Sample`` messages one by one took most of a second (``docs/benchmarks.md``); a
+    differential test holds this equal to what ``protobuf`` parses."""
+    n = int(ts.size)
+    if n == 0:
+        return b""
+    stamps = ts.astype(np.int64).view(np.uint64)
+    width = np.ones(n, dtype=np.int64)
+    for k in range(1, 10):
+        width += (stamps >> np.uint64(7 * k)) != 0
+    rows = np.zeros((n, 22), dtype=np.uint8)
+    rows[:, 0], rows[:, 2], rows[:, 11] = 0x12, 0x09, 0x10
+    rows[:, 1] = 10 + width
+    rows[:, 3:11] = vs.astype("<f8").view(np.uint8).reshape(n, 8)
+    for k in range(10):
+        group = ((stamps >> np.uint64(7 * k)) & np.uint64(0x7F)).astype(np.uint8)
+        rows[:, 12 + k] = group | np.where(k < width - 1, 0x80, 0).astype(np.uint8)
+    return rows[np.arange(22) < (12 + width)[:, None]].tobytes()
+
+
+def encode_read_response(results: Iterable[Iterable[Any]], entity_label: str) -> bytes:
+    """A ``ReadResponse``, one ``QueryResult`` per item of ``results`` (each an iterable of
+    ``SeriesPoints``), labels sorted, ``__name__`` and the entity label included."""
+    out = []
+    for found in results:
+        series_bytes = []
+        for series in found:
+            metric, entity, tags = parse_series_key(series.series_key)
+            head = _CLASSES["TimeSeries"]()
+            for name, value in sorted({**tags, "__name__": metric, entity_label: entity}.items()):
+                head.labels.add(name=name, value=value)
+            body = head.SerializeToString() + encode_samples(series.timestamps, series.values)
+            series_bytes.append(_field(1, body))
+        out.append(_field(1, b"".join(series_bytes)))
+    return b"".join(out)
 
 
 def series_of_write(timeseries: Iterable[Any], entity_label: str) -> tuple[list[SeriesArrays], int]:

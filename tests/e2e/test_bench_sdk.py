@@ -1,4 +1,5 @@
-"""``themis bench sdk --lang python --smoke --json`` on the session's live stack."""
+"""``themis bench sdk --lang python`` and ``themis bench remote-read``, at ``--smoke``, on
+the session's live stack."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from pipeline.bench.remote_read import RemoteReadBenchmark
 from pipeline.bench.sdk import SdkBenchmark
 from tests.fixtures.support import REPO, THEMIS, settings_env
 
@@ -33,3 +35,16 @@ def test_the_python_sdk_benchmark_reports_every_figure_and_its_goals(live_stack:
     table = SdkBenchmark("python").render(report)
     assert "points_per_s_binary" in table
     assert "binary_vs_raw" in table
+
+
+def test_the_remote_read_benchmark_reads_back_every_sample(live_stack: Path) -> None:
+    env = settings_env({"THEMIS_CONFIG": os.devnull})
+    args = [*THEMIS, "bench", "remote-read", "--stack", str(live_stack), "--smoke", "--json"]
+    done = subprocess.run(args, cwd=REPO, env=env, capture_output=True, text=True, timeout=300,
+                          check=False)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-4000:]
+    report = json.loads(done.stdout)
+    assert (report["benchmark"], report["samples"]) == ("remote-read", 20_000)
+    assert 0 < report["read_best_s"] <= report["read_first_s"] + 1
+    assert report["goals"]["read_best_s"]["below"] == 1.0
+    assert "read_best_s" in RemoteReadBenchmark().render(report)
