@@ -36,6 +36,8 @@ prometheus:
 clients:
 	cd clients/go && go mod download
 	scripts/ensure-staticcheck.sh >/dev/null
+	npm ci --prefix clients/typescript --no-audit --no-fund --loglevel=error
+	npm run build --prefix clients/typescript
 
 ## The toxiproxy-server the fault tests put between components (built once with Go).
 toxiproxy:
