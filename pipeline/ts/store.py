@@ -50,20 +50,37 @@ CREATE TABLE IF NOT EXISTS series_labels (
     series_key TEXT NOT NULL,
     PRIMARY KEY (name, value, series_key)
 ) WITHOUT ROWID;
-CREATE TRIGGER IF NOT EXISTS index_series AFTER INSERT ON blocks BEGIN
+CREATE TRIGGER IF NOT EXISTS index_series_v2 AFTER INSERT ON blocks BEGIN
     INSERT OR IGNORE INTO series_labels
-        SELECT '', json_extract(NEW.series_key, '$[0]'), NEW.series_key
-        UNION ALL SELECT ' ', json_extract(NEW.series_key, '$[1]'), NEW.series_key
-        UNION ALL SELECT 't' || key, value, NEW.series_key FROM json_each(NEW.series_key, '$[2]');
+        SELECT '', json_extract(k, '$[0]'), k FROM (SELECT NEW.series_key AS k) WHERE %(ok)s
+        UNION ALL SELECT ' ', json_extract(k, '$[1]'), k
+            FROM (SELECT NEW.series_key AS k) WHERE %(ok)s
+        UNION ALL SELECT 't' || j.key, j.value, v.k
+            FROM (SELECT NEW.series_key AS k) AS v,
+                json_each(CASE WHEN %(ok_v)s THEN v.k ELSE '[]' END, '$[2]') AS j
+            WHERE j.type = 'text';
 END;
+DROP TRIGGER IF EXISTS index_series;
 """
 _BACKFILL = """
-WITH keys(k) AS (SELECT DISTINCT series_key FROM blocks)
 INSERT OR IGNORE INTO series_labels
-    SELECT '', json_extract(k, '$[0]'), k FROM keys
-    UNION ALL SELECT ' ', json_extract(k, '$[1]'), k FROM keys
-    UNION ALL SELECT 't' || j.key, j.value, k FROM keys, json_each(k, '$[2]') AS j;
+    SELECT '', json_extract(k, '$[0]'), k FROM (SELECT DISTINCT series_key AS k FROM blocks)
+        WHERE %(ok)s
+    UNION ALL SELECT ' ', json_extract(k, '$[1]'), k
+        FROM (SELECT DISTINCT series_key AS k FROM blocks) WHERE %(ok)s
+    UNION ALL SELECT 't' || j.key, j.value, v.k
+        FROM (SELECT DISTINCT series_key AS k FROM blocks) AS v,
+            json_each(CASE WHEN %(ok_v)s THEN v.k ELSE '[]' END, '$[2]') AS j
+        WHERE j.type = 'text';
 """
+_KEY_OK = (
+    "CASE WHEN json_valid(k) THEN json_type(k) = 'array' AND json_type(k, '$[0]') = 'text' "
+    "AND json_type(k, '$[1]') = 'text' ELSE 0 END"
+)
+"""Keys the index can read: ``[metric, entity, {tags}]``. A block under any other key is
+stored and queried by that key as ever, and is just not in the index."""
+_SCHEMA %= {"ok": _KEY_OK, "ok_v": _KEY_OK.replace("(k", "(v.k")}
+_BACKFILL %= {"ok": _KEY_OK, "ok_v": _KEY_OK.replace("(k", "(v.k")}
 _METRIC, _ENTITY = "", " "
 """The series index's names for a key's metric and entity; a tag's name is ``t<name>``,
 so no tag name can be taken for either."""

@@ -5,11 +5,13 @@ Prometheus' do."""
 from __future__ import annotations
 
 import struct
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from pipeline.errors import InvalidRecord
+from pipeline.ts.block import encode_block
 from pipeline.ts.point import series_key
 from pipeline.ts.prom_remote import (
     READ_RESPONSE,
@@ -20,7 +22,7 @@ from pipeline.ts.prom_remote import (
     selector_of,
     series_of_write,
 )
-from pipeline.ts.store import SeriesPoints
+from pipeline.ts.store import BlockStore, SeriesPoints
 
 pytestmark = pytest.mark.unit
 
@@ -99,3 +101,20 @@ def test_a_write_request_maps_and_refuses_as_documented() -> None:
     nameless.timeseries.add().labels.add(name="instance", value="i")
     with pytest.raises(InvalidRecord, match="series 0: no __name__"):
         series_of_write(nameless.timeseries, "instance")
+
+
+def test_the_series_index_takes_every_key_and_indexes_the_readable_ones(tmp_path: Path) -> None:
+    store = BlockStore(tmp_path / "blocks.sqlite")
+    ts = np.array([1, 2], dtype=np.int64)
+    odd = ["not json", "123", "[1, 2]", '["m", "e", {"n": 1}]']
+    good = [series_key("up", "i1", {"job": "a"}), series_key("up", "i2", {"job": "b"})]
+    store.insert_blocks([encode_block(key, ts, ts * 1.0) for key in odd + good])
+    assert store.series_matching() == sorted([*good, odd[3]])
+    assert store.series_matching("up", tags={"job": "b"}) == [good[1]]
+    assert store.series_matching(entity="i1") == [good[0]]
+    assert store.query("not json", 0, 9)[0].tolist() == [1, 2]  # stored and read as ever
+    store._db.execute("DELETE FROM series_labels")  # a store from before the index
+    store.close()
+    reopened = BlockStore(tmp_path / "blocks.sqlite")
+    assert reopened.series_matching("up") == good
+    reopened.close()
