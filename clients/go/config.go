@@ -155,6 +155,8 @@ func (c *Config) set(k, v string) error {
 	switch k {
 	case "addr":
 		c.Addr = v
+	case "http_addr":
+		c.HTTPAddr = v
 	case "api_key":
 		c.APIKey = v
 	case "client_id":

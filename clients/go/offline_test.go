@@ -17,14 +17,15 @@ import (
 )
 
 func TestConnectionStringUsesTheSharedKeys(t *testing.T) {
-	c, err := themis.ParseConfig("themis::addr=db.example;api_key=a;;b;auto_flush=off;auto_flush_rows=7;auto_flush_bytes=9;auto_flush_interval_ms=250;max_batch_bytes=11;max_buffer_rows=12;max_buffer_bytes=13;max_retries=2;retry_timeout_ms=300;retry_initial_backoff_ms=5;retry_max_backoff_ms=50;request_timeout_ms=1500;client_id=x;tls_verify=false")
+	c, err := themis.ParseConfig("themis::addr=db.example;api_key=a;;b;auto_flush=off;auto_flush_rows=7;auto_flush_bytes=9;auto_flush_interval_ms=250;max_batch_bytes=11;max_buffer_rows=12;max_buffer_bytes=13;max_retries=2;retry_timeout_ms=300;retry_initial_backoff_ms=5;retry_max_backoff_ms=50;request_timeout_ms=1500;client_id=x;tls_verify=false;http_addr=db.example:8081")
 	if err != nil {
 		t.Fatal(err)
 	}
 	if c.Addr != "db.example:9090" || c.APIKey != "a;b" || c.AutoFlush || c.AutoFlushRows != 7 || c.AutoFlushBytes != 9 ||
 		c.AutoFlushInterval != 250*time.Millisecond || c.MaxBatchBytes != 11 || c.MaxBufferRows != 12 || c.MaxBufferBytes != 13 ||
 		c.MaxRetries != 2 || c.RetryTimeout != 300*time.Millisecond || c.RetryInitialBackoff != 5*time.Millisecond ||
-		c.RetryMaxBackoff != 50*time.Millisecond || c.RequestTimeout != 1500*time.Millisecond || c.ClientID != "x" || c.TLSVerify {
+		c.RetryMaxBackoff != 50*time.Millisecond || c.RequestTimeout != 1500*time.Millisecond || c.ClientID != "x" || c.TLSVerify ||
+		c.HTTPAddr != "db.example:8081" {
 		t.Fatalf("%+v", c)
 	}
 	d, _ := themis.ParseConfig("http::addr=h")
