@@ -189,6 +189,7 @@ def _json_run(
         lambda: produce_json(broker.bootstrap, topic, series, tagged=tagged),
         what=what,
         min_points_per_s=2_000,
+        strict=sizes is not SMOKE,
     )
     progress(f"bare consumer: draining the {what} topic, best of {_BARE_REPETITIONS}")
     drains = [bare_consume(broker.bootstrap, topic, run.messages) for _ in range(_BARE_REPETITIONS)]
@@ -214,6 +215,7 @@ def _pipelines(base: Settings, broker: BenchBroker, sizes: Sizes) -> dict[str, A
         lambda: produce_frames(TSProducer(frames_settings), frames_fleet, sizes.frame_slice_points),
         what="frames",
         min_points_per_s=10_000,
+        strict=sizes is not SMOKE,
     )
     return {
         "json": json_run,

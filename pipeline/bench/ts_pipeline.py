@@ -152,13 +152,16 @@ def measure_pipeline(
     *,
     what: str,
     min_points_per_s: float,
+    strict: bool = True,
 ) -> PipelineRun:
     """Create the topics, pre-produce, start a worker, time it from its first consumed
     point to all durable.
 
     ``produce`` fills ``settings``' points topic (every record acknowledged) and returns
     the points sent. ``min_points_per_s`` bounds the wait: slower than that is a
-    failure, not a result.
+    failure, not a result. ``strict`` false (the smoke size, whose figures say nothing
+    about speed): a worker that buffered nearly everything before its first stats page
+    is timed over all the points instead of failing the run.
     """
     bootstrap = settings.kafka.bootstrap_servers
     assert bootstrap is not None
@@ -189,6 +192,10 @@ def measure_pipeline(
         progress(f"{what}: the worker exited with code {exit_code}; log tail:\n{worker.log_tail()}")
     final = timing.final
     points_timed = points - int(timing.first["points_buffered"])
+    seconds = timing.seconds
+    if points_timed < points * _MIN_TIMED_SHARE and not strict:
+        progress(f"{what}: nearly every point was buffered before the first stats page")
+        points_timed, seconds = points, max(seconds, 1e-3)
     if points_timed < points * _MIN_TIMED_SHARE:
         raise BenchmarkFailed(
             f"{what}: the worker's first stats page came after {points - points_timed:,} of "
@@ -206,7 +213,7 @@ def measure_pipeline(
         produce_seconds=produce_s,
         worker_ready_seconds=timing.ready_seconds,
         points_timed=points_timed,
-        seconds=timing.seconds,
+        seconds=seconds,
         blocks_written=int(final["blocks_written"]),
         compression_ratio=float(final["avg_compression_ratio"]),
         flush_reasons={k: v for k, v in final["flush_reasons"].items() if v},
