@@ -19,7 +19,6 @@ import array
 import asyncio
 import contextlib
 import logging
-import math
 import random
 import threading
 import time
@@ -28,12 +27,19 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from themisdb import protocol as wire
+from themisdb.checks import checked_timestamp, checked_value, vector_bytes
 from themisdb.config import ClientConfig
 from themisdb.errors import BufferOverflowError, NotFoundError, ThemisError, ValidationError
 from themisdb.transport import Transport
 
-__all__ = ["BatchingWriter", "Counters", "ErrorCallback"]
+__all__ = [
+    "BatchingWriter",
+    "Counters",
+    "ErrorCallback",
+    "checked_timestamp",
+    "checked_value",
+    "vector_bytes",
+]
 
 ErrorCallback = Callable[[list[dict[str, Any]], BaseException], None]
 """``callback(items, error)``: the items finally not written and the last error."""
@@ -460,54 +466,3 @@ def _describe_vector(item: _VectorItem) -> dict[str, Any]:
 def _log_callback_failure(future: asyncio.Future[None]) -> None:
     if not future.cancelled() and future.exception() is not None:
         _LOG.warning("themisdb: the error callback raised %r", future.exception())
-
-
-def checked_value(value: object) -> float:
-    """``value`` as a float; NaN and infinities are refused (the REST API cannot carry them,
-    and both transports must store the same)."""
-    if type(value) is float and value - value == 0.0:  # the hot path: a finite float
-        return value
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ValidationError("field 'value' must be a number", field="value")
-    number = float(value)
-    if not math.isfinite(number):
-        raise ValidationError("field 'value' must be finite (no NaN or infinity)", field="value")
-    return number
-
-
-def checked_timestamp(ts: int | None) -> int:
-    """``ts`` (milliseconds) as an int64, or now."""
-    if type(ts) is int and -(2**63) <= ts < 2**63:  # the hot path
-        return ts
-    if ts is None:
-        return time.time_ns() // 1_000_000
-    if isinstance(ts, bool) or not isinstance(ts, int) or not -(2**63) <= ts < 2**63:
-        raise ValidationError(
-            "field 'timestamp_ms' must be an int64 (milliseconds)", field="timestamp_ms"
-        )
-    return ts
-
-
-def vector_bytes(vector: Any) -> bytes:
-    """``vector`` (a sequence of numbers, an ``array('f')`` or a float32 numpy array) as
-    little-endian float32 bytes; every component finite."""
-    if isinstance(vector, array.array) and vector.typecode == "f":
-        values = vector
-    elif hasattr(vector, "dtype") and hasattr(vector, "tobytes"):
-        values = array.array("f")
-        values.frombytes(vector.astype("<f4").tobytes())
-    else:
-        try:
-            values = array.array("f", vector)
-        except TypeError as exc:
-            raise ValidationError(
-                "field 'vector' must be an array of numbers", field="vector"
-            ) from exc
-    if not values:
-        raise ValidationError("field 'vector' must not be empty", field="vector")
-    if not all(math.isfinite(x) for x in values):
-        raise ValidationError("field 'vector' must have finite components", field="vector")
-    return values.tobytes()
-
-
-_ = wire  # the codec is the transport's; imported for type checkers of subclasses
