@@ -140,6 +140,8 @@ class WalShipper:
             raise
         with self._lock:
             self._links[replica_id] = link
+        if self.metrics is not None:  # at 0 before the first failure, for rate() to answer
+            self.metrics.wal_shipper_failures_total.labels(replica_id)
         link.start()
 
     def remove_replica(self, replica_id: str, timeout_s: float = 30.0) -> None:

@@ -64,6 +64,11 @@ class TSStage:
         self.buffer = TSAutoBuffer(settings.ts_auto_buffer)
         self.offsets = OffsetTracker()
         self.dead_letters = DeadLetterWriter(producer, settings.topic("deadletter"), metrics)
+        # Every labelled series exists at 0 from the start, so rate() and increase()
+        # answer 0 (not "no data") on the dashboards and alerts before the first event.
+        metrics.dead_letters.labels(source_topic=self.topic)
+        for reason in FlushReason:
+            metrics.ts_flush_count.labels(reason=reason.value)
         self.writer = BlockWriter(
             producer, settings.topic("ts.blocks"), WalWriter(producer, settings.topic("wal"))
         )

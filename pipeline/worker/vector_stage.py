@@ -87,6 +87,7 @@ class VectorStage:
         self.offsets = OffsetTracker()
         self.wal = WalWriter(producer, settings.topic("wal"))
         self.dead_letters = DeadLetterWriter(producer, settings.topic("deadletter"), metrics)
+        metrics.dead_letters.labels(source_topic=self.topic)  # at 0 before the first letter
         self._lock = asyncio.Lock()
         self._failure: BaseException | None = None
         self.consumer: BatchConsumer | None = None
