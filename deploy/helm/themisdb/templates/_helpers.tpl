@@ -55,3 +55,38 @@ app.kubernetes.io/component: {{ .component }}
       name: {{ include "themisdb.pageKeySecret" . }}
       key: {{ .Values.pageKey.secretKey }}
 {{- end }}
+
+{{/* The headless worker Service; it names every worker pod's address. */}}
+{{- define "themisdb.workerService" -}}
+{{- printf "%s-worker" (include "themisdb.fullname" .) -}}
+{{- end }}
+
+{{/* Every worker pod's page URL, comma-separated (facade.worker_urls), unless
+facade.workerUrls is set: http://<pod>.<service>.<namespace>.svc.<domain>:<port>. */}}
+{{- define "themisdb.workerUrls" -}}
+{{- if .Values.facade.workerUrls -}}
+{{- .Values.facade.workerUrls -}}
+{{- else -}}
+{{- $service := include "themisdb.workerService" . -}}
+{{- $urls := list -}}
+{{- range $i := until (int .Values.worker.replicas) -}}
+{{- $urls = append $urls (printf "http://%s-%d.%s.%s.svc.%s:%v" $service $i $service $.Release.Namespace $.Values.clusterDomain $.Values.config.worker.web_port) -}}
+{{- end -}}
+{{- join "," $urls -}}
+{{- end -}}
+{{- end }}
+
+{{/* The Secret holding the facade's API keys. */}}
+{{- define "themisdb.apiKeysSecret" -}}
+{{- .Values.apiKeys.existingSecret | default (printf "%s-api-keys" (include "themisdb.fullname" .)) -}}
+{{- end }}
+
+{{/* The Secret holding the facade's certificate (tls.crt, tls.key, ca.crt). */}}
+{{- define "themisdb.tlsSecret" -}}
+{{- .Values.tls.existingSecret | default (printf "%s-tls" (include "themisdb.fullname" .)) -}}
+{{- end }}
+
+{{/* Where the facade container finds the TLS files. */}}
+{{- define "themisdb.tlsDir" -}}
+/etc/themis-tls
+{{- end }}
