@@ -160,6 +160,10 @@ class VectorStage:
                     break
                 except BufferOverflow:
                     await self._apply(shard, shard.buffer.flush(reason=FlushReason.MEMORY))
+            if batch is None and not self.config.enabled:
+                # Rolled back (features.vector_auto_buffer.enabled = false): nothing waits
+                # in the buffer, so a direct add is searchable once its record is consumed.
+                batch = shard.buffer.flush(reason=FlushReason.SIZE)
             await self._apply(shard, batch)
         self.metrics.vec_buffered.inc(len(ops))
 
