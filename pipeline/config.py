@@ -48,6 +48,9 @@ class KafkaSettings:
     """Name of the local JVM cluster used when no bootstrap address is given."""
     topic_namespace: str = "themis"
     """Prefix of every topic name: ``<namespace>.<spec name>``."""
+    container_image: str = "apache/kafka:4.1.1"
+    """The image of the broker started in a container engine, when no bootstrap address
+    is given and an engine answers (``pipeline/kafka/docker_broker.py``)."""
 
 
 @dataclass(frozen=True)
@@ -116,6 +119,9 @@ class WalSettings:
     apply_keys: str = ""
     """Comma-separated keys a replica (``themis wal serve``) accepts on WAL apply; never
     logged. Empty and no ``--tls-client-ca``: the replica's apply endpoint is closed."""
+    apply_auth_failures_per_min: int = field(default=20, metadata=_rng(1))
+    """Failed key checks one client address may make on ``themis wal serve`` (a burst of
+    this many, then this many a minute); beyond it 429 / RATE_LIMITED, no key checked."""
     ship_key: str = ""
     """The key the shipper presents to HTTP(S) replicas (``Authorization: Bearer``)."""
 

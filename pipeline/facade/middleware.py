@@ -72,13 +72,9 @@ from pipeline.errors import (
     WorkerUnavailable,
 )
 from pipeline.facade.auth import ApiKeyring, Role, load_keyring, presented_key
-from pipeline.facade.ratelimit import (
-    FailureThrottle,
-    RateLimiter,
-    RouteClass,
-    limits_from_settings,
-)
+from pipeline.facade.ratelimit import RateLimiter, RouteClass, limits_from_settings
 from pipeline.metrics import LATENCY_BUCKETS
+from pipeline.throttle import FailureThrottle
 from pipeline.wal.entry import format_lsn
 from pipeline.worker.client import WorkerAnswers
 

@@ -183,8 +183,13 @@ def install_replication(
     trusts a connection that presented one.
     """
     control = ReplicationControl(settings, bootstrap)
-    keys = app[FACADE_STATE].guard.keyring.keys_of(Role.REPLICATOR)
-    app[APPLY_AUTH] = ApplyAuth(keys, client_certificates=client_certificates)
+    guard = app[FACADE_STATE].guard
+    app[APPLY_AUTH] = ApplyAuth(
+        guard.keyring.keys_of(Role.REPLICATOR),
+        client_certificates=client_certificates,
+        failures=guard.auth_failures,  # one count of failed key checks per address
+        failures_setting="facade.rate_auth_failures_per_min",
+    )
     app[SHIPPER] = control
     app[FACADE_STATE].extra_registries.append(control.metrics.registry)
     state = ReplicaState(settings.worker.data_dir / "replica-facade", settings)

@@ -21,7 +21,7 @@ from prometheus_client import CollectorRegistry
 
 from pipeline.binary import Body, Frame, JsonBody, Opcode, WalApply
 from pipeline.binary.session import BinaryListener, BinaryMetrics, Handler, Principal
-from pipeline.errors import AuthenticationFailed, InvalidRequest
+from pipeline.errors import InvalidRequest
 from pipeline.limits import MAX_WAL_BODY_BYTES
 from pipeline.wal.batch import read_header
 
@@ -72,9 +72,7 @@ class WalApplyDoor:
     def authenticate(self, address: str, method: str, credential: bytes) -> Principal:
         """A replicator key of the door's :class:`ApplyAuth`."""
         key = credential.decode("utf-8", "surrogateescape") or None
-        refusal = self.auth.key_refusal(key)
-        if refusal is not None:
-            raise AuthenticationFailed(refusal)
+        self.auth.check_key(address, key)
         return Principal(_REPLICATOR, f"peer:{address}")
 
     async def _apply(self, principal: Principal, frame: Frame) -> Body:

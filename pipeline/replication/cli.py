@@ -140,6 +140,7 @@ def _apply(args: argparse.Namespace, settings: Settings) -> int:
 def _serve(args: argparse.Namespace, settings: Settings) -> int:
     from pipeline.replication.replica import ReplicaState
     from pipeline.replication.server import ApplyAuth, ReplicaServer, server_ssl_context
+    from pipeline.throttle import FailureThrottle
 
     if bool(args.tls_cert) != bool(args.tls_key):
         raise ThemisError("--tls-cert and --tls-key go together")
@@ -154,8 +155,12 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
         if args.tls_cert
         else None
     )
-    keys = [key.strip() for key in settings.compressed_wal_shipping.apply_keys.split(",")]
-    auth = ApplyAuth(keys, client_certificates=bool(args.tls_client_ca))
+    wal = settings.compressed_wal_shipping
+    auth = ApplyAuth(
+        [key.strip() for key in wal.apply_keys.split(",")],
+        client_certificates=bool(args.tls_client_ca),
+        failures=FailureThrottle(wal.apply_auth_failures_per_min),
+    )
     if auth.closed:
         raise ThemisError(
             "themis wal serve: WAL apply would be closed to everyone; set replicator keys "

@@ -57,9 +57,9 @@ def add_read_routes(app: web.Application, state: ReplicaState, auth: ApplyAuth) 
 
     def guarded(handler: Callable[[web.Request], Awaitable[Any]]) -> Handler:
         async def run(request: web.Request) -> web.Response:
-            refusal = auth.refusal(request)
-            if refusal is not None:
-                return _json({"success": False, "error": refusal}, 401)
+            refused = auth.refusal(request)
+            if refused is not None:
+                return refused
             try:
                 return _json(await handler(request))
             except InvalidRequest as exc:

@@ -16,6 +16,8 @@
       missing or wrong ``X-Primary-ID``; nothing applied. A batch compressed with a
       dictionary the replica lacks adds ``"need_dictionary": <id>``.
     * 401 ``{"success": false, "error": reason}``: no trusted certificate or key.
+    * 429 ``{"success": false, "error": reason, "retry_after_s": 3}`` with ``Retry-After``:
+      this address failed too many key checks (:class:`ApplyAuth`); no key is compared.
     * 409 ``{"success": false, "error": reason, "expected_lsn": "0000000000000043"}``:
       the batch starts after the next LSN the replica needs; nothing applied.
 
@@ -43,11 +45,20 @@ from typing import Final
 
 from aiohttp import web
 
-from pipeline.errors import CorruptBatch, ForeignPrimary, UnknownDictionary, WalGap
+from pipeline.config import WalSettings
+from pipeline.errors import (
+    AuthenticationFailed,
+    CorruptBatch,
+    ForeignPrimary,
+    RateLimited,
+    UnknownDictionary,
+    WalGap,
+)
 from pipeline.limits import MAX_WAL_BODY_BYTES
 from pipeline.replication.binary_door import WalApplyDoor
 from pipeline.replication.read_routes import add_read_routes
 from pipeline.replication.replica import ReplicaState
+from pipeline.throttle import FailureThrottle
 from pipeline.wal.batch import read_header
 from pipeline.wal.entry import format_lsn
 
@@ -69,6 +80,8 @@ MAX_BODY_BYTES: Final = MAX_WAL_BODY_BYTES
 
 REPLICA_STATE: Final = web.AppKey("replica_state", ReplicaState)
 
+_CHALLENGE: Final = {"WWW-Authenticate": 'Bearer realm="themis-wal"'}
+
 
 class ApplyAuth:
     """Who may apply WAL batches: a verified client certificate, or one of ``keys``.
@@ -77,11 +90,25 @@ class ApplyAuth:
     (``CERT_REQUIRED`` with a client CA), so a connection's peer certificate proves the
     caller. Keys are compared with every configured key in constant time and never
     shown. With no keys and no client certificates nobody may apply.
+
+    Failed key checks are counted per client address in ``failures`` (on the facade its
+    own throttle, shared with every other key check there); an address that failed
+    too often is refused (429 / RATE_LIMITED) before its key is compared.
+    ``failures_setting`` is the setting that sets the rate, named in that refusal.
     """
 
-    def __init__(self, keys: Iterable[str] = (), *, client_certificates: bool = False) -> None:
+    def __init__(
+        self,
+        keys: Iterable[str] = (),
+        *,
+        client_certificates: bool = False,
+        failures: FailureThrottle | None = None,
+        failures_setting: str = "compressed_wal_shipping.apply_auth_failures_per_min",
+    ) -> None:
         self._keys = [key.encode() for key in keys if key]
         self.client_certificates = client_certificates
+        self.failures = failures or FailureThrottle(WalSettings.apply_auth_failures_per_min)
+        self.failures_setting = failures_setting
 
     def __repr__(self) -> str:  # never show the keys themselves
         return f"ApplyAuth({len(self._keys)} keys, client_certificates={self.client_certificates})"
@@ -91,19 +118,47 @@ class ApplyAuth:
         """No caller can be trusted: every apply answers 401."""
         return not self._keys and not self.client_certificates
 
-    def refusal(self, request: web.Request) -> str | None:
-        """Why ``request`` may not apply, or ``None`` when it may."""
+    def refusal(self, request: web.Request) -> web.Response | None:
+        """The answer refusing ``request`` (401, or 429 for an address that failed too
+        often), or ``None`` when it may apply."""
         transport = request.transport
         if self.certified(transport.get_extra_info("peercert") if transport else None):
             return None
-        return self.key_refusal(_presented_key(request), "Authorization: Bearer <key>")
+        try:
+            self.check_key(
+                request.remote or "unknown",
+                _presented_key(request),
+                "Authorization: Bearer <key>",
+            )
+        except RateLimited as exc:
+            return _failure(429, str(exc), headers=exc.headers, **exc.extra)
+        except AuthenticationFailed as exc:
+            return _failure(401, str(exc), headers=exc.headers)
+        return None
 
     def certified(self, peercert: object) -> bool:
         """A connection with this (verified) peer certificate may apply."""
         return self.client_certificates and bool(peercert)
 
-    def key_refusal(self, presented: str | None, how: str = "AUTH") -> str | None:
-        """Why a caller presenting ``presented`` (``how`` it is sent) may not apply."""
+    def check_key(self, address: str, presented: str | None, how: str = "AUTH") -> None:
+        """Return when a caller at ``address`` presenting ``presented`` (``how`` it is
+        sent) may apply; else :class:`RateLimited` while the address is throttled (no key
+        is compared then), :class:`AuthenticationFailed` for no key or an unknown one,
+        each counted against the address."""
+        wait = self.failures.retry_after(address)
+        if wait:
+            raise RateLimited(
+                f"too many failed replicator key checks from this address (at most "
+                f"{self.failures.per_minute} a minute, {self.failures_setting}); "
+                f"retry after {wait} s",
+                retry_after_s=wait,
+            )
+        refusal = self._key_refusal(presented, how)
+        if refusal is not None:
+            self.failures.failed(address)
+            raise AuthenticationFailed(refusal, headers=_CHALLENGE)
+
+    def _key_refusal(self, presented: str | None, how: str) -> str | None:
         if self.closed:
             return (
                 "WAL apply is closed: configure replicator keys (THEMIS_WAL_APPLY_KEYS, or "
@@ -140,11 +195,11 @@ def _failure(
 async def handle_wal_apply(request: web.Request) -> web.Response:
     """``POST /api/v1/wal/apply`` (see the module docstring)."""
     auth = request.app.get(APPLY_AUTH)
-    refusal = (
-        "WAL apply is closed: no ApplyAuth configured" if auth is None else auth.refusal(request)
-    )
-    if refusal is not None:
-        return _failure(401, refusal, headers={"WWW-Authenticate": 'Bearer realm="themis-wal"'})
+    if auth is None:
+        return _failure(401, "WAL apply is closed: no ApplyAuth configured", headers=_CHALLENGE)
+    refused = auth.refusal(request)
+    if refused is not None:
+        return refused
     state = request.app[REPLICA_STATE]
     primary = request.headers.get("X-Primary-ID")
     if not primary:

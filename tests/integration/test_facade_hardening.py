@@ -26,6 +26,9 @@ import pytest
 
 from pipeline.kafka.local_broker import LocalKafka
 from pipeline.kafka.topics import apply_topics
+from pipeline.replication import REPLICA_STATE
+from pipeline.wal.batch import encode_batch
+from pipeline.wal.entry import EntryType, WalEntry
 from pipeline.worker.query import query
 from tests.fixtures.broker import MakeSettings
 from tests.fixtures.facade import DIM, KEYS, WRITER, FacadeThread, facade_settings
@@ -228,6 +231,36 @@ def test_failed_key_checks_from_one_address_get_429_without_the_key_being_checke
     ]
     assert set(statuses) == {429}, statuses
     print(f"201 requests in {time.monotonic() - started:.2f} s")
+
+
+def test_failed_replicator_keys_on_wal_apply_count_with_the_facades_other_key_checks(
+    make_settings: MakeSettings,
+) -> None:
+    settings = facade_settings(
+        make_settings, rate_auth_failures_per_min=4, api_keys=f"{KEYS},rep-key:replicator"
+    )
+    facade = FacadeThread(settings, replication=True)
+    batch = encode_batch([WalEntry(1, EntryType.TS_BLOCK, 1, b"x")], "none", 3, "p1")
+    apply = {"X-Primary-ID": "p1"}
+    try:
+        for guess in ("g1", "g2", "g3"):
+            status, body, _ = facade.call(
+                "POST", "/api/v1/wal/apply", batch, apply | {"X-API-Key": guess}
+            )
+            assert (status, body["error"]) == (401, "unknown replicator key")
+        assert facade.call("GET", "/ts/buffer/stats", headers={"X-API-Key": "g4"})[0] == 401
+        # The address used its 4 failures across both routes: the right keys wait too.
+        status, body, headers = facade.call(
+            "POST", "/api/v1/wal/apply", batch, apply | {"X-API-Key": "rep-key"}
+        )
+        assert status == 429
+        assert int(headers["Retry-After"]) == body["retry_after_s"] >= 1
+        assert "facade.rate_auth_failures_per_min" in body["error"]
+        assert facade.call("POST", "/ts/put", POINT, WRITER)[0] == 429
+        state = facade.app[REPLICA_STATE]
+        assert state.last_applied_lsn == 0
+    finally:
+        facade.close()
 
 
 # -- 4. a key is never echoed -----------------------------------------------------

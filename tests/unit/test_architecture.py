@@ -23,7 +23,7 @@ ROOT = Path(pipeline.__file__).resolve().parent
 TESTS = Path(__file__).resolve().parents[1]
 
 LAYERS: list[set[str]] = [
-    {"errors", "limits"},
+    {"errors", "limits", "throttle"},
     {"config", "metrics"},
     {"pipeline"},
     {"kafka"},

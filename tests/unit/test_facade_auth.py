@@ -27,8 +27,9 @@ from pipeline.facade.app import FACADE_STATE
 from pipeline.facade.auth import ApiKeyring, Role, load_keyring, parse_key_entries, presented_key
 from pipeline.facade.deliveries import QUEUED_WINDOW_S, InFlight, PointFramer
 from pipeline.facade.middleware import error_response
-from pipeline.facade.ratelimit import FailureThrottle, RateLimiter, RouteClass, TokenBucket
+from pipeline.facade.ratelimit import RateLimiter, RouteClass
 from pipeline.facade.ts_bodies import PointBodies
+from pipeline.throttle import FailureThrottle, TokenBucket
 from pipeline.ts.point import DataPoint, decode_frame, series_key
 from pipeline.ts.producer import series_partition
 

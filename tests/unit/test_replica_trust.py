@@ -14,14 +14,22 @@ import pytest
 
 from pipeline.config import Settings, load_settings, with_overrides
 from pipeline.errors import CorruptBatch, ForeignPrimary, ShipFailed
+from pipeline.kafka.local_broker import free_port
 from pipeline.replication import ApplyAuth, ReplicaServer, ReplicaState
 from pipeline.replication.targets import open_target
+from pipeline.throttle import FailureThrottle
 from pipeline.ts.block import encode_block
 from pipeline.ts.point import series_key
 from pipeline.vectors.ops import OpType, VectorOp, encode_op_frame
 from pipeline.wal.batch import encode_batch, read_header
 from pipeline.wal.entry import EntryType, WalEntry
-from tests.fixtures.support import THEMIS
+from tests.fixtures.support import (
+    THEMIS,
+    FakeClock,
+    start_process,
+    stop_process,
+    wait_until,
+)
 from tests.fixtures.wal import resigned
 
 pytestmark = pytest.mark.unit
@@ -263,3 +271,84 @@ def test_a_replica_answers_queries_and_searches_as_the_facade_to_callers_it_trus
     finally:
         server.stop()
         replica.close()
+
+
+def test_failed_replicator_keys_from_one_address_get_429_on_both_doors_until_it_refills(
+    tmp_path: Path,
+) -> None:
+    replica = ReplicaState(tmp_path, _settings())
+    clock = FakeClock()
+    auth = ApplyAuth(["replicator-key"], failures=FailureThrottle(3, clock=clock))
+    server = ReplicaServer(replica, auth=auth, binary_port=0)
+    port = server.start()
+    batch = encode_batch([_block_entry(1), _block_entry(2)], "none", 3, "p1")
+    right = {"X-Primary-ID": "p1", "Authorization": "Bearer replicator-key"}
+
+    def ship(key: str) -> None:
+        settings = with_overrides(_settings(), {"compressed_wal_shipping": {"ship_key": key}})
+        target = open_target(f"themis://127.0.0.1:{server.binary_port}", settings, None)
+        try:
+            target.ship(batch, read_header(batch))
+        finally:
+            target.close()
+
+    try:
+        for guess in ("guess-1", "guess-2"):
+            status, _ = _post_apply(port, batch, {"X-Primary-ID": "p1", "X-API-Key": guess})
+            assert status == 401
+        with pytest.raises(ShipFailed, match="AUTHENTICATION_FAILED"):
+            ship("guess-3")  # the binary door counts against the same address
+        # Now not even the right key is compared, on either door or on the reads.
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        conn.request("POST", "/api/v1/wal/apply", body=batch, headers=right)
+        response = conn.getresponse()
+        body = orjson.loads(response.read())
+        conn.close()
+        assert response.status == 429
+        assert int(response.getheader("Retry-After") or 0) == body["retry_after_s"] >= 1
+        assert "compressed_wal_shipping.apply_auth_failures_per_min" in str(body["error"])
+        assert _call(port, "GET", "/ts/query?metric=m&entity=e", None, "replicator-key")[0] == 429
+        with pytest.raises(ShipFailed, match="RATE_LIMITED"):
+            ship("replicator-key")
+        assert replica.last_applied_lsn == 0
+        clock.now += 20  # one failure's worth refilled (3 a minute)
+        status, body = _post_apply(port, batch, right)
+        assert (status, body["entries_applied"]) == (200, 2)
+        assert replica.last_applied_lsn == 2
+    finally:
+        server.stop()
+        replica.close()
+
+
+def test_wal_serve_throttles_failed_keys_at_its_setting(tmp_path: Path) -> None:
+    port = free_port()
+    env = {
+        "PATH": os.environ["PATH"],
+        "THEMIS_CONFIG": os.devnull,
+        "THEMIS_WORKER_DATA_DIR": str(tmp_path),
+        "THEMIS_WAL_APPLY_KEYS": "replicator-key",
+        "THEMIS_WAL_APPLY_AUTH_FAILURES_PER_MIN": "2",
+    }
+    log = tmp_path / "serve.log"
+    serve = start_process(
+        [*THEMIS, "wal", "serve", "--replica", "r1", "--port", str(port)], env, log
+    )
+    try:
+        wait_until(
+            lambda: f"serving http://127.0.0.1:{port}" in log.read_text(),
+            timeout_s=60,
+            what="wal serve to listen",
+        )
+        batch = encode_batch([_block_entry(1)], "none", 3, "p1")
+        guesses = [
+            _post_apply(port, batch, {"X-Primary-ID": "p1", "X-API-Key": f"g{i}"})[0]
+            for i in range(3)
+        ]
+        assert guesses == [401, 401, 429]
+        status, body = _post_apply(
+            port, batch, {"X-Primary-ID": "p1", "X-API-Key": "replicator-key"}
+        )
+        assert status == 429
+        assert "at most 2 a minute" in str(body["error"])
+    finally:
+        assert stop_process(serve) == 0, log.read_text()[-2000:]
