@@ -18,8 +18,9 @@ from tests.fixtures.worker import worker_page
 pytestmark = pytest.mark.integration
 
 
-def _status(url: str, headers: dict[str, str] | None = None) -> int:
-    request = urllib.request.Request(url, headers=headers or {})
+def _status(url: str, headers: dict[str, str] | None = None, method: str = "GET") -> int:
+    body = b"{}" if method == "POST" else None
+    request = urllib.request.Request(url, data=body, headers=headers or {}, method=method)
     try:
         with urllib.request.urlopen(request, timeout=5) as resp:
             return int(resp.status)
@@ -27,6 +28,21 @@ def _status(url: str, headers: dict[str, str] | None = None) -> int:
         return int(exc.code)
     except OSError:
         return 0
+
+
+PAGES = [
+    ("GET", "/ts/buffer/stats"),
+    ("POST", "/ts/buffer/flush"),
+    ("GET", "/ts/buffered?series=x&start=0&end=1"),
+    ("POST", "/ts/buffered"),
+    ("GET", "/ts/buffered/series"),
+    ("GET", "/vectors/buffer/stats"),
+    ("POST", "/vectors/buffer/flush"),
+    ("POST", "/vectors/search"),
+    ("GET", "/vectors/get?pk=a"),
+    ("GET", "/vectors/dump"),
+]
+"""Every page but /metrics: the issue's flushes, dump, buffered points and search."""
 
 
 def test_pages_need_the_page_key_when_one_is_set_and_metrics_stay_open(
@@ -37,8 +53,12 @@ def test_pages_need_the_page_key_when_one_is_set_and_metrics_stay_open(
     worker = start_themis_worker(settings_as_env(settings), tmp_path / "worker.log")
     try:
         wait_until(lambda: _status(base + "/metrics") == 200, timeout_s=60, what="the worker")
-        assert _status(base + "/ts/buffer/stats") == 401
-        assert _status(base + "/vectors/dump", {"Authorization": "Bearer wrong"}) == 401
+        for method, page in PAGES:
+            for headers in ({}, {"Authorization": "Bearer wrong"}, {"X-API-Key": "s3cret"}):
+                assert _status(base + page, headers, method) == 401, (method, page, headers)
+            # With the key the page itself answers: its result, or 400 for the empty body.
+            keyed = _status(base + page, {"Authorization": "Bearer s3cret"}, method)
+            assert keyed in (200, 400), (method, page, keyed)
         assert _status(base + "/ts/buffer/stats", {"Authorization": "Bearer s3cret"}) == 200
         # The one client of the pages sends the key from the settings.
         assert "points_buffered" in worker_page(settings, "/ts/buffer/stats")
