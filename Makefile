@@ -8,7 +8,7 @@ COVERAGE_MIN ?= 95
 
 .PHONY: setup demo test lint typecheck security unit clean prometheus toxiproxy clients
 
-$(STAMP): pyproject.toml setup.py pipeline/ts/_gorilla.c clients/python/pyproject.toml
+$(STAMP): pyproject.toml setup.py pipeline/ts/_gorilla.c pipeline/ts/_jsonscan.c clients/python/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e '.[test]' -e clients/python

@@ -1,8 +1,10 @@
 """The worker's time-series stage: points topic -> TSAutoBuffer -> Gorilla blocks.
 
 The stage gets whole batches of records from its
-:class:`~pipeline.ingest.batch_consumer.BatchConsumer` (JSON points, decoded by
-:class:`~pipeline.ts.json_batch.JsonPointDecoder`, and TSF1 frames). It groups the
+:class:`~pipeline.ingest.batch_consumer.BatchConsumer`. A batch of plain JSON points is
+scanned into columns in one compiled call (:func:`~pipeline.ts.json_columns.scan_columns`);
+any other batch (TSF1 frames, line protocol, JSON of another shape, bad records) is
+decoded record by record (:class:`~pipeline.ts.json_batch.JsonPointDecoder`). It groups the
 batch's points by series, in record order, and adds each group to the buffer with the
 batch's token for that partition. When the buffer returns batches (size or memory
 trigger, the flush timer, a revoke, a manual flush) the
@@ -39,6 +41,7 @@ from pipeline.metrics import PipelineMetrics
 from pipeline.ts.block import encode_blocks
 from pipeline.ts.buffer import PointRun, SeriesBatch, TSAutoBuffer
 from pipeline.ts.json_batch import DecodedPoint, JsonPointDecoder
+from pipeline.ts.json_columns import scan_columns
 from pipeline.ts.line_protocol import is_line_protocol, parse_series
 from pipeline.ts.point import FRAME_MAGIC, SeriesArrays, decode_frame
 from pipeline.ts.writer import BlockWrite, BlockWriter
@@ -91,8 +94,12 @@ class TSStage:
         """Buffer the points of one batch of records (dead-lettering the bad ones)."""
         if self._failure is not None:
             raise self._failure  # a write failed: stop; its records were never committed
-        parts, ends, units, rejected = self._group(messages)
-        await self.dead_letters.write_all(rejected)
+        columns = scan_columns(messages, self._decoder.keys)
+        if columns is not None:  # every record a plain JSON point: no per-record Python
+            parts, ends, units = columns.grouped()
+        else:
+            parts, ends, units, rejected = self._group(messages)
+            await self.dead_letters.write_all(rejected)
         batches: list[SeriesBatch] = []
         for partition, (end, records) in ends.items():
             groups = parts.get(partition, {})
