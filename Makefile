@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 # The roadmap's bar: line and branch coverage of pipeline/, child processes included.
 COVERAGE_MIN ?= 95
 
-.PHONY: setup demo test lint typecheck security unit clean prometheus toxiproxy clients
+.PHONY: setup demo test lint typecheck security unit clean prometheus toxiproxy clients helm
 
 $(STAMP): pyproject.toml setup.py pipeline/ts/_gorilla.c pipeline/ts/_jsonscan.c clients/python/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -43,13 +43,17 @@ clients:
 toxiproxy:
 	scripts/ensure-toxiproxy.sh >/dev/null
 
+## Helm 3.22.0 for the chart test (built once with Go into the cache).
+helm:
+	scripts/ensure-helm.sh >/dev/null
+
 ## Every high-severity finding of bandit fails the run.
 security: setup
 	$(BIN)/bandit -q -r pipeline clients/python/src --severity-level high
 
 ## Lint, type-check, scan, then every test against a real broker (started here if none
 ## is given) under coverage, child processes included; fails under COVERAGE_MIN %.
-test: lint typecheck security prometheus toxiproxy clients
+test: lint typecheck security prometheus toxiproxy clients helm
 	rm -rf var/coverage && mkdir -p var/coverage
 	$(BIN)/coverage run -m pytest --junitxml=var/junit.xml; echo $$? > var/pytest.rc
 	$(BIN)/coverage combine -q
