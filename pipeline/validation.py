@@ -176,10 +176,14 @@ def search_request(raw: object, dimension: int) -> SearchRequest:
     vector = _checked_vector(raw.get("vector"), dimension)
     k = raw.get("k", 10)
     if not _bounded_int(k, 1, MAX_SEARCH_K):
-        raise InvalidRequest(f"field 'k' must be an integer from 1 to {MAX_SEARCH_K}")
+        raise InvalidRequest(
+            f"field 'k' must be an integer from 1 to {MAX_SEARCH_K} (MAX_SEARCH_K)"
+        )
     ef = raw.get("ef")
     if ef is not None and not _bounded_int(ef, 1, MAX_SEARCH_EF):
-        raise InvalidRequest(f"field 'ef' must be an integer from 1 to {MAX_SEARCH_EF}")
+        raise InvalidRequest(
+            f"field 'ef' must be an integer from 1 to {MAX_SEARCH_EF} (MAX_SEARCH_EF)"
+        )
     where = raw.get("filter")
     if where is not None and not isinstance(where, dict):
         raise InvalidRequest("field 'filter' must be an object of metadata values")

@@ -268,12 +268,15 @@ class ReplicaState:
     def _check_range(first: int, last: int, entries: int) -> None:
         """A batch may skip few LSNs (WAL records that could not be read), never jump far."""
         if last > MAX_LSN:
-            raise CorruptBatch(f"WAL batch ends at LSN {last}, beyond {MAX_LSN}; nothing applied")
+            raise CorruptBatch(
+                f"WAL batch ends at LSN {last}, beyond {MAX_LSN} (MAX_LSN); nothing applied"
+            )
         holes = last - first + 1 - entries
         if holes > MAX_LSN_HOLES:
             raise CorruptBatch(
                 f"WAL batch claims LSNs {format_lsn(first)}..{format_lsn(last)} but carries "
-                f"{entries} entries; at most {MAX_LSN_HOLES} LSNs of a batch may be empty"
+                f"{entries} entries; at most {MAX_LSN_HOLES} LSNs of a batch may be empty "
+                "(MAX_LSN_HOLES)"
             )
 
     def _check_primary(self, primary_id: str) -> None:

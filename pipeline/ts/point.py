@@ -57,7 +57,7 @@ def check_series_key(key: str) -> str:
     if len(key) * 4 > MAX_SERIES_KEY_BYTES and len(key.encode()) > MAX_SERIES_KEY_BYTES:
         raise InvalidRecord(
             f"the series key (metric, entity and tags) is {len(key.encode())} bytes of UTF-8; "
-            f"at most {MAX_SERIES_KEY_BYTES}"
+            f"at most {MAX_SERIES_KEY_BYTES} (MAX_SERIES_KEY_BYTES)"
         )
     return key
 

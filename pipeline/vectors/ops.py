@@ -65,6 +65,7 @@ __all__ = [
 FRAME_MAGIC: Final = b"VOF1"
 MAX_METADATA_BYTES: Final = 65536
 """Default limit on one operation's metadata, in bytes of JSON."""
+_METADATA_SETTING: Final = "vector_auto_buffer.max_metadata_bytes"
 
 _HEADER = struct.Struct("<4sIH")
 _OP_HEAD = struct.Struct("<BH")
@@ -182,7 +183,9 @@ def _validate_pk(pk: object) -> str:
         raise InvalidRecord("field 'pk' must be a non-empty string")
     size = len(pk.encode("utf-8"))
     if size > MAX_PK_BYTES:
-        raise InvalidRecord(f"field 'pk' is {size} bytes of UTF-8; at most {MAX_PK_BYTES}")
+        raise InvalidRecord(
+            f"field 'pk' is {size} bytes of UTF-8; at most {MAX_PK_BYTES} (MAX_PK_BYTES)"
+        )
     return pk
 
 
@@ -191,7 +194,8 @@ def _validate_metadata(metadata: object, size: int, max_metadata_bytes: int) -> 
         raise InvalidRecord("field 'metadata' must be a JSON object")
     if size > max_metadata_bytes:
         raise InvalidRecord(
-            f"field 'metadata' is {size} bytes of JSON; at most {max_metadata_bytes}"
+            f"field 'metadata' is {size} bytes of JSON; at most {max_metadata_bytes} "
+            f"({_METADATA_SETTING})"
         )
     return metadata
 
@@ -328,7 +332,7 @@ def decode_op_frame(
             if meta_len > max_metadata_bytes:
                 raise InvalidRecord(
                     f"field 'metadata' of op {i} is {meta_len} bytes of JSON; "
-                    f"at most {max_metadata_bytes}"
+                    f"at most {max_metadata_bytes} ({_METADATA_SETTING})"
                 )
             try:
                 metadata = orjson.loads(view[pos : pos + meta_len])

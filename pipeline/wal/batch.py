@@ -289,7 +289,8 @@ def read_header(data: bytes | bytearray | memoryview) -> BatchHeader:
         )
     if uncompressed > MAX_UNCOMPRESSED_BYTES:
         raise CorruptBatch(
-            f"WAL batch claims {uncompressed} uncompressed bytes; at most {MAX_UNCOMPRESSED_BYTES}"
+            f"WAL batch claims {uncompressed} uncompressed bytes; at most "
+            f"{MAX_UNCOMPRESSED_BYTES} (MAX_DECOMPRESSED_BYTES)"
         )
     try:
         primary_id = bytes(view[_HEADER_BYTES : _HEADER_BYTES + key_len]).decode("utf-8")

@@ -343,22 +343,28 @@ def test_post_ts_query_names_what_is_wrong_in_its_body(facade: FacadeThread) -> 
 
 def test_a_request_refused_with_4xx_sent_nothing_to_any_topic(facade: FacadeThread) -> None:
     long_metric = "m" * 70_000
+    many_tags = {f"t{i}": "v" for i in range(10_000)}
     good = [POINT | {"entity": f"e{i}"} for i in range(30)]
+    poisoned = [*good, POINT | {"metric": long_metric}]
     typo = {"X-Themis-Response-Mode": "ack"}
-    refused: list[tuple[str, str, object, dict[str, str]]] = [
-        ("POST", "/ts/put/buffered", POINT, typo),
-        ("POST", "/ts/put/buffered/batch", good, typo),
-        ("POST", "/vectors/add/buffered", {"pk": "a", "vector": [0.5] * DIM}, typo),
-        ("DELETE", "/vectors/remove/buffered", {"pk": "a"}, typo),
-        ("POST", "/ts/put/buffered/batch", [*good, POINT | {"metric": long_metric}], {}),
-        ("POST", "/ts/put/buffered/batch", [*good, POINT | {"value": "1"}], {}),
-        ("POST", "/ts/put/buffered", POINT | {"metric": long_metric}, {}),
-        ("POST", "/ts/put", POINT | {"metric": long_metric}, {}),
-        ("POST", "/vectors/add", {"pk": "a", "vector": [0.5] * (DIM + 1)}, {}),
+    metric_limit = "field 'metric' is 70000 bytes of UTF-8; at most 4096 (MAX_METRIC_BYTES)"
+    refused: list[tuple[str, str, object, dict[str, str], str]] = [
+        ("POST", "/ts/put/buffered", POINT, typo, "X-Themis-Response-Mode"),
+        ("POST", "/ts/put/buffered/batch", good, typo, "X-Themis-Response-Mode"),
+        ("POST", "/vectors/add/buffered", {"pk": "a", "vector": [0.5] * DIM}, typo, "X-Themis-"),
+        ("DELETE", "/vectors/remove/buffered", {"pk": "a"}, typo, "X-Themis-Response-Mode"),
+        ("POST", "/ts/put/buffered/batch", poisoned, {}, metric_limit),
+        ("POST", "/ts/put/buffered/batch", [*good, POINT | {"value": "1"}], {}, "'value'"),
+        ("POST", "/ts/put/buffered", POINT | {"metric": long_metric}, {}, metric_limit),
+        ("POST", "/ts/put/buffered", POINT | {"tags": many_tags}, {}, "(MAX_TAGS)"),
+        ("POST", "/ts/put", POINT | {"metric": long_metric}, {}, metric_limit),
+        ("POST", "/vectors/add", {"pk": "a", "vector": [0.5] * (DIM + 1)}, {}, "dimensions"),
+        ("POST", "/vectors/add", {"pk": "p" * 70_000, "vector": [0.5] * DIM}, {}, "MAX_PK_BYTES"),
     ]
-    for method, path, body, headers in refused:
+    for method, path, body, headers, needle in refused:
         status, answer, _ = facade.call(method, path, body, WRITER | headers)
         assert status == 400, (path, answer)
+        assert needle in answer["error"], (path, answer)
     bootstrap = facade.settings.kafka.bootstrap_servers
     assert bootstrap
     for spec in ("ts.points", "vectors.ops", "ts.blocks", "wal"):

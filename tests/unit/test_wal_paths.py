@@ -161,7 +161,10 @@ def test_wal_records_too_short_or_of_an_unknown_type_are_invalid() -> None:
         ({"codec": 7}, "unknown codec 7"),
         ({"first": 0, "last": 3}, "claims LSNs 0..3, not a range"),
         ({"first": 9, "last": 3}, "claims LSNs 9..3, not a range"),
-        ({"uncompressed": MAX_UNCOMPRESSED_BYTES + 1}, "uncompressed bytes; at most"),
+        (
+            {"uncompressed": MAX_UNCOMPRESSED_BYTES + 1},
+            r"uncompressed bytes; at most 268435456 \(MAX_DECOMPRESSED_BYTES\)",
+        ),
         ({"key": b"\xff\xfe"}, "primary id is not valid UTF-8"),
     ],
 )
