@@ -16,9 +16,11 @@ what was sent (points exactly, top-k pks as an exact search over the sent vector
 from __future__ import annotations
 
 import json
+import os
 import signal
 import ssl
 import subprocess
+import sys
 import urllib.request
 from collections.abc import Iterator
 from functools import partial
@@ -35,6 +37,7 @@ from pipeline.ts.point import series_key
 from tests.fixtures.broker import MakeSettings
 from tests.fixtures.facade import ADMIN, DIM, WRITER, FacadeThread, facade_settings
 from tests.fixtures.support import (
+    REPO,
     THEMIS,
     settings_as_env,
     settings_env,
@@ -168,6 +171,22 @@ def consumed_at_least(primary: FacadeThread, want: tuple[int, int]) -> bool:
     return all(got >= n for got, n in zip(buffered_so_far(primary), want, strict=True))
 
 
+def run_check_example(primary: FacadeThread, https: HttpsReplica, pki: Path) -> Any:
+    """``examples/python/geo_replication_check.py`` asking the primary and the HTTPS replica
+    (the operator's check); its JSON report."""
+    conf = f"http::addr=127.0.0.1:{primary.port};api_key={WRITER['Authorization'].split()[1]}"
+    args = [
+        sys.executable, str(REPO / "examples" / "python" / "geo_replication_check.py"),
+        "--replica", https.url, "--ca", str(pki / "ca.pem"), "--cert", str(pki / "client.pem"),
+        "--key", str(pki / "client.key"), "--metric", "cpu", "--entity", "geo",
+        "--dimension", str(DIM), "--deadline", "30",
+    ]  # fmt: skip
+    done = subprocess.run(args, env={**os.environ, "THEMIS_CLIENT_CONF": conf},
+                          capture_output=True, text=True, timeout=120, check=False)  # fmt: skip
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    return json.loads(done.stdout.splitlines()[-1])
+
+
 def _last_stats(log: Path) -> dict[str, Any]:
     """The last stats line ``themis wal ship`` printed (one a second)."""
 
@@ -267,6 +286,11 @@ def test_a_primary_and_two_replicas_answer_the_same_after_one_is_killed_mid_stre
             return kafka.answers(key, probes) == expected
 
         wait_until(kafka_agrees, timeout_s=60, what="the Kafka replica")
+        report = run_check_example(primary, https, pki)
+        assert report == {
+            "agree": True, "points": len(sent_points), "seconds": report["seconds"],
+            "replicas": {https.url: True},
+        }  # fmt: skip
         assert primary_answers() == https_answers() == kafka.answers(key, probes) == expected
         assert https.starts == 2
         stats = _last_stats(tmp_path / "shipper.log")
