@@ -133,6 +133,7 @@ def test_a_stalled_broker_answers_acked_and_direct_writes_503_at_the_deadline_lo
             ("POST", "/ts/put/buffered/batch", batch),
             ("POST", "/vectors/add/buffered", {"pk": f"v{t}", "vector": vector}),
             ("POST", "/ts/put", POINT | {"entity": "direct", "timestamp_ms": t}),
+            ("POST", "/vectors/add", {"pk": f"d{t}", "vector": vector}),
         ]
 
     def send(write: tuple[str, str, object]) -> tuple[int, Any, dict[str, str], float]:
@@ -145,7 +146,7 @@ def test_a_stalled_broker_answers_acked_and_direct_writes_503_at_the_deadline_lo
             assert send(write)[0] == 200, write
         os.kill(pid, signal.SIGSTOP)
         try:
-            with ThreadPoolExecutor(4) as pool:
+            with ThreadPoolExecutor(5) as pool:
                 stalled = list(pool.map(send, writes(2)))
         finally:
             os.kill(pid, signal.SIGCONT)
@@ -165,7 +166,7 @@ def test_a_stalled_broker_answers_acked_and_direct_writes_503_at_the_deadline_lo
         assert ('["cpu","s1",{}]', t) in points
         assert {(f'["cpu","b{i}",{{}}]', t) for i in range(3)} <= points
     pks = {key for key, _ in records_on(bootstrap, settings.topic("vectors.ops"))}
-    assert {b"v1", b"v3"} <= pks
+    assert {b"v1", b"v3", b"d1", b"d3"} <= pks
     durable = query(
         "cpu", "direct", 0, 10, settings=settings, include_buffered=False, store_path=tmp_path / "q"
     )
