@@ -11,30 +11,23 @@ Body timeout (``facade.body_timeout_s``)
     :meth:`~pipeline.facade.middleware.RequestGuard.read_body`: 408, and the connection
     is closed.
 Heads aiohttp cannot parse
-    aiohttp answers those itself, before the application sees the request (a line or a
-    header field over :data:`MAX_HTTP_FIELD_BYTES`, more than :data:`MAX_HTTP_HEADERS` fields, a
-    byte HTTP does not allow), with the parser's message as the body and a traceback in
-    the log, and that message quotes up to 100 bytes of the offending line: an
-    ``Authorization`` header over the limit put the key into the 400 and the log.
-    :class:`FacadeRunner` serves connections that answer such a head with a fixed JSON
-    error instead (431 for a line or field too long, 400 otherwise) and log one line with
-    the error's class and the peer's address, never the bytes.
+    :class:`FacadeRunner` is a :class:`~pipeline.http_heads.QuietRunner`: such a head is
+    answered without a byte of it (431 or 400), through the facade's one error map.
 """
 
 from __future__ import annotations
 
 import asyncio
-import logging
 import signal
 import ssl
-from typing import Any, Final
+from typing import Any
 
 from aiohttp import web
-from aiohttp.http_exceptions import HttpProcessingError, LineTooLong
 
 from pipeline.config import FacadeSettings
-from pipeline.errors import HeaderTooLarge, InvalidRequest
+from pipeline.errors import RequestError
 from pipeline.facade.middleware import error_response
+from pipeline.http_heads import QuietConnection, QuietRunner
 from pipeline.limits import MAX_HTTP_FIELD_BYTES, MAX_HTTP_HEADERS
 
 __all__ = [
@@ -43,17 +36,6 @@ __all__ = [
     "handler_args",
     "serve",
 ]
-
-_LOG = logging.getLogger(__name__)
-
-
-_TOO_LARGE: Final = HeaderTooLarge(
-    f"the request line or a header field is over {MAX_HTTP_FIELD_BYTES} bytes; nothing of it "
-    "was read (a long series key goes in the body of POST /ts/query)"
-)
-_MALFORMED: Final = InvalidRequest(
-    f"the request head is not valid HTTP/1.1 (or has over {MAX_HTTP_HEADERS} header fields)"
-)
 
 
 def handler_args(config: FacadeSettings) -> dict[str, Any]:
@@ -66,27 +48,14 @@ def handler_args(config: FacadeSettings) -> dict[str, Any]:
     }
 
 
-class FacadeConnection(web.RequestHandler):
-    """aiohttp's connection, except that a head it cannot parse is answered without a
-    byte of it (see the module docstring)."""
+class FacadeConnection(QuietConnection):
+    """A :class:`~pipeline.http_heads.QuietConnection` answering through the facade's
+    error map (:func:`~pipeline.facade.middleware.error_response`)."""
 
     __slots__ = ()
 
-    def handle_error(
-        self,
-        request: web.BaseRequest,
-        status: int = 500,
-        exc: BaseException | None = None,
-        message: str | None = None,
-    ) -> web.StreamResponse:
-        if not isinstance(exc, HttpProcessingError):
-            return super().handle_error(request, status, exc, message)
-        _LOG.info("refused a malformed request from %s: %s", request.remote, type(exc).__name__)
-        if request.writer.output_size > 0:
-            raise ConnectionError("an answer was sent already; closing the connection")
-        response = error_response(_TOO_LARGE if isinstance(exc, LineTooLong) else _MALFORMED)
-        response.force_close()
-        return response
+    def answer(self, error: RequestError) -> web.Response:
+        return error_response(error)
 
 
 class _FacadeServer(web.Server):
@@ -94,18 +63,11 @@ class _FacadeServer(web.Server):
         return FacadeConnection(self, loop=self._loop, **self._kwargs)
 
 
-class FacadeRunner(web.AppRunner):
-    """An :class:`aiohttp.web.AppRunner` whose connections are :class:`FacadeConnection`.
+class FacadeRunner(QuietRunner):
+    """A :class:`~pipeline.http_heads.QuietRunner` whose connections are
+    :class:`FacadeConnection`."""
 
-    aiohttp offers no option for the connection class; the server the runner built is
-    given the class that makes them (``tests/integration/test_facade_hardening.py`` checks
-    the answers, so an aiohttp upgrade that changes this shows there).
-    """
-
-    async def _make_server(self) -> web.Server:
-        server = await super()._make_server()
-        server.__class__ = _FacadeServer
-        return server
+    server_class = _FacadeServer
 
 
 async def serve(

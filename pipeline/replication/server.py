@@ -54,6 +54,7 @@ from pipeline.errors import (
     UnknownDictionary,
     WalGap,
 )
+from pipeline.http_heads import QuietRunner
 from pipeline.limits import MAX_WAL_BODY_BYTES
 from pipeline.replication.binary_door import WalApplyDoor
 from pipeline.replication.read_routes import add_read_routes
@@ -290,7 +291,7 @@ class ReplicaServer:
         self._runner: web.AppRunner | None = None
 
     async def _start(self) -> int:
-        self._runner = web.AppRunner(make_replica_app(self.state, self.auth), auto_decompress=False)
+        self._runner = QuietRunner(make_replica_app(self.state, self.auth), auto_decompress=False)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.host, self.port, ssl_context=self.ssl_context)
         await site.start()

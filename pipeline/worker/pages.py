@@ -34,13 +34,15 @@ from __future__ import annotations
 import asyncio
 import base64
 import hmac
-from typing import Any, Final
+from typing import Any, Final, cast
 
 import numpy as np
 from faust.web import Request, Response, View
+from faust.web.drivers.aiohttp import Web as AiohttpWeb
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from pipeline.errors import InvalidRecord
+from pipeline.http_heads import QuietRunner
 from pipeline.ingest.buffer_core import FlushReason
 from pipeline.worker.context import WorkerApp, context_of
 
@@ -234,6 +236,7 @@ class VectorGetPage(_Page):
 
 def install_pages(app: WorkerApp) -> None:
     """Serve the pages of the stages ``app.context`` holds (and ``/metrics``)."""
+    _quiet_heads(app)
     app.page(METRICS)(MetricsPage)
     context = app.context
     if context.ts is not None:
@@ -247,3 +250,12 @@ def install_pages(app: WorkerApp) -> None:
         app.page(VECTORS_STATS)(VectorStatsPage)
         app.page(VECTORS_FLUSH)(VectorFlushPage)
         app.page(VECTORS_SEARCH)(VectorSearchPage)
+
+
+def _quiet_heads(app: WorkerApp) -> None:
+    """Serve the pages on a :class:`~pipeline.http_heads.QuietRunner`, so a head aiohttp
+    cannot parse (a NUL byte after the page key, an ``Authorization`` header over 8,190
+    bytes) is never echoed into the 400 or the log. Faust builds its runner in its web
+    driver's constructor and offers no option for it: it is replaced before it starts."""
+    web = cast("AiohttpWeb", app.web)  # the worker's web driver: aiohttp, Faust's default
+    web._runner = QuietRunner(web.web_app, access_log=None)

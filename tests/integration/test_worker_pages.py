@@ -12,7 +12,14 @@ from pipeline.config import Settings
 from pipeline.errors import ConfigError, InvalidRequest
 from pipeline.worker.app import create_app
 from tests.fixtures.broker import MakeSettings
-from tests.fixtures.support import settings_as_env, start_themis_worker, stop_process, wait_until
+from tests.fixtures.support import (
+    UNPARSABLE_HEADS,
+    send_unparsable_head,
+    settings_as_env,
+    start_themis_worker,
+    stop_process,
+    wait_until,
+)
 from tests.fixtures.worker import worker_page
 
 pytestmark = pytest.mark.integration
@@ -29,6 +36,8 @@ def _status(url: str, headers: dict[str, str] | None = None, method: str = "GET"
     except OSError:
         return 0
 
+
+KEY = "page-key-7f3a9c"
 
 PAGES = [
     ("GET", "/ts/buffer/stats"),
@@ -48,26 +57,32 @@ PAGES = [
 def test_pages_need_the_page_key_when_one_is_set_and_metrics_stay_open(
     make_settings: MakeSettings, tmp_path: Path
 ) -> None:
-    settings: Settings = make_settings(worker={"page_key": "s3cret"})
+    settings: Settings = make_settings(worker={"page_key": KEY})
     base = f"http://127.0.0.1:{settings.worker.web_port}"
     worker = start_themis_worker(settings_as_env(settings), tmp_path / "worker.log")
     try:
         wait_until(lambda: _status(base + "/metrics") == 200, timeout_s=60, what="the worker")
         for method, page in PAGES:
-            for headers in ({}, {"Authorization": "Bearer wrong"}, {"X-API-Key": "s3cret"}):
+            for headers in ({}, {"Authorization": "Bearer wrong"}, {"X-API-Key": KEY}):
                 assert _status(base + page, headers, method) == 401, (method, page, headers)
             # With the key the page itself answers: its result, or 400 for the empty body.
-            keyed = _status(base + page, {"Authorization": "Bearer s3cret"}, method)
+            keyed = _status(base + page, {"Authorization": f"Bearer {KEY}"}, method)
             assert keyed in (200, 400), (method, page, keyed)
-        assert _status(base + "/ts/buffer/stats", {"Authorization": "Bearer s3cret"}) == 200
+        assert _status(base + "/ts/buffer/stats", {"Authorization": f"Bearer {KEY}"}) == 200
         # The one client of the pages sends the key from the settings.
         assert "points_buffered" in worker_page(settings, "/ts/buffer/stats")
         # A request the worker refuses (400) is the caller's error, not "no worker answers".
         refused = r"refused /ts/buffered\?series=x: .* \(integer milliseconds\) are required"
         with pytest.raises(InvalidRequest, match=refused):
             worker_page(settings, "/ts/buffered?series=x")
+        # A head aiohttp cannot parse is answered without a byte of the key in it.
+        for header, status in UNPARSABLE_HEADS.values():
+            answer = send_unparsable_head(settings.worker.web_port, "/vectors/dump", header, KEY)
+            assert answer.split(b" ", 2)[1] == b"%d" % status, answer[:300]
+            assert KEY.encode() not in answer
     finally:
         assert stop_process(worker) == 0
+    assert KEY not in (tmp_path / "worker.log").read_text()
 
 
 def test_a_worker_bound_beyond_loopback_refuses_to_start_without_a_page_key(

@@ -24,7 +24,7 @@ TESTS = Path(__file__).resolve().parents[1]
 
 LAYERS: list[set[str]] = [
     {"errors", "limits", "throttle"},
-    {"config", "metrics"},
+    {"config", "metrics", "http_heads"},
     {"pipeline"},
     {"kafka"},
     {"ingest"},

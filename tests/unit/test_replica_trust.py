@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import http.client
+import logging
 import os
 import struct
 import subprocess
@@ -25,7 +26,9 @@ from pipeline.wal.batch import encode_batch, read_header
 from pipeline.wal.entry import EntryType, WalEntry
 from tests.fixtures.support import (
     THEMIS,
+    UNPARSABLE_HEADS,
     FakeClock,
+    send_unparsable_head,
     start_process,
     stop_process,
     wait_until,
@@ -352,3 +355,24 @@ def test_wal_serve_throttles_failed_keys_at_its_setting(tmp_path: Path) -> None:
         assert "at most 2 a minute" in str(body["error"])
     finally:
         assert stop_process(serve) == 0, log.read_text()[-2000:]
+
+
+@pytest.mark.parametrize("shape", list(UNPARSABLE_HEADS))
+def test_a_head_aiohttp_cannot_parse_never_shows_the_replicator_key(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, shape: str
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    replica = ReplicaState(tmp_path, _settings())
+    server = ReplicaServer(replica, auth=ApplyAuth(["replicator-key"]))
+    port = server.start()
+    header, status = UNPARSABLE_HEADS[shape]
+    try:
+        answer = send_unparsable_head(port, "/api/v1/replica/status", header, "replicator-key")
+    finally:
+        server.stop()
+        replica.close()
+    assert answer.split(b" ", 2)[1] == b"%d" % status, answer[:300]
+    assert orjson.loads(answer.partition(b"\r\n\r\n")[2])["success"] is False
+    assert b"replicator-key" not in answer
+    assert "replicator-key" not in caplog.text
+    assert "refused a malformed request" in caplog.text
