@@ -2,6 +2,7 @@
 
 pytest_plugins = [
     "tests.fixtures.broker",
+    "tests.fixtures.containers",
     "tests.fixtures.kafka_clients",
     "tests.fixtures.pki",
     "tests.fixtures.stack",

@@ -9,6 +9,7 @@ partitions and removing them would destroy data.
 from __future__ import annotations
 
 import re
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +30,9 @@ from pipeline.errors import KafkaOperationFailed, TopicError, call_with_retries
 from pipeline.kafka.clients import AdminClient
 
 SPEC_DIR = Path(__file__).resolve().parents[2] / "topics"
+"""The specs in a checkout (an editable install): ``topics/`` beside ``pipeline/``."""
+INSTALLED_SPEC_DIR = Path(sys.prefix) / "share" / "themis" / "topics"
+"""The specs of a wheel install (pyproject's ``data-files``), where no checkout is."""
 _NAME = re.compile(r"^[a-z][a-z0-9]*(\.[a-z][a-z0-9]*)*$")
 _REQUIRED = ("name", "purpose", "partitions", "replication_factor", "key_format", "value_format")
 
@@ -55,8 +59,13 @@ class TopicReport:
     details: list[str] = field(default_factory=list)
 
 
-def load_specs(spec_dir: Path = SPEC_DIR) -> list[TopicSpec]:
-    """Read and validate every ``*.yaml`` spec in ``spec_dir``, sorted by name."""
+def load_specs(spec_dir: Path | None = None) -> list[TopicSpec]:
+    """Read and validate every ``*.yaml`` spec in ``spec_dir``, sorted by name.
+
+    By default the checkout's ``topics/``, else the installed copy.
+    """
+    if spec_dir is None:
+        spec_dir = SPEC_DIR if SPEC_DIR.is_dir() else INSTALLED_SPEC_DIR
     specs = []
     for path in sorted(spec_dir.glob("*.yaml")):
         raw: Any = yaml.safe_load(path.read_text())

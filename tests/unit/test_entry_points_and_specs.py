@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from pipeline.errors import ChildExited, TopicError
+from pipeline.kafka import topics
 from pipeline.kafka.topics import load_specs
 from pipeline.worker.process import ChildProcess, stop_process_group
 
@@ -47,6 +48,19 @@ def test_a_folder_without_specs_is_an_error_and_configs_are_strings(tmp_path: Pa
     (tmp_path / "a.yaml").write_text(GOOD + "configs:\n  retention.ms: 1000\n")
     [spec] = load_specs(tmp_path)
     assert (spec.name, spec.partitions, spec.configs) == ("ts.points", 2, {"retention.ms": "1000"})
+
+
+def test_specs_come_from_the_checkout_else_from_where_a_wheel_installed_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    installed = tmp_path / "share" / "themis" / "topics"
+    installed.mkdir(parents=True)
+    (installed / "a.yaml").write_text(GOOD)
+    monkeypatch.setattr(topics, "INSTALLED_SPEC_DIR", installed)
+    in_checkout = {spec.name for spec in load_specs()}
+    assert {"ts.points", "ts.blocks", "wal"} <= in_checkout  # topics/ of this checkout
+    monkeypatch.setattr(topics, "SPEC_DIR", tmp_path / "no-checkout")
+    assert [spec.name for spec in load_specs()] == ["ts.points"]
 
 
 def test_a_child_that_exited_is_reported_with_its_log_and_a_stubborn_one_is_killed(
