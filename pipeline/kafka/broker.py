@@ -71,7 +71,7 @@ def provide_broker(settings: Settings, *, local_name: str) -> Iterator[BrokerHan
         return
     if docker_engine_answers():
         t0 = time.monotonic()
-        with docker_kafka() as bootstrap:
+        with docker_kafka(settings.kafka.container_image) as bootstrap:
             yield BrokerHandle(bootstrap, "docker", round(time.monotonic() - t0, 3))
         return
     local = LocalKafka(local_name)

@@ -56,6 +56,30 @@ _JVM_OPTS = [
 ]
 
 
+# What a one-node cluster needs, and the sizes and timings the pipeline expects of its
+# broker: the local JVM and the container broker (docker_broker.py) share them.
+SINGLE_NODE_PROPERTIES: Mapping[str, str] = {
+    "num.network.threads": "3",
+    "num.io.threads": "4",
+    "num.partitions": "1",
+    "auto.create.topics.enable": "false",
+    "offsets.topic.replication.factor": "1",
+    "offsets.topic.num.partitions": "4",
+    "transaction.state.log.replication.factor": "1",
+    "transaction.state.log.min.isr": "1",
+    "transaction.state.log.num.partitions": "4",
+    "share.coordinator.state.topic.replication.factor": "1",
+    "share.coordinator.state.topic.min.isr": "1",
+    "group.initial.rebalance.delay.ms": "0",
+    "message.max.bytes": str(16 * 1024 * 1024),
+    "log.segment.bytes": str(256 * 1024 * 1024),
+    # After a SIGKILL the restarted controller refuses the broker's new registration
+    # until the old one's session expires (9 s by default).
+    "broker.session.timeout.ms": "3000",
+    "broker.heartbeat.interval.ms": "1000",
+}
+
+
 def themis_home(env: Mapping[str, str] | None = None) -> Path:
     """Cache and state folder: ``$THEMIS_HOME``, else ``~/.cache/themis``."""
     env = os.environ if env is None else env
@@ -357,24 +381,7 @@ class LocalKafka:
             "listener.security.protocol.map": ",".join(f"{name}:PLAINTEXT" for name in ports),
             "inter.broker.listener.name": "PLAINTEXT",
             "log.dirs": str(data_dir),
-            "num.network.threads": "3",
-            "num.io.threads": "4",
-            "num.partitions": "1",
-            "auto.create.topics.enable": "false",
-            "offsets.topic.replication.factor": "1",
-            "offsets.topic.num.partitions": "4",
-            "transaction.state.log.replication.factor": "1",
-            "transaction.state.log.min.isr": "1",
-            "transaction.state.log.num.partitions": "4",
-            "share.coordinator.state.topic.replication.factor": "1",
-            "share.coordinator.state.topic.min.isr": "1",
-            "group.initial.rebalance.delay.ms": "0",
-            "message.max.bytes": str(16 * 1024 * 1024),
-            "log.segment.bytes": str(256 * 1024 * 1024),
-            # After a SIGKILL the restarted controller refuses the broker's new registration
-            # until the old one's session expires (9 s by default).
-            "broker.session.timeout.ms": "3000",
-            "broker.heartbeat.interval.ms": "1000",
+            **SINGLE_NODE_PROPERTIES,
         }
         props.update(self.extra_properties)
         return props
