@@ -91,6 +91,12 @@ build() {
     podman build --quiet --layers "${PODMAN_RUN_FLAGS[@]}" --tag "$image" "$@" "$context" >/dev/null \
         || fail "podman build of $image failed (see above)"
     log "built $image in $((SECONDS - t0)) s"
+    # Older builds of the same image go (their layers are a few hundred MB each); one that
+    # a container still uses stays. The build cache (untagged layers) stays too.
+    local repo="${image%:*}" old
+    for old in $(podman images --format '{{.Repository}}:{{.Tag}}' "$repo"); do
+        [[ $old == "$image" || $old == "$repo:latest" ]] || podman rmi "$old" >/dev/null 2>&1 || true
+    done
     echo "$image"
 }
 
