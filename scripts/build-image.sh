@@ -49,6 +49,9 @@ for tool in podman mmdebstrap; do
             "apt-get install podman buildah runc mmdebstrap"
 done
 mkdir -p "$CACHE"
+# One build at a time per cache: two sessions building at once would write the same files.
+exec 9>"$CACHE/.build.lock"
+flock 9
 
 hash_of() { sha256sum | cut -c1-12; }
 
