@@ -23,8 +23,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Coroutine, Iterable
-from functools import partial
+from collections.abc import Coroutine, Iterable, Iterator, Mapping, Sequence
 from typing import Any, Final, cast
 
 import orjson
@@ -106,7 +105,7 @@ class TSStage:
             token = self.offsets.hold(partition, end, units.get(partition, 0), records=records)
             for key in groups:
                 self._partition_of[key] = partition
-            batches += await self._add(partial(self.buffer.add_grouped, groups, token))
+            batches += await self._add(groups, token)
         await self._write_behind(batches)
         self.metrics.ts_points_buffered.inc(sum(units.values()))
 
@@ -230,13 +229,24 @@ class TSStage:
 
     # -- writing --------------------------------------------------------------
 
-    async def _add(self, add: Callable[[], list[SeriesBatch]]) -> list[SeriesBatch]:
-        """Run one buffer add; at the hard cap, flush everything and retry (back-pressure)."""
-        while True:
-            try:
-                return add()
-            except BufferOverflow:
-                await self.flush(FlushReason.MEMORY)
+    async def _add(
+        self, groups: Mapping[str, Sequence[PointRun]], token: object
+    ) -> list[SeriesBatch]:
+        """Buffer ``groups``; at the hard cap, flush everything and retry (back-pressure).
+
+        A batch holding more points than the cap itself (``max_total_points``) goes in
+        pieces of at most the cap, each series' points in order: no flush could make
+        room for all of it at once, and retrying the whole would never end.
+        """
+        batches: list[SeriesBatch] = []
+        for piece in _pieces(groups, self.settings.ts_auto_buffer.max_total_points):
+            while True:
+                try:
+                    batches += self.buffer.add_grouped(piece, token)
+                    break
+                except BufferOverflow:
+                    await self.flush(FlushReason.MEMORY)
+        return batches
 
     async def _write_behind(self, batches: list[SeriesBatch]) -> None:
         """Send batches now (in order) and finish them in the background, bounded."""
@@ -369,3 +379,28 @@ def _close_run(
     _, earlier = ends.get(partition, (0, 0))
     ends[partition] = (end, earlier + records)
     units[partition] = units.get(partition, 0) + points
+
+
+def _pieces(
+    groups: Mapping[str, Sequence[PointRun]], cap: int
+) -> Iterator[Mapping[str, Sequence[PointRun]]]:
+    """``groups`` whole when it holds at most ``cap`` points, else cut into pieces of at
+    most ``cap`` points, keeping each series' runs (and their points) in order."""
+    if sum(len(ts) for runs in groups.values() for ts, _ in runs) <= cap:
+        yield groups
+        return
+    piece: dict[str, list[PointRun]] = {}
+    room = cap
+    for key, runs in groups.items():
+        for ts, vs in runs:
+            at = 0
+            while at < len(ts):
+                take = min(room, len(ts) - at)
+                piece.setdefault(key, []).append((ts[at : at + take], vs[at : at + take]))
+                at += take
+                room -= take
+                if room == 0:
+                    yield piece
+                    piece, room = {}, cap
+    if piece:
+        yield piece

@@ -18,7 +18,7 @@ from pipeline.ingest.deadletter import REASON, SOURCE_OFFSET, SOURCE_PARTITION, 
 from pipeline.kafka.clients import Producer
 from pipeline.kafka.consumer import open_consumer
 from pipeline.ts import DataPoint, TSProducer
-from pipeline.ts.point import encode_frame
+from pipeline.ts.point import encode_frame, series_key
 from pipeline.ts.store import BlockStore
 from pipeline.worker import query
 from tests.fixtures.support import (
@@ -206,3 +206,39 @@ def test_a_series_key_too_long_for_a_block_is_dead_lettered_and_ingest_goes_on(
         assert b"'start' and 'end'" in answer.value.read()
     finally:
         assert stop_process(worker) == 0
+
+
+def test_a_consumer_batch_holding_more_points_than_the_buffer_cap_is_buffered_in_pieces(
+    topics: Settings, tmp_path: Path
+) -> None:
+    # Frames of 5,000, 1,500 and 1,700 points against a cap of 1,000 buffered points: one
+    # record alone is over the cap, so a flush cannot make room for it.
+    rng = np.random.default_rng(11)
+    sent = {
+        series_key("big", f"s{i}"): (
+            np.arange(size, dtype=np.int64) * 1000,
+            np.round(rng.normal(0, 1, size), 3),
+        )
+        for i, size in enumerate((5_000, 1_500, 1_700))
+    }
+    with TSProducer(topics) as producer:
+        producer.put_arrays((key, ts, vs) for key, (ts, vs) in sent.items())
+    env = _fast_flush_env(topics) | {
+        "THEMIS_TS_AUTO_BUFFER_MAX_TOTAL_POINTS": "1000",
+        "THEMIS_TS_AUTO_BUFFER_MAX_POINTS": "400",
+    }
+    worker = start_themis_worker(env, tmp_path / "worker.log")
+    try:
+        wait_until(
+            lambda: _durable_points(topics, tmp_path) == 8_200,
+            timeout_s=90,
+            what="every point of the oversized batch durable",
+        )
+        for key, (ts, vs) in sent.items():
+            metric, entity, _ = orjson.loads(key)
+            got = query(metric, entity, 0, 10**9, settings=topics, include_buffered=False)
+            assert got.timestamps.tolist() == ts.tolist(), key
+            assert got.values.tolist() == vs.tolist(), key
+        assert worker.poll() is None, "the worker must keep running"
+    finally:
+        assert stop_process(worker) == 0, (tmp_path / "worker.log").read_text()[-3000:]
