@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 # The roadmap's bar: line and branch coverage of pipeline/, child processes included.
 COVERAGE_MIN ?= 95
 
-.PHONY: setup demo test lint typecheck security unit clean prometheus toxiproxy clients helm
+.PHONY: setup demo test lint typecheck security unit clean prometheus toxiproxy clients helm container-tools image
 
 $(STAMP): pyproject.toml setup.py pipeline/ts/_gorilla.c pipeline/ts/_jsonscan.c clients/python/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -47,13 +47,21 @@ toxiproxy:
 helm:
 	scripts/ensure-helm.sh >/dev/null
 
+## podman, buildah, runc and mmdebstrap for the image and container-broker tests (apt, if missing).
+container-tools:
+	scripts/ensure-container-tools.sh
+
+## The pipeline's OCI image (podman, cached under THEMIS_HOME); prints its name.
+image: setup container-tools
+	scripts/build-image.sh pipeline
+
 ## Every high-severity finding of bandit fails the run.
 security: setup
 	$(BIN)/bandit -q -r pipeline clients/python/src --severity-level high
 
 ## Lint, type-check, scan, then every test against a real broker (started here if none
 ## is given) under coverage, child processes included; fails under COVERAGE_MIN %.
-test: lint typecheck security prometheus toxiproxy clients helm
+test: lint typecheck security prometheus toxiproxy clients helm container-tools
 	rm -rf var/coverage && mkdir -p var/coverage
 	$(BIN)/coverage run -m pytest --junitxml=var/junit.xml; echo $$? > var/pytest.rc
 	$(BIN)/coverage combine -q
