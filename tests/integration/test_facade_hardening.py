@@ -361,6 +361,7 @@ def test_a_request_refused_with_4xx_sent_nothing_to_any_topic(facade: FacadeThre
         ("POST", "/ts/put", POINT | {"metric": long_metric}, {}, metric_limit),
         ("POST", "/vectors/add", {"pk": "a", "vector": [0.5] * (DIM + 1)}, {}, "dimensions"),
         ("POST", "/vectors/add", {"pk": "p" * 70_000, "vector": [0.5] * DIM}, {}, "MAX_PK_BYTES"),
+        ("POST", "/vectors/add", {"pk": "a", "vector": [10**400] * DIM}, {}, "float32 range"),
     ]
     for method, path, body, headers, needle in refused:
         status, answer, _ = facade.call(method, path, body, WRITER | headers)
