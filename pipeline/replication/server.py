@@ -18,6 +18,8 @@
     * 401 ``{"success": false, "error": reason}``: no trusted certificate or key.
     * 429 ``{"success": false, "error": reason, "retry_after_s": 3}`` with ``Retry-After``:
       this address failed too many key checks (:class:`ApplyAuth`); no key is compared.
+    * 408: the body did not arrive within ``BODY_TIMEOUT_S`` (60 s); the connection is
+      closed. A head must arrive within ``HEAD_TIMEOUT_S`` (10 s), else it is closed.
     * 409 ``{"success": false, "error": reason, "expected_lsn": "0000000000000043"}``:
       the batch starts after the next LSN the replica needs; nothing applied.
 
@@ -51,12 +53,13 @@ from pipeline.errors import (
     CorruptBatch,
     ForeignPrimary,
     RateLimited,
+    RequestTimeout,
     UnknownDictionary,
     WalGap,
 )
 from pipeline.http_heads import QuietRunner
 from pipeline.limits import MAX_WAL_BODY_BYTES
-from pipeline.replication.binary_door import WalApplyDoor
+from pipeline.replication.binary_door import BODY_TIMEOUT_S, WalApplyDoor
 from pipeline.replication.read_routes import add_read_routes
 from pipeline.replication.replica import ReplicaState
 from pipeline.throttle import FailureThrottle
@@ -78,8 +81,14 @@ __all__ = [
 
 MAX_BODY_BYTES: Final = MAX_WAL_BODY_BYTES
 """Largest request body the replica app accepts (bytes)."""
+HEAD_TIMEOUT_S: Final = 10.0
+"""Seconds a connection of the replica app may take to send a whole request head (from
+its opening or the previous answer; aiohttp's keep-alive timer), then it is closed. A
+body must arrive within :data:`~pipeline.replication.binary_door.BODY_TIMEOUT_S` (408)."""
 
 REPLICA_STATE: Final = web.AppKey("replica_state", ReplicaState)
+BODY_TIMEOUT: Final = web.AppKey("wal_body_timeout_s", float)
+"""Seconds a WAL batch body may take to arrive (default :data:`BODY_TIMEOUT_S`)."""
 
 _CHALLENGE: Final = {"WWW-Authenticate": 'Bearer realm="themis-wal"'}
 
@@ -196,17 +205,19 @@ def _failure(
 async def handle_wal_apply(request: web.Request) -> web.Response:
     """``POST /api/v1/wal/apply`` (see the module docstring)."""
     auth = request.app.get(APPLY_AUTH)
-    if auth is None:
-        return _failure(401, "WAL apply is closed: no ApplyAuth configured", headers=_CHALLENGE)
-    refused = auth.refusal(request)
+    refused = (
+        _failure(401, "WAL apply is closed: no ApplyAuth configured", headers=_CHALLENGE)
+        if auth is None
+        else auth.refusal(request)
+    )
     if refused is not None:
         return refused
     state = request.app[REPLICA_STATE]
     primary = request.headers.get("X-Primary-ID")
     if not primary:
         return _failure(400, "the X-Primary-ID header is required")
-    body = await request.read()
     try:
+        body = await _read_batch(request)
         header = read_header(body)
         if header.primary_id != primary:
             return _failure(
@@ -214,9 +225,26 @@ async def handle_wal_apply(request: web.Request) -> web.Response:
                 f"X-Primary-ID is {primary!r} but the batch was written by {header.primary_id!r}",
             )
         result = await asyncio.to_thread(state.apply_batch, body)
+    except RequestTimeout as exc:
+        slow = _failure(408, str(exc))
+        slow.force_close()
+        return slow
     except (CorruptBatch, WalGap, ForeignPrimary) as exc:
         return _apply_failure(exc)
     return web.json_response(result.to_json())
+
+
+async def _read_batch(request: web.Request) -> bytes:
+    """The whole body within the application's body timeout (:data:`BODY_TIMEOUT`);
+    :class:`RequestTimeout` otherwise."""
+    timeout_s = request.app.get(BODY_TIMEOUT, BODY_TIMEOUT_S)
+    try:
+        async with asyncio.timeout(timeout_s):
+            return await request.read()
+    except TimeoutError:
+        raise RequestTimeout(
+            f"the batch did not arrive within {timeout_s:g} s; send it at once"
+        ) from None
 
 
 def _apply_failure(exc: CorruptBatch | WalGap | ForeignPrimary) -> web.Response:
@@ -242,9 +270,20 @@ def add_wal_routes(app: web.Application, state: ReplicaState, auth: ApplyAuth) -
     app.router.add_get("/api/v1/replica/status", handle_replica_status)
 
 
-def make_replica_app(state: ReplicaState, auth: ApplyAuth) -> web.Application:
-    """An application serving only the replica's routes: WAL apply, status and reads."""
-    app = web.Application(client_max_size=MAX_BODY_BYTES)
+def make_replica_app(
+    state: ReplicaState,
+    auth: ApplyAuth,
+    *,
+    head_timeout_s: float = HEAD_TIMEOUT_S,
+    body_timeout_s: float = BODY_TIMEOUT_S,
+) -> web.Application:
+    """An application serving only the replica's routes: WAL apply, status and reads;
+    a request head must arrive within ``head_timeout_s``, a body within
+    ``body_timeout_s`` (seconds)."""
+    app = web.Application(
+        client_max_size=MAX_BODY_BYTES, handler_args={"keepalive_timeout": head_timeout_s}
+    )
+    app[BODY_TIMEOUT] = body_timeout_s
     add_wal_routes(app, state, auth)
     add_read_routes(app, state, auth)
     return app
@@ -267,6 +306,7 @@ class ReplicaServer:
     ``start()`` returns the bound port (``port=0`` picks a free one); ``stop()`` ends it.
     With ``binary_port`` (0 picks one, kept in it) the same loop also serves
     WAL_APPLY_COMPRESSED over the binary protocol (:class:`WalApplyDoor`), same TLS.
+    ``head_timeout_s`` and ``body_timeout_s``: :func:`make_replica_app`'s.
     """
 
     def __init__(
@@ -278,8 +318,11 @@ class ReplicaServer:
         port: int = 0,
         ssl_context: ssl.SSLContext | None = None,
         binary_port: int | None = None,
+        head_timeout_s: float = HEAD_TIMEOUT_S,
+        body_timeout_s: float = BODY_TIMEOUT_S,
     ) -> None:
         self.state = state
+        self.timeouts = {"head_timeout_s": head_timeout_s, "body_timeout_s": body_timeout_s}
         self.auth = auth
         self.host = host
         self.port = port
@@ -291,7 +334,8 @@ class ReplicaServer:
         self._runner: web.AppRunner | None = None
 
     async def _start(self) -> int:
-        self._runner = QuietRunner(make_replica_app(self.state, self.auth), auto_decompress=False)
+        app = make_replica_app(self.state, self.auth, **self.timeouts)
+        self._runner = QuietRunner(app, auto_decompress=False)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.host, self.port, ssl_context=self.ssl_context)
         await site.start()

@@ -8,12 +8,10 @@ the topics themselves.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import secrets
 import signal
-import socket
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -32,6 +30,7 @@ from pipeline.wal.entry import EntryType, WalEntry
 from pipeline.worker.query import query
 from tests.fixtures.broker import MakeSettings
 from tests.fixtures.facade import DIM, KEYS, WRITER, FacadeThread, facade_settings
+from tests.fixtures.support import raw_exchange
 from tests.fixtures.topics import points_on, records_on
 
 pytestmark = pytest.mark.integration
@@ -61,35 +60,6 @@ def make_facade(make_settings: MakeSettings) -> Iterator[MakeFacade]:
 @pytest.fixture
 def facade(make_facade: MakeFacade) -> FacadeThread:
     return make_facade()
-
-
-def _raw_exchange(
-    port: int, data: bytes, *, drip: bytes = b"", until: bytes = b"", timeout_s: float = 30.0
-) -> Any:
-    """Send ``data``, then ``drip`` one byte every 0.2 s; ``(answer bytes, seconds from
-    the send to the first answer byte or the close, seconds to the close or to an answer
-    ending in ``until``)``."""
-    with socket.create_connection(("127.0.0.1", port), timeout=timeout_s) as sock:
-        sock.sendall(data)
-        start = time.monotonic()
-        sock.settimeout(0.2)
-        got, first, pending = b"", None, list(drip)
-        while time.monotonic() - start < timeout_s:
-            try:
-                chunk = sock.recv(65536)
-            except TimeoutError:
-                if pending:
-                    with contextlib.suppress(OSError):
-                        sock.sendall(bytes([pending.pop(0)]))
-                continue
-            except ConnectionResetError:
-                chunk = b""
-            if first is None:
-                first = time.monotonic() - start
-            got += chunk
-            if not chunk or (until and got.endswith(until)):
-                return got, first, time.monotonic() - start
-        raise AssertionError(f"the facade kept the connection open for {timeout_s} s: {got!r}")
 
 
 def _json_body(answer: bytes) -> Any:
@@ -181,7 +151,7 @@ def test_a_half_sent_head_is_cut_off_at_the_header_timeout_however_slowly_it_dri
 ) -> None:
     facade = make_facade(header_timeout_s=1.0)
     head = b"POST /ts/put HTTP/1.1\r\nHost: facade\r\nAuthorization: Bear"
-    answer, _, closed = _raw_exchange(facade.port, head, drip=b"er writer-key" * 4)
+    answer, _, closed = raw_exchange(facade.port, head, drip=b"er writer-key" * 4)
     assert answer == b""
     assert 1.0 <= closed < 2.0, closed
 
@@ -195,7 +165,7 @@ def test_a_half_sent_body_answers_408_at_the_body_timeout_and_closes(
         b"POST /ts/put HTTP/1.1\r\nHost: facade\r\nAuthorization: Bearer writer-key\r\n"
         b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(body)
     )
-    answer, first, _ = _raw_exchange(facade.port, head + body[:10], drip=body[10:], until=b"}")
+    answer, first, _ = raw_exchange(facade.port, head + body[:10], drip=body[10:], until=b"}")
     assert answer.startswith(b"HTTP/1.1 408 "), answer
     assert b"connection: close" in answer.lower()
     assert "facade.body_timeout_s" in _json_body(answer)["error"]
@@ -225,7 +195,7 @@ def test_failed_key_checks_from_one_address_get_429_without_the_key_being_checke
     assert facade.call("POST", "/ts/put", POINT, WRITER)[0] == 429
     started = time.monotonic()
     metrics = b"GET /metrics HTTP/1.1\r\nHost: f\r\nX-API-Key: g\r\nConnection: close\r\n\r\n"
-    answer, _, _ = _raw_exchange(facade.port, metrics)
+    answer, _, _ = raw_exchange(facade.port, metrics)
     assert answer.startswith(b"HTTP/1.1 200 ")  # routes that need no key stay open
     statuses = [
         facade.call("POST", "/ts/put", POINT, {"X-API-Key": f"g{i}"})[0] for i in range(200)
@@ -281,7 +251,7 @@ def test_a_head_aiohttp_cannot_parse_is_refused_without_a_byte_of_the_key(
     caplog.set_level(logging.DEBUG)
     key = "CANARY" + secrets.token_hex(4500)[: 8994 if status == 431 else 64]
     head = b"GET /ts/buffer/stats HTTP/1.1\r\nHost: facade\r\n" + header % key.encode()
-    answer, _, _ = _raw_exchange(facade.port, head + b"\r\n\r\n")
+    answer, _, _ = raw_exchange(facade.port, head + b"\r\n\r\n")
     assert answer.split(b" ", 2)[1] == b"%d" % status, answer[:300]
     assert _json_body(answer)["success"] is False
     logged = caplog.text
@@ -297,7 +267,7 @@ def test_a_head_aiohttp_cannot_parse_is_refused_without_a_byte_of_the_key(
 def test_key_bytes_that_are_no_utf8_answer_401(facade: FacadeThread) -> None:
     head = b"GET /ts/buffer/stats HTTP/1.1\r\nHost: facade\r\nX-API-Key: k\xff\xfe\xc3\r\n"
     for auth in (b"", b"Authorization: Bearer \xff\xfe\r\n"):
-        answer, _, _ = _raw_exchange(facade.port, head + auth + b"Connection: close\r\n\r\n")
+        answer, _, _ = raw_exchange(facade.port, head + auth + b"Connection: close\r\n\r\n")
         assert answer.startswith(b"HTTP/1.1 401 "), answer[:300]
         assert _json_body(answer)["error"] == "unknown API key"
 

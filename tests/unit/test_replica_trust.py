@@ -28,6 +28,7 @@ from tests.fixtures.support import (
     THEMIS,
     UNPARSABLE_HEADS,
     FakeClock,
+    raw_exchange,
     send_unparsable_head,
     start_process,
     stop_process,
@@ -376,3 +377,39 @@ def test_a_head_aiohttp_cannot_parse_never_shows_the_replicator_key(
     assert b"replicator-key" not in answer
     assert "replicator-key" not in caplog.text
     assert "refused a malformed request" in caplog.text
+
+
+def test_wal_serve_cuts_off_a_dripping_head_and_answers_408_to_a_dripping_body(
+    tmp_path: Path,
+) -> None:
+    replica = ReplicaState(tmp_path, _settings())
+    server = ReplicaServer(
+        replica,
+        auth=ApplyAuth(["replicator-key"]),
+        head_timeout_s=1.0,
+        body_timeout_s=1.5,
+    )
+    port = server.start()
+    batch = encode_batch([_block_entry(1)], "none", 3, "p1")
+    head = (
+        b"POST /api/v1/wal/apply HTTP/1.1\r\nHost: replica\r\n"
+        b"Authorization: Bearer replicator-key\r\nX-Primary-ID: p1\r\n"
+        b"Content-Length: %d\r\n\r\n" % len(batch)
+    )
+    try:
+        answer, _, closed = raw_exchange(port, head[:40], drip=head[40:])
+        assert answer == b""
+        assert 1.0 <= closed < 2.5, closed
+        answer, first, _ = raw_exchange(port, head + batch[:10], drip=batch[10:], until=b"}")
+        assert answer.startswith(b"HTTP/1.1 408 "), answer[:300]
+        assert b"connection: close" in answer.lower()
+        assert "within 1.5 s" in orjson.loads(answer.partition(b"\r\n\r\n")[2])["error"]
+        assert 1.5 <= first < 3.0, first
+        assert replica.last_applied_lsn == 0
+        status, body = _post_apply(
+            port, batch, {"X-Primary-ID": "p1", "Authorization": "Bearer replicator-key"}
+        )
+        assert (status, body["entries_applied"]) == (200, 1)
+    finally:
+        server.stop()
+        replica.close()
