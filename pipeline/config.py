@@ -68,6 +68,9 @@ class WorkerSettings:
     page_key: str = ""
     """Key every worker page but ``/metrics`` requires (``Authorization: Bearer``); must be
     set when ``web_host`` is not a loopback address. Clients of the pages send it."""
+    page_auth_failures_per_min: int = field(default=20, metadata=_rng(1))
+    """Wrong page keys one client address may send (a burst of this many, then this many
+    a minute); beyond it the pages answer 429 without comparing the key."""
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,7 @@ from pipeline.ingest.batch_consumer import BatchConsumer
 from pipeline.kafka.broker import require_broker
 from pipeline.kafka.producer import AsyncProducer
 from pipeline.metrics import PipelineMetrics
+from pipeline.throttle import FailureThrottle
 from pipeline.worker.context import WorkerApp, WorkerContext
 from pipeline.worker.pages import install_pages
 from pipeline.worker.ts_stage import TSStage
@@ -153,6 +154,7 @@ def create_app(
         bootstrap=bootstrap,
         metrics=PipelineMetrics(),
         producer=AsyncProducer(bootstrap),
+        page_failures=FailureThrottle(settings.worker.page_auth_failures_per_min),
     )
     for install in stages:
         install(app, app.context)

@@ -17,6 +17,7 @@ from pipeline.config import Settings
 from pipeline.ingest.batch_consumer import BatchConsumer
 from pipeline.kafka.producer import AsyncProducer
 from pipeline.metrics import PipelineMetrics
+from pipeline.throttle import FailureThrottle
 from pipeline.worker.ts_stage import TSStage
 from pipeline.worker.vector_stage import VectorStage
 
@@ -31,6 +32,8 @@ class WorkerContext:
     bootstrap: str
     metrics: PipelineMetrics
     producer: AsyncProducer
+    page_failures: FailureThrottle
+    """Wrong page keys per client address (``worker.page_auth_failures_per_min``)."""
     ts: TSStage | None = None
     vectors: VectorStage | None = None
     consumers: list[BatchConsumer] = field(default_factory=list)

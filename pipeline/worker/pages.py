@@ -76,20 +76,34 @@ class _Page(View):
     """A page that needs ``worker.page_key`` when one is set (every page but metrics)."""
 
     async def dispatch(self, request: Any) -> Any:
-        key = context_of(self.app).settings.worker.page_key
+        context = context_of(self.app)
+        key = context.settings.worker.page_key
         if key:
+            address = str(request.remote or "unknown")
+            failures = context.page_failures
+            if wait := failures.retry_after(address):
+                error = (
+                    f"too many wrong page keys from this address (at most "
+                    f"{failures.per_minute} a minute, worker.page_auth_failures_per_min); "
+                    f"retry after {wait} s"
+                )
+                return self._refuse(429, error, {"Retry-After": str(wait)})
             presented = request.headers.get("Authorization", "")
             expected = f"Bearer {key}"
-            if not hmac.compare_digest(presented.encode(), expected.encode()):
-                return self.json(
-                    {
-                        "success": False,
-                        "error": "this worker page needs 'Authorization: Bearer "
-                        "<worker.page_key>' (THEMIS_WORKER_PAGE_KEY)",
-                    },
-                    status=401,
-                )
+            if not hmac.compare_digest(
+                presented.encode("utf-8", "surrogateescape"), expected.encode()
+            ):
+                failures.failed(address)
+                return self._refuse(401, _NEEDS_KEY)
         return await super().dispatch(request)
+
+    def _refuse(self, status: int, error: str, headers: dict[str, str] | None = None) -> Any:
+        return self.json({"success": False, "error": error}, status=status, headers=headers)
+
+
+_NEEDS_KEY: Final = (
+    "this worker page needs 'Authorization: Bearer <worker.page_key>' (THEMIS_WORKER_PAGE_KEY)"
+)
 
 
 def _b64(array: Any, dtype: str) -> str:

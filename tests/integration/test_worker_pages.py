@@ -57,7 +57,8 @@ PAGES = [
 def test_pages_need_the_page_key_when_one_is_set_and_metrics_stay_open(
     make_settings: MakeSettings, tmp_path: Path
 ) -> None:
-    settings: Settings = make_settings(worker={"page_key": KEY})
+    # 30 wrong keys below: a budget that does not throttle them (see the next test).
+    settings: Settings = make_settings(worker={"page_key": KEY, "page_auth_failures_per_min": 100})
     base = f"http://127.0.0.1:{settings.worker.web_port}"
     worker = start_themis_worker(settings_as_env(settings), tmp_path / "worker.log")
     try:
@@ -83,6 +84,32 @@ def test_pages_need_the_page_key_when_one_is_set_and_metrics_stay_open(
     finally:
         assert stop_process(worker) == 0
     assert KEY not in (tmp_path / "worker.log").read_text()
+
+
+def test_wrong_page_keys_from_one_address_get_429_without_the_key_being_compared(
+    make_settings: MakeSettings, tmp_path: Path
+) -> None:
+    settings = make_settings(worker={"page_key": KEY, "page_auth_failures_per_min": 2})
+    base = f"http://127.0.0.1:{settings.worker.web_port}"
+    worker = start_themis_worker(settings_as_env(settings), tmp_path / "worker.log")
+    try:
+        wait_until(lambda: _status(base + "/metrics") == 200, timeout_s=60, what="the worker")
+        guesses = [
+            _status(base + "/vectors/dump", {"Authorization": f"Bearer guess-{i}"})
+            for i in range(2)
+        ]
+        assert guesses == [401, 401]
+        request = urllib.request.Request(
+            base + "/vectors/dump", headers={"Authorization": f"Bearer {KEY}"}
+        )
+        with pytest.raises(urllib.error.HTTPError) as throttled:
+            urllib.request.urlopen(request, timeout=5)
+        assert throttled.value.code == 429
+        assert int(throttled.value.headers["Retry-After"]) >= 1
+        assert b"worker.page_auth_failures_per_min" in throttled.value.read()
+        assert _status(base + "/metrics") == 200  # the open page stays open
+    finally:
+        assert stop_process(worker) == 0
 
 
 def test_a_worker_bound_beyond_loopback_refuses_to_start_without_a_page_key(
