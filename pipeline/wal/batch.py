@@ -1,5 +1,12 @@
 """The shipped batch: consecutive WAL entries, serialized, compressed, checksummed.
 
+Two formats share the header below: TWB1 (magic ``TWB1``, version 1) compresses the
+serialized entries as one zstd frame; TWB2 (magic ``TWB2``, version 2, the default
+since issue 17) groups the payloads by content and compresses each group for what it
+holds (:mod:`pipeline.wal.sections`). A replica reads both. The version is a new
+magic rather than a flag in TWB1 so that a replica built before TWB2 refuses such a
+batch at its magic ("not a WAL batch") instead of misreading its body.
+
 A batch covers the LSN range ``first_lsn..last_lsn`` of the primary's WAL. Every
 entry in the range is in the batch unless its record could not be read (an offset
 without an entry); each entry carries its LSN as a delta from ``first_lsn``, so a
@@ -11,8 +18,8 @@ Layout (every integer little-endian)
     ======  ======  ====================================================
     offset  size    field
     ======  ======  ====================================================
-    0       4       magic ``TWB1``
-    4       1       format version (u8), 1
+    0       4       magic ``TWB1`` or ``TWB2``
+    4       1       format version (u8), 1 or 2 (the magic's digit)
     5       1       codec (u8): 0 = none, 1 = zstd
     6       1       flags (u8): bit 0 = the batch carries its dictionary
     7       1       reserved, 0
@@ -20,7 +27,8 @@ Layout (every integer little-endian)
     12      8       first LSN (u64)
     20      8       last LSN (u64)
     28      4       entry count (u32)
-    32      8       uncompressed body length in bytes (u64)
+    32      8       uncompressed body length in bytes (u64); TWB2: the sum
+                    of its sections' decoded lengths
     40      4       compressed body length in bytes (u32)
     44      2       primary id length ``P`` (u16)
     46      4       carried dictionary length ``D`` (u32), 0 without the flag
@@ -31,7 +39,7 @@ Layout (every integer little-endian)
     54+P+D  B       body: the entries, compressed with the codec
     ======  ======  ====================================================
 
-Uncompressed body: per entry, in LSN order::
+TWB1 uncompressed body: per entry, in LSN order::
 
     u32 LSN - first LSN | u8 entry type | i64 timestamp (ms) | u32 payload length | payload
 
@@ -61,9 +69,12 @@ import zstandard
 from pipeline.errors import CorruptBatch, InvalidArgument, UnknownDictionary
 from pipeline.limits import MAX_DECOMPRESSED_BYTES
 from pipeline.wal.entry import EntryType, WalEntry
+from pipeline.wal.sections import bounded_decompress, decode_body, encode_body
 
 __all__ = [
+    "FORMAT_VERSION",
     "MAGIC",
+    "MAGIC_V1",
     "MAX_UNCOMPRESSED_BYTES",
     "BatchHeader",
     "Codec",
@@ -74,8 +85,11 @@ __all__ = [
     "train_dictionary",
 ]
 
-MAGIC: Final = b"TWB1"
-FORMAT_VERSION: Final = 1
+MAGIC_V1: Final = b"TWB1"
+MAGIC: Final = b"TWB2"
+FORMAT_VERSION: Final = 2
+"""What :func:`encode_batch` writes unless told ``format_version=1``."""
+_MAGIC_OF: Final = {1: MAGIC_V1, 2: MAGIC}
 MAX_UNCOMPRESSED_BYTES: Final = MAX_DECOMPRESSED_BYTES
 """A batch claiming a larger body is refused before decompression (a bomb guard)."""
 
@@ -139,6 +153,8 @@ class BatchHeader:
     checksum: int
     dictionary: Dictionary | None
     """The dictionary the batch carries (flag bit 0), else ``None``."""
+    format_version: int = FORMAT_VERSION
+    """1 (TWB1) or 2 (TWB2)."""
 
     @property
     def compression_ratio(self) -> float:
@@ -178,6 +194,7 @@ def encode_batch(
     first_lsn: int | None = None,
     last_lsn: int | None = None,
     carry_dictionary: bool = True,
+    format_version: int = FORMAT_VERSION,
 ) -> bytes:
     """A batch of ``entries`` (in increasing LSN order) as in the module docstring.
 
@@ -185,9 +202,12 @@ def encode_batch(
     only) compresses with a trained dictionary; ``carry_dictionary`` puts its bytes
     into the batch so any replica can decompress it. ``first_lsn``/``last_lsn``
     default to the first and last entry's LSN; a wider range says that the LSNs in
-    it without an entry hold nothing to apply.
+    it without an entry hold nothing to apply. ``format_version`` 1 writes TWB1 (for
+    replicas built before TWB2), 2 TWB2.
     """
     codec = Codec.from_name(codec) if isinstance(codec, str) else codec
+    if format_version not in _MAGIC_OF:
+        raise InvalidArgument(f"WAL batch format {format_version} is unknown; allowed: 1, 2")
     if not entries and (first_lsn is None or last_lsn is None):
         raise InvalidArgument("an empty batch needs first_lsn and last_lsn")
     first = entries[0].lsn if first_lsn is None else first_lsn
@@ -203,24 +223,23 @@ def encode_batch(
         previous = entry.lsn
     if last - first > 0xFFFFFFFF:
         raise InvalidArgument(f"LSN range {first}..{last} is wider than 2**32 entries")
-    body = _serialize_entries(entries, first)
     use_dict = dictionary if codec is Codec.ZSTD else None
-    if codec is Codec.ZSTD:
-        compressor = (
-            zstandard.ZstdCompressor(level=level, dict_data=use_dict.zstd())
-            if use_dict is not None
-            else zstandard.ZstdCompressor(level=level)
+    if format_version == 2:
+        compressed, body_bytes = encode_body(
+            entries,
+            first,
+            level if codec is Codec.ZSTD else None,
+            use_dict.zstd() if use_dict is not None else None,
         )
-        compressed = compressor.compress(body)
     else:
-        compressed = body
+        compressed, body_bytes = _encode_v1_body(entries, first, codec, level, use_dict)
     key = primary_id.encode("utf-8")
     if len(key) > 0xFFFF:
         raise InvalidArgument("primary id is longer than 65535 bytes of UTF-8")
     carried = use_dict.data if use_dict is not None and carry_dictionary else b""
     head = _HEAD.pack(
-        MAGIC,
-        FORMAT_VERSION,
+        _MAGIC_OF[format_version],
+        format_version,
         int(codec),
         _FLAG_CARRIES_DICTIONARY if carried else 0,
         0,
@@ -228,13 +247,32 @@ def encode_batch(
         first,
         last,
         len(entries),
-        len(body),
+        body_bytes,
         len(compressed),
         len(key),
         len(carried),
     )
     crc = zlib.crc32(compressed, zlib.crc32(carried, zlib.crc32(key, zlib.crc32(head))))
     return b"".join((head, _CRC.pack(crc), key, carried, compressed))
+
+
+def _encode_v1_body(
+    entries: Sequence[WalEntry],
+    first: int,
+    codec: Codec,
+    level: int,
+    dictionary: Dictionary | None,
+) -> tuple[bytes, int]:
+    """``(compressed body, uncompressed length)`` of a TWB1 batch."""
+    body = _serialize_entries(entries, first)
+    if codec is not Codec.ZSTD:
+        return body, len(body)
+    compressor = (
+        zstandard.ZstdCompressor(level=level, dict_data=dictionary.zstd())
+        if dictionary is not None
+        else zstandard.ZstdCompressor(level=level)
+    )
+    return compressor.compress(body), len(body)
 
 
 def read_header(data: bytes | bytearray | memoryview) -> BatchHeader:
@@ -262,8 +300,10 @@ def read_header(data: bytes | bytearray | memoryview) -> BatchHeader:
         key_len,
         dict_len,
     ) = _HEAD.unpack_from(view, 0)
-    if magic != MAGIC:
-        raise CorruptBatch(f"not a WAL batch: magic {bytes(magic)!r}, expected {MAGIC!r}")
+    if magic not in (MAGIC, MAGIC_V1):
+        raise CorruptBatch(
+            f"not a WAL batch: magic {bytes(magic)!r}, expected {MAGIC!r} or {MAGIC_V1!r}"
+        )
     expected = _HEADER_BYTES + key_len + dict_len + body_len
     if len(view) != expected:
         raise CorruptBatch(
@@ -277,8 +317,11 @@ def read_header(data: bytes | bytearray | memoryview) -> BatchHeader:
             f"WAL batch {first_lsn}..{last_lsn} checksum mismatch: stored crc32 {stored:08x}, "
             f"computed {actual:08x}; send the range again"
         )
-    if version != FORMAT_VERSION:
-        raise CorruptBatch(f"WAL batch format {version} is not supported (this build reads 1)")
+    if _MAGIC_OF.get(version) != magic:
+        raise CorruptBatch(
+            f"WAL batch format {version} is not supported under magic {bytes(magic)!r} "
+            "(this build reads TWB1 version 1 and TWB2 version 2)"
+        )
     try:
         codec = Codec(raw_codec)
     except ValueError:
@@ -312,6 +355,7 @@ def read_header(data: bytes | bytearray | memoryview) -> BatchHeader:
         batch_bytes=len(view),
         checksum=stored,
         dictionary=dictionary,
+        format_version=version,
     )
 
 
@@ -327,28 +371,48 @@ def decode_batch(
     """
     header = read_header(data)
     view = memoryview(data)
-    body_at = header.batch_bytes - header.body_bytes
-    compressed = view[body_at:]
+    compressed = view[header.batch_bytes - header.body_bytes :]
+    dictionary = header.dictionary
+    if header.codec is Codec.ZSTD and header.dictionary_id and dictionary is None:
+        dictionary = (dictionaries or {}).get(header.dictionary_id)
+        if dictionary is None:
+            raise UnknownDictionary(
+                f"WAL batch {header.first_lsn}..{header.last_lsn} needs zstd dictionary "
+                f"{header.dictionary_id}, which this replica has not received; "
+                "send the batch again with the dictionary attached",
+                dictionary_id=header.dictionary_id,
+            )
+    zstd_dictionary = dictionary.zstd() if dictionary is not None else None
+    if header.format_version == 2:
+        try:
+            entries = decode_body(
+                compressed,
+                first_lsn=header.first_lsn,
+                last_lsn=header.last_lsn,
+                count=header.entry_count,
+                uncompressed=header.uncompressed_bytes,
+                dictionary=zstd_dictionary,
+            )
+        except zstandard.ZstdError as exc:  # a damaged dictionary
+            raise CorruptBatch(
+                f"WAL batch {header.first_lsn}..{header.last_lsn} does not decompress: {exc}"
+            ) from None
+        return header, entries
     if header.codec is Codec.NONE:
         body = bytes(compressed)
     else:
-        dictionary = header.dictionary
-        if header.dictionary_id and dictionary is None:
-            dictionary = (dictionaries or {}).get(header.dictionary_id)
-            if dictionary is None:
-                raise UnknownDictionary(
-                    f"WAL batch {header.first_lsn}..{header.last_lsn} needs zstd dictionary "
-                    f"{header.dictionary_id}, which this replica has not received; "
-                    "send the batch again with the dictionary attached",
-                    dictionary_id=header.dictionary_id,
-                )
         try:
             decompressor = (
-                zstandard.ZstdDecompressor(dict_data=dictionary.zstd())
-                if dictionary is not None
+                zstandard.ZstdDecompressor(dict_data=zstd_dictionary)
+                if zstd_dictionary is not None
                 else zstandard.ZstdDecompressor()
             )
-            body = _bounded_decompress(decompressor, compressed, header)
+            body = bounded_decompress(
+                decompressor,
+                compressed,
+                header.uncompressed_bytes,
+                f"WAL batch {header.first_lsn}..{header.last_lsn}",
+            )
         except zstandard.ZstdError as exc:
             raise CorruptBatch(
                 f"WAL batch {header.first_lsn}..{header.last_lsn} does not decompress: {exc}"
@@ -358,34 +422,6 @@ def decode_batch(
             f"WAL batch body is {len(body)} bytes; the header says {header.uncompressed_bytes}"
         )
     return header, _parse_entries(body, header)
-
-
-def _bounded_decompress(
-    decompressor: zstandard.ZstdDecompressor, compressed: memoryview, header: BatchHeader
-) -> bytes:
-    """The body, never more than the header's ``uncompressed_bytes`` held in memory.
-
-    zstandard ignores ``max_output_size`` when the frame declares its content size, so
-    the declared size is checked first; a frame without one is read as a stream and
-    cut off one byte past the limit.
-    """
-    limit = header.uncompressed_bytes
-    declared = zstandard.frame_content_size(compressed)
-    if declared > limit:
-        raise CorruptBatch(
-            f"WAL batch {header.first_lsn}..{header.last_lsn}: its zstd frame declares "
-            f"{declared} bytes, the header {limit}"
-        )
-    if declared >= 0:
-        return decompressor.decompress(compressed)
-    out = bytearray()
-    with decompressor.stream_reader(compressed) as reader:
-        while len(out) <= limit:
-            chunk = reader.read(min(1 << 20, limit + 1 - len(out)))
-            if not chunk:
-                break
-            out += chunk
-    return bytes(out)
 
 
 def _parse_entries(body: bytes, header: BatchHeader) -> list[WalEntry]:

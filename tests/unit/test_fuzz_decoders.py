@@ -193,7 +193,7 @@ def _mutants(
 
 _ARBITRARY = st.one_of(
     st.binary(max_size=300),
-    st.sampled_from([b"TSF1", b"VOF1", b"TGBK", b"TWB1", b"TWE1"]).flatmap(
+    st.sampled_from([b"TSF1", b"VOF1", b"TGBK", b"TWB1", b"TWB2", b"TWE1"]).flatmap(
         lambda magic: st.binary(max_size=120).map(lambda rest: magic + rest)
     ),
 )
@@ -292,10 +292,17 @@ def _wal_entries(
 def _batches(
     draw: st.DrawFn, first_lsn: int | None = None, payloads: st.SearchStrategy[bytes] | None = None
 ) -> tuple[bytes, list[WalEntry], str]:
-    """``(batch, its entries, primary id)``, every codec, with and without a dictionary."""
+    """``(batch, its entries, primary id)``, both formats, every codec, with and without a
+    dictionary; payloads by default arbitrary bytes, Gorilla blocks and VOF1 frames (the
+    kinds TWB2 cuts into columns)."""
     first = draw(st.integers(1, 2**40)) if first_lsn is None else first_lsn
     entries, last = draw(
-        _wal_entries(first, st.binary(max_size=40) if payloads is None else payloads)
+        _wal_entries(
+            first,
+            st.one_of(st.binary(max_size=40), _blocks, _op_frames)
+            if payloads is None
+            else payloads,
+        )
     )
     codec = draw(st.sampled_from(Codec))
     dictionary = _dictionary() if codec is Codec.ZSTD and draw(st.booleans()) else None
@@ -309,6 +316,7 @@ def _batches(
         first_lsn=first,
         last_lsn=last,
         carry_dictionary=draw(st.booleans()),
+        format_version=draw(st.sampled_from([1, 2])),
     )
     return batch, entries, primary
 
@@ -892,6 +900,28 @@ def _none_batch_with_body(body: bytes, count: int) -> bytes:
     return resigned(bytes(batch) + body)
 
 
+def _twb2_batch(*, meta_size: int | None = None, **fields: int) -> bytes:
+    """A TWB2 zstd batch of one 64-byte entry whose header ``fields`` and meta section's
+    decoded length claim other sizes, checksum fixed (the body starts at byte 55)."""
+    entry = WalEntry(1, EntryType.TS_BLOCK, 0, b"x" * 64)
+    batch = bytearray(encode_batch([entry], Codec.ZSTD, 1, "p", format_version=2))
+    if meta_size is not None:
+        struct.pack_into("<I", batch, 55 + 1 + 9 + 1, meta_size)
+    offsets = {"uncompressed": ("<Q", 32), "count": ("<I", 28)}
+    for name, value in fields.items():
+        fmt, at = offsets[name]
+        struct.pack_into(fmt, batch, at, value)
+    return resigned(bytes(batch))
+
+
+def _twb2_frame_claiming(ops: int) -> bytes:
+    """A TWB2 batch holding a VOF1 frame whose op count says ``ops``, checksum fixed."""
+    frame = encode_op_frame([VectorOp(OpType.REMOVE, "p", None, {})], DIM)
+    batch = encode_batch([WalEntry(1, EntryType.VECTOR_BATCH, 0, frame)], Codec.NONE, 1, "p")
+    at = batch.index(b"VOF1")
+    return resigned(batch[: at + 4] + struct.pack("<I", ops) + batch[at + 8 :])
+
+
 _HUGE: dict[str, Callable[[], object]] = {
     "tsf1 series count": lambda: decode_frame(b"TSF1" + _u32(2**32 - 1)),
     "tsf1 point count": lambda: decode_frame(
@@ -920,6 +950,12 @@ _HUGE: dict[str, Callable[[], object]] = {
     "batch uncompressed length at its limit": lambda: decode_batch(
         _huge_batch(uncompressed=MAX_UNCOMPRESSED_BYTES)  # the zstd frame holds 21 bytes
     ),
+    "twb2 section length": lambda: decode_batch(_twb2_batch(meta_size=2**32 - 1)),
+    "twb2 section length at its limit": lambda: decode_batch(
+        _twb2_batch(meta_size=MAX_UNCOMPRESSED_BYTES - 18, uncompressed=MAX_UNCOMPRESSED_BYTES)
+    ),
+    "twb2 entry count": lambda: decode_batch(_twb2_batch(count=2**32 - 1)),
+    "twb2 vof1 op count": lambda: decode_batch(_twb2_frame_claiming(2**32 - 1)),
     "json nesting": lambda: parse_json(b"[" * 100_000),
     "json nesting in a point": lambda: JsonPointDecoder().decode(
         b'{"metric":"m","entity":"e","timestamp_ms":1,"value":1,"tags":' + b"[" * 100_000

@@ -124,7 +124,7 @@ def test_forged_batch_of_a_real_body_is_byte_identical_to_encode_batch() -> None
     entries = _mixed(5, 7)
     body = b"".join(_raw_entry(e.lsn - 5, int(e.type), e.payload) for e in entries)
     forged = _forge(body=body, first=5, last=7, count=3, key=b"p1")
-    assert forged == encode_batch(entries, "none", 3, "p1")
+    assert forged == encode_batch(entries, "none", 3, "p1", format_version=1)
     assert decode_batch(forged)[1] == entries
 
 
@@ -132,7 +132,7 @@ def test_batches_cut_short_padded_foreign_or_damaged_are_refused_before_their_fi
     batch = encode_batch(_mixed(1, 3), "zstd", 3, "p1")
     with pytest.raises(CorruptBatch, match="is 20 bytes, shorter than its 54-byte header"):
         read_header(batch[:20])
-    with pytest.raises(CorruptBatch, match="not a WAL batch: magic b'XWB1'"):
+    with pytest.raises(CorruptBatch, match="not a WAL batch: magic b'XWB2'"):
         read_header(b"X" + batch[1:])
     with pytest.raises(CorruptBatch, match="but its header describes"):
         read_header(batch + b"\0")

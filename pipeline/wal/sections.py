@@ -1,0 +1,258 @@
+"""The TWB2 body: a batch's entries as four sections, each compressed for its content.
+
+The header in front of it is TWB1's (:mod:`pipeline.wal.batch`); only the body differs.
+Every integer is little-endian; ``n`` is the header's entry count.
+
+Body
+
+    ======  ========  ====================================================
+    offset  size      field
+    ======  ========  ====================================================
+    0       1         section count (u8), 4
+    1       4 x 9     per section, in the order below: encoding (u8),
+                      decoded length in bytes (u32), stored length (u32)
+    37      ...       the sections' stored bytes, in the same order
+    ======  ========  ====================================================
+
+Encodings: 0 = stored, 1 = zstd (one frame with its content size), 2 = zstd with
+the batch's dictionary (the header's dictionary id; ``meta`` only). The decoded
+lengths add up to the header's uncompressed length, the stored lengths plus 37 to
+its body length.
+
+Sections
+
+    =========  ==========================================================
+    section    decoded content
+    =========  ==========================================================
+    index      five columns of ``n`` values each: LSN - first LSN (u32),
+               entry type (u8), timestamp (i64, ms) minus the previous
+               entry's (the first minus 0; wrapping), payload kind (u8,
+               :class:`~pipeline.wal.columns.PayloadKind`), payload length
+               (u32); ``18 n`` bytes
+    meta       the ``meta`` column of :mod:`pipeline.wal.columns`
+    floats     the ``floats`` column, byte-shuffled (a multiple of 4 bytes)
+    chunks     the ``chunks`` column
+    =========  ==========================================================
+
+With codec zstd the encoder writes ``index`` and ``floats`` at the batch's level,
+``meta`` at that level with the dictionary when there is one, ``chunks`` at
+:data:`CHUNK_LEVEL` (Gorilla chunks are compressed already; level 1 still finds the
+timestamps that series share), and stores a section whose frame would not be
+smaller. With codec none every section is stored.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Sequence
+from typing import Final
+
+import numpy as np
+import zstandard
+
+from pipeline.errors import CorruptBatch, InvalidArgument
+from pipeline.limits import MAX_DECOMPRESSED_BYTES
+from pipeline.wal.columns import (
+    ColumnReader,
+    ColumnWriter,
+    PayloadKind,
+    shuffle_floats,
+    unshuffle_floats,
+)
+from pipeline.wal.entry import EntryType, WalEntry
+
+__all__ = ["CHUNK_LEVEL", "SECTIONS", "bounded_decompress", "decode_body", "encode_body"]
+
+SECTIONS: Final = ("index", "meta", "floats", "chunks")
+CHUNK_LEVEL: Final = 1
+"""zstd level of the ``chunks`` section."""
+
+_STORED: Final = 0
+_ZSTD: Final = 1
+_ZSTD_DICTIONARY: Final = 2
+_TABLE_HEAD: Final = struct.Struct("<B")
+_SECTION: Final = struct.Struct("<BII")
+_TABLE_BYTES: Final = _TABLE_HEAD.size + len(SECTIONS) * _SECTION.size
+_INDEX_ENTRY_BYTES: Final = 4 + 1 + 8 + 1 + 4
+_ENTRY_TYPES: Final = np.array([int(t) for t in EntryType], np.uint8)
+_KINDS: Final = tuple(PayloadKind)
+
+
+def _index(entries: Sequence[WalEntry], first_lsn: int, kinds: bytearray) -> bytes:
+    n = len(entries)
+    deltas = np.fromiter((e.lsn - first_lsn for e in entries), np.uint32, n)
+    types = np.fromiter((e.type for e in entries), np.uint8, n)
+    stamps = np.fromiter((e.timestamp_ms for e in entries), np.int64, n)
+    sizes = np.fromiter((len(e.payload) for e in entries), np.uint32, n)
+    steps = np.diff(stamps, prepend=np.int64(0)) if n else stamps
+    return b"".join(
+        (deltas.tobytes(), types.tobytes(), steps.tobytes(), bytes(kinds), sizes.tobytes())
+    )
+
+
+def encode_body(
+    entries: Sequence[WalEntry],
+    first_lsn: int,
+    level: int | None,
+    dictionary: zstandard.ZstdCompressionDict | None,
+) -> tuple[bytes, int]:
+    """``(body, decoded bytes)`` of ``entries``; ``level`` ``None`` stores every section."""
+    columns = ColumnWriter()
+    kinds = bytearray(columns.add(e.payload) for e in entries)
+    floats = b"".join(columns.floats)
+    decoded = (
+        _index(entries, first_lsn, kinds),
+        b"".join(columns.meta),
+        shuffle_floats(floats) if floats else b"",
+        b"".join(columns.chunks),
+    )
+    total = sum(map(len, decoded))
+    if total > MAX_DECOMPRESSED_BYTES:
+        raise InvalidArgument(
+            f"a batch of {total} decoded bytes is over MAX_DECOMPRESSED_BYTES "
+            f"({MAX_DECOMPRESSED_BYTES}); ship fewer entries per batch"
+        )
+    table = [_TABLE_HEAD.pack(len(SECTIONS))]
+    stored: list[bytes] = []
+    for name, data in zip(SECTIONS, decoded, strict=True):
+        encoding, out = _STORED, data
+        if level is not None and data:
+            with_dictionary = name == "meta" and dictionary is not None
+            compressor = (
+                zstandard.ZstdCompressor(level=level, dict_data=dictionary)
+                if with_dictionary
+                else zstandard.ZstdCompressor(level=CHUNK_LEVEL if name == "chunks" else level)
+            )
+            packed = compressor.compress(data)
+            if len(packed) < len(data):
+                encoding = _ZSTD_DICTIONARY if with_dictionary else _ZSTD
+                out = packed
+        table.append(_SECTION.pack(encoding, len(data), len(out)))
+        stored.append(out)
+    return b"".join(table + stored), total
+
+
+def bounded_decompress(
+    decompressor: zstandard.ZstdDecompressor, compressed: memoryview, limit: int, what: str
+) -> bytes:
+    """The frame's content, never more than ``limit`` bytes held in memory.
+
+    zstandard ignores ``max_output_size`` when the frame declares its content size, so
+    the declared size is checked first; a frame without one is read as a stream and
+    cut off one byte past the limit. ``what`` names the frame in errors.
+    """
+    declared = zstandard.frame_content_size(compressed)
+    if declared > limit:
+        raise CorruptBatch(f"{what}: its zstd frame declares {declared} bytes, the header {limit}")
+    if declared >= 0:
+        return decompressor.decompress(compressed)
+    out = bytearray()
+    with decompressor.stream_reader(compressed) as reader:
+        while len(out) <= limit:
+            chunk = reader.read(min(1 << 20, limit + 1 - len(out)))
+            if not chunk:
+                break
+            out += chunk
+    return bytes(out)
+
+
+def _sections(
+    body: memoryview,
+    uncompressed: int,
+    dictionary: zstandard.ZstdCompressionDict | None,
+    what: str,
+) -> list[bytes]:
+    """Every section decoded, each checked against its declared lengths."""
+    if len(body) < _TABLE_BYTES or body[0] != len(SECTIONS):
+        raise CorruptBatch(f"{what}: body has no table of {len(SECTIONS)} sections")
+    table = [
+        _SECTION.unpack_from(body, _TABLE_HEAD.size + i * _SECTION.size)
+        for i in range(len(SECTIONS))
+    ]
+    if sum(t[1] for t in table) != uncompressed:
+        raise CorruptBatch(f"{what}: sections decode to other than the header's {uncompressed}")
+    if _TABLE_BYTES + sum(t[2] for t in table) != len(body):
+        raise CorruptBatch(f"{what}: section lengths do not add up to the body's {len(body)}")
+    out = []
+    at = _TABLE_BYTES
+    for name, (encoding, size, stored_size) in zip(SECTIONS, table, strict=True):
+        stored = body[at : at + stored_size]
+        at += stored_size
+        if encoding == _STORED:
+            data = bytes(stored)
+        elif encoding in (_ZSTD, _ZSTD_DICTIONARY):
+            if encoding == _ZSTD_DICTIONARY and dictionary is None:
+                raise CorruptBatch(f"{what}: section {name} needs a dictionary the header lacks")
+            decompressor = (
+                zstandard.ZstdDecompressor(dict_data=dictionary)
+                if encoding == _ZSTD_DICTIONARY and dictionary is not None
+                else zstandard.ZstdDecompressor()
+            )
+            try:
+                data = bounded_decompress(decompressor, stored, size, f"{what} section {name}")
+            except zstandard.ZstdError as exc:
+                raise CorruptBatch(f"{what}: section {name} does not decompress: {exc}") from None
+        else:
+            raise CorruptBatch(f"{what}: section {name} has unknown encoding {encoding}")
+        if len(data) != size:
+            raise CorruptBatch(f"{what}: section {name} is {len(data)} bytes, declared {size}")
+        out.append(data)
+    return out
+
+
+def decode_body(
+    body: memoryview,
+    *,
+    first_lsn: int,
+    last_lsn: int,
+    count: int,
+    uncompressed: int,
+    dictionary: zstandard.ZstdCompressionDict | None,
+) -> list[WalEntry]:
+    """The entries of a TWB2 body whose header says the rest; ``CorruptBatch`` on any misfit.
+
+    ``uncompressed`` was checked against ``MAX_DECOMPRESSED_BYTES`` by the header, and
+    every section is bounded by its own declared length before it is decompressed.
+    """
+    what = f"WAL batch {first_lsn}..{last_lsn}"
+    index, meta, floats, chunks = _sections(body, uncompressed, dictionary, what)
+    if len(index) != _INDEX_ENTRY_BYTES * count:
+        raise CorruptBatch(f"{what}: index is {len(index)} bytes for {count} entries")
+    if len(floats) % 4:
+        raise CorruptBatch(f"{what}: floats section is {len(floats)} bytes, not whole float32s")
+    at = 0
+
+    def column(dtype: str, width: int) -> np.ndarray:
+        nonlocal at
+        values = np.frombuffer(index, dtype, count, at)
+        at += width * count
+        return values
+
+    deltas = column("<u4", 4).astype(np.int64)
+    types = column("u1", 1)
+    stamps = np.cumsum(column("<i8", 8), dtype=np.int64)
+    kinds = column("u1", 1)
+    sizes = column("<u4", 4)
+    if count and (bool(np.any(np.diff(deltas) <= 0)) or first_lsn + int(deltas[-1]) > last_lsn):
+        raise CorruptBatch(f"{what}: entry LSNs out of order or outside the range")
+    if not bool(np.isin(types, _ENTRY_TYPES).all()):
+        raise CorruptBatch(f"{what}: an entry has an unknown type")
+    if count and int(kinds.max()) >= len(_KINDS):
+        raise CorruptBatch(f"{what}: an entry has an unknown payload kind")
+    if int(sizes.sum(dtype=np.uint64)) != len(meta) + len(floats) + len(chunks):
+        raise CorruptBatch(f"{what}: payload lengths do not add up to the sections")
+    reader = ColumnReader(meta, unshuffle_floats(floats) if floats else b"", chunks)
+    columns = zip(
+        deltas.tolist(),
+        types.tolist(),
+        stamps.tolist(),
+        kinds.tolist(),
+        sizes.tolist(),
+        strict=True,
+    )
+    entries = [
+        WalEntry(first_lsn + delta, EntryType(kind_of), stamp, reader.take(_KINDS[kind], size, i))
+        for i, (delta, kind_of, stamp, kind, size) in enumerate(columns)
+    ]
+    reader.finish()
+    return entries
