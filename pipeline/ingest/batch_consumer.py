@@ -6,6 +6,8 @@ worker's input topics are read here, inside the Faust worker (its web pages, tim
 lifecycle stay), by one consumer per stage in its own group ``<app_id>-<stage>``:
 
 1. ``consume(batch_size, poll_timeout)`` runs on a thread; the event loop stays free.
+   The next batch is consumed while the stage works on this one (the two share the GIL
+   only while they build or read Python objects; a compiled decoder releases it).
 2. The stage's :meth:`BatchStage.on_batch` decodes and buffers the batch, holding one
    :class:`~pipeline.ingest.offsets.BatchToken` per partition in the stage's
    :class:`~pipeline.ingest.offsets.OffsetTracker`, released as flushes become durable.
@@ -18,10 +20,14 @@ committable offsets are committed synchronously, then the partitions are forgott
 on lost (the session expired, another member may own them already) the stage drops
 what it holds for them uncommitted: the new owner replays it, and replays yield the
 same blocks and the same vector state. Rebalance callbacks run on the consumer's
-thread, so they wait for the stage's coroutines on the event loop.
+thread, so they wait for the stage's coroutines on the event loop; they take the stage
+lock that each batch holds while it is buffered, so a revoke never overtakes a batch
+consumed before it (the batch is buffered, then flushed with the rest).
 
 Stopping (:meth:`BatchConsumer.run` returns when ``stop`` is set): everything held is
-flushed and committed, then the consumer is closed (leaving the group at once).
+flushed and committed, then the consumer is closed (leaving the group at once). A batch
+consumed ahead but not yet handed to the stage is dropped uncommitted: the next owner
+reads it again.
 """
 
 from __future__ import annotations
@@ -100,6 +106,8 @@ class BatchConsumer:
         self.overrides = FETCH_OVERRIDES | (overrides or {})
         self._assigned: set[int] = set()
         self._assigned_lock = threading.Lock()
+        self._stage_lock = asyncio.Lock()
+        """Held while a batch is buffered and while a rebalance callback runs."""
         self.batches = 0
         self.records = 0
 
@@ -116,7 +124,7 @@ class BatchConsumer:
         topic = self.stage.topic
 
         def wait(coro: Coroutine[Any, Any, None]) -> None:
-            asyncio.run_coroutine_threadsafe(coro, loop).result()
+            asyncio.run_coroutine_threadsafe(self._locked(coro), loop).result()
 
         def partitions(tps: list[TopicPartition]) -> set[int]:
             return {tp.partition for tp in tps if tp.topic == topic}
@@ -138,24 +146,38 @@ class BatchConsumer:
             wait(self.stage.on_lost(ours))
             self._forget(ours)
 
+        def consume() -> asyncio.Future[list[Message]]:
+            return asyncio.ensure_future(
+                asyncio.to_thread(consumer.consume, self.batch_size, self.poll_timeout_s)
+            )
+
         consumer.subscribe([topic], on_assign=on_assign, on_revoke=on_revoke, on_lost=on_lost)
+        ahead: asyncio.Future[list[Message]] | None = None
         try:
+            ahead = consume()
             while not stop.is_set():
-                messages = await asyncio.to_thread(
-                    consumer.consume, self.batch_size, self.poll_timeout_s
-                )
+                messages = await ahead
+                ahead = consume()  # the next batch arrives while this one is buffered
                 records = [m for m in messages if m.error() is None]
                 if len(records) != len(messages):
                     _log_errors(messages)
                 if records:
                     self.batches += 1
                     self.records += len(records)
-                    await self.stage.on_batch(records)
+                    async with self._stage_lock:
+                        await self.stage.on_batch(records)
                 self._commit(consumer, asynchronous=True)
-            await self.stage.on_revoked(self.assigned)
+            await self._locked(self.stage.on_revoked(self.assigned))
             self._commit(consumer, asynchronous=False)
         finally:
+            if ahead is not None:
+                # Consumed ahead, never buffered: dropped uncommitted (read again later).
+                await asyncio.gather(ahead, return_exceptions=True)
             await asyncio.to_thread(consumer.close)
+
+    async def _locked(self, coro: Coroutine[Any, Any, None]) -> None:
+        async with self._stage_lock:
+            await coro
 
     def _commit(self, consumer: Consumer, *, asynchronous: bool) -> None:
         offsets = self.stage.offsets.committable()

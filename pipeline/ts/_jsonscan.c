@@ -20,6 +20,9 @@
  * differentially): integers as Python's float(int) rounds them (strtod rounds correctly;
  * -0 is the integer 0, so +0.0), other numbers correctly rounded.
  *
+ * The parsing runs without the GIL (the worker consumes its next batch meanwhile); the
+ * values are read before and the Python objects built after.
+ *
  * On success it returns (series, runs, index, partitions, timestamps, values): series is
  * a list of (metric str, entity str, raw tags bytes) tuples, one per distinct series of
  * the batch (raw tags b"" when absent); runs a list of (partition, next offset, records),
@@ -390,6 +393,7 @@ static PyObject *scan_points(PyObject *module, PyObject *messages) {
     PyObject *result = NULL, *series = NULL, *values = NULL;
     PyObject *runs = NULL, *b_index = NULL, *b_parts = NULL, *b_ts = NULL, *b_vals = NULL;
     Point *points = NULL;
+    const Point **firsts = NULL;
     Slot *slots = NULL;
     size_t cap = 16;
     while (cap < (size_t)n * 2)
@@ -397,6 +401,7 @@ static PyObject *scan_points(PyObject *module, PyObject *messages) {
 
     values = PyList_New(n);
     points = PyMem_Malloc(sizeof(Point) * (size_t)(n ? n : 1));
+    firsts = PyMem_Malloc(sizeof(Point *) * (size_t)(n ? n : 1));
     slots = PyMem_Malloc(sizeof(Slot) * cap);
     series = PyList_New(0);
     b_index = PyBytes_FromStringAndSize(NULL, n * 4);
@@ -404,7 +409,7 @@ static PyObject *scan_points(PyObject *module, PyObject *messages) {
     runs = PyList_New(0);
     b_ts = PyBytes_FromStringAndSize(NULL, n * 8);
     b_vals = PyBytes_FromStringAndSize(NULL, n * 8);
-    if (!values || !points || !slots || !series || !runs || !b_index || !b_parts || !b_ts ||
+    if (!values || !points || !firsts || !slots || !series || !runs || !b_index || !b_parts || !b_ts ||
         !b_vals) {
         if (!PyErr_Occurred())
             PyErr_NoMemory();
@@ -418,59 +423,79 @@ static PyObject *scan_points(PyObject *module, PyObject *messages) {
     double *vals = (double *)PyBytes_AS_STRING(b_vals);
     int32_t distinct = 0;
 
-    long long run_partition = -1;
-    Py_ssize_t run_records = 0;
+    /* 1. With the GIL: each record's value (kept alive in ``values``) and partition. */
     for (Py_ssize_t i = 0; i < n; i++) {
         PyObject *message = PyList_GET_ITEM(messages, i);
         PyObject *value = PyObject_CallMethodNoArgs(message, s_value);
         if (value == NULL)
             goto done;
-        PyList_SET_ITEM(values, i, value); /* keeps the bytes alive while spans point in */
+        PyList_SET_ITEM(values, i, value);
         long long partition;
         PyObject *ok = int_of_method(message, s_partition, &partition);
         if (ok == NULL)
             goto done;
-        if (!PyBytes_Check(value) || ok != Py_True || partition < 0 || partition > INT32_MAX ||
-            !parse_point(PyBytes_AS_STRING(value), PyBytes_GET_SIZE(value), &points[i])) {
+        if (!PyBytes_Check(value) || ok != Py_True || partition < 0 || partition > INT32_MAX) {
             result = Py_None;
             Py_INCREF(result);
             goto done;
         }
-        if (partition != run_partition) {
-            if (i > 0 && close_run(runs, PyList_GET_ITEM(messages, i - 1), run_partition,
-                                   run_records) < 0)
-                goto done;
-            run_partition = partition;
-            run_records = 0;
-        }
-        run_records++;
+        parts[i] = (int32_t)partition;
+    }
+
+    /* 2. Without it (consuming the next batch goes on meanwhile): parse, number series. */
+    int declined = 0;
+    Py_BEGIN_ALLOW_THREADS
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *value = PyList_GET_ITEM(values, i);
         Point *pt = &points[i];
+        if (!parse_point(PyBytes_AS_STRING(value), PyBytes_GET_SIZE(value), pt)) {
+            declined = 1;
+            break;
+        }
         uint64_t h = mix_span(mix_span(mix_span(0, pt->metric), pt->entity), pt->tags);
         size_t at = (size_t)h & (cap - 1);
         while (slots[at].index >= 0 && !(slots[at].hash == h && same_series(slots[at].first, pt)))
             at = (at + 1) & (cap - 1);
         if (slots[at].index < 0) {
-            PyObject *t = series_tuple(pt);
-            if (t == NULL || PyList_Append(series, t) < 0) {
-                Py_XDECREF(t);
-                goto done;
-            }
-            Py_DECREF(t);
             slots[at].hash = h;
-            slots[at].index = distinct++;
+            slots[at].index = distinct;
             slots[at].first = pt;
+            firsts[distinct++] = pt;
         }
         index[i] = slots[at].index;
-        parts[i] = (int32_t)partition;
         ts[i] = pt->timestamp_ms;
         vals[i] = pt->value;
     }
-    if (n > 0 && close_run(runs, PyList_GET_ITEM(messages, n - 1), run_partition, run_records) < 0)
+    Py_END_ALLOW_THREADS
+    if (declined) {
+        result = Py_None;
+        Py_INCREF(result);
         goto done;
+    }
+
+    /* 3. With the GIL again: the distinct series, and each partition run's end. */
+    for (int32_t k = 0; k < distinct; k++) {
+        PyObject *t = series_tuple(firsts[k]);
+        if (t == NULL || PyList_Append(series, t) < 0) {
+            Py_XDECREF(t);
+            goto done;
+        }
+        Py_DECREF(t);
+    }
+    Py_ssize_t run_start = 0;
+    for (Py_ssize_t i = 1; i <= n; i++) {
+        if (i == n || parts[i] != parts[run_start]) {
+            if (close_run(runs, PyList_GET_ITEM(messages, i - 1), parts[run_start],
+                          i - run_start) < 0)
+                goto done;
+            run_start = i;
+        }
+    }
     result = PyTuple_Pack(6, series, runs, b_index, b_parts, b_ts, b_vals);
 
 done:
     PyMem_Free(points);
+    PyMem_Free(firsts);
     PyMem_Free(slots);
     Py_XDECREF(values);
     Py_XDECREF(series);
