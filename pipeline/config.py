@@ -127,6 +127,10 @@ class WalSettings:
     this many, then this many a minute); beyond it 429 / RATE_LIMITED, no key checked."""
     ship_key: str = ""
     """The key the shipper presents to HTTP(S) replicas (``Authorization: Bearer``)."""
+    dictionary_file: str = ""
+    """A zstd dictionary (``themis wal train-dictionary``) for the ``meta`` section of zstd
+    batches; empty = none. Its zstd id is its version: batches name it, it rides along
+    with the first batch to each replica, and replicas keep every one they received."""
 
 
 @dataclass(frozen=True)

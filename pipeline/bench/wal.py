@@ -69,12 +69,19 @@ DEFINITIONS: Mapping[str, str] = {
     "bytes_shipped_kafka_zstd": "the codec-none batches produced through a producer with "
     "compression.type=zstd (level 3) to the replica cluster: size of the topic's log "
     "segment files on the replica broker's disk (record batch overhead included)",
-    "bytes_shipped_batch_zstd": f"sum of our batches, zstd level {LEVEL}",
+    "bytes_shipped_batch_zstd": f"sum of our batches (TWB2), zstd level {LEVEL}",
+    "bytes_shipped_batch_zstd_mixed": "the same for the mixed stream",
+    "bytes_shipped_kafka_zstd_mixed": "bytes_shipped_kafka_zstd for the mixed stream",
+    "batch_vs_kafka_zstd_mixed": "bytes_shipped_batch_zstd_mixed / bytes_shipped_kafka_zstd_mixed",
+    "bytes_shipped_twb1_zstd": "under each stream: the same entries as TWB1 batches (one zstd "
+    "frame per batch, the format before TWB2), same run, same level",
     "bandwidth_reduction": "1 - bytes_shipped_batch_zstd / bytes_uncompressed, JSON-points stream",
     "bandwidth_reduction_mixed": "the same for the mixed stream",
     "compress_mb_per_s": f"uncompressed MB (1e6 bytes) per second through encode_batch at "
     f"zstd level {LEVEL}, mixed stream, best of 3, one core",
     "decompress_mb_per_s": "the same through decode_batch",
+    "compress_mb_per_s_twb1": "compress_mb_per_s for TWB1 batches of the same entries, same run",
+    "decompress_mb_per_s_twb1": "decompress_mb_per_s for TWB1 batches, same run",
     "replication_lag_ms_p50": "entry appended on the primary (its WAL timestamp) -> applied on "
     "the replica (ReplicaState.apply_batch returned), through WalShipper to a Kafka replica "
     "and the Kafka applier, at lag_load_entries_per_s",
@@ -160,8 +167,9 @@ def _measure_bytes(
     """Bytes of one stream: entry records, our batches (none, zstd) and Kafka's zstd."""
     stream = entries(payloads)
     uncompressed = sum(len(encode_entry_record(e.type, e.timestamp_ms, e.payload)) for e in stream)
-    plain = [encode_batch(c, "none", LEVEL, "bench") for c in chunks(stream)]
+    plain = [encode_batch(c, "none", LEVEL, "bench", format_version=1) for c in chunks(stream)]
     packed = [encode_batch(c, "zstd", LEVEL, "bench") for c in chunks(stream)]
+    twb1 = [encode_batch(c, "zstd", LEVEL, "bench", format_version=1) for c in chunks(stream)]
     progress(f"{name}: {len(stream):,} entries, {uncompressed:,} bytes; producing to the replica")
     kafka_zstd = _kafka_zstd_bytes(cluster, bootstrap, f"themis.{run_id}{name}", plain)
     ours = sum(map(len, packed))
@@ -172,20 +180,25 @@ def _measure_bytes(
         "bytes_shipped_none": sum(map(len, plain)),
         "bytes_shipped_kafka_zstd": kafka_zstd,
         "bytes_shipped_batch_zstd": ours,
+        "bytes_shipped_twb1_zstd": sum(map(len, twb1)),
+        "batch_vs_kafka_zstd": rounded(ours / kafka_zstd, 4),
         "bandwidth_reduction": rounded(1 - ours / uncompressed, 4),
         "compression_ratio": rounded(uncompressed / ours, 4),
     }
 
 
-def _measure_codec(payloads: list[tuple[EntryType, bytes]]) -> tuple[float, float]:
-    """``(compress, decompress)`` MB (1e6 bytes) per second of entry records, best of 3."""
+def _measure_codec(payloads: list[tuple[EntryType, bytes]], version: int) -> tuple[float, float]:
+    """``(compress, decompress)`` MB (1e6 bytes) per second of entry records, best of 3,
+    as batches of format ``version``."""
     stream = entries(payloads)
     batches = list(chunks(stream))
     body = sum(len(encode_entry_record(e.type, e.timestamp_ms, e.payload)) for e in stream)
-    packed = [encode_batch(c, "zstd", LEVEL, "bench") for c in batches]
-    compress = best_rate(
-        lambda: [encode_batch(c, "zstd", LEVEL, "bench") for c in batches], body, 3
-    )
+
+    def encode() -> list[bytes]:
+        return [encode_batch(c, "zstd", LEVEL, "bench", format_version=version) for c in batches]
+
+    packed = encode()
+    compress = best_rate(encode, body, 3)
     decompress = best_rate(lambda: [decode_batch(b) for b in packed], body, 3)
     return compress / 1e6, decompress / 1e6
 
@@ -327,8 +340,9 @@ def run(size: BenchSize, settings: Settings) -> dict[str, object]:
             sizes.ts_series, sizes.ts_points_per_series, sizes.vectors_per_batch
         ),
     }
-    progress(f"codec speed, zstd level {LEVEL}")
-    compress, decompress = _measure_codec(streams["mixed"])
+    progress(f"codec speed, zstd level {LEVEL}, TWB2 then TWB1")
+    compress, decompress = _measure_codec(streams["mixed"], 2)
+    compress_v1, decompress_v1 = _measure_codec(streams["mixed"], 1)
     replica_cluster = LocalKafka(f"bench-wal-replica-{os.getpid()}")
     json_bytes, mixed_bytes, lag, primary = _broker_figures(
         settings, sizes, streams, replica_cluster
@@ -336,8 +350,13 @@ def run(size: BenchSize, settings: Settings) -> dict[str, object]:
     return {
         **{name: json_bytes[name] for name in _HEADLINE_BYTES},
         "bandwidth_reduction_mixed": mixed_bytes["bandwidth_reduction"],
+        "bytes_shipped_batch_zstd_mixed": mixed_bytes["bytes_shipped_batch_zstd"],
+        "bytes_shipped_kafka_zstd_mixed": mixed_bytes["bytes_shipped_kafka_zstd"],
+        "batch_vs_kafka_zstd_mixed": mixed_bytes["batch_vs_kafka_zstd"],
         "compress_mb_per_s": rounded(compress),
         "decompress_mb_per_s": rounded(decompress),
+        "compress_mb_per_s_twb1": rounded(compress_v1),
+        "decompress_mb_per_s_twb1": rounded(decompress_v1),
         "replication_lag_ms_p50": lag.pop("replication_lag_ms_p50"),
         "replication_lag_ms_p99": lag.pop("replication_lag_ms_p99"),
         "lag_load_entries_per_s": lag.pop("lag_load_entries_per_s"),
@@ -377,8 +396,12 @@ def render(result: Mapping[str, object]) -> str:
         ("  shipped, batch zstd", f"{r['bytes_shipped_batch_zstd']:,} B"),
         ("  bandwidth reduction", f"{r['bandwidth_reduction']:.1%}"),
         ("mixed, bandwidth reduction", f"{r['bandwidth_reduction_mixed']:.1%}"),
-        ("compress (zstd 3)", f"{r['compress_mb_per_s']} MB/s"),
-        ("decompress", f"{r['decompress_mb_per_s']} MB/s"),
+        ("mixed, batch / Kafka zstd", f"{r['batch_vs_kafka_zstd_mixed']:.3f}x"),
+        (
+            "compress (zstd 3)",
+            f"{r['compress_mb_per_s']} MB/s (TWB1 {r['compress_mb_per_s_twb1']})",
+        ),
+        ("decompress", f"{r['decompress_mb_per_s']} MB/s (TWB1 {r['decompress_mb_per_s_twb1']})"),
         (
             f"lag at {r['lag_load_entries_per_s']} entries/s",
             f"p50 {r['replication_lag_ms_p50']} ms, p99 {r['replication_lag_ms_p99']} ms",

@@ -3,10 +3,15 @@
 Mounted into ``themis`` by :func:`add_wal_parser`; the handlers get the settings
 ``themis`` loaded.
 
-``themis wal ship --replica ID=ENDPOINT [--replica ...] [--once]``
+``themis wal ship --replica ID=ENDPOINT [--replica ...] [--once] [--dictionary FILE]``
     Ships the primary's WAL (``KAFKA_BOOTSTRAP_SERVERS``) to every replica until
     SIGTERM or SIGINT, printing the stats as one JSON line every ``--stats-interval``
     seconds; ``--once`` exits 0 once every replica confirmed the WAL's end.
+    ``--dictionary`` (default: ``compressed_wal_shipping.dictionary_file``) compresses
+    the ``meta`` section of every zstd batch with that dictionary.
+``themis wal train-dictionary --out FILE [--entries N] [--size BYTES]``
+    Trains that dictionary on the primary's WAL (:mod:`pipeline.replication.dictionary`)
+    and prints its id and size as one JSON line.
 ``themis wal apply --replica NAME [--bootstrap HOST:PORT] [--once]``
     Applies ``<namespace>.wal.replica`` of the replica cluster (default: the local
     cluster named NAME) into ``<data_dir>/replica-<NAME>``.
@@ -61,6 +66,7 @@ def _ship(args: argparse.Namespace, settings: Settings) -> int:
 
     from pipeline.metrics import WalShipperMetrics
     from pipeline.replication.shipper import WalShipper
+    from pipeline.wal.batch import Dictionary
 
     if not settings.kafka.bootstrap_servers:
         raise ThemisError("themis wal ship needs the primary cluster: set KAFKA_BOOTSTRAP_SERVERS")
@@ -82,6 +88,9 @@ def _ship(args: argparse.Namespace, settings: Settings) -> int:
         ssl_context=_client_ssl(args),
         metrics=metrics,
         max_batch_entries=args.max_batch_entries,
+        dictionary=Dictionary.from_file(args.dictionary, "--dictionary")
+        if args.dictionary
+        else None,
     )
     if args.compression:
         shipper.configure_compression(
@@ -104,6 +113,33 @@ def _ship(args: argparse.Namespace, settings: Settings) -> int:
         print(json.dumps(shipper.stats()), flush=True)
     finally:
         shipper.close()
+    return 0
+
+
+def _train_dictionary(args: argparse.Namespace, settings: Settings) -> int:
+    from pipeline.replication.dictionary import train_wal_dictionary
+
+    if not settings.kafka.bootstrap_servers:
+        raise ThemisError(
+            "themis wal train-dictionary reads the primary's WAL: set KAFKA_BOOTSTRAP_SERVERS"
+        )
+    dictionary = train_wal_dictionary(
+        settings.kafka.bootstrap_servers, settings, entries=args.entries, size=args.size
+    )
+    out = Path(args.out)
+    tmp = out.with_name(out.name + ".tmp")
+    tmp.write_bytes(dictionary.data)
+    tmp.replace(out)
+    print(
+        json.dumps(
+            {
+                "dictionary_id": dictionary.dictionary_id,
+                "bytes": len(dictionary.data),
+                "file": str(out),
+            }
+        ),
+        flush=True,
+    )
     return 0
 
 
@@ -216,11 +252,24 @@ def add_wal_arguments(wal: argparse.ArgumentParser) -> None:
     ship.add_argument("--compression", choices=("zstd", "none"), default=None)
     ship.add_argument("--level", type=int, default=None, help="zstd level 1-22")
     ship.add_argument(
+        "--dictionary",
+        default=None,
+        metavar="FILE",
+        help="zstd dictionary for the meta section (themis wal train-dictionary); "
+        "default: compressed_wal_shipping.dictionary_file",
+    )
+    ship.add_argument(
         "--tls-ca", default=None, help="CA file to verify https and themis+tls replicas"
     )
     ship.add_argument("--tls-cert", default=None, help="client certificate (mTLS)")
     ship.add_argument("--tls-key", default=None, help="client key (mTLS)")
     ship.set_defaults(handler=_ship)
+
+    train = sub.add_parser("train-dictionary", help="train a zstd dictionary on the primary's WAL")
+    train.add_argument("--out", required=True, metavar="FILE")
+    train.add_argument("--entries", type=int, default=5000, help="WAL entries to learn from")
+    train.add_argument("--size", type=int, default=16 * 1024, help="dictionary bytes at most")
+    train.set_defaults(handler=_train_dictionary)
 
     apply = sub.add_parser("apply", help="apply WAL batches from the replica cluster")
     apply.add_argument("--replica", required=True, metavar="NAME")

@@ -99,6 +99,10 @@ class WalShipper:
         self._codec = Codec.from_name(wal.compression_type)
         self._level = wal.compression_level
         self._dictionary = dictionary
+        if dictionary is None and wal.dictionary_file:
+            self._dictionary = Dictionary.from_file(
+                wal.dictionary_file, "compressed_wal_shipping.dictionary_file"
+            )
         self._total_uncompressed = 0
         self._total_shipped = 0
 

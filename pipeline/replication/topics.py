@@ -3,8 +3,9 @@
 =================================  ===========================================================
 topic (``<namespace>.`` + name)    records
 =================================  ===========================================================
-``wal.replica``                    one WAL batch (TWB1) per record, key = primary id, headers
-                                   ``themis.wal.*``; written by the shipper, read by the applier
+``wal.replica``                    one WAL batch (TWB1, TWB2) per record, key = primary id,
+                                   headers ``themis.wal.*``; written by the shipper, read by
+                                   the applier
 ``wal.replica.status``             JSON positions reported by the applier, key = replica name;
                                    read by the shipper to re-send a missing range
 ``deadletter``                     batches the applier could not decode, with the reason
@@ -43,7 +44,7 @@ def replica_topic_specs() -> list[TopicSpec]:
             partitions=1,
             replication_factor=1,
             key_format="primary id, UTF-8",
-            value_format="WAL batch TWB1; headers themis.wal.*",
+            value_format="WAL batch TWB1 or TWB2; headers themis.wal.*",
             configs={
                 "cleanup.policy": "delete",
                 "retention.ms": "604800000",

@@ -1,7 +1,9 @@
 """The write-ahead log: every applied mutation, in order, as opaque entries.
 
 ``entry`` (WAL records and LSNs), ``writer`` (:class:`WalWriter`, the one way to append),
-``batch`` (TWB1 batches: zstd, dictionaries, checksums). The WAL knows nothing of what
+``batch`` (TWB1 and TWB2 batches: zstd, dictionaries, checksums), ``sections`` (the
+TWB2 body) and ``columns`` (payloads cut by content). Beyond the byte layouts of Gorilla
+blocks and ``VOF1`` frames, which TWB2 cuts into columns, the WAL knows nothing of what
 its entries carry; the stores above write to it, and ``pipeline.replication`` ships it.
 """
 

@@ -62,11 +62,12 @@ import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import IntEnum
+from pathlib import Path
 from typing import Final
 
 import zstandard
 
-from pipeline.errors import CorruptBatch, InvalidArgument, UnknownDictionary
+from pipeline.errors import ConfigError, CorruptBatch, InvalidArgument, UnknownDictionary
 from pipeline.limits import MAX_DECOMPRESSED_BYTES
 from pipeline.wal.entry import EntryType, WalEntry
 from pipeline.wal.sections import bounded_decompress, decode_body, encode_body
@@ -133,6 +134,17 @@ class Dictionary:
             )
         return cls(dict_id, bytes(data))
 
+    @classmethod
+    def from_file(cls, path: str | Path, setting: str) -> Dictionary:
+        """The dictionary in the file at ``path``; ``ConfigError`` naming ``setting`` when
+        the file is missing or holds no zstd dictionary with an id."""
+        try:
+            return cls.from_bytes(Path(path).read_bytes())
+        except OSError as exc:
+            raise ConfigError(f"{setting}: cannot read {path}: {exc.strerror}") from None
+        except InvalidArgument as exc:
+            raise ConfigError(f"{setting}: {path} is {exc}") from None
+
     def zstd(self) -> zstandard.ZstdCompressionDict:
         return zstandard.ZstdCompressionDict(self.data)
 
@@ -163,10 +175,11 @@ class BatchHeader:
 
 
 def train_dictionary(samples: Sequence[bytes], size: int = 16 * 1024) -> Dictionary:
-    """A zstd dictionary of at most ``size`` bytes trained on ``samples`` (entry records).
+    """A zstd dictionary of at most ``size`` bytes trained on ``samples``.
 
-    zstd needs enough samples (hundreds) of some variety; it raises otherwise
-    (``zstandard.ZstdError``).
+    For TWB2 batches the samples are what goes to their ``meta`` section, one per entry
+    (:func:`pipeline.wal.columns.meta_of`). zstd needs enough samples (hundreds) of
+    some variety; it raises otherwise (``zstandard.ZstdError``).
     """
     trained = zstandard.train_dictionary(size, list(samples))
     return Dictionary(trained.dict_id(), trained.as_bytes())

@@ -34,7 +34,14 @@ import numpy as np
 
 from pipeline.errors import CorruptBatch
 
-__all__ = ["ColumnReader", "ColumnWriter", "PayloadKind", "shuffle_floats", "unshuffle_floats"]
+__all__ = [
+    "ColumnReader",
+    "ColumnWriter",
+    "PayloadKind",
+    "meta_of",
+    "shuffle_floats",
+    "unshuffle_floats",
+]
 
 _BLOCK_MAGIC: Final = b"TGBK"
 _BLOCK_KEY_LEN: Final = struct.Struct("<H")  # at offset 5
@@ -143,6 +150,13 @@ class ColumnWriter:
             self.floats.append(payload[start:at])
         self.meta.append(payload[at:])
         return PayloadKind.VECTOR_FRAME
+
+
+def meta_of(payload: bytes) -> bytes:
+    """The bytes ``payload`` puts into the ``meta`` column (a dictionary training sample)."""
+    columns = ColumnWriter()
+    columns.add(payload)
+    return b"".join(columns.meta)
 
 
 class ColumnReader:

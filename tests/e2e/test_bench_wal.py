@@ -25,6 +25,16 @@ def test_smoke_run_ships_the_wal_compressed_and_reports_the_lag_of_every_entry(
     assert report["bandwidth_reduction"] == pytest.approx(1 - ours / uncompressed, abs=1e-4)
     assert 0.5 < float(report["bandwidth_reduction"]) < 1
     assert 0 < float(report["bandwidth_reduction_mixed"]) < 1
+    mixed = report["mixed"]
+    assert report["bytes_shipped_batch_zstd_mixed"] == mixed["bytes_shipped_batch_zstd"]
+    assert report["bytes_shipped_kafka_zstd_mixed"] == mixed["bytes_shipped_kafka_zstd"]
+    assert report["batch_vs_kafka_zstd_mixed"] == pytest.approx(
+        mixed["bytes_shipped_batch_zstd"] / mixed["bytes_shipped_kafka_zstd"], rel=1e-3
+    )
+    # TWB2 against TWB1, same entries and level: the shuffled vectors and columnar index.
+    assert mixed["bytes_shipped_batch_zstd"] < mixed["bytes_shipped_twb1_zstd"]
+    assert ours < json_points["bytes_shipped_twb1_zstd"]
+    assert float(report["compress_mb_per_s_twb1"]) > 0
     for rate in ("compress_mb_per_s", "decompress_mb_per_s", "lag_load_entries_per_s"):
         assert float(report[rate]) > 0, rate
     lag = report["lag"]

@@ -60,6 +60,7 @@ from pipeline.wal.entry import EntryType, WalEntry, encode_entry_record, format_
 from tests.fixtures.broker import MakeSettings
 from tests.fixtures.facade import ADMIN, KEYS, WRITER, FacadeThread, facade_settings
 from tests.fixtures.support import wait_until
+from tests.fixtures.wal import wal_shipping_settings
 
 pytestmark = pytest.mark.integration
 
@@ -70,16 +71,7 @@ SERIES = series_key("rep", "e")
 
 @pytest.fixture
 def wal_settings(make_settings: MakeSettings) -> Settings:
-    settings = make_settings(
-        vector_auto_buffer={"dimension": DIM}, compressed_wal_shipping={"ship_key": SHIP_KEY}
-    )
-    assert settings.kafka.bootstrap_servers
-    apply_topics(
-        settings.kafka.bootstrap_servers,
-        settings,
-        [spec for spec in load_specs() if spec.name == "wal"],
-    )
-    return settings
+    return wal_shipping_settings(make_settings, dimension=DIM, ship_key=SHIP_KEY)
 
 
 def _bootstrap(settings: Settings) -> str:

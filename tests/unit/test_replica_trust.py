@@ -34,7 +34,7 @@ from tests.fixtures.support import (
     stop_process,
     wait_until,
 )
-from tests.fixtures.wal import resigned
+from tests.fixtures.wal import post_wal_apply, resigned
 
 pytestmark = pytest.mark.unit
 
@@ -110,16 +110,6 @@ def test_a_replica_is_pinned_to_the_first_primary_it_applies_even_after_a_restar
         ReplicaState(tmp_path, _settings(), primary_id="other")
 
 
-def _post_apply(port: int, body: bytes, headers: dict[str, str]) -> tuple[int, dict[str, object]]:
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-    try:
-        conn.request("POST", "/api/v1/wal/apply", body=body, headers=headers)
-        response = conn.getresponse()
-        return response.status, orjson.loads(response.read())
-    finally:
-        conn.close()
-
-
 def test_wal_apply_answers_401_without_a_replicator_key_and_applies_with_one(
     tmp_path: Path,
 ) -> None:
@@ -129,12 +119,12 @@ def test_wal_apply_answers_401_without_a_replicator_key_and_applies_with_one(
     batch = encode_batch([_block_entry(1), _block_entry(2)], "none", 3, "p1")
     try:
         for headers in ({}, {"Authorization": "Bearer wrong-key"}, {"X-API-Key": "replicator"}):
-            status, body = _post_apply(port, batch, {"X-Primary-ID": "p1", **headers})
+            status, body = post_wal_apply(port, batch, {"X-Primary-ID": "p1", **headers})
             assert (status, body["success"]) == (401, False)
             assert "replicator" in str(body["error"])
             assert "wrong-key" not in str(body["error"])
         assert replica.last_applied_lsn == 0
-        status, body = _post_apply(
+        status, body = post_wal_apply(
             port, batch, {"X-Primary-ID": "p1", "Authorization": "Bearer replicator-key"}
         )
         assert (status, body["entries_applied"]) == (200, 2)
@@ -155,7 +145,7 @@ def test_wal_apply_without_keys_or_client_certificates_is_closed_to_everyone(
     port = server.start()
     try:
         batch = encode_batch([_block_entry(1)], "none", 3, "p1")
-        status, body = _post_apply(port, batch, {"X-Primary-ID": "p1", "X-API-Key": "any"})
+        status, body = post_wal_apply(port, batch, {"X-Primary-ID": "p1", "X-API-Key": "any"})
         assert (status, body["success"]) == (401, False)
         assert "closed" in str(body["error"])
         assert replica.last_applied_lsn == 0
@@ -298,7 +288,7 @@ def test_failed_replicator_keys_from_one_address_get_429_on_both_doors_until_it_
 
     try:
         for guess in ("guess-1", "guess-2"):
-            status, _ = _post_apply(port, batch, {"X-Primary-ID": "p1", "X-API-Key": guess})
+            status, _ = post_wal_apply(port, batch, {"X-Primary-ID": "p1", "X-API-Key": guess})
             assert status == 401
         with pytest.raises(ShipFailed, match="AUTHENTICATION_FAILED"):
             ship("guess-3")  # the binary door counts against the same address
@@ -316,7 +306,7 @@ def test_failed_replicator_keys_from_one_address_get_429_on_both_doors_until_it_
             ship("replicator-key")
         assert replica.last_applied_lsn == 0
         clock.now += 20  # one failure's worth refilled (3 a minute)
-        status, body = _post_apply(port, batch, right)
+        status, body = post_wal_apply(port, batch, right)
         assert (status, body["entries_applied"]) == (200, 2)
         assert replica.last_applied_lsn == 2
     finally:
@@ -345,11 +335,11 @@ def test_wal_serve_throttles_failed_keys_at_its_setting(tmp_path: Path) -> None:
         )
         batch = encode_batch([_block_entry(1)], "none", 3, "p1")
         guesses = [
-            _post_apply(port, batch, {"X-Primary-ID": "p1", "X-API-Key": f"g{i}"})[0]
+            post_wal_apply(port, batch, {"X-Primary-ID": "p1", "X-API-Key": f"g{i}"})[0]
             for i in range(3)
         ]
         assert guesses == [401, 401, 429]
-        status, body = _post_apply(
+        status, body = post_wal_apply(
             port, batch, {"X-Primary-ID": "p1", "X-API-Key": "replicator-key"}
         )
         assert status == 429
@@ -406,7 +396,7 @@ def test_wal_serve_cuts_off_a_dripping_head_and_answers_408_to_a_dripping_body(
         assert "within 1.5 s" in orjson.loads(answer.partition(b"\r\n\r\n")[2])["error"]
         assert 1.5 <= first < 3.0, first
         assert replica.last_applied_lsn == 0
-        status, body = _post_apply(
+        status, body = post_wal_apply(
             port, batch, {"X-Primary-ID": "p1", "Authorization": "Bearer replicator-key"}
         )
         assert (status, body["entries_applied"]) == (200, 1)

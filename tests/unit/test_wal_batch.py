@@ -123,8 +123,7 @@ def test_compression_ratio_is_uncompressed_body_over_batch_bytes(format_version:
     assert plain_header.compression_ratio == pytest.approx(body / len(plain))
     assert plain_header.compression_ratio < 1.0  # the header costs a little
     assert packed_header.compression_ratio == pytest.approx(body / len(packed))
-    # TWB2 zstds the Gorilla chunks, 60 % of this body, at level 1 only (sections.py)
-    assert packed_header.compression_ratio > (1.5 if format_version == 1 else 1.45)
+    assert packed_header.compression_ratio > 1.5
 
 
 def test_out_of_order_entries_are_refused_when_encoding() -> None:

@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 
 from pipeline.config import load_settings
-from pipeline.errors import CorruptBatch, UnknownDictionary
+from pipeline.errors import ConfigError, CorruptBatch, UnknownDictionary
 from pipeline.replication.replica import ReplicaState
+from pipeline.replication.shipper import WalShipper
 from pipeline.ts.block import encode_block
 from pipeline.ts.dataset import devops_dataset
 from pipeline.vectors.ops import OpType, VectorOp, encode_op_frame
@@ -236,3 +237,27 @@ def test_a_decompression_bomb_in_any_section_is_refused_within_a_memory_limit(
 def test_an_unknown_format_version_is_refused_when_encoding() -> None:
     with pytest.raises(ValueError, match="format 3 is unknown"):
         encode_batch(_entries(2), Codec.ZSTD, 3, "p1", format_version=3)
+
+
+def test_the_shipper_takes_its_dictionary_from_the_setting_and_names_it_when_unusable(
+    tmp_path: Path,
+) -> None:
+    dictionary = train_dictionary([e.payload for e in _entries(600)], 2048)
+    path = tmp_path / "wal.dict"
+    path.write_bytes(dictionary.data)
+    setting = "compressed_wal_shipping.dictionary_file"
+
+    def shipper_with(file: Path) -> WalShipper:
+        settings = load_settings(
+            path=Path("/dev/null"),
+            env={},
+            overrides={"compressed_wal_shipping": {"dictionary_file": str(file)}},
+        )
+        return WalShipper(settings, bootstrap="127.0.0.1:9")
+
+    assert shipper_with(path).compression() == (Codec.ZSTD, 3, dictionary)
+    with pytest.raises(ConfigError, match=f"{setting}: cannot read .*missing"):
+        shipper_with(tmp_path / "missing")
+    (tmp_path / "junk").write_bytes(b"no dictionary")
+    with pytest.raises(ConfigError, match=f"{setting}: .*junk is not a zstd dictionary"):
+        shipper_with(tmp_path / "junk")
