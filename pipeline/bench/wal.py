@@ -55,13 +55,16 @@ from pipeline.kafka.clients import Producer
 from pipeline.kafka.local_broker import LocalKafka
 from pipeline.kafka.topics import TopicSpec, apply_topics, load_specs
 from pipeline.replication import ApplyResult, ReplicaState, WalShipper, run_kafka_applier
-from pipeline.wal.batch import decode_batch, encode_batch
+from pipeline.wal.batch import decode_batch, encode_batch, train_dictionary
+from pipeline.wal.columns import meta_of
 from pipeline.wal.entry import EntryType, encode_entry_record
 
 __all__ = ["DEFINITIONS", "FULL", "LEVEL", "QUICK", "SIZES", "SMOKE", "Sizes", "render", "run"]
 
 LEVEL: Final = 3
 """The zstd level of every compressed batch."""
+SMALL_BATCH_ENTRIES: Final = 10
+"""Entries per batch of the small-batch figures (a shipper that keeps up ships few)."""
 
 DEFINITIONS: Mapping[str, str] = {
     "bytes_uncompressed": "sum of the WAL entry records (the bytes on the primary's WAL topic)",
@@ -82,6 +85,9 @@ DEFINITIONS: Mapping[str, str] = {
     "decompress_mb_per_s": "the same through decode_batch",
     "compress_mb_per_s_twb1": "compress_mb_per_s for TWB1 batches of the same entries, same run",
     "decompress_mb_per_s_twb1": "decompress_mb_per_s for TWB1 batches, same run",
+    "small_batches": f"JSON-points stream, second half, in batches of {SMALL_BATCH_ENTRIES} "
+    "entries: TWB1, TWB2, and TWB2 with a 16 KiB dictionary trained on the first half's meta "
+    "bytes (not carried in the batches: a replica holds it after the first)",
     "replication_lag_ms_p50": "entry appended on the primary (its WAL timestamp) -> applied on "
     "the replica (ReplicaState.apply_batch returned), through WalShipper to a Kafka replica "
     "and the Kafka applier, at lag_load_entries_per_s",
@@ -201,6 +207,42 @@ def _measure_codec(payloads: list[tuple[EntryType, bytes]], version: int) -> tup
     compress = best_rate(encode, body, 3)
     decompress = best_rate(lambda: [decode_batch(b) for b in packed], body, 3)
     return compress / 1e6, decompress / 1e6
+
+
+def _measure_small_batches(payloads: list[tuple[EntryType, bytes]]) -> dict[str, Any]:
+    """Bytes of the stream's second half in batches of :data:`SMALL_BATCH_ENTRIES`: TWB1,
+    TWB2, and TWB2 with a dictionary trained on the first half's meta bytes."""
+    stream = entries(payloads)
+    half = len(stream) // 2
+    dictionary = train_dictionary([meta_of(e.payload) for e in stream[:half]], 16 * 1024)
+    rest = stream[half:]
+    batches = [rest[i : i + SMALL_BATCH_ENTRIES] for i in range(0, len(rest), SMALL_BATCH_ENTRIES)]
+
+    def shipped(version: int, with_dictionary: bool = False) -> int:
+        chosen = dictionary if with_dictionary else None
+        return sum(
+            len(
+                encode_batch(
+                    c,
+                    "zstd",
+                    LEVEL,
+                    "bench",
+                    chosen,
+                    carry_dictionary=False,
+                    format_version=version,
+                )
+            )
+            for c in batches
+        )
+
+    return {
+        "batch_entries": SMALL_BATCH_ENTRIES,
+        "entries": len(rest),
+        "dictionary_bytes": len(dictionary.data),
+        "bytes_shipped_twb1_zstd": shipped(1),
+        "bytes_shipped_batch_zstd": shipped(2),
+        "bytes_shipped_batch_zstd_dictionary": shipped(2, True),
+    }
 
 
 # -- lag -----------------------------------------------------------------------------------
@@ -343,6 +385,7 @@ def run(size: BenchSize, settings: Settings) -> dict[str, object]:
     progress(f"codec speed, zstd level {LEVEL}, TWB2 then TWB1")
     compress, decompress = _measure_codec(streams["mixed"], 2)
     compress_v1, decompress_v1 = _measure_codec(streams["mixed"], 1)
+    small_batches = _measure_small_batches(streams["json"])
     replica_cluster = LocalKafka(f"bench-wal-replica-{os.getpid()}")
     json_bytes, mixed_bytes, lag, primary = _broker_figures(
         settings, sizes, streams, replica_cluster
@@ -362,6 +405,7 @@ def run(size: BenchSize, settings: Settings) -> dict[str, object]:
         "lag_load_entries_per_s": lag.pop("lag_load_entries_per_s"),
         "json_points": json_bytes,
         "mixed": mixed_bytes,
+        "small_batches": small_batches,
         **lag,
         "dataset": {
             "json_points": f"devops_dataset({sizes.json_series}, {sizes.json_points_per_series}, "

@@ -5,19 +5,25 @@ Every integer is little-endian; ``n`` is the header's entry count.
 
 Body
 
-    ======  ========  ====================================================
-    offset  size      field
-    ======  ========  ====================================================
-    0       1         section count (u8), 4
-    1       4 x 9     per section, in the order below: encoding (u8),
-                      decoded length in bytes (u32), stored length (u32)
-    37      ...       the sections' stored bytes, in the same order
-    ======  ========  ====================================================
+    ========  ==========================================================
+    size      field
+    ========  ==========================================================
+    1         present sections (u8): bit ``i`` set = section ``i`` of the
+              table below is in the batch (an absent one decodes to
+              nothing); bits 4-7 are 0
+    per present section, in order:
+    1         encoding (u8)
+    1-5       decoded length in bytes (varint, at least 1)
+    1-5       stored length in bytes (varint)
+    then      the present sections' stored bytes, in the same order
+    ========  ==========================================================
 
-Encodings: 0 = stored, 1 = zstd (one frame with its content size), 2 = zstd with
-the batch's dictionary (the header's dictionary id; ``meta`` only). The decoded
-lengths add up to the header's uncompressed length, the stored lengths plus 37 to
-its body length.
+A varint is LEB128: seven bits a byte, least significant first, the top bit set on
+every byte but the last; at most 5 bytes and below 2**32. Encodings: 0 = stored,
+1 = zstd (one frame with its content size), 2 = zstd with the batch's dictionary (the
+header's dictionary id). The decoded lengths add up to the header's uncompressed
+length, the table and the stored lengths to its body length. (A one-entry batch of a
+small JSON payload carries a 7-byte table.)
 
 Sections
 
@@ -44,7 +50,6 @@ so a blocks-only WAL would ship more as TWB2 than as TWB1 if they got level 1 on
 
 from __future__ import annotations
 
-import struct
 from collections.abc import Sequence
 from typing import Final
 
@@ -62,16 +67,15 @@ from pipeline.wal.columns import (
 )
 from pipeline.wal.entry import EntryType, WalEntry
 
-__all__ = ["SECTIONS", "bounded_decompress", "decode_body", "encode_body"]
+__all__ = ["SECTIONS", "bounded_decompress", "decode_body", "encode_body", "encode_varint"]
 
 SECTIONS: Final = ("index", "meta", "floats", "chunks")
 
 _STORED: Final = 0
 _ZSTD: Final = 1
 _ZSTD_DICTIONARY: Final = 2
-_TABLE_HEAD: Final = struct.Struct("<B")
-_SECTION: Final = struct.Struct("<BII")
-_TABLE_BYTES: Final = _TABLE_HEAD.size + len(SECTIONS) * _SECTION.size
+_ALL_PRESENT: Final = (1 << len(SECTIONS)) - 1
+_VARINT_BYTES: Final = 5
 _INDEX_ENTRY_BYTES: Final = 4 + 1 + 8 + 1 + 4
 _ENTRY_TYPES: Final = np.array([int(t) for t in EntryType], np.uint8)
 _KINDS: Final = tuple(PayloadKind)
@@ -111,11 +115,15 @@ def encode_body(
             f"a batch of {total} decoded bytes is over MAX_DECOMPRESSED_BYTES "
             f"({MAX_DECOMPRESSED_BYTES}); ship fewer entries per batch"
         )
-    table = [_TABLE_HEAD.pack(len(SECTIONS))]
+    present = 0
+    table = bytearray(1)
     stored: list[bytes] = []
-    for name, data in zip(SECTIONS, decoded, strict=True):
+    for i, (name, data) in enumerate(zip(SECTIONS, decoded, strict=True)):
+        if not data:
+            continue
+        present |= 1 << i
         encoding, out = _STORED, data
-        if level is not None and data:
+        if level is not None:
             with_dictionary = name == "meta" and dictionary is not None
             compressor = (
                 zstandard.ZstdCompressor(level=level, dict_data=dictionary)
@@ -126,9 +134,36 @@ def encode_body(
             if len(packed) < len(data):
                 encoding = _ZSTD_DICTIONARY if with_dictionary else _ZSTD
                 out = packed
-        table.append(_SECTION.pack(encoding, len(data), len(out)))
+        table.append(encoding)
+        table += encode_varint(len(data)) + encode_varint(len(out))
         stored.append(out)
-    return b"".join(table + stored), total
+    table[0] = present
+    return b"".join([table, *stored]), total
+
+
+def encode_varint(value: int) -> bytes:
+    """``value`` (>= 0) as a LEB128 varint, the table's lengths."""
+    out = bytearray()
+    while value >= 0x80:
+        out.append(value & 0x7F | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+def _read_varint(body: memoryview, at: int, what: str) -> tuple[int, int]:
+    """``(value, position after it)``; ``CorruptBatch`` past the table or 5 bytes."""
+    value = 0
+    for i in range(_VARINT_BYTES):
+        if at + i >= len(body):
+            raise CorruptBatch(f"{what}: section table cut short")
+        byte = body[at + i]
+        value |= (byte & 0x7F) << (7 * i)
+        if not byte & 0x80:
+            if value >= 1 << 32:
+                break
+            return value, at + i + 1
+    raise CorruptBatch(f"{what}: section table holds a length of more than 32 bits")
 
 
 def bounded_decompress(
@@ -162,18 +197,28 @@ def _sections(
     what: str,
 ) -> list[bytes]:
     """Every section decoded, each checked against its declared lengths."""
-    if len(body) < _TABLE_BYTES or body[0] != len(SECTIONS):
-        raise CorruptBatch(f"{what}: body has no table of {len(SECTIONS)} sections")
-    table = [
-        _SECTION.unpack_from(body, _TABLE_HEAD.size + i * _SECTION.size)
-        for i in range(len(SECTIONS))
-    ]
+    if not len(body) or body[0] & ~_ALL_PRESENT:
+        raise CorruptBatch(f"{what}: body has no table of at most {len(SECTIONS)} sections")
+    present = body[0]
+    table: list[tuple[int, int, int]] = []
+    at = 1
+    for i in range(len(SECTIONS)):
+        if not present & 1 << i:
+            table.append((_STORED, 0, 0))
+            continue
+        if at >= len(body):
+            raise CorruptBatch(f"{what}: section table cut short")
+        encoding = body[at]
+        size, at = _read_varint(body, at + 1, what)
+        stored_size, at = _read_varint(body, at, what)
+        if not size:
+            raise CorruptBatch(f"{what}: section {SECTIONS[i]} is present but empty")
+        table.append((encoding, size, stored_size))
     if sum(t[1] for t in table) != uncompressed:
         raise CorruptBatch(f"{what}: sections decode to other than the header's {uncompressed}")
-    if _TABLE_BYTES + sum(t[2] for t in table) != len(body):
+    if at + sum(t[2] for t in table) != len(body):
         raise CorruptBatch(f"{what}: section lengths do not add up to the body's {len(body)}")
     out = []
-    at = _TABLE_BYTES
     for name, (encoding, size, stored_size) in zip(SECTIONS, table, strict=True):
         stored = body[at : at + stored_size]
         at += stored_size

@@ -32,6 +32,7 @@ from typing import Any, TypeVar, cast
 import numpy as np
 import numpy.typing as npt
 import pytest
+import zstandard
 from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 from multidict import MultiDict
@@ -89,7 +90,7 @@ from pipeline.wal.entry import (
     parse_lsn,
 )
 from tests.fixtures.points import record_values
-from tests.fixtures.wal import resigned
+from tests.fixtures.wal import resigned, twb2_batch
 
 pytestmark = [pytest.mark.unit, pytest.mark.timeout(120)]
 
@@ -900,18 +901,13 @@ def _none_batch_with_body(body: bytes, count: int) -> bytes:
     return resigned(bytes(batch) + body)
 
 
-def _twb2_batch(*, meta_size: int | None = None, **fields: int) -> bytes:
-    """A TWB2 zstd batch of one 64-byte entry whose header ``fields`` and meta section's
-    decoded length claim other sizes, checksum fixed (the body starts at byte 55)."""
-    entry = WalEntry(1, EntryType.TS_BLOCK, 0, b"x" * 64)
-    batch = bytearray(encode_batch([entry], Codec.ZSTD, 1, "p", format_version=2))
-    if meta_size is not None:
-        struct.pack_into("<I", batch, 55 + 1 + 9 + 1, meta_size)
-    offsets = {"uncompressed": ("<Q", 32), "count": ("<I", 28)}
-    for name, value in fields.items():
-        fmt, at = offsets[name]
-        struct.pack_into(fmt, batch, at, value)
-    return resigned(bytes(batch))
+def _twb2_batch(*, meta_size: int = 64, count: int = 1, uncompressed: int | None = None) -> bytes:
+    """A TWB2 batch of one 64-byte opaque entry whose meta section's decoded length, entry
+    count and header's uncompressed length may claim other sizes, checksum fixed."""
+    index = struct.pack("<IBqBI", 0, 1, 0, 0, 64)  # the five columns of one entry
+    meta = zstandard.ZstdCompressor(level=1).compress(b"x" * 64)
+    sections = [(0, index, 18), (1, meta, meta_size), (0, b"", 0), (0, b"", 0)]
+    return twb2_batch(sections, count, first=1, last=1, uncompressed=uncompressed)
 
 
 def _twb2_frame_claiming(ops: int) -> bytes:
@@ -950,7 +946,7 @@ _HUGE: dict[str, Callable[[], object]] = {
     "batch uncompressed length at its limit": lambda: decode_batch(
         _huge_batch(uncompressed=MAX_UNCOMPRESSED_BYTES)  # the zstd frame holds 21 bytes
     ),
-    "twb2 section length": lambda: decode_batch(_twb2_batch(meta_size=2**32 - 1)),
+    "twb2 section length": lambda: decode_batch(_twb2_batch(meta_size=2**32 - 1, uncompressed=82)),
     "twb2 section length at its limit": lambda: decode_batch(
         _twb2_batch(meta_size=MAX_UNCOMPRESSED_BYTES - 18, uncompressed=MAX_UNCOMPRESSED_BYTES)
     ),

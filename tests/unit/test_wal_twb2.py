@@ -18,14 +18,19 @@ from pipeline.vectors.ops import OpType, VectorOp, encode_op_frame
 from pipeline.wal.batch import Codec, decode_batch, encode_batch, read_header, train_dictionary
 from pipeline.wal.columns import shuffle_floats, unshuffle_floats
 from pipeline.wal.entry import EntryType, WalEntry
-from tests.fixtures.wal import decode_in_a_small_process, resigned, zstd_bomb
+from pipeline.wal.sections import encode_varint
+from tests.fixtures.wal import (
+    TwbSection,
+    decode_in_a_small_process,
+    resigned,
+    twb2_batch,
+    twb2_table,
+    zstd_bomb,
+)
 
 pytestmark = pytest.mark.unit
 
 DIM = 8
-_HEAD = struct.Struct("<4sBBBBIQQIQIHI")
-_SECTION = struct.Struct("<BII")
-_BODY_AT = 54 + 2  # header, then the primary id "p1"
 
 
 def _block(i: int) -> bytes:
@@ -54,25 +59,6 @@ def _entries(count: int = 30, first_lsn: int = 1) -> list[WalEntry]:
     return out
 
 
-def _table(batch: bytes) -> list[tuple[int, int, int]]:
-    """``(encoding, decoded length, stored length)`` of index, meta, floats, chunks."""
-    assert batch[_BODY_AT] == 4
-    return [_SECTION.unpack_from(batch, _BODY_AT + 1 + 9 * i) for i in range(4)]
-
-
-def _forge(
-    sections: list[tuple[int, bytes, int]], count: int, first: int = 1, last: int = 9
-) -> bytes:
-    """A TWB2 batch of ``(encoding, stored bytes, decoded length)`` sections, CRC fixed."""
-    table = bytes([len(sections)]) + b"".join(
-        _SECTION.pack(enc, size, len(data)) for enc, data, size in sections
-    )
-    body = table + b"".join(data for _, data, _ in sections)
-    total = sum(size for _, _, size in sections)
-    head = _HEAD.pack(b"TWB2", 2, 1, 0, 0, 0, first, last, count, total, len(body), 2, 0)
-    return resigned(head + bytes(4) + b"p1" + body)
-
-
 def _index(*rows: tuple[int, int, int, int, int]) -> bytes:
     """Index columns of ``(lsn delta, type, timestamp step, kind, length)`` rows."""
     columns = list(zip(*rows, strict=True)) if rows else [(), (), (), (), ()]
@@ -91,12 +77,12 @@ def test_blocks_frames_and_other_payloads_round_trip_byte_for_byte(codec: str) -
     assert header.format_version == 2
     assert decoded == entries
     assert (header.first_lsn, header.last_lsn, header.entry_count) == (2**40, 2**40 + 58, 30)
-    assert header.uncompressed_bytes == sum(size for _, size, _ in _table(batch))
+    assert header.uncompressed_bytes == sum(size for _, size, _ in twb2_table(batch))
 
 
 def test_vector_floats_go_byte_shuffled_to_their_own_section_and_chunks_to_theirs() -> None:
     entries = _entries()
-    index, meta, floats, chunks = _table(encode_batch(entries, "none", 3, "p1"))
+    index, meta, floats, chunks = twb2_table(encode_batch(entries, "none", 3, "p1"))
     vectors = 10 * 4  # ten frames, three adds and one update each
     assert floats == (0, 4 * DIM * vectors, 4 * DIM * vectors)
     assert index[1] == 18 * len(entries)
@@ -125,7 +111,7 @@ def test_payloads_that_only_look_like_blocks_or_frames_travel_whole(payload: byt
     entry = WalEntry(1, EntryType.TS_BLOCK, 5, payload)
     batch = encode_batch([entry], "zstd", 3, "p1")
     assert decode_batch(batch)[1] == [entry]
-    assert [size for _, size, _ in _table(batch)][1:] == [len(payload), 0, 0]
+    assert [size for _, size, _ in twb2_table(batch)][1:] == [len(payload), 0, 0]
 
 
 def test_the_meta_section_is_compressed_with_the_dictionary_the_replica_must_have() -> None:
@@ -134,7 +120,7 @@ def test_the_meta_section_is_compressed_with_the_dictionary_the_replica_must_hav
     entries = _entries(6)
     plain = encode_batch(entries, "zstd", 3, "p1", dictionary, carry_dictionary=False)
     carried = encode_batch(entries, "zstd", 3, "p1", dictionary)
-    assert [t[0] for t in _table(plain)][1] == 2  # zstd with the dictionary
+    assert [t[0] for t in twb2_table(plain)][1] == 2  # zstd with the dictionary
     assert read_header(plain).dictionary_id == dictionary.dictionary_id
     assert decode_batch(carried)[1] == entries
     assert decode_batch(plain, {dictionary.dictionary_id: dictionary})[1] == entries
@@ -177,10 +163,7 @@ _ONE = ((0, 1, 5, 0, 3),)
 _FRAME_OP = b"VOF1" + struct.pack("<IH", 1, 1)  # one op, dimension 1
 
 
-Section = tuple[int, bytes, int]
-
-
-def _with(sections: list[Section], at: int, section: Section) -> list[Section]:
+def _with(sections: list[TwbSection], at: int, section: TwbSection) -> list[TwbSection]:
     """``sections`` with the one at ``at`` replaced."""
     return [*sections[:at], section, *sections[at + 1 :]]
 
@@ -188,8 +171,7 @@ def _with(sections: list[Section], at: int, section: Section) -> list[Section]:
 @pytest.mark.parametrize(
     ("sections", "count", "message"),
     [
-        (_stored(_ONE, b"abc")[:3], 1, "no table of 4 sections"),
-        (_with(_stored(_ONE, b"abc"), 3, (7, b"", 0)), 1, "unknown encoding 7"),
+        (_with(_stored(_ONE, b"abc"), 3, (7, b"z", 1)), 1, "unknown encoding 7"),
         (_with(_stored(_ONE, b"abc"), 1, (0, b"abc", 4)), 1, "is 3 bytes, declared 4"),
         (_stored(_ONE, b"abc"), 2, "index is 18 bytes for 2"),
         (_with(_stored(_ONE, b"abc"), 1, (2, b"abc", 3)), 1, "needs a dictionary"),
@@ -214,9 +196,9 @@ def _with(sections: list[Section], at: int, section: Section) -> list[Section]:
     ],
 )
 def test_a_twb2_body_that_does_not_fit_its_header_is_a_corrupt_batch(
-    sections: list[tuple[int, bytes, int]], count: int, message: str
+    sections: list[TwbSection], count: int, message: str
 ) -> None:
-    forged = _forge(sections, count)
+    forged = twb2_batch(sections, count)
     assert read_header(forged).format_version == 2  # header and checksum are fine
     with pytest.raises(CorruptBatch, match=message):
         decode_batch(forged)
@@ -230,8 +212,32 @@ def test_a_decompression_bomb_in_any_section_is_refused_within_a_memory_limit(
     sections = [(0, b"", 0)] * 4
     sections[section] = (1, zstd_bomb(declare_size), 200)  # 1 GiB of zeros declared as 200 bytes
     path = tmp_path / "bomb.twb"
-    path.write_bytes(_forge(sections, 0))
+    path.write_bytes(twb2_batch(sections, 0))
     assert decode_in_a_small_process(path).startswith("refused: ")
+
+
+@pytest.mark.parametrize(
+    ("present", "varints", "message"),
+    [
+        (0x10, b"", "no table of at most 4 sections"),
+        (0x01, b"", "section table cut short"),
+        (0x01, b"\x00\x80", "section table cut short"),
+        (0x01, b"\x00" + encode_varint(2**32) + b"\x00", "length of more than 32 bits"),
+        (0x01, b"\x00\xff\xff\xff\xff\xff\x01", "length of more than 32 bits"),
+        (0x01, b"\x00\x00\x00", "present but empty"),
+    ],
+)
+def test_a_twb2_section_table_that_does_not_parse_is_a_corrupt_batch(
+    present: int, varints: bytes, message: str
+) -> None:
+    good = twb2_batch(_stored(_ONE, b"abc"), 1)
+    body_at = 54 + 2
+    body = bytes([present]) + varints
+    head = bytearray(good[:body_at])
+    struct.pack_into("<I", head, 40, len(body))
+    forged = resigned(bytes(head) + body)
+    with pytest.raises(CorruptBatch, match=message):
+        decode_batch(forged)
 
 
 def test_an_unknown_format_version_is_refused_when_encoding() -> None:
