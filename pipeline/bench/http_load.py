@@ -11,7 +11,8 @@
   ``concurrency`` in flight). Either until ``max_requests`` were sent or
   ``max_seconds`` passed.
 * ``themis bench http-bare-server --port N`` (:func:`serve_bare`): one handler that
-  reads the body and answers the same-sized JSON as the facade, no middleware.
+  reads the body and answers the same-sized JSON as the facade, no middleware, on
+  the facade's event loop (uvloop).
 
 Both are hidden sub-commands of ``themis bench`` (:mod:`pipeline.bench.cli`).
 """
@@ -29,6 +30,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 import aiohttp
+import uvloop
 from aiohttp import web
 
 from pipeline.errors import BenchmarkFailed
@@ -263,4 +265,6 @@ def serve_bare(port: int) -> None:
     app = web.Application()
     app.router.add_post(PUT_PATH, answer)
     app.router.add_post(BATCH_PATH, answer)
-    web.run_app(app, host="127.0.0.1", port=port, print=None, access_log=None)
+    # The facade's event loop (themis facade runs on uvloop): the baseline is the same stack.
+    loop = uvloop.new_event_loop()
+    web.run_app(app, host="127.0.0.1", port=port, print=None, access_log=None, loop=loop)

@@ -32,7 +32,7 @@ import asyncio
 import logging
 import math
 import ssl
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Final
 
 from aiohttp import web
@@ -129,6 +129,9 @@ class Facade:
         """Per worker URL: its TS ``current_buffer_size`` as last polled."""
         self.worker_vec_sizes: dict[str, int] = {}
         """Per worker URL: its vector ``current_buffer_size`` as last polled."""
+        # Their sums and largest, worked out once a poll rather than once a request.
+        self.worker_ts_total = self.worker_ts_peak = 0
+        self.worker_vec_total = self.worker_vec_peak = 0
         self.extra_registries: list[CollectorRegistry] = []
         """More registries served at ``/metrics`` (the WAL shipper's, when one runs)."""
 
@@ -194,6 +197,9 @@ class Facade:
                     self.worker_ts_sizes[url] = ts
                 if vec is not None:
                     self.worker_vec_sizes[url] = vec
+            ts_sizes, vec_sizes = self.worker_ts_sizes.values(), self.worker_vec_sizes.values()
+            self.worker_ts_total, self.worker_ts_peak = sum(ts_sizes), max(ts_sizes, default=0)
+            self.worker_vec_total, self.worker_vec_peak = sum(vec_sizes), max(vec_sizes, default=0)
             await asyncio.sleep(WORKER_REFRESH_S)
 
     # -- producing ------------------------------------------------------------
@@ -234,20 +240,38 @@ class Facade:
         timestamp of a series, the same pk, last write wins).
         """
         deadline_s = self.config.write_deadline_s
+        if not delivery.done():
+            # One waiter and one timer, not asyncio.timeout and shield: this is on the
+            # path of every acked write. ``delivery`` (shared by a flush) is never cancelled.
+            waiter = asyncio.get_running_loop().create_future()
+
+            def wake(_: object = None) -> None:
+                if not waiter.done():
+                    waiter.set_result(None)
+
+            delivery.add_done_callback(wake)
+            timer = asyncio.get_running_loop().call_later(deadline_s, wake)
+            try:
+                await waiter
+            finally:
+                timer.cancel()
+                if not delivery.done():
+                    delivery.remove_done_callback(wake)
         retry = {"Retry-After": str(max(1, math.ceil(deadline_s)))}
-        try:
-            async with asyncio.timeout(deadline_s):
-                await asyncio.shield(delivery)
-        except TimeoutError:
+        if not delivery.done():
             raise ServiceUnavailable(
                 f"the broker did not acknowledge the write within {deadline_s:g} s "
                 "(facade.write_deadline_s); it may still be stored; retrying is safe",
                 headers=retry,
-            ) from None
-        except ThemisError as exc:
+            )
+        exc = None if delivery.cancelled() else delivery.exception()
+        if delivery.cancelled() or isinstance(exc, ThemisError):
             raise ServiceUnavailable(
-                f"the broker did not acknowledge the write; retry: {exc}", headers=retry
-            ) from None
+                f"the broker did not acknowledge the write; retry: {exc or 'cancelled'}",
+                headers=retry,
+            )
+        if exc is not None:
+            raise exc
 
     async def drain_pending(self) -> None:
         """Wait until the broker acknowledged everything accepted so far (bounded)."""
@@ -258,18 +282,18 @@ class Facade:
 
     def ts_buffer_size(self) -> int:
         """Points not yet acknowledged here plus the workers' TS buffers (points)."""
-        return self.unacked_points + sum(self.worker_ts_sizes.values())
+        return self.in_flight.points + self.worker_ts_total
 
     def vector_buffer_size(self) -> int:
         """Operations not yet acknowledged here plus the workers' vector buffers."""
-        return self.unacked_points + sum(self.worker_vec_sizes.values())
+        return self.in_flight.points + self.worker_vec_total
 
-    def check_room(self, size: int, worker_sizes: dict[str, int], cap: int) -> None:
-        """429 when too much is in flight or a worker reports its hard buffer cap."""
-        if self.in_flight.requests >= self.config.max_in_flight or any(
-            s >= cap for s in worker_sizes.values()
-        ):
-            raise BufferOverflow("Buffer overflow", buffer_size=size)
+    def check_room(self, worker_peak: int, cap: int, size: Callable[[], int]) -> None:
+        """429 when too much is in flight or a worker reports its hard buffer cap
+        (``worker_peak``: the largest buffer a worker reported); ``size()`` is the
+        ``buffer_size`` the answer carries."""
+        if self.in_flight.requests >= self.config.max_in_flight or worker_peak >= cap:
+            raise BufferOverflow("Buffer overflow", buffer_size=size())
 
     @staticmethod
     def require_feature(enabled: bool, name: str, direct: str) -> None:

@@ -3,6 +3,9 @@
 On SIGTERM the server stops accepting connections, lets requests in flight finish
 (up to ``--shutdown-timeout`` seconds), then waits until the broker acknowledged every
 record accepted (``queued`` mode included) before the process exits.
+
+The process runs on uvloop's event loop: the same requests cost it less CPU than the
+standard loop (``themis bench http``, whose bare aiohttp baseline runs on it too).
 """
 
 from __future__ import annotations
@@ -13,6 +16,8 @@ import gc
 import logging
 import ssl
 from pathlib import Path
+
+import uvloop
 
 from pipeline.config import Settings, with_overrides
 from pipeline.errors import ConfigError
@@ -122,13 +127,14 @@ def run_facade(args: argparse.Namespace, settings: Settings) -> int:
     _LOG.info("facade listening on %s:%s", settings.facade.host, settings.facade.port)
     # Until SIGINT or SIGTERM; then stop accepting, finish requests, run the cleanup
     # (which flushes the producer), then return.
-    asyncio.run(
-        serve(
-            app,
-            settings.facade.host,
-            settings.facade.port,
-            ssl_context=ssl_context,
-            shutdown_timeout_s=args.shutdown_timeout,
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(
+            serve(
+                app,
+                settings.facade.host,
+                settings.facade.port,
+                ssl_context=ssl_context,
+                shutdown_timeout_s=args.shutdown_timeout,
+            )
         )
-    )
     return 0

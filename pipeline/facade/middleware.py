@@ -44,7 +44,7 @@ from typing import Any, Final
 
 import orjson
 from aiohttp import web
-from prometheus_client import CollectorRegistry, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Gauge
 
 from pipeline.config import FacadeSettings
 from pipeline.errors import (
@@ -73,7 +73,7 @@ from pipeline.errors import (
 )
 from pipeline.facade.auth import ApiKeyring, Role, load_keyring, presented_key
 from pipeline.facade.ratelimit import RateLimiter, RouteClass, limits_from_settings
-from pipeline.metrics import LATENCY_BUCKETS
+from pipeline.facade.request_timing import RequestHistogram
 from pipeline.throttle import FailureThrottle
 from pipeline.wal.entry import format_lsn
 from pipeline.worker.client import WorkerAnswers
@@ -138,21 +138,21 @@ class RouteSpec:
 class FacadeMetrics:
     """The facade's Prometheus metrics, on a registry of its own (durations in seconds).
 
-    The two gauges read plain counters when scraped (:attr:`requests_in_flight` here,
-    the unacknowledged points through :meth:`count_unacked`), so a request only adds
-    and subtracts integers; its duration goes to a labelled child of the histogram
-    kept per ``(route, method, status)``.
+    Nothing here takes a lock on a request's path: the two gauges read plain counters
+    when scraped (:attr:`requests_in_flight` here, the unacknowledged points through
+    :meth:`count_unacked`), and a request's duration goes to the
+    :class:`~pipeline.facade.request_timing.RequestHistogram` observer kept per
+    ``(route, method, status)``.
     """
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
-        self.request_duration = Histogram(
+        self.request_duration = RequestHistogram(
             "facade_request_duration_seconds",
             "Time from receiving a request to answering it, by route, method and status.",
-            ["route", "method", "status"],
-            buckets=LATENCY_BUCKETS,
-            registry=self.registry,
+            ("route", "method", "status"),
         )
+        self.registry.register(self.request_duration)
         self.requests_in_flight = 0
         """Requests being handled now."""
         self.in_flight = Gauge(
@@ -174,12 +174,14 @@ class FacadeMetrics:
         """Records one duration (seconds) of ``route``, ``method``, ``status``."""
         observe = self._observers.get((route, method, status))
         if observe is None:
-            child = self.request_duration.labels(route, method, str(status))
-            observe = self._observers[(route, method, status)] = child.observe
+            observe = self.request_duration.observer(route, method, str(status))
+            self._observers[(route, method, status)] = observe
         return observe
 
 
 _JSON_TYPE: Final = "application/json"
+_MEDIA_TYPES_KEPT: Final = 64
+"""Distinct ``Content-Type`` headers whose parsed media type is remembered."""
 _UNTYPED: Final = "application/octet-stream"  # also what aiohttp reports for no Content-Type
 
 
@@ -265,29 +267,33 @@ class RequestGuard:
         """Failed key checks per client address."""
         self.routes: dict[tuple[str, str], RouteSpec] = {}
         """``(method, path)`` -> the spec it was mounted with."""
-        self._specs: dict[web.AbstractRoute, RouteSpec] = {}
+        self._checks: dict[web.AbstractRoute, _RouteChecks] = {}
+        self._media_types: dict[str | None, str] = {}  # Content-Type header -> media type
 
     def mount(self, route: web.AbstractRoute, spec: RouteSpec) -> None:
         """Check, time and answer the requests of ``route`` as ``spec`` says."""
         self.routes[(spec.method, spec.path)] = spec
-        self._specs[route] = spec
+        needs_key = self.config.auth_enabled and spec.role is not None
+        allowed = frozenset(r for r in Role if spec.role is not None and r.allows(spec.role))
+        self._checks[route] = _RouteChecks(spec, needs_key, allowed)
 
     def authorize(self, request: web.Request, spec: RouteSpec) -> str:
         """The caller id for rate limits; 401 without a known key, 403 for too weak a role."""
         address = request.remote or "unknown"
         if not self.config.auth_enabled or spec.role is None:
             return f"peer:{address}"
-        role, caller = self.check_key(
+        role, caller = self._caller(request, address)
+        if not role.allows(spec.role):
+            raise _denied(spec, role)
+        return caller
+
+    def _caller(self, request: web.Request, address: str) -> tuple[Role, str]:
+        return self.check_key(
             address,
             presented_key(request.headers),
             missing="send 'Authorization: Bearer <key>' or 'X-API-Key: <key>'",
             headers=_CHALLENGE,
         )
-        if not role.allows(spec.role):
-            raise PermissionDenied(
-                f"this endpoint needs role {spec.role.value}; the key has role {role.value}"
-            )
-        return caller
 
     def check_key(
         self,
@@ -327,8 +333,7 @@ class RequestGuard:
                 "(facade.max_body_bytes)"
             )
 
-    @staticmethod
-    def check_body_type(request: web.Request, spec: RouteSpec) -> None:
+    def check_body_type(self, request: web.Request, spec: RouteSpec) -> None:
         """415 when the route reads :attr:`RouteSpec.body_types` and another type is declared.
 
         No ``Content-Type`` is taken, and so is ``application/octet-stream``, which is
@@ -336,8 +341,16 @@ class RequestGuard:
         Refused are in particular the types a browser sends across origins without
         asking first (``text/plain``, forms).
         """
-        declared = request.content_type
-        if spec.body_types and declared != _UNTYPED and declared not in spec.body_types:
+        if not spec.body_types:
+            return
+        # aiohttp parses the header anew for each request; a client sends the same few.
+        raw = request.headers.get("Content-Type")
+        declared = self._media_types.get(raw)
+        if declared is None:
+            declared = request.content_type
+            if len(self._media_types) < _MEDIA_TYPES_KEPT:
+                self._media_types[raw] = declared
+        if declared != _UNTYPED and declared not in spec.body_types:
             raise UnsupportedMediaType(
                 f"Content-Type {declared!r} is not read here; send "
                 f"{' or '.join(spec.body_types)} (or no Content-Type)"
@@ -374,17 +387,15 @@ class RequestGuard:
     async def middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         """The aiohttp middleware: checks, answers errors, times by route, method, status."""
         t0 = time.perf_counter()
-        spec = self._specs.get(request.match_info.route)
+        checks = self._checks.get(request.match_info.route)
+        spec = None if checks is None else checks.spec
         status = 500
         metrics = self.metrics
         metrics.requests_in_flight += 1
         try:
             try:
-                if spec is not None:
-                    caller = self.authorize(request, spec)
-                    self.check_body_size(request)
-                    self.rate_limit(caller, spec)
-                    self.check_body_type(request, spec)
+                if checks is not None:
+                    self._check(request, checks)
                     await self.read_body(request)
                 response = await handler(request)
             except Exception as exc:  # every error is answered here, by class
@@ -397,6 +408,25 @@ class RequestGuard:
             metrics.requests_in_flight -= 1
             route = spec.path if spec is not None else _route_name(request)
             metrics.observer(route, request.method, status)(time.perf_counter() - t0)
+
+    def _check(self, request: web.Request, checks: _RouteChecks) -> None:
+        """:meth:`authorize`, :meth:`check_body_size`, :meth:`rate_limit` and
+        :meth:`check_body_type`, in that order, with what the route's spec decides
+        worked out at :meth:`mount`."""
+        spec = checks.spec
+        address = request.remote or "unknown"
+        if checks.needs_key:
+            role, caller = self._caller(request, address)
+            if role not in checks.allowed:
+                raise _denied(spec, role)
+        else:
+            caller = f"peer:{address}"
+        length = request.content_length
+        if length is not None and length > self.config.max_body_bytes:
+            self.check_body_size(request)
+        if spec.rate_class is not None:
+            self.rate_limit(caller, spec)
+        self.check_body_type(request, spec)
 
     def _answer_error(self, request: web.Request, exc: Exception) -> web.Response:
         if isinstance(exc, ThemisError):
@@ -415,6 +445,22 @@ class RequestGuard:
             return _error(exc.status, exc.reason, headers=headers)
         _LOG.error("unexpected error on %s %s", request.method, request.path, exc_info=exc)
         return _error(500, _INTERNAL)
+
+
+@dataclass(frozen=True, slots=True)
+class _RouteChecks:
+    """What :meth:`RequestGuard.mount` decided for one route's requests."""
+
+    spec: RouteSpec
+    needs_key: bool
+    """Auth is on and the route needs a role."""
+    allowed: frozenset[Role]
+    """The roles whose keys may call it."""
+
+
+def _denied(spec: RouteSpec, role: Role) -> PermissionDenied:
+    needed = spec.role.value if spec.role is not None else "none"
+    return PermissionDenied(f"this endpoint needs role {needed}; the key has role {role.value}")
 
 
 def _route_name(request: web.Request) -> str:

@@ -92,7 +92,7 @@ class TimeSeriesRoutes:
     def _check_room(self) -> None:
         facade = self.facade
         cap = self.settings.ts_auto_buffer.max_total_points
-        facade.check_room(facade.ts_buffer_size(), facade.worker_ts_sizes, cap)
+        facade.check_room(facade.worker_ts_peak, cap, facade.ts_buffer_size)
 
     def _require_buffer(self) -> None:
         self.facade.require_feature(

@@ -94,7 +94,7 @@ class VectorRoutes:
         facade = self.facade
         self.require_buffer()
         cap = self.config.max_total_vectors
-        facade.check_room(facade.vector_buffer_size(), facade.worker_vec_sizes, cap)
+        facade.check_room(facade.worker_vec_peak, cap, facade.vector_buffer_size)
         for op in ops:
             if op.op is OpType.REMOVE and not await facade.workers.vector_present(op.pk):
                 raise NotFound(
