@@ -10,8 +10,15 @@ name what is wrong in the 400 (``field 'value'``, ``line 4: ...``, ``point 3: ..
 the fast path changes the cost, never the answer; ``tests/unit/test_facade_bodies.py``
 checks both agree.
 
+An NDJSON batch of the plainest points (printable ASCII strings without escapes, one
+object a line) is first read by the worker's compiled scan
+(:func:`~pipeline.ts._jsonscan.scan_points`, which accepts a subset of what the reference
+accepts and reads every value it takes as the reference does) straight into columns;
+anything else goes through msgspec as above.
+
 A batch becomes one ``(series key, int64 timestamps, float64 values)`` triple per series,
-in order of first appearance, each keeping its points' order: what
+in order of first appearance, each keeping its points' order (two spellings of one
+series, such as its tags in another order, are one series): what
 :func:`~pipeline.ts.producer.frames_by_partition` frames.
 """
 
@@ -21,7 +28,7 @@ import math
 import re
 from collections import defaultdict
 from collections.abc import Sequence
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final, cast
 
 import msgspec
 import numpy as np
@@ -29,6 +36,7 @@ import numpy.typing as npt
 
 from pipeline.binary.columns import TsColumns
 from pipeline.errors import InvalidRecord
+from pipeline.ts._jsonscan import scan_points
 from pipeline.ts.json_batch import (
     DECODE_POINT,
     FAST_FAILURES,
@@ -38,6 +46,9 @@ from pipeline.ts.json_batch import (
 )
 from pipeline.ts.point import DataPoint, SeriesArrays, checked_series_key
 from pipeline.validation import NDJSON, batch_points, parse_json, point_from_json
+
+if TYPE_CHECKING:
+    from confluent_kafka import Message
 
 __all__ = ["PointBodies", "group_columns", "group_points"]
 
@@ -77,6 +88,9 @@ class PointBodies:
             if _JSON_ARRAY.match(body) and content_type != NDJSON:
                 points: Sequence[WirePoint] = _ARRAY.decode(body)
             else:
+                scanned = self._scan(body)
+                if scanned is not None:
+                    return scanned
                 points = _lines(body)
             if points:
                 return self._group(points), len(points)
@@ -84,6 +98,23 @@ class PointBodies:
             pass
         checked = batch_points(body, content_type)
         return group_points(checked), len(checked)
+
+    def _scan(self, body: bytes) -> tuple[list[SeriesArrays], int] | None:
+        """An NDJSON body's points through the compiled scan, or ``None`` when it does
+        not take every line as it is (or a series key is refused: the reference names why)."""
+        stripped = body[:-1] if body.endswith(b"\n") else body
+        if not stripped or b"\r" in stripped:  # splitlines() would cut lines there too
+            return None
+        lines = list(map(_Line, stripped.split(b"\n")))
+        # The scan calls only value(), partition() and offset() of what it is given.
+        scanned = scan_points(cast("list[Message]", lines))
+        if scanned is None:
+            return None
+        series, _, index, _, timestamps, values = scanned
+        keys = [self._keys.key(*s) for s in series]  # in order of first appearance
+        code = np.frombuffer(index, np.int32)
+        ts, vs = np.frombuffer(timestamps, np.int64), np.frombuffer(values, np.float64)
+        return _split(*_one_code_per_key(keys, code), ts, vs), len(lines)
 
     def _group(self, points: Sequence[WirePoint]) -> list[SeriesArrays]:
         # Whole columns at a time: one series code per point, then one stable sort.
@@ -95,7 +126,37 @@ class PointBodies:
         if not bool(np.isfinite(vs).all()):
             raise _Slow
         keys = [self._keys.key(*i) for i in codes]  # in order of first appearance
-        return _split(keys, np.array(code_of, np.int64), ts, vs)
+        return _split(*_one_code_per_key(keys, np.array(code_of, np.int64)), ts, vs)
+
+
+class _Line:
+    """One NDJSON line as the scan reads a consumed record (its value, partition 0)."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: bytes) -> None:
+        self._value = value
+
+    def value(self) -> bytes:
+        return self._value
+
+    def partition(self) -> int:
+        return 0
+
+    def offset(self) -> int:
+        return 0
+
+
+def _one_code_per_key(
+    keys: list[str], code: npt.NDArray[np.integer[Any]]
+) -> tuple[list[str], npt.NDArray[np.integer[Any]]]:
+    """``keys`` without repeats and ``code`` renumbered to match: two spellings of one
+    series (its tags in another order) must stay one series, its points in order."""
+    if len(set(keys)) == len(keys):
+        return keys, code
+    unique = list(dict.fromkeys(keys))
+    position = {key: number for number, key in enumerate(unique)}
+    return unique, np.array([position[key] for key in keys], np.int64)[code]
 
 
 def _lines(body: bytes) -> list[WirePoint]:

@@ -149,6 +149,24 @@ def test_a_batch_of_valid_points_keeps_each_series_in_order_and_counts_them() ->
         PointBodies().batch(body.replace(b"1.5", b"NaN"), NDJSON)
 
 
+@pytest.mark.parametrize("content_type", [NDJSON, "application/json"])
+def test_two_spellings_of_one_series_in_a_batch_are_one_series_in_order(
+    content_type: str,
+) -> None:
+    spellings = [b'{"a":"1","b":"2"}', b'{"b":"2","a":"1"}', b'{"b":"2", "a":"1"}']
+    lines = [
+        b'{"metric":"m","entity":"e","timestamp_ms":5,"value":%d,"tags":%s}' % (i, spellings[i % 3])
+        for i in range(7)
+    ]
+    body = b"[" + b",".join(lines) + b"]" if content_type != NDJSON else b"\n".join(lines)
+    series, count = PointBodies().batch(body, content_type)
+    assert count == 7
+    assert [(k, ts.tolist(), vs.tolist()) for k, ts, vs in series] == [
+        ('["m","e",{"a":"1","b":"2"}]', [5] * 7, [float(i) for i in range(7)])
+    ]
+    assert _fast_batch(body, content_type) == _reference_batch(body, content_type)
+
+
 _vectors = st.one_of(
     st.lists(
         st.floats(width=32, allow_nan=False, allow_infinity=False), min_size=DIM, max_size=DIM
