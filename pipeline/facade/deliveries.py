@@ -21,7 +21,10 @@ its partition and in order. When they go:
   the broker less than half as much per point (measured).
 
 A flush of one point only (light load) sends it as the JSON point keyed by its series,
-the record a client writes. ``POST /ts/put/buffered/batch`` flushes the points queued
+the record a client writes. The frames of a flush are packed from the points as they
+are (:func:`small_flush_frames`), without numpy arrays per series: acked flushes come
+one per broker round trip and are small, and their framing was a good part of what an
+acked request cost. ``POST /ts/put/buffered/batch`` flushes the points queued
 before it first, so a series' points reach its partition in the order accepted.
 """
 
@@ -29,6 +32,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import struct
+import sys
+from array import array
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from typing import Any, Final
@@ -37,10 +43,17 @@ import numpy as np
 
 from pipeline.errors import DeliveryFailed
 from pipeline.kafka.producer import RecordProducer, key_partition
-from pipeline.ts.point import DataPoint, parse_series_key
+from pipeline.limits import MAX_FRAME_BYTES, MAX_FRAME_POINTS
+from pipeline.ts.point import FRAME_MAGIC, DataPoint, parse_series_key
 from pipeline.ts.producer import frames_by_partition
 
-__all__ = ["ACKED_FLUSHES_IN_FLIGHT", "QUEUED_WINDOW_S", "InFlight", "PointFramer"]
+__all__ = [
+    "ACKED_FLUSHES_IN_FLIGHT",
+    "QUEUED_WINDOW_S",
+    "InFlight",
+    "PointFramer",
+    "small_flush_frames",
+]
 
 _LOG = logging.getLogger(__name__)
 
@@ -218,14 +231,52 @@ class PointFramer:
             ts, vs = series[key]
             ts.append(timestamp_ms)
             vs.append(value)
-        arrays = [
-            (key, np.array(ts, np.int64), np.array(vs, np.float64))
-            for key, (ts, vs) in series.items()
-        ]
-        return [
-            producer.produce(self._topic, frame.data, partition=frame.partition)
-            for frame in frames_by_partition(arrays, self._partitions(), check_keys=False)
-        ]
+        frames = small_flush_frames(series, self._partitions())
+        if frames is None:  # too large for one frame per partition: cut as batches are
+            arrays = [
+                (key, np.array(ts, np.int64), np.array(vs, np.float64))
+                for key, (ts, vs) in series.items()
+            ]
+            cut = frames_by_partition(arrays, self._partitions(), check_keys=False)
+            frames = [(frame.partition, frame.data) for frame in cut]
+        return [producer.produce(self._topic, data, partition=p) for p, data in frames]
+
+
+_LITTLE_ENDIAN: Final = sys.byteorder == "little"
+_SERIES_HEAD: Final = struct.Struct("<HI")  # key length, then (after the key) point count
+_COUNT: Final = struct.Struct("<I")
+
+
+def small_flush_frames(
+    series: dict[str, tuple[list[int], list[float]]], partitions: int
+) -> list[tuple[int, bytes]] | None:
+    """``(partition, TSF1 frame)`` for each partition the series go to, byte for byte
+    what :func:`~pipeline.ts.producer.frames_by_partition` makes of them, or ``None``
+    when a frame would be over :data:`~pipeline.limits.MAX_FRAME_POINTS` or
+    :data:`~pipeline.limits.MAX_FRAME_BYTES` (that one cuts them then).
+
+    ``series``: series key -> (timestamps in ms, values), each in order, keys as
+    :func:`~pipeline.ts.point.series_key` made them.
+    """
+    if not _LITTLE_ENDIAN:
+        return None
+    parts: dict[int, list[bytes]] = {}
+    sizes: dict[int, int] = {}
+    points: dict[int, int] = {}
+    for key, (ts, vs) in series.items():
+        encoded = key.encode()
+        p = key_partition(encoded, partitions)
+        head = _SERIES_HEAD.pack(len(encoded), len(ts))
+        part = b"".join((head[:2], encoded, head[2:], array("q", ts), array("d", vs)))
+        parts.setdefault(p, []).append(part)
+        sizes[p] = sizes.get(p, 8) + len(part)
+        points[p] = points.get(p, 0) + len(ts)
+    if max(sizes.values()) > MAX_FRAME_BYTES or max(points.values()) > MAX_FRAME_POINTS:
+        return None
+    return [
+        (p, b"".join((FRAME_MAGIC, _COUNT.pack(len(chunks)), *chunks)))
+        for p, chunks in parts.items()
+    ]
 
 
 def _produce_keyed(
