@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 
 from pipeline.config import with_overrides
 from pipeline.replication import ApplyAuth, ReplicaServer, ReplicaState, WalShipper
-from pipeline.replication.dictionary import train_wal_dictionary
 from pipeline.wal.batch import Dictionary, encode_batch
 from tests.fixtures.broker import MakeSettings
-from tests.fixtures.support import wait_until
+from tests.fixtures.support import THEMIS, settings_as_env, settings_env, wait_until
 from tests.fixtures.wal import post_wal_apply, wal_shipping_settings
 from tests.integration.test_wal_shipping import (
     DIM,
@@ -39,12 +40,22 @@ def test_a_replica_applies_an_old_primarys_twb1_then_twb2_with_the_trained_dicti
     settings = wal_shipping_settings(make_settings, dimension=DIM, ship_key=KEY)
     append_to_wal(settings, payloads)
     assert settings.kafka.bootstrap_servers
-    dictionary = train_wal_dictionary(
-        settings.kafka.bootstrap_servers, settings, entries=150, size=4096
-    )
     path = tmp_path / "wal.dict"
-    path.write_bytes(dictionary.data)
-    assert Dictionary.from_file(path, "test") == dictionary
+    trained = subprocess.run(
+        [*THEMIS, "wal", "train-dictionary", "--out", str(path), "--entries", "150"],
+        env=settings_env(settings_as_env(settings)),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert trained.returncode == 0, trained.stderr[-2000:]
+    dictionary = Dictionary.from_file(path, "test")
+    assert orjson.loads(trained.stdout) == {
+        "dictionary_id": dictionary.dictionary_id,
+        "bytes": len(dictionary.data),
+        "file": str(path),
+    }
     # The facade and `themis wal ship` both build their shipper from these settings.
     shipping = with_overrides(settings, {"compressed_wal_shipping": {"dictionary_file": str(path)}})
     state = ReplicaState(tmp_path / "replica", settings)
