@@ -214,34 +214,39 @@ class ColumnReader:
         return head + self._chunks[start:end]
 
     def _take_frame(self, size: int, index: int) -> bytes:
-        head = self._take_meta(_FRAME_HEAD.size, index)
-        _, count, dimension = _FRAME_HEAD.unpack_from(head, 0)
+        meta, floats = self._meta, self._floats
+        start_meta, start_floats = self._at_meta, self._at_floats
+        if start_meta + _FRAME_HEAD.size > len(meta):
+            raise CorruptBatch(f"WAL batch meta section ends inside entry {index}")
+        _, count, dimension = _FRAME_HEAD.unpack_from(meta, start_meta)
         if count * _MIN_OP_BYTES > size:  # every op holds at least this many bytes
             raise CorruptBatch(f"WAL batch entry {index} claims {count} ops in {size} bytes")
         vector_bytes = 4 * dimension
-        parts = [head]
-        built = len(head)
+        op_head, u32 = _OP_HEAD.unpack_from, _U32.unpack_from
+        parts: list[bytes] = []
+        run = start_meta  # where the meta bytes not yet taken start
+        at, at_floats = start_meta + _FRAME_HEAD.size, start_floats
         for _ in range(count):
-            at = self._at_meta
-            if at + _OP_HEAD.size > len(self._meta):
+            if at + _MIN_OP_BYTES > len(meta):
                 raise CorruptBatch(f"WAL batch meta section ends inside entry {index}")
-            code, pk_len = _OP_HEAD.unpack_from(self._meta, at)
+            code, pk_len = op_head(meta, at)
             at += _OP_HEAD.size + pk_len
-            if at + 4 > len(self._meta):
+            if at + 4 > len(meta):
                 raise CorruptBatch(f"WAL batch meta section ends inside entry {index}")
-            (meta_len,) = _U32.unpack_from(self._meta, at)
-            op = self._take_meta(at + 4 + meta_len - self._at_meta, index)
-            parts.append(op)
-            built += len(op)
+            at += 4 + u32(meta, at)[0]
+            if at > len(meta):
+                raise CorruptBatch(f"WAL batch meta section ends inside entry {index}")
             if code != _REMOVE:
                 if code not in (1, 2):
                     raise CorruptBatch(f"WAL batch entry {index} has op code {code}")
-                start = self._at_floats
-                if start + vector_bytes > len(self._floats):
+                if at_floats + vector_bytes > len(floats):
                     raise CorruptBatch(f"WAL batch floats section ends inside entry {index}")
-                self._at_floats = start + vector_bytes
-                parts.append(self._floats[start : start + vector_bytes])
-                built += vector_bytes
-            if built > size:
+                parts.append(meta[run:at])
+                parts.append(floats[at_floats : at_floats + vector_bytes])
+                at_floats += vector_bytes
+                run = at
+            if at - start_meta + at_floats - start_floats > size:
                 raise CorruptBatch(f"WAL batch entry {index} rebuilds past its {size} bytes")
+        parts.append(meta[run:at])
+        self._at_meta, self._at_floats = at, at_floats
         return b"".join(parts)
