@@ -238,7 +238,7 @@ def encode_batch(
         raise InvalidArgument(f"LSN range {first}..{last} is wider than 2**32 entries")
     use_dict = dictionary if codec is Codec.ZSTD else None
     if format_version == 2:
-        compressed, body_bytes = encode_body(
+        body, body_bytes = encode_body(
             entries,
             first,
             level if codec is Codec.ZSTD else None,
@@ -246,6 +246,7 @@ def encode_batch(
         )
     else:
         compressed, body_bytes = _encode_v1_body(entries, first, codec, level, use_dict)
+        body = [compressed]
     key = primary_id.encode("utf-8")
     if len(key) > 0xFFFF:
         raise InvalidArgument("primary id is longer than 65535 bytes of UTF-8")
@@ -261,12 +262,14 @@ def encode_batch(
         last,
         len(entries),
         body_bytes,
-        len(compressed),
+        sum(map(len, body)),
         len(key),
         len(carried),
     )
-    crc = zlib.crc32(compressed, zlib.crc32(carried, zlib.crc32(key, zlib.crc32(head))))
-    return b"".join((head, _CRC.pack(crc), key, carried, compressed))
+    crc = zlib.crc32(carried, zlib.crc32(key, zlib.crc32(head)))
+    for piece in body:
+        crc = zlib.crc32(piece, crc)
+    return b"".join((head, _CRC.pack(crc), key, carried, *body))
 
 
 def _encode_v1_body(

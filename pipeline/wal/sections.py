@@ -98,8 +98,9 @@ def encode_body(
     first_lsn: int,
     level: int | None,
     dictionary: zstandard.ZstdCompressionDict | None,
-) -> tuple[bytes, int]:
-    """``(body, decoded bytes)`` of ``entries``; ``level`` ``None`` stores every section."""
+) -> tuple[list[bytes], int]:
+    """``(body as its pieces, decoded bytes)`` of ``entries``; ``level`` ``None`` stores
+    every section. The pieces are joined once, with the header (a batch is megabytes)."""
     columns = ColumnWriter()
     kinds = bytearray(columns.add(e.payload) for e in entries)
     floats = b"".join(columns.floats)
@@ -138,7 +139,7 @@ def encode_body(
         table += encode_varint(len(data)) + encode_varint(len(out))
         stored.append(out)
     table[0] = present
-    return b"".join([table, *stored]), total
+    return [bytes(table), *stored], total
 
 
 def encode_varint(value: int) -> bytes:
