@@ -86,19 +86,22 @@ def scan_columns(messages: list[Message], keys: SeriesKeys) -> PointColumns | No
         return None
     series, runs, index, partitions, timestamps, values = scanned
     found = keys.cache.get
-    series_keys: list[str] = []
-    for metric, entity, raw_tags in series:
+    numbers: dict[str, int] = {}
+    number_of = np.empty(len(series), dtype=np.int32)
+    for scanned_number, (metric, entity, raw_tags) in enumerate(series):
         key = found((metric, entity, raw_tags))
         if key is None:
             try:
                 key = keys.key(metric, entity, raw_tags)
             except (InvalidRecord, *FAST_FAILURES):  # the reference names the reason
                 return None
-        series_keys.append(key)
+        # Two spellings of one series (tags in another order, other spaces) are one.
+        number_of[scanned_number] = numbers.setdefault(key, len(numbers))
+    rows = np.frombuffer(index, dtype=np.int32)
     return PointColumns(
-        keys=series_keys,
+        keys=list(numbers),
         runs=runs,
-        index=np.frombuffer(index, dtype=np.int32),
+        index=rows if len(numbers) == len(series) else number_of[rows],
         partitions=np.frombuffer(partitions, dtype=np.int32),
         timestamps=np.frombuffer(timestamps, dtype=np.int64),
         values=np.frombuffer(values, dtype=np.float64),

@@ -57,8 +57,13 @@ def _plain_record(draw: st.DrawFn) -> bytes:
         "value": draw(st.one_of(_number(), st.floats(allow_nan=False).map(repr))),
     }
     if draw(st.booleans()):
-        tags = draw(st.dictionaries(_PLAIN, _PLAIN, max_size=3))
-        fields["tags"] = draw(st.one_of(*[st.just(json.dumps(tags))] * 9, st.just("null")))
+        tags = draw(st.dictionaries(st.sampled_from("abc"), st.sampled_from("xy"), max_size=3))
+        tags = draw(st.one_of(st.just(tags), st.dictionaries(_PLAIN, _PLAIN, max_size=3)))
+        # Several spellings of one set of tags: any order, spaces or none.
+        order = draw(st.permutations(sorted(tags)))
+        separators = draw(st.sampled_from([(",", ":"), (", ", ": "), (" ,", " : ")]))
+        spelled = json.dumps({k: tags[k] for k in order}, separators=separators)
+        fields["tags"] = draw(st.one_of(*[st.just(spelled)] * 9, st.just("null")))
     names = draw(st.permutations(sorted(fields)))
     if draw(st.integers(0, 19)) == 19:
         names = [*names, names[0]]  # a duplicate field
@@ -224,3 +229,14 @@ def test_an_empty_batch_scans_to_nothing() -> None:
     columns = scan_columns([], SeriesKeys())
     assert columns is not None
     assert columns.grouped() == ({}, {}, {})
+
+
+def test_two_spellings_of_one_series_in_a_batch_keep_every_point_in_record_order() -> None:
+    spellings = ['{"a":"1","b":"2"}', '{"b":"2","a":"1"}', '{ "a" : "1", "b":"2" }']
+    values = [_point(str(i), ts=str(i), tags=spellings[i % 3]) for i in range(9)]
+    columns = _check(values, [0] * 9)
+    assert columns is not None
+    parts, _, _ = columns.grouped()
+    assert list(parts[0]) == ['["m","e",{"a":"1","b":"2"}]']
+    (runs,) = parts[0].values()
+    assert [list(ts) for ts, _ in runs] == [list(range(9))]
