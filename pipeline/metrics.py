@@ -151,7 +151,8 @@ class WalShipperMetrics:
         )
         self.wal_shipper_lag_seconds = Gauge(
             "wal_shipper_lag_seconds",
-            "Age of the oldest WAL entry a replica has not confirmed (0 when caught up).",
+            "Age of the oldest WAL entry not yet queryable on a replica, from its WAL timestamp "
+            "(0 when every entry is).",
             ["replica"],
             registry=r,
         )

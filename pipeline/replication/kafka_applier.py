@@ -3,15 +3,17 @@
 :func:`run_kafka_applier` (``themis wal apply``) reads ``<namespace>.wal.replica`` on
 the replica cluster (created by :func:`~pipeline.replication.topics.ensure_replica_topics`
 with ``<namespace>.deadletter`` and ``<namespace>.wal.replica.status``) and commits its
-consumer offset (group ``<app_id>-wal-apply-<replica>``) only after a batch applied:
+consumer offset (group ``<app_id>-wal-apply-<replica>``) only after a batch applied
+(without waiting for the broker's answer, and once more, waited for, on the way out):
 
 * a corrupt batch is dead-lettered on the replica cluster with the reason, and its
   offset committed (sending the same bytes again cannot repair it);
 * a gap is skipped without committing (the missing range comes later, re-sent by the
   shipper);
-* after each batch, at least every ``status_interval_s`` seconds while idle, and at
-  once after a gap, the applier writes a status record to the status topic, where
-  the shipper's Kafka target reads it to re-send a missing range::
+* after each batch applied, at least every ``status_interval_s`` seconds while idle,
+  and at once after a gap, the applier writes a status record to the status topic,
+  where the shipper's Kafka target reads the LSN applied (what is queryable, for its
+  lag) and any gap (to re-send a missing range)::
 
       key    replica name, UTF-8
       value  {"replica": "r1", "last_applied_lsn": "00000000000000f0",
@@ -33,7 +35,13 @@ from pipeline.config import Settings
 from pipeline.errors import CorruptBatch, ForeignPrimary, WalGap
 from pipeline.ingest.deadletter import DeadLetter
 from pipeline.kafka.clients import Producer
-from pipeline.kafka.consumer import LARGE_FETCH, commit_offset, committed_offset, open_consumer
+from pipeline.kafka.consumer import (
+    LARGE_FETCH,
+    commit_offset,
+    commit_offsets,
+    committed_offset,
+    open_consumer,
+)
 from pipeline.kafka.producer import durable_producer_config
 from pipeline.replication.replica import ApplyResult, ReplicaState
 from pipeline.replication.topics import REPLICA_STATUS_TOPIC, REPLICA_TOPIC, ensure_replica_topics
@@ -98,6 +106,7 @@ def run_kafka_applier(
         consumer.assign([TopicPartition(topic, 0, start)])
         last_status = 0.0
         gap_open = False
+        applied_offset: int | None = None
         while not stop.is_set():
             msg = consumer.poll(0.2)
             now = time.monotonic()
@@ -151,7 +160,6 @@ def run_kafka_applier(
                 producer.flush(30)
                 commit_offset(consumer, TopicPartition(topic, 0, offset + 1))
                 continue
-            commit_offset(consumer, TopicPartition(topic, 0, offset + 1))
             gap_open = False
             if result.entries_applied == 0 and result.entries_rejected == 0:
                 stats.duplicate_batches += 1
@@ -160,9 +168,16 @@ def run_kafka_applier(
                 stats.entries_applied += result.entries_applied
             if on_result is not None:
                 on_result(result)
-            if now - last_status > status_interval_s:
-                _send_status(producer, settings, replica_name, state, False)
-                last_status = now
+            # Every applied batch is reported at once: the shipper's lag waits for it.
+            _send_status(producer, settings, replica_name, state, False)
+            last_status = now
+            # Not awaited: a synchronous commit per batch (a broker round trip) capped
+            # the applier at a few hundred batches a second and queued the rest. A lost
+            # commit re-reads batches the replica skips as applied.
+            applied_offset = offset + 1
+            commit_offsets(consumer, [TopicPartition(topic, 0, applied_offset)], asynchronous=True)
+        if applied_offset is not None:
+            commit_offset(consumer, TopicPartition(topic, 0, applied_offset))
         _send_status(producer, settings, replica_name, state, gap_open)
         producer.flush(10)
     return stats

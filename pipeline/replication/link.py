@@ -7,13 +7,26 @@ primary cluster (group ``<app_id>-wal-<replica_id>``) and a
 1. every half second, read the WAL's end (for lag and health);
 2. if the target reports a gap at or below the confirmed LSN, rewind to it (a report
    of a gap already rewound to within 5 s is stale and ignored);
-3. read up to the owner's ``max_batch_entries``; a record that does not decode is
-   logged and its LSN ships as part of the range, empty;
+3. wait for the next record (at most 0.2 s idle, or what is left of
+   ``max_batch_interval_ms`` with a batch open), then take every record already fetched,
+   up to the owner's ``max_batch_entries``; a record that does not decode is logged and
+   its LSN ships as part of the range, empty;
 4. ship when the batch is full (entries or bytes), its first entry is older than
-   ``max_batch_interval_ms``, or the read caught up with the WAL's end;
+   ``max_batch_interval_ms``, or nothing more was fetched: a record is shipped as soon
+   as it is read, and records arriving while a batch is on its way form the next one;
 5. a failed ship is retried with bounded exponential backoff and +-50 % jitter; a
-   confirmed one commits ``last_lsn`` as the group's offset (LSN = offset + 1), so a
-   restart resumes after it.
+   confirmed one commits ``last_lsn`` as the group's offset (LSN = offset + 1) without
+   waiting for the broker's answer (a lost commit means the replica skips a batch it
+   already applied), so a restart resumes after it.
+
+Lag. An entry is *queryable* on the replica once the replica applied it: at its
+confirmation for the HTTP and binary targets (they answer after applying), and once
+the replica's Kafka applier reports an applied LSN at or beyond it for a Kafka target
+(:meth:`~pipeline.replication.targets.ShipTarget.applied_lsn`). An entry's lag is
+the wall-clock time from its WAL timestamp (stamped by the primary's writer when it
+appends the entry, before the broker acknowledges it) to the moment the link learns
+it is queryable; :meth:`ReplicaLink.lag` reports the age of the oldest entry not yet
+queryable, and every entry's lag goes to the owner's ``record_queryable``.
 
 The link knows its shipper only as a :class:`LinkOwner`: the batch limits and codec
 to use, and where to report confirmations and failures.
@@ -25,14 +38,16 @@ import logging
 import random
 import threading
 import time
+from array import array
+from collections import deque
 from dataclasses import dataclass
 from typing import Final, Protocol
 
-from confluent_kafka import KafkaError, TopicPartition
+from confluent_kafka import KafkaError, Message, TopicPartition
 
 from pipeline.config import Settings
 from pipeline.errors import InvalidRecord, ReplicaRewind, ShipFailed
-from pipeline.kafka.consumer import commit_offset, committed_offset, make_consumer
+from pipeline.kafka.consumer import commit_offset, commit_offsets, committed_offset, make_consumer
 from pipeline.metrics import WalShipperMetrics
 from pipeline.replication.targets import ShipTarget
 from pipeline.wal.batch import BatchHeader, Codec, Dictionary, encode_batch, read_header
@@ -52,6 +67,10 @@ UNHEALTHY_SILENCE_S: Final = 30.0
 DICTIONARY_RESEND_BATCHES: Final = 256
 """A trained dictionary rides along again every this many batches."""
 _WATERMARK_REFRESH_S: Final = 0.5
+_IDLE_WAIT_S: Final = 0.2
+_MAX_UNAPPLIED_BATCHES: Final = 4096
+"""Batches confirmed to a Kafka target and not yet reported applied, kept one by one;
+beyond, the newest two are kept as one (every entry's time stays, 8 bytes each)."""
 _REWIND_QUIET_S: Final = 5.0
 _WAL_FETCH: Final = {
     "fetch.max.bytes": 64 * 1024 * 1024,
@@ -79,6 +98,11 @@ class LinkOwner(Protocol):
 
     def record_failure(self, replica_id: str, bytes_sent: int) -> None: ...
 
+    def record_queryable(self, replica_id: str, lags_ms: list[int]) -> None:
+        """Entries became queryable on ``replica_id``, each this many ms after its WAL
+        timestamp."""
+        ...
+
 
 @dataclass
 class ReplicaCounters:
@@ -95,8 +119,9 @@ class ReplicaCounters:
 class ReplicaLink(threading.Thread):
     """Ships the WAL to one replica from its own position (see the module docstring).
 
-    ``lock`` guards the positions (``confirmed_lsn``, ``read_lsn``, ``wal_end_lsn``),
-    ``pending`` and ``counters``, which the shipper reads from other threads.
+    ``lock`` guards the positions (``confirmed_lsn``, ``queryable_lsn``, ``read_lsn``,
+    ``wal_end_lsn``), ``pending``, the unapplied entry times and ``counters``, which the
+    shipper reads from other threads.
     """
 
     def __init__(
@@ -111,6 +136,12 @@ class ReplicaLink(threading.Thread):
         self.lock = threading.Lock()
         self.counters = ReplicaCounters()
         self.confirmed_lsn = 0
+        self.queryable_lsn = 0
+        """Every entry up to this LSN is applied on the replica (as far as the link knows)."""
+        self.last_lag_ms = 0
+        """The lag of the entry that became queryable last (ms; 0 before the first)."""
+        self._unapplied: deque[tuple[int, array[int]]] = deque()
+        """``(last_lsn, WAL timestamps)`` of batches confirmed but not yet applied."""
         self.read_lsn = 0
         self.wal_end_lsn = 0
         self.last_confirm_at = time.monotonic()
@@ -134,6 +165,7 @@ class ReplicaLink(threading.Thread):
             self._consumer.close()
             raise
         self.confirmed_lsn = max(committed, 0)
+        self.queryable_lsn = self.confirmed_lsn
         self.read_lsn = self.confirmed_lsn
         self._consumer.assign([TopicPartition(self.wal_topic, 0, self.confirmed_lsn)])
         self._last_watermark = 0.0
@@ -158,12 +190,13 @@ class ReplicaLink(threading.Thread):
             if gap is not None and gap <= self.confirmed_lsn:
                 self._rewind(gap, "the replica reported a gap", quiet_s=_REWIND_QUIET_S)
                 first_read_at = None
+            self._note_applied(self.target.applied_lsn())
             limits = self.owner
             room = max(1, limits.max_batch_entries - len(self.pending))
             wait = limits.max_batch_interval_ms / 1000.0
             if first_read_at is not None:
                 wait = max(0.0, first_read_at + wait - time.monotonic())
-            messages = self._consumer.consume(room, timeout=wait if self.pending else 0.2)
+            messages = self._read(room, wait if self.pending else _IDLE_WAIT_S)
             for msg in messages:
                 error = msg.error()
                 if error is not None:
@@ -202,6 +235,17 @@ class ReplicaLink(threading.Thread):
             if self.read_lsn > self.confirmed_lsn and (full or caught_up or expired):
                 self._ship_pending()
                 first_read_at = None
+
+    def _read(self, room: int, wait_s: float) -> list[Message]:
+        """Up to ``room`` records: the first within ``wait_s`` seconds, then those already
+        fetched. (``consume(room, timeout)`` alone returns only once ``room`` records
+        arrived or the timeout passed: at a light load every batch waited the timeout.)"""
+        first = self._consumer.poll(wait_s)
+        if first is None:
+            return []
+        if room == 1:
+            return [first]
+        return [first, *self._consumer.consume(room - 1, timeout=0)]
 
     def _refresh_end(self) -> None:
         now = time.monotonic()
@@ -260,7 +304,12 @@ class ReplicaLink(threading.Thread):
             return
 
     def _confirmed(self, header: BatchHeader, entries: int, carried_dictionary: bool) -> None:
-        commit_offset(self._consumer, TopicPartition(self.wal_topic, 0, header.last_lsn))
+        commit_offsets(
+            self._consumer,
+            [TopicPartition(self.wal_topic, 0, header.last_lsn)],
+            asynchronous=True,
+        )
+        stamps = array("q", (entry.timestamp_ms for entry in self.pending))
         if carried_dictionary:
             self._send_dictionary = False
             self._batches_since_dictionary = 0
@@ -280,8 +329,33 @@ class ReplicaLink(threading.Thread):
             self.pending_bytes = 0
             if self.wal_end_lsn <= self.confirmed_lsn:
                 self.behind_since = None
+            self._unapplied.append((header.last_lsn, stamps))
+            if len(self._unapplied) > _MAX_UNAPPLIED_BATCHES:
+                last_lsn, newest = self._unapplied.pop()
+                merged = self._unapplied.pop()[1]
+                merged.extend(newest)
+                self._unapplied.append((last_lsn, merged))
         self.owner.record_confirmed(header)
+        # A target that answers after applying makes the batch queryable now.
+        self._note_applied(self.target.applied_lsn())
         self._publish_lag()
+
+    def _note_applied(self, applied: int | None) -> None:
+        """Move ``queryable_lsn`` to ``applied`` (``None``: the confirmed LSN) and report
+        the lag of every entry that became queryable."""
+        now_ms = int(time.time() * 1000)
+        lags: list[int] = []
+        with self.lock:
+            reached = self.confirmed_lsn if applied is None else min(applied, self.confirmed_lsn)
+            if reached <= self.queryable_lsn:
+                return
+            self.queryable_lsn = reached
+            while self._unapplied and self._unapplied[0][0] <= reached:
+                lags.extend(now_ms - stamp for stamp in self._unapplied.popleft()[1])
+            if lags:
+                self.last_lag_ms = max(0, lags[-1])
+        if lags:
+            self.owner.record_queryable(self.replica_id, lags)
 
     def _failed(self, exc: ShipFailed, bytes_sent: int) -> None:
         _LOG.warning("shipping to %s failed: %s", self.replica_id, exc)
@@ -309,23 +383,37 @@ class ReplicaLink(threading.Thread):
         self._send_dictionary = True
         with self.lock:
             self.confirmed_lsn = position
+            self.queryable_lsn = min(self.queryable_lsn, position)
             self.read_lsn = position
             self.pending = []
             self.pending_bytes = 0
+            self._unapplied.clear()  # re-sent, timed again from their WAL timestamps
 
     # -- reporting ----------------------------------------------------------
 
     def lag(self) -> tuple[int, int]:
-        """``(lag_bytes, lag_ms)`` of this replica (0, 0 when caught up)."""
+        """``(lag_bytes, lag_ms)`` of this replica (0, 0 when every entry is queryable).
+
+        ``lag_ms``: milliseconds from the WAL timestamp of the oldest entry not yet
+        queryable on the replica to now (see the module docstring); for entries not read
+        yet, the time since the link first saw the WAL's end beyond the replica's
+        position. ``lag_bytes``: entry bytes read and not yet confirmed, plus unread
+        entries at the average entry size.
+        """
         with self.lock:
-            behind = self.wal_end_lsn - self.confirmed_lsn
+            behind = self.wal_end_lsn - self.queryable_lsn
             if behind <= 0:
                 return 0, 0
             unread = max(0, self.wal_end_lsn - self.read_lsn)
             average = self._read_bytes / self._read_entries if self._read_entries else 0.0
             lag_bytes = self.pending_bytes + int(unread * average)
-            if self.pending:
-                lag_ms = max(0, int(time.time() * 1000) - self.pending[0].timestamp_ms)
+            oldest = None
+            if self._unapplied and len(self._unapplied[0][1]):
+                oldest = self._unapplied[0][1][0]
+            elif self.pending:
+                oldest = self.pending[0].timestamp_ms
+            if oldest is not None:
+                lag_ms = max(0, int(time.time() * 1000) - oldest)
             elif self.behind_since is not None:
                 lag_ms = int((time.monotonic() - self.behind_since) * 1000)
             else:

@@ -20,9 +20,10 @@ Applying a batch, atomically and in LSN order:
 3. every payload is decoded before anything is written; an entry whose payload does
    not decode is *rejected* (logged, counted, its LSN passed), because sending it
    again cannot repair it;
-4. vector batches are applied to the index in LSN order; the index is snapshotted
-   with the LSN it covers at most every :data:`SNAPSHOT_INTERVAL_S` seconds (and on
-   :meth:`ReplicaState.close`);
+4. vector batches are applied to the index in LSN order (searchable at once); a
+   background thread snapshots the index with the LSN it covers at most every
+   :data:`SNAPSHOT_INTERVAL_S` seconds (and :meth:`ReplicaState.close` once more), so
+   no batch waits for a snapshot's writes and fsyncs;
 5. the blocks (``INSERT OR IGNORE`` by block id) and the last LSN are committed in
    one SQLite transaction.
 
@@ -69,9 +70,11 @@ _VECTOR_NEEDED: Final = ("wal.vector.last_entry_lsn", 0)
 
 
 SNAPSHOT_INTERVAL_S = 1.0
-"""The vector index is snapshotted at most this often (and on close). After a crash the
-replica resumes from the older of the block store's and the snapshot's LSN: a batch
-beyond it is refused as a gap and the shipper resends; replayed entries are idempotent."""
+"""The vector index is snapshotted at most this often (and on close), off the apply
+path. After a crash the replica resumes from the older of the block store's and the
+snapshot's LSN: a batch beyond it is refused as a gap and the shipper resends; replayed
+entries are idempotent. A snapshot may hold entries beyond the LSN it records (applied
+while it was written); replaying them again leaves the same index."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,7 +154,12 @@ class ReplicaState:
         self.batches_applied = 0
         self.entries_rejected = 0
         self._vector_dirty = False
-        self._snapshot_at = time.monotonic()
+        self._snapshot_lock = threading.Lock()
+        self._closing = threading.Event()
+        self._snapshotter = threading.Thread(
+            target=self._snapshot_loop, name="replica-vector-snapshot", daemon=True
+        )
+        self._snapshotter.start()
 
     # -- state ----------------------------------------------------------------
 
@@ -182,18 +190,39 @@ class ReplicaState:
             }
 
     def close(self) -> None:
+        """Stop the snapshot thread, snapshot what it has not covered, close the store."""
+        self._closing.set()
+        self._snapshotter.join()
+        self._snapshot_vectors()
         with self._lock:
-            if self._vector_dirty:
-                self._snapshot_vectors()
             self._store.close()
 
+    def _snapshot_loop(self) -> None:
+        while not self._closing.wait(SNAPSHOT_INTERVAL_S):
+            try:
+                self._snapshot_vectors()
+            except Exception:  # the disk: the next round tries again, close() raises
+                _LOG.exception("snapshotting the replica's vector index failed")
+
     def _snapshot_vectors(self) -> None:
-        """Snapshot the index with the LSN it covers (at most every SNAPSHOT_INTERVAL_S)."""
-        self._index.save(
-            self._vector_dir, extra={"lsn": self._vector_lsn, "entries": self._vector_entries}
-        )
-        self._vector_dirty = False
-        self._snapshot_at = time.monotonic()
+        """Snapshot the index with the LSN and entry count it covers, if it changed.
+
+        The positions are read under the state's lock; the index is written outside
+        it (the index's own lock holds applies back only while its files are written,
+        not while they are fsynced).
+        """
+        with self._snapshot_lock:
+            with self._lock:
+                if not self._vector_dirty:
+                    return
+                extra = {"lsn": self._vector_lsn, "entries": self._vector_entries}
+                self._vector_dirty = False
+            try:
+                self._index.save(self._vector_dir, extra=extra)
+            except BaseException:
+                with self._lock:
+                    self._vector_dirty = True
+                raise
 
     # -- applying -------------------------------------------------------------
 
@@ -241,8 +270,6 @@ class ReplicaState:
                 self._vector_entries = vector_entries
                 self._vector_dirty = True
             self._vector_lsn = max(self._vector_lsn, header.last_lsn)
-            if self._vector_dirty and time.monotonic() - self._snapshot_at >= SNAPSHOT_INTERVAL_S:
-                self._snapshot_vectors()
             # A replay (after a crash between vector snapshots) never moves the LSN back.
             lsn = max(self._lsn, header.last_lsn)
             positions = {_LSN: lsn, _TS_ENTRIES: ts_entries}

@@ -8,10 +8,10 @@ while the others carry on. Endpoints and what confirms a batch:
 
 Batching (defaults below): a batch closes at :data:`MAX_BATCH_ENTRIES` entries,
 :data:`MAX_BATCH_BYTES` bytes of entry records, :data:`MAX_BATCH_INTERVAL_MS` after its
-first entry was read, or as soon as the shipper has caught up with the WAL's end
-(so an idle WAL ships at once). Every batch is compressed with the current
-``compression_type``/``compression_level`` (:meth:`WalShipper.configure_compression`
-changes them while running).
+first entry was read, or as soon as no more records are fetched: an entry ships as soon
+as it is read, and what arrives while one batch is on its way makes the next. Every
+batch is compressed with the current ``compression_type``/``compression_level``
+(:meth:`WalShipper.configure_compression` changes them while running).
 
 Confirmations are persisted as committed offsets of the consumer group
 ``<app_id>-wal-<replica_id>`` on the primary cluster (committed offset = last
@@ -25,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import ssl
 import threading
+from collections.abc import Callable
 from typing import Any, Final
 
 from pipeline.config import Settings
@@ -56,8 +57,11 @@ class WalShipper:
     ``bootstrap`` is the primary cluster, ``primary_id`` names this primary in
     every batch. ``dictionary`` (optional) is a trained zstd dictionary used for
     zstd batches. ``max_batch_*`` override :data:`MAX_BATCH_ENTRIES`,
-    :data:`MAX_BATCH_BYTES` and :data:`MAX_BATCH_INTERVAL_MS`. Call :meth:`close` to
-    stop every replica's thread.
+    :data:`MAX_BATCH_BYTES` and :data:`MAX_BATCH_INTERVAL_MS`. ``on_queryable`` (optional,
+    called from the replica's shipping thread) gets ``(replica_id, lags_ms)`` whenever
+    entries became queryable on a replica: each entry's lag in milliseconds, as
+    ``lag_ms`` in :meth:`stats` counts it. Call :meth:`close` to stop every replica's
+    thread.
     """
 
     def __init__(
@@ -72,6 +76,7 @@ class WalShipper:
         max_batch_entries: int = MAX_BATCH_ENTRIES,
         max_batch_bytes: int = MAX_BATCH_BYTES,
         max_batch_interval_ms: int = MAX_BATCH_INTERVAL_MS,
+        on_queryable: Callable[[str, list[int]], None] | None = None,
     ) -> None:
         if max_batch_entries < 1 or max_batch_bytes < 1 or max_batch_interval_ms < 0:
             raise InvalidArgument(
@@ -82,6 +87,7 @@ class WalShipper:
         self.max_batch_entries = max_batch_entries
         self.max_batch_bytes = max_batch_bytes
         self.max_batch_interval_ms = max_batch_interval_ms
+        self._on_queryable = on_queryable
         resolved = bootstrap or settings.kafka.bootstrap_servers
         if not resolved:
             raise ConfigError(
@@ -215,6 +221,11 @@ class WalShipper:
             self.metrics.wal_shipper_batches_total.inc()
             self.metrics.wal_shipper_compression_ratio.set(ratio)
 
+    def record_queryable(self, replica_id: str, lags_ms: list[int]) -> None:
+        """Entries became queryable on ``replica_id`` this many ms after their WAL timestamps."""
+        if self._on_queryable is not None:
+            self._on_queryable(replica_id, lags_ms)
+
     def record_failure(self, replica_id: str, bytes_sent: int) -> None:
         """Count a failed ship to ``replica_id``; ``bytes_sent`` reached it anyway."""
         if self.metrics is not None:
@@ -228,8 +239,18 @@ class WalShipper:
         ``total_bytes_shipped`` counts batch bytes sent (retries of a batch the replica
         received but refused included); ``avg_compression_ratio`` is
         ``total_bytes_uncompressed / total_bytes_shipped``. ``lag_bytes`` is exact for
-        entries the shipper read and estimated at the average entry size beyond;
-        ``lag_ms`` is the age of the oldest unconfirmed entry.
+        entries the shipper read and estimated at the average entry size beyond.
+
+        ``lag_ms`` is end to end: milliseconds from the WAL timestamp of the oldest entry
+        not yet queryable on the replica (stamped when the primary appended it, just
+        before the broker acknowledged it) to now; 0 when every entry the WAL holds is
+        queryable there. Queryable means applied by the replica: confirmed by an HTTP or
+        binary replica (they answer after applying), reported applied by a Kafka
+        replica's applier (``last_applied_lsn``, sent after every batch). An entry not
+        read yet counts from when the shipper first saw the WAL's end beyond the
+        replica (read every half second). ``last_entry_lag_ms`` is the same time for the
+        entry that became queryable last, measured when it did: the figure
+        ``themis bench wal`` reports as ``lag_under_load_ms``.
         """
         with self._lock:
             links = list(self._links.values())
@@ -246,6 +267,7 @@ class WalShipper:
                 totals.batches += c.batches
                 totals.failed_ships += c.failed_ships
                 confirmed = link.confirmed_lsn
+                last_lag = link.last_lag_ms
             replicas.append(
                 {
                     "replica_id": link.replica_id,
@@ -254,6 +276,7 @@ class WalShipper:
                     "lag_bytes": lag_bytes,
                     "lag_ms": lag_ms,
                     "is_healthy": healthy,
+                    "last_entry_lag_ms": last_lag,
                 }
             )
         ratio = totals.bytes_uncompressed / totals.bytes_shipped if totals.bytes_shipped else 0.0

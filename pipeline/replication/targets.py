@@ -7,10 +7,12 @@
     missing, see :mod:`pipeline.replication.topics`) with headers
     ``themis.wal.primary``, ``themis.wal.first_lsn``, ``themis.wal.last_lsn``,
     ``themis.wal.codec``, ``themis.wal.checksum``. Confirmed when the replica broker
-    acknowledged it (``acks=all``). The target also reads
-    ``<namespace>.wal.replica.status``: when the replica's applier reports a gap
-    (say, it dead-lettered a corrupt batch) :meth:`KafkaTarget.reported_gap` names
-    the LSN it expects, and the shipper re-sends from there.
+    acknowledged it (``acks=all``), which is before the replica applied it. The target
+    also reads ``<namespace>.wal.replica.status``, where the replica's applier reports
+    after every batch: :meth:`KafkaTarget.applied_lsn` is the last LSN it applied
+    (what is queryable there), and when it reports a gap (say, it dead-lettered a
+    corrupt batch) :meth:`KafkaTarget.reported_gap` names the LSN it expects, and the
+    shipper re-sends from there.
 ``themis://host:port`` or ``themis+tls://host:port`` (:class:`BinaryTarget`)
     WAL_APPLY_COMPRESSED over the binary protocol (docs/api/BINARY_PROTOCOL_EXTENSIONS.md)
     to a facade's binary door, on one connection kept open: HELLO, AUTH with the ship
@@ -21,6 +23,9 @@
     ``POST /api/v1/wal/apply`` with the batch as body (``Content-Encoding: zstd`` for
     zstd batches, ``X-Primary-ID``). Confirmed on 200; 409 rewinds to the LSN the
     replica expects; 400 is retried (the bytes were damaged on the way).
+
+The binary and HTTP replicas answer after applying, so their confirmation means the
+entries are queryable there (:meth:`ShipTarget.applied_lsn` is ``None``).
 
 A target raises :class:`~pipeline.errors.ShipFailed` (retried with backoff) or
 :class:`~pipeline.errors.ReplicaRewind` (send again from ``expected_lsn``).
@@ -75,7 +80,6 @@ __all__ = [
 
 SHIP_TIMEOUT_S: Final = 30.0
 """A batch not confirmed within this many seconds counts as failed."""
-_STATUS_POLL_S: Final = 0.5
 _CODES: Final = frozenset(int(code) for code in ErrorCode)
 _STATUS_GROUP: Final = "themis-wal-status-reader"
 
@@ -89,6 +93,11 @@ class ShipTarget(Protocol):
 
     def reported_gap(self) -> int | None:
         """The LSN the replica asks for, if it reported a gap since the last call."""
+        ...
+
+    def applied_lsn(self) -> int | None:
+        """The last LSN the replica reported applied, or ``None`` when a confirmed
+        batch is applied already (the replica answers after applying)."""
         ...
 
     def close(self) -> None: ...
@@ -115,6 +124,13 @@ def open_target(
 class KafkaTarget:
     """Produces batches to the replica cluster; reads the applier's status topic."""
 
+    _applied: int = 0
+    """The highest ``last_applied_lsn`` the applier reported."""
+    _gap: int | None = None
+    """The LSN the latest status record asks for, if it reports a gap."""
+    _last_status_poll: float = 0.0
+    """``time.monotonic()`` of the last read of the status topic."""
+
     def __init__(self, bootstrap: str, settings: Settings) -> None:
         ensure_replica_topics(bootstrap, settings)
         self.topic = settings.topic(REPLICA_TOPIC)
@@ -131,7 +147,6 @@ class KafkaTarget:
         )
         self._status = make_consumer(bootstrap, _STATUS_GROUP)
         self._status.assign([TopicPartition(settings.topic(REPLICA_STATUS_TOPIC), 0, OFFSET_END)])
-        self._last_status_poll = 0.0
 
     def ship(self, data: bytes, header: BatchHeader) -> None:
         outcome: list[KafkaError | None] = []
@@ -158,27 +173,32 @@ class KafkaTarget:
         if outcome[0] is not None:
             raise ShipFailed(f"{self.topic}: delivery failed: {outcome[0].str()}")
 
+    def _read_status(self) -> None:
+        """Take the status records fetched since the last call (never waits)."""
+        self._last_status_poll = time.monotonic()
+        for msg in self._status.consume(1000, timeout=0):
+            if msg.error() is not None or not msg.value():
+                continue
+            try:
+                record = orjson.loads(msg.value() or b"")
+            except orjson.JSONDecodeError:
+                continue
+            if not isinstance(record, dict):  # another JSON value is no status either
+                continue
+            self._applied = max(self._applied, _status_lsn(record, "last_applied_lsn") or 0)
+            # The latest record says whether a gap is open (one it cannot read: none).
+            self._gap = _status_lsn(record, "expected_lsn") if record.get("gap") else None
+
     def reported_gap(self) -> int | None:
         """The LSN the replica's applier expects if its latest status reports a gap."""
-        now = time.monotonic()
-        if now - self._last_status_poll < _STATUS_POLL_S:
-            return None
-        self._last_status_poll = now
-        latest: dict[str, Any] | None = None
-        for msg in self._status.consume(1000, timeout=0):
-            if msg.error() is None and msg.value():
-                try:
-                    record = orjson.loads(msg.value() or b"")
-                except orjson.JSONDecodeError:
-                    continue
-                if isinstance(record, dict):  # another JSON value is no status either
-                    latest = record
-        if latest is None or not latest.get("gap"):
-            return None
-        try:
-            return parse_lsn(str(latest["expected_lsn"]))
-        except (KeyError, ValueError):
-            return None
+        self._read_status()
+        gap, self._gap = self._gap, None
+        return gap
+
+    def applied_lsn(self) -> int | None:
+        """The last LSN the replica's applier reported applied (0: none yet)."""
+        self._read_status()
+        return self._applied
 
     def close(self) -> None:
         self._producer.close(timeout_s=5)
@@ -258,6 +278,9 @@ class HttpTarget:
 
     def reported_gap(self) -> int | None:
         return None  # a 409 answers at once
+
+    def applied_lsn(self) -> int | None:
+        return None  # a 200 answers after applying
 
     def close(self) -> None:
         return None
@@ -340,10 +363,21 @@ class BinaryTarget:
     def reported_gap(self) -> int | None:
         return None  # a WAL_GAP answers at once
 
+    def applied_lsn(self) -> int | None:
+        return None  # the reply comes after applying
+
     def close(self) -> None:
         if self._sock is not None:
             self._sock.close()
             self._sock = None
+
+
+def _status_lsn(record: dict[str, Any], name: str) -> int | None:
+    """The LSN ``record[name]`` of a status record, or ``None`` if absent or unreadable."""
+    try:
+        return parse_lsn(str(record[name]))
+    except (KeyError, ValueError):
+        return None
 
 
 def _read_exactly(sock: socket.socket, size: int) -> bytes:

@@ -7,6 +7,7 @@ import signal
 import ssl
 import subprocess
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -152,7 +153,7 @@ def append_to_wal(settings: Settings, payloads: list[tuple[EntryType, bytes]]) -
     config = {"bootstrap.servers": settings.kafka.bootstrap_servers, "enable.idempotence": True}
     with Producer(config) as producer:
         for entry_type, payload in payloads:
-            value = encode_entry_record(entry_type, 1_700_000_000_000, payload)
+            value = encode_entry_record(entry_type, int(time.time() * 1000), payload)
             producer.produce(
                 settings.topic("wal"), value, key=entry_type.name.lower().encode(), partition=0
             )
@@ -217,6 +218,12 @@ def test_mixed_wal_shipped_to_a_replica_cluster_equals_what_the_entries_describe
         append_to_wal(wal_settings, payloads[150:])  # while shipping
         wait_until(lambda: state.last_applied_lsn == 240, timeout_s=60, what="all 240 entries")
         wait_until(shipper.caught_up, timeout_s=30, what="the shipper to see it caught up")
+        # lag_ms counts to the applier's report of what it applied, which follows.
+        wait_until(
+            lambda: shipper.stats()["replicas"][0]["lag_ms"] == 0,
+            timeout_s=30,
+            what="lag_ms 0 once the applier reported LSN 240 applied",
+        )
         stats = shipper.stats()
     finally:
         shipper.close()
@@ -232,9 +239,12 @@ def test_mixed_wal_shipped_to_a_replica_cluster_equals_what_the_entries_describe
         "lag_bytes",
         "lag_ms",
         "is_healthy",
+        "last_entry_lag_ms",
     ]
     assert replica["last_confirmed_lsn"] == format_lsn(240)
     assert (replica["lag_bytes"], replica["lag_ms"], replica["is_healthy"]) == (0, 0, True)
+    # The last 90 entries were appended while shipping: queryable within seconds.
+    assert 0 < replica["last_entry_lag_ms"] < 30_000
     totals = stats["stats"]
     assert list(totals) == [
         "total_entries_shipped",
