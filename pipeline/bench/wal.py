@@ -9,8 +9,9 @@ two streams (JSON points, and mixed blocks and vector batches) are built in
 ``bytes_uncompressed``, ``bytes_shipped_none``, ``bytes_shipped_kafka_zstd``,
 ``bytes_shipped_batch_zstd`` and ``bandwidth_reduction``, the same under ``mixed``
 plus ``bandwidth_reduction_mixed``, codec speeds at zstd level 3 and replication
-lag percentiles at a stated load; then the shared envelope
-(:mod:`pipeline.bench.harness`), whose ``broker`` here names both brokers.
+lag percentiles at a stated load and under load (:mod:`pipeline.bench.wal_load`, on a
+broker of its own); then the shared envelope (:mod:`pipeline.bench.harness`), whose
+``broker`` here names both brokers.
 
 Brokers: the primary comes from :func:`pipeline.bench.harness.bench_broker`
 (``KAFKA_BOOTSTRAP_SERVERS``, else Docker, else a local JVM started for the run;
@@ -32,6 +33,7 @@ from typing import Any, Final
 
 import numpy as np
 
+from pipeline.bench import wal_load
 from pipeline.bench.harness import (
     BenchBroker,
     BenchSize,
@@ -94,7 +96,8 @@ DEFINITIONS: Mapping[str, str] = {
     "bytes (not carried in the batches: a replica holds it after the first)",
     "replication_lag_ms_p50": "entry appended on the primary (its WAL timestamp) -> applied on "
     "the replica (ReplicaState.apply_batch returned), through WalShipper to a Kafka replica "
-    "and the Kafka applier, at lag_load_entries_per_s",
+    "and the Kafka applier, at lag_load_entries_per_s, after one warm-up entry (not counted)",
+    **wal_load.DEFINITIONS,
 }
 
 
@@ -309,10 +312,19 @@ def _measure_lag(
         {"bootstrap.servers": primary, "acks": "all", "linger.ms": 0, "enable.idempotence": True}
     )
     progress(f"lag: {count:,} entries at {sizes.lag_entries_per_s} entries/s")
-    try:
+    try:  # LSN 1 warms up the producer's id and the first fetches of link and applier
+        _append_at_rate(producer, settings.topic("wal"), payloads[:1], 1)
+        wait_for(
+            lambda: state.last_applied_lsn or None,
+            timeout_s=60,
+            interval_s=0.05,
+            what="LSN 1 applied",
+        )
+        with lock:
+            lags.clear()
         _append_at_rate(producer, settings.topic("wal"), payloads, sizes.lag_entries_per_s)
         wait_for(
-            lambda: True if state.last_applied_lsn >= count else None,
+            lambda: True if state.last_applied_lsn > count else None,
             timeout_s=120,
             interval_s=0.1,
             what="the replica to apply every entry",
@@ -402,6 +414,7 @@ def run(size: BenchSize, settings: Settings) -> dict[str, object]:
     json_bytes, mixed_bytes, lag, primary = _broker_figures(
         settings, sizes, streams, replica_cluster
     )
+    load = wal_load.measure_load(size, settings)
     return {
         **{name: json_bytes[name] for name in _HEADLINE_BYTES},
         "bandwidth_reduction_mixed": mixed_bytes["bandwidth_reduction"],
@@ -419,6 +432,7 @@ def run(size: BenchSize, settings: Settings) -> dict[str, object]:
         "mixed": mixed_bytes,
         "small_batches": small_batches,
         **lag,
+        **load,
         "dataset": {
             "json_points": f"devops_dataset({sizes.json_series}, {sizes.json_points_per_series}, "
             f"seed={SEED}), one JSON point per entry",
@@ -461,6 +475,10 @@ def render(result: Mapping[str, object]) -> str:
         (
             f"lag at {r['lag_load_entries_per_s']} entries/s",
             f"p50 {r['replication_lag_ms_p50']} ms, p99 {r['replication_lag_ms_p99']} ms",
+        ),
+        (
+            f"lag at {r['load_points_per_s']:,.0f} points/s",
+            f"p50 {r['lag_under_load_ms_p50']} ms, p99 {r['lag_under_load_ms_p99']} ms",
         ),
     ]
     width = max(len(name) for name, _ in rows)

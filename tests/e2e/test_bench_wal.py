@@ -1,5 +1,5 @@
 """``themis bench wal --smoke --json`` end to end: the shipped bytes, the codec speeds and
-the replication lag of a real primary and replica cluster."""
+the replication lag of a real primary and replica cluster, idle and under load."""
 
 from __future__ import annotations
 
@@ -43,6 +43,20 @@ def test_smoke_run_ships_the_wal_compressed_and_reports_the_lag_of_every_entry(
     assert lag["shipper"]["total_entries_shipped"] >= lag["entries"]
     assert 0 <= lag["max_ms"] < 10_000
     assert set(report["definitions"]) >= {"bandwidth_reduction", "compress_mb_per_s"}
+    # The load phase: a worker at half its measured maximum, shipped to themis wal serve.
+    p50, p99 = report["lag_under_load_ms_p50"], report["lag_under_load_ms_p99"]
+    assert 0 <= p50 <= p99 <= report["lag_under_load_ms_max"] < 30_000
+    load = report["load"]
+    assert report["load_points_per_s"] == pytest.approx(load["points"] / load["seconds"], rel=1e-2)
+    assert load["load_share_of_max"] >= 0.4  # the generator kept up with its target of 0.5
+    assert float(report["load_vectors_per_s"]) > 0
+    assert report["wal_partitions"] == 1
+    assert load["shipper"]["failed_ships"] == 0
+    # Every WAL entry was timed, and the replica applied exactly the entries shipped.
+    assert load["wal_entries_timed"] == load["shipper"]["total_entries_shipped"]
+    assert load["replica"]["status"]["entries_applied_total"] == load["wal_entries_timed"]
+    assert {"lag_under_load_ms_p50", "wal_partitions"} <= set(report["definitions"])
     table = render(report)
     assert f"{report['bytes_shipped_batch_zstd']:,} B" in table
     assert f"p99 {report['replication_lag_ms_p99']} ms" in table
+    assert f"p99 {p99} ms" in table
