@@ -86,7 +86,8 @@ DEFINITIONS: Mapping[str, str] = {
     "put_buffered_queued_req_per_s": "the same with X-Themis-Response-Mode: queued (answered "
     "once the record is in the facade's producer queue)",
     "bare_framework_req_per_s": "the same load generator and bodies against a bare aiohttp "
-    "server (one handler: read the body, answer the facade's buffered JSON), same run",
+    "server on the facade's event loop, uvloop (one handler: read the body, answer the "
+    "facade's buffered JSON), same run",
     "put_vs_bare": "put_buffered_req_per_s / bare_framework_req_per_s",
     "put_queued_vs_bare": "put_buffered_queued_req_per_s / bare_framework_req_per_s",
     "server_p50_ms": "median of the facade's own time per POST /ts/put/buffered (acked, "
