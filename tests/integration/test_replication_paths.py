@@ -414,6 +414,44 @@ def test_kafka_target_reports_only_gaps_it_can_read_and_names_failed_deliveries(
         target.close()
 
 
+def test_a_kafka_replicas_lag_counts_until_its_applier_reports_the_entries_applied(
+    wal_settings: Settings, tmp_path: Path
+) -> None:
+    wal = Wal(wal_settings)
+    wal.append(10)
+    lags: list[int] = []
+    shipper = WalShipper(
+        wal_settings, primary_id="p1", on_queryable=lambda _replica, got: lags.extend(got)
+    )
+    try:
+        shipper.add_replica("k1", f"kafka://{_bootstrap(wal_settings)}")
+        wait_until(lambda: shipper.confirmed_lsn("k1") == 10, timeout_s=30, what="10 confirmed")
+        # On the replica cluster, but no applier ran: nothing is queryable, the lag grows.
+        wait_until(
+            lambda: _replica_row(shipper)["lag_ms"] >= 300, timeout_s=30, what="lag past 300 ms"
+        )
+        assert (lags, _replica_row(shipper)["last_entry_lag_ms"]) == ([], 0)
+        state = ReplicaState(tmp_path / "replica", wal_settings)
+        run_kafka_applier(
+            state,
+            _bootstrap(wal_settings),
+            wal_settings,
+            "r1",
+            stop=threading.Event(),
+            until_caught_up=True,
+        )
+        wal.assert_replica_holds_it(state)
+        state.close()
+        wait_until(lambda: _replica_row(shipper)["lag_ms"] == 0, timeout_s=30, what="lag 0")
+        row = _replica_row(shipper)
+    finally:
+        shipper.close()
+    # Every entry was timed once, from its WAL timestamp to the applier's report.
+    assert len(lags) == 10
+    assert min(lags) >= 300
+    assert row["last_entry_lag_ms"] == lags[-1]
+
+
 def test_a_stale_gap_report_is_ignored_and_duplicates_reach_the_applier_as_such(
     wal_settings: Settings, tmp_path: Path
 ) -> None:
