@@ -159,6 +159,14 @@ def test_replica_equals_the_primary_after_a_load_of_points_adds_re_adds_and_remo
             timeout_s=60,
             what="the primary's live vectors to be what was sent",
         )
+        # A vector batch is searchable on the primary a moment before its WAL entry is
+        # acknowledged, so the shipper can look caught up before that entry exists: wait
+        # for the replica to hold every live vector, then for the WAL's end.
+        wait_until(
+            lambda: state.vector_dump() == expected_dump,
+            timeout_s=60,
+            what="the replica's live vectors to be what was sent",
+        )
         wait_until(shipper.caught_up, timeout_s=60, what="the replica to confirm the WAL's end")
         wait_until(
             lambda: shipper.stats()["replicas"][0]["lag_ms"] == 0,
