@@ -12,7 +12,7 @@ checks both agree.
 
 An NDJSON batch of the plainest points (printable ASCII strings without escapes, one
 object a line) is first read by the worker's compiled scan
-(:func:`~pipeline.ts._jsonscan.scan_points`, which accepts a subset of what the reference
+(:func:`~pipeline.ts.json_columns.scan_columns`, which accepts a subset of what the reference
 accepts and reads every value it takes as the reference does) straight into columns;
 anything else goes through msgspec as above.
 
@@ -36,7 +36,6 @@ import numpy.typing as npt
 
 from pipeline.binary.columns import TsColumns
 from pipeline.errors import InvalidRecord
-from pipeline.ts._jsonscan import scan_points
 from pipeline.ts.json_batch import (
     DECODE_POINT,
     FAST_FAILURES,
@@ -44,6 +43,7 @@ from pipeline.ts.json_batch import (
     WirePoint,
     decode_object_lines,
 )
+from pipeline.ts.json_columns import scan_columns
 from pipeline.ts.point import DataPoint, SeriesArrays, checked_series_key
 from pipeline.validation import NDJSON, batch_points, parse_json, point_from_json
 
@@ -107,14 +107,11 @@ class PointBodies:
             return None
         lines = list(map(_Line, stripped.split(b"\n")))
         # The scan calls only value(), partition() and offset() of what it is given.
-        scanned = scan_points(cast("list[Message]", lines))
-        if scanned is None:
+        columns = scan_columns(cast("list[Message]", lines), self._keys)
+        if columns is None:
             return None
-        series, _, index, _, timestamps, values = scanned
-        keys = [self._keys.key(*s) for s in series]  # in order of first appearance
-        code = np.frombuffer(index, np.int32)
-        ts, vs = np.frombuffer(timestamps, np.int64), np.frombuffer(values, np.float64)
-        return _split(*_one_code_per_key(keys, code), ts, vs), len(lines)
+        # One number per series key (two spellings of one series are one), in order.
+        return _split(columns.keys, columns.index, columns.timestamps, columns.values), len(lines)
 
     def _group(self, points: Sequence[WirePoint]) -> list[SeriesArrays]:
         # Whole columns at a time: one series code per point, then one stable sort.
