@@ -18,8 +18,15 @@ class WalWriter:
         self.topic = topic
         self.entries_written = 0
 
-    def append(self, entry_type: EntryType, payload: bytes) -> asyncio.Future[Any]:
-        """Queue one entry; the future resolves when the broker acknowledged it."""
+    def append(
+        self, entry_type: EntryType, payload: bytes, *, partition: int = 0
+    ) -> asyncio.Future[Any]:
+        """Queue one entry; the future resolves when the broker acknowledged it.
+
+        ``partition`` is the input partition the mutation came from (still written to
+        WAL partition 0 for now).
+        """
+        del partition
         value = encode_entry_record(entry_type, int(time.time() * 1000), payload)
         self.entries_written += 1
         return self.producer.produce(
