@@ -7,18 +7,24 @@ pk's metadata beside it. :meth:`VectorIndex.apply` writes a whole
 either none or all of a batch.
 
 How a batch is written
-    1. Removes: ``mark_deleted`` on the pk's label; the slot becomes free.
-    2. Labels: a new pk gets a fresh label. An existing pk keeps its label when the
-       index has no free slot, and hnswlib replaces the vector in place. When free
-       slots exist, an existing pk's old label is marked deleted and the pk gets a
-       fresh label instead, because ``add_items(replace_deleted=True)`` would put
-       a re-added label into a free slot and leave the old vector searchable
-       under the same label.
-    3. Capacity: if the slots the batch may need exceed ``max_elements``, the
-       index grows to ``max(1.5 * capacity, needed + batch size)`` first.
-    4. One ``add_items`` call for all upserts on all threads, with
-       ``replace_deleted=True`` when free slots exist, so removed slots are reused
-       instead of growing the index.
+    1. Removes: ``mark_deleted`` on the pk's label. The slot stays in the graph as a
+       waypoint (hnswlib walks deleted nodes but never returns them).
+    2. Upserts: every upserted pk gets a fresh label, and an existing pk's old label
+       is marked deleted. Slots are never reused or overwritten in place: both
+       hnswlib's ``replace_deleted`` and its in-place update rewrite a node's links,
+       which leaves other live nodes unreachable. Over 20,000 clustered adds,
+       updates and removes on 3,000 pks, 1-7 live vectors per run could no longer
+       be found by their own vector, even with ``ef`` above the shard's size; with
+       fresh labels, none.
+    3. Capacity: if the slots the batch needs exceed ``max_elements``, the index
+       grows to ``max(1.5 * capacity, needed + batch size)`` first.
+    4. One ``add_items`` call for all upserts on all threads.
+    5. Compaction: once deleted slots outnumber live ones (and exceed
+       :attr:`VectorIndex.compact_min_dead`), the live vectors are copied into a new
+       graph with fresh labels, built while searches go on against the old one, and
+       swapped in under the write lock. The copy costs one insert per live vector
+       per time the index's deletes reach its live count, so churn keeps the slots
+       within about twice the live vectors.
 
 Distances are hnswlib's: ``l2`` is the squared Euclidean distance, ``ip`` is
 ``1 - <a, b>`` and ``cosine`` is ``1 - cos(a, b)`` (hnswlib normalises vectors on
@@ -31,6 +37,8 @@ caller's ``extra``) in the crash-safe directory layout of :mod:`pipeline.vectors
 
 from __future__ import annotations
 
+import logging
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,6 +50,7 @@ import numpy.typing as npt
 
 from pipeline.errors import ConfigError, InvalidArgument, ThemisError
 from pipeline.vectors.buffer import VectorBatch
+from pipeline.vectors.compaction import rebuilt_graph
 from pipeline.vectors.ops import VectorOp, op_metadata_bytes, validate_vector
 from pipeline.vectors.rwlock import ReadWriteLock
 from pipeline.vectors.snapshot import (
@@ -59,6 +68,7 @@ SNAPSHOT_FORMAT: Final = 1
 """Version of ``state.json``; :meth:`VectorIndex.load` refuses other versions."""
 
 _GROWTH: Final = 1.5
+_log = logging.getLogger(__name__)
 _PK_ENTRY_BYTES: Final = 232
 """Estimated bytes of Python bookkeeping per live pk: two dict entries, a label int,
 a tuple and the pk and metadata objects' headers (measured on CPython 3.11, rounded)."""
@@ -92,6 +102,9 @@ class VectorIndex:
     how many threads ``add_items`` uses (-1: every core). Searches and reads may
     run from any number of threads while one thread applies batches.
     """
+
+    compact_min_dead: int = 1024
+    """Deleted slots below which the index is never compacted (step 5 of the module doc)."""
 
     def __init__(
         self,
@@ -131,6 +144,8 @@ class VectorIndex:
         self._ef_search = ef_search
         self._threads = threads
         self._lock = ReadWriteLock()
+        self._apply_mutex = threading.Lock()
+        self.compactions = 0
         self._entries: dict[str, _Entry] = {}
         self._pk_of: dict[int, str] = {}
         self._next_label = 0
@@ -147,7 +162,7 @@ class VectorIndex:
         return self._space
 
     def capacity(self) -> int:
-        """Slots allocated now (hnswlib's ``max_elements``); grows, never shrinks."""
+        """Slots allocated now (hnswlib's ``max_elements``); shrinks only when compacted."""
         with self._lock.read():
             return int(self._index.get_max_elements())
 
@@ -202,44 +217,73 @@ class VectorIndex:
         aux = [
             len(pk.encode("utf-8")) + op_metadata_bytes(op.metadata) for pk, op in upserts.items()
         ]
+        with self._apply_mutex:
+            with self._lock.write():
+                self._write(upserts, removes, vectors, aux)
+                dead = int(self._index.get_current_count()) - len(self._entries)
+            if dead > max(len(self._entries), self.compact_min_dead):
+                self._compact()
+
+    def _write(
+        self,
+        upserts: dict[str, VectorOp],
+        removes: list[str],
+        vectors: npt.NDArray[np.float32],
+        aux: list[int],
+    ) -> None:
+        """Steps 1-4 of the module docstring; the caller holds the write lock."""
+        index = self._index
+        for pk in removes:
+            entry = self._entries.pop(pk, None)
+            if entry is not None:
+                index.mark_deleted(entry.label)
+                del self._pk_of[entry.label]
+                self._aux_bytes -= entry.aux_bytes
+        if not upserts:
+            return
+        labels = np.arange(self._next_label, self._next_label + len(upserts), dtype=np.uint64)
+        self._next_label += len(upserts)
+        for pk in upserts:
+            entry = self._entries.get(pk)
+            if entry is not None:
+                index.mark_deleted(entry.label)
+                del self._pk_of[entry.label]
+        needed = int(index.get_current_count()) + len(upserts)
+        capacity = int(index.get_max_elements())
+        if needed > capacity:
+            index.resize_index(max(int(capacity * _GROWTH), needed + len(upserts)))
+        index.add_items(vectors, labels, num_threads=self._threads)
+        for (pk, op), label, size in zip(upserts.items(), labels.tolist(), aux, strict=True):
+            old = self._entries.get(pk)
+            if old is not None:
+                self._aux_bytes -= old.aux_bytes
+            self._entries[pk] = _Entry(label, op.metadata, size)
+            self._pk_of[label] = pk
+            self._aux_bytes += size
+
+    def _compact(self) -> None:
+        """Step 5: rebuild the graph from the live vectors; the caller holds the apply mutex.
+
+        Only :meth:`apply` changes the index, and it waits for the apply mutex, so the
+        live set cannot change while the new graph is built outside the write lock.
+        """
+        pks = list(self._entries)
+        fresh = rebuilt_graph(
+            self._index,
+            [self._entries[pk].label for pk in pks],
+            space=self._space,
+            ef_search=self._ef_search,
+            threads=self._threads,
+        )
         with self._lock.write():
-            index = self._index
-            for pk in removes:
-                entry = self._entries.pop(pk, None)
-                if entry is not None:
-                    index.mark_deleted(entry.label)
-                    del self._pk_of[entry.label]
-                    self._aux_bytes -= entry.aux_bytes
-            if not upserts:
-                return
-            free = int(index.get_current_count()) - len(self._entries)
-            replace = free > 0
-            labels = np.empty(len(upserts), dtype=np.uint64)
-            fresh = 0
-            for i, pk in enumerate(upserts):
-                entry = self._entries.get(pk)
-                if entry is not None and not replace:
-                    labels[i] = entry.label
-                    continue
-                if entry is not None:
-                    index.mark_deleted(entry.label)
-                    del self._pk_of[entry.label]
-                    free += 1
-                labels[i] = self._next_label
-                self._next_label += 1
-                fresh += 1
-            needed = int(index.get_current_count()) + max(0, fresh - free)
-            capacity = int(index.get_max_elements())
-            if needed > capacity:
-                index.resize_index(max(int(capacity * _GROWTH), needed + len(upserts)))
-            index.add_items(vectors, labels, num_threads=self._threads, replace_deleted=replace)
-            for (pk, op), label, size in zip(upserts.items(), labels.tolist(), aux, strict=True):
-                old = self._entries.get(pk)
-                if old is not None:
-                    self._aux_bytes -= old.aux_bytes
-                self._entries[pk] = _Entry(label, op.metadata, size)
+            self._index = fresh
+            self._pk_of = {}
+            for label, pk in enumerate(pks):
+                self._entries[pk].label = label
                 self._pk_of[label] = pk
-                self._aux_bytes += size
+            self._next_label = len(pks)
+            self.compactions += 1
+        _log.info("vector index compacted: %d live vectors in a new graph", len(pks))
 
     # -- reading --------------------------------------------------------------
 
