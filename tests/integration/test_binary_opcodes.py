@@ -153,9 +153,13 @@ def test_vector_opcodes_add_update_remove_and_batches_are_searchable(live: Facad
     assert [r.body.accepted for r in replies if isinstance(r.body, WriteAck)] == [10, 1]
 
     def searchable() -> bool:
+        # A cold worker may take more polls than flush's rate limit allows per minute:
+        # a rate-limited flush is a poll that waits for the time flush instead.
         (flushed,) = _calls(live, "admin-key", [(Opcode.VECTOR_BUFFER_FLUSH, Empty(), 0)])
-        assert isinstance(flushed.body, JsonBody)
-        assert flushed.body.document["success"] is True
+        if not isinstance(flushed.body, JsonBody):
+            assert error_of(flushed).code == ErrorCode.RATE_LIMITED
+        else:
+            assert flushed.body.document["success"] is True
         top, solo = _top(live, vectors[4]), _top(live, vectors[10])
         return bool(top and solo) and (top[0]["pk"], solo[0]["pk"]) == ("bin4", "solo")
 
@@ -187,7 +191,7 @@ def test_vector_opcodes_add_update_remove_and_batches_are_searchable(live: Facad
     assert set(stats.body.document) == set(rest)
 
     def moved_and_gone() -> bool:
-        assert live.call("POST", "/vectors/buffer/flush", headers=ADMIN)[0] == 200
+        assert live.call("POST", "/vectors/buffer/flush", headers=ADMIN)[0] in {200, 429}
         top = _top(live, moved, 20)
         return top[0]["pk"] == "bin4" and all(hit["pk"] != "solo" for hit in top)
 
