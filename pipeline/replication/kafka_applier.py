@@ -8,8 +8,9 @@ consumer offset (group ``<app_id>-wal-apply-<replica>``) only after a batch appl
 
 * a corrupt batch is dead-lettered on the replica cluster with the reason, and its
   offset committed (sending the same bytes again cannot repair it);
-* a gap is skipped without committing (the missing range comes later, re-sent by the
-  shipper);
+* a gap (per WAL partition: a batch of partition 2 beyond its last applied LSN) is
+  skipped without committing (the missing range comes later, re-sent by the shipper);
+  batches of the other partitions apply meanwhile;
 * after each batch applied, at least every ``status_interval_s`` seconds while idle,
   and at once after a gap, the applier writes a status record to the status topic,
   where the shipper's Kafka target reads the LSN applied (what is queryable, for its
@@ -17,7 +18,13 @@ consumer offset (group ``<app_id>-wal-apply-<replica>``) only after a batch appl
 
       key    replica name, UTF-8
       value  {"replica": "r1", "last_applied_lsn": "00000000000000f0",
-              "expected_lsn": "00000000000000f1", "gap": false, "at_ms": 1700000000000}
+              "expected_lsn": "00000000000000f1", "gap": false, "at_ms": 1700000000000,
+              "partitions": {"0": {"last_applied_lsn": "00000000000000f0",
+                                   "expected_lsn": "00000000000000f1", "gap": false},
+                             "1": {...}}}
+
+  Each WAL partition has its own positions and gap under ``partitions``; the
+  top-level positions are partition 0's (what a shipper built before issue 17 reads).
 """
 
 from __future__ import annotations
@@ -45,6 +52,7 @@ from pipeline.kafka.consumer import (
 from pipeline.kafka.producer import durable_producer_config
 from pipeline.replication.replica import ApplyResult, ReplicaState
 from pipeline.replication.topics import REPLICA_STATUS_TOPIC, REPLICA_TOPIC, ensure_replica_topics
+from pipeline.wal.batch import read_header
 from pipeline.wal.entry import format_lsn
 
 __all__ = ["ApplierStats", "run_kafka_applier"]
@@ -64,16 +72,26 @@ class ApplierStats:
     errors: list[str] = field(default_factory=list)
 
 
-def _status_record(name: str, state: ReplicaState, gap: bool) -> bytes:
+def _status_record(name: str, state: ReplicaState, gaps: set[int]) -> bytes:
     """The status topic's value for replica ``name`` (see the module docstring)."""
-    last = state.last_applied_lsn
+    applied = state.applied_lsns()
+    partitions = {
+        str(p): {
+            "last_applied_lsn": format_lsn(lsn),
+            "expected_lsn": format_lsn(lsn + 1),
+            "gap": p in gaps,
+        }
+        for p, lsn in applied.items()
+    }
+    first = applied.get(0, 0)
     return orjson.dumps(
         {
             "replica": name,
-            "last_applied_lsn": format_lsn(last),
-            "expected_lsn": format_lsn(last + 1),
-            "gap": gap,
+            "last_applied_lsn": format_lsn(first),
+            "expected_lsn": format_lsn(first + 1),
+            "gap": 0 in gaps,
             "at_ms": int(time.time() * 1000),
+            "partitions": partitions,
         }
     )
 
@@ -105,13 +123,13 @@ def run_kafka_applier(
         start = committed if committed >= 0 else OFFSET_BEGINNING
         consumer.assign([TopicPartition(topic, 0, start)])
         last_status = 0.0
-        gap_open = False
+        gaps: set[int] = set()
         applied_offset: int | None = None
         while not stop.is_set():
             msg = consumer.poll(0.2)
             now = time.monotonic()
             if msg is None:
-                if until_caught_up and not gap_open:
+                if until_caught_up and not gaps:
                     position = consumer.position([TopicPartition(topic, 0)])[0].offset
                     if position < 0:  # nothing fetched yet: still where this run started
                         position = max(start, 0)
@@ -121,7 +139,7 @@ def run_kafka_applier(
                     if position >= high:
                         break
                 if now - last_status > status_interval_s:
-                    _send_status(producer, settings, replica_name, state, gap_open)
+                    _send_status(producer, settings, replica_name, state, gaps)
                     last_status = now
                 continue
             error = msg.error()
@@ -136,10 +154,11 @@ def run_kafka_applier(
                 result = state.apply_batch(value)
             except WalGap as gap:
                 stats.gaps += 1
-                if not gap_open:
+                partition = read_header(value).partition
+                if partition not in gaps:
                     _LOG.warning("WAL applier %s: %s; waiting for the range", replica_name, gap)
-                gap_open = True
-                _send_status(producer, settings, replica_name, state, True)
+                gaps.add(partition)
+                _send_status(producer, settings, replica_name, state, gaps)
                 last_status = now
                 continue
             except (CorruptBatch, ForeignPrimary) as exc:
@@ -160,7 +179,7 @@ def run_kafka_applier(
                 producer.flush(30)
                 commit_offset(consumer, TopicPartition(topic, 0, offset + 1))
                 continue
-            gap_open = False
+            gaps.discard(result.partition)
             if result.entries_applied == 0 and result.entries_rejected == 0:
                 stats.duplicate_batches += 1
             else:
@@ -169,7 +188,7 @@ def run_kafka_applier(
             if on_result is not None:
                 on_result(result)
             # Every applied batch is reported at once: the shipper's lag waits for it.
-            _send_status(producer, settings, replica_name, state, False)
+            _send_status(producer, settings, replica_name, state, gaps)
             last_status = now
             # Not awaited: a synchronous commit per batch (a broker round trip) capped
             # the applier at a few hundred batches a second and queued the rest. A lost
@@ -178,15 +197,15 @@ def run_kafka_applier(
             commit_offsets(consumer, [TopicPartition(topic, 0, applied_offset)], asynchronous=True)
         if applied_offset is not None:
             commit_offset(consumer, TopicPartition(topic, 0, applied_offset))
-        _send_status(producer, settings, replica_name, state, gap_open)
+        _send_status(producer, settings, replica_name, state, gaps)
         producer.flush(10)
     return stats
 
 
 def _send_status(
-    producer: Producer, settings: Settings, name: str, state: ReplicaState, gap: bool
+    producer: Producer, settings: Settings, name: str, state: ReplicaState, gaps: set[int]
 ) -> None:
     producer.produce(
-        settings.topic(REPLICA_STATUS_TOPIC), _status_record(name, state, gap), key=name.encode()
+        settings.topic(REPLICA_STATUS_TOPIC), _status_record(name, state, gaps), key=name.encode()
     )
     producer.poll(0)

@@ -1,8 +1,10 @@
-"""One replica's shipping thread: reads the WAL from its own position, batches, ships.
+"""One replica's shipping thread for one WAL partition: reads from its position, batches, ships.
 
-A :class:`ReplicaLink` owns a consumer of partition 0 of ``<namespace>.wal`` on the
-primary cluster (group ``<app_id>-wal-<replica_id>``) and a
-:class:`~pipeline.replication.targets.ShipTarget`. Its loop, in order:
+A :class:`ReplicaLink` owns a consumer of one partition of ``<namespace>.wal`` on the
+primary cluster (group ``<app_id>-wal-<replica_id>``, which holds one committed offset
+per partition) and a :class:`~pipeline.replication.targets.ShipTarget`. A replica has
+one link per WAL partition, so its partitions ship in parallel, each with its own LSN
+sequence, position and batches (which name the partition). Its loop, in order:
 
 1. every half second, read the WAL's end (for lag and health);
 2. if the target reports a gap at or below the confirmed LSN, rewind to it (a report
@@ -103,6 +105,10 @@ class LinkOwner(Protocol):
         timestamp."""
         ...
 
+    def publish_lag(self, replica_id: str) -> None:
+        """The lag of ``replica_id`` changed (the owner sums its partitions' lags)."""
+        ...
+
 
 @dataclass
 class ReplicaCounters:
@@ -115,6 +121,14 @@ class ReplicaCounters:
     failed_ships: int = 0
     consecutive_failures: int = 0
 
+    def add(self, other: ReplicaCounters) -> None:
+        """Add ``other``'s totals (not its consecutive failures) to these."""
+        self.entries_shipped += other.entries_shipped
+        self.bytes_shipped += other.bytes_shipped
+        self.bytes_uncompressed += other.bytes_uncompressed
+        self.batches += other.batches
+        self.failed_ships += other.failed_ships
+
 
 class ReplicaLink(threading.Thread):
     """Ships the WAL to one replica from its own position (see the module docstring).
@@ -125,10 +139,16 @@ class ReplicaLink(threading.Thread):
     """
 
     def __init__(
-        self, owner: LinkOwner, replica_id: str, endpoint: str, target: ShipTarget
+        self,
+        owner: LinkOwner,
+        replica_id: str,
+        endpoint: str,
+        target: ShipTarget,
+        partition: int = 0,
     ) -> None:
-        super().__init__(name=f"wal-ship-{replica_id}", daemon=True)
+        super().__init__(name=f"wal-ship-{replica_id}-p{partition}", daemon=True)
         self.owner = owner
+        self.partition = partition
         self.replica_id = replica_id
         self.endpoint = endpoint
         self.target = target
@@ -140,6 +160,8 @@ class ReplicaLink(threading.Thread):
         """Every entry up to this LSN is applied on the replica (as far as the link knows)."""
         self.last_lag_ms = 0
         """The lag of the entry that became queryable last (ms; 0 before the first)."""
+        self.last_lag_at = 0.0
+        """``time.monotonic()`` when ``last_lag_ms`` was measured (0.0: never)."""
         self._unapplied: deque[tuple[int, array[int]]] = deque()
         """``(last_lsn, WAL timestamps)`` of batches confirmed but not yet applied."""
         self.read_lsn = 0
@@ -158,7 +180,7 @@ class ReplicaLink(threading.Thread):
         self.wal_topic = owner.settings.topic("wal")
         group = f"{owner.settings.worker.app_id}-wal-{replica_id}"
         self._consumer = make_consumer(owner.bootstrap, group, **_WAL_FETCH)
-        self._tp = TopicPartition(self.wal_topic, 0)
+        self._tp = TopicPartition(self.wal_topic, partition)
         try:
             committed = committed_offset(self._consumer, self._tp)
         except BaseException:
@@ -167,8 +189,13 @@ class ReplicaLink(threading.Thread):
         self.confirmed_lsn = max(committed, 0)
         self.queryable_lsn = self.confirmed_lsn
         self.read_lsn = self.confirmed_lsn
-        self._consumer.assign([TopicPartition(self.wal_topic, 0, self.confirmed_lsn)])
+        self._consumer.assign([TopicPartition(self.wal_topic, partition, self.confirmed_lsn)])
         self._last_watermark = 0.0
+
+    def close_unstarted(self) -> None:
+        """Release the consumer and the target of a link that never ran."""
+        self._consumer.close()
+        self.target.close()
 
     # -- the loop -----------------------------------------------------------
 
@@ -176,7 +203,9 @@ class ReplicaLink(threading.Thread):
         try:
             self._loop()
         except BaseException as exc:  # surfaced through stats() and the shipper's log
-            _LOG.exception("WAL shipping to %s stopped", self.replica_id)
+            _LOG.exception(
+                "WAL shipping to %s stopped (partition %d)", self.replica_id, self.partition
+            )
             self.error = exc
         finally:
             self._consumer.close()
@@ -212,7 +241,7 @@ class ReplicaLink(threading.Thread):
                     # read only every half second (caught_up() and lag() rely on it).
                     self.wal_end_lsn = max(self.wal_end_lsn, self.read_lsn)
                 try:
-                    entry = decode_entry_record(value, offset)
+                    entry = decode_entry_record(value, offset, self.partition)
                 except InvalidRecord as exc:
                     _LOG.error("WAL record skipped (its LSN ships as empty): %s", exc)
                     continue
@@ -283,6 +312,7 @@ class ReplicaLink(threading.Thread):
                 first_lsn=first,
                 last_lsn=last,
                 carry_dictionary=attach,
+                partition=self.partition,
             )
             header = read_header(data)
             try:
@@ -306,7 +336,7 @@ class ReplicaLink(threading.Thread):
     def _confirmed(self, header: BatchHeader, entries: int, carried_dictionary: bool) -> None:
         commit_offsets(
             self._consumer,
-            [TopicPartition(self.wal_topic, 0, header.last_lsn)],
+            [TopicPartition(self.wal_topic, self.partition, header.last_lsn)],
             asynchronous=True,
         )
         stamps = array("q", (entry.timestamp_ms for entry in self.pending))
@@ -354,6 +384,7 @@ class ReplicaLink(threading.Thread):
                 lags.extend(now_ms - stamp for stamp in self._unapplied.popleft()[1])
             if lags:
                 self.last_lag_ms = max(0, lags[-1])
+                self.last_lag_at = time.monotonic()
         if lags:
             self.owner.record_queryable(self.replica_id, lags)
 
@@ -373,13 +404,14 @@ class ReplicaLink(threading.Thread):
         self._rewound[expected_lsn] = now
         position = max(expected_lsn - 1, 0)
         _LOG.warning(
-            "replica %s: %s; sending again from LSN %s",
+            "replica %s: %s; sending partition %d again from LSN %s",
             self.replica_id,
             why,
+            self.partition,
             format_lsn(position + 1),
         )
-        self._consumer.seek(TopicPartition(self.wal_topic, 0, position))
-        commit_offset(self._consumer, TopicPartition(self.wal_topic, 0, position))
+        self._consumer.seek(TopicPartition(self.wal_topic, self.partition, position))
+        commit_offset(self._consumer, TopicPartition(self.wal_topic, self.partition, position))
         self._send_dictionary = True
         with self.lock:
             self.confirmed_lsn = position
@@ -430,9 +462,5 @@ class ReplicaLink(threading.Thread):
             return not lagging or time.monotonic() - self.last_confirm_at < UNHEALTHY_SILENCE_S
 
     def _publish_lag(self) -> None:
-        metrics = self.owner.metrics
-        if metrics is None:
-            return
-        lag_bytes, lag_ms = self.lag()
-        metrics.wal_shipper_lag_bytes.labels(self.replica_id).set(lag_bytes)
-        metrics.wal_shipper_lag_seconds.labels(self.replica_id).set(lag_ms / 1000.0)
+        if self.owner.metrics is not None:
+            self.owner.publish_lag(self.replica_id)

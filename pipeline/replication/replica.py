@@ -1,15 +1,30 @@
-"""The replica's state: the blocks and vector index it serves, applied from WAL batches.
+"""The replica's state: the blocks and vector shards it serves, applied from WAL batches.
 
 :class:`ReplicaState` holds what a replica serves: a :class:`~pipeline.ts.store.BlockStore`
-of Gorilla blocks and one :class:`~pipeline.vectors.index.VectorIndex`, under one
-directory::
+of Gorilla blocks and one :class:`~pipeline.vectors.index.VectorIndex` shard per WAL
+partition (:mod:`pipeline.replication.replica_partition`), under one directory::
 
-    <dir>/blocks.sqlite        blocks by id + positions: "wal.lsn" (last applied LSN),
-                               "wal.ts.entries", "wal.vector.last_entry_lsn"
-    <dir>/vectors/             vector index snapshots; ``extra`` = {"lsn", "entries"}
+    <dir>/blocks.sqlite        blocks by id + positions per WAL partition p: ("wal.lsn", p)
+                               (last applied LSN), ("wal.ts.entries", p),
+                               ("wal.vector.last_entry_lsn", p); ("wal.partitions", 0),
+                               ("wal.vector.legacy", 0)
+    <dir>/vectors/, vectors.<p>/  each partition's vector shard snapshots;
+                               ``extra`` = {"lsn", "entries"}
     <dir>/dictionaries/<id>    zstd dictionaries received in batches
 
-Applying a batch, atomically and in LSN order:
+Partitions. A batch names its WAL partition (:mod:`pipeline.wal.batch`); every
+partition has its own LSN sequence, last applied LSN and gap, and batches of
+different partitions apply in parallel (one at a time per partition). A pk lives in
+one input partition, hence one WAL partition, so the shards hold what the primary's
+shards of the same partitions hold and a search merges them the same way.
+
+Migration. A state written before the partitioned WAL (no ``wal.partitions``
+position) opens as partition 0's: its positions and its one index are partition 0's.
+If that index holds vectors, they are *legacy*: a pk that later arrives in another
+partition is removed from partition 0's shard when that partition applies it, so
+every pk is live in exactly one shard (docs/operations.md, "Partitioning the WAL").
+
+Applying a batch, atomically and in LSN order within its partition:
 
 1. verify the checksum and decompress (:func:`~pipeline.wal.batch.decode_batch`);
    a corrupt batch raises :class:`~pipeline.errors.CorruptBatch` and changes nothing;
@@ -49,24 +64,32 @@ from typing import Any, Final
 import numpy.typing as npt
 
 from pipeline.config import Settings
-from pipeline.errors import CorruptBatch, CorruptBlock, ForeignPrimary, InvalidRecord, WalGap
-from pipeline.limits import MAX_LSN, MAX_LSN_HOLES
+from pipeline.errors import CorruptBlock, ForeignPrimary, InvalidRecord, WalGap
+from pipeline.replication.replica_partition import (
+    LSN,
+    TS_ENTRIES,
+    VECTOR_NEEDED,
+    PartitionState,
+    check_range,
+    open_partition,
+    vector_batch,
+)
 from pipeline.ts.block import decode_block
 from pipeline.ts.store import BlockStore, Points
 from pipeline.vectors.buffer import VectorBatch
-from pipeline.vectors.index import SearchHit, VectorIndex
-from pipeline.vectors.ops import OpType, VectorOp, decode_op_frame
-from pipeline.vectors.shard import new_index
-from pipeline.wal.batch import Dictionary, decode_batch
+from pipeline.vectors.index import SearchHit
+from pipeline.vectors.shard import merge_hits
+from pipeline.wal.batch import BatchHeader, Dictionary, decode_batch
 from pipeline.wal.entry import EntryType, WalEntry, format_lsn
 
 __all__ = ["SNAPSHOT_INTERVAL_S", "ApplyResult", "ReplicaState"]
 
 _LOG = logging.getLogger(__name__)
 
-_LSN: Final = ("wal.lsn", 0)
-_TS_ENTRIES: Final = ("wal.ts.entries", 0)
-_VECTOR_NEEDED: Final = ("wal.vector.last_entry_lsn", 0)
+_PARTITIONS: Final = ("wal.partitions", 0)
+"""How many WAL partitions the state knows (absent: written before partitions)."""
+_LEGACY: Final = ("wal.vector.legacy", 0)
+"""1: partition 0's shard holds vectors from the single-partition WAL."""
 
 
 SNAPSHOT_INTERVAL_S = 1.0
@@ -90,6 +113,8 @@ class ApplyResult:
     entries_rejected: int = 0
     applied_timestamps_ms: tuple[int, ...] = ()
     """Primary append times of the entries applied (for lag measurements)."""
+    partition: int = 0
+    """The WAL partition of the batch."""
 
     def to_json(self) -> dict[str, Any]:
         """The roadmap's response body of ``POST /api/v1/wal/apply``."""
@@ -102,9 +127,11 @@ class ApplyResult:
 
 
 class ReplicaState:
-    """A replica's blocks and vector index, applied from WAL batches (see the module docstring).
+    """A replica's blocks and vector shards, applied from WAL batches (see the module
+    docstring).
 
-    Thread-safe: one batch applies at a time; queries may run from any thread.
+    Thread-safe: batches of one WAL partition apply one at a time, batches of different
+    partitions in parallel; queries may run from any thread.
     """
 
     def __init__(
@@ -124,26 +151,22 @@ class ReplicaState:
         self.primary_id: str | None = primary_id or pinned
         """The primary this replica follows: configured, or the first it heard from."""
         self._lock = threading.RLock()
+        """Guards the partitions, the block store, the dictionaries and the counters."""
         self._vector_settings = settings.vector_auto_buffer
         self._store = BlockStore(self.data_dir / "blocks.sqlite")
-        self._lsn = self._store.position(*_LSN) or 0
-        self._ts_entries = self._store.position(*_TS_ENTRIES) or 0
-        vector_needed = self._store.position(*_VECTOR_NEEDED) or 0
-        self._vector_dir = self.data_dir / "vectors"
-        vs = self._vector_settings
-        if VectorIndex.has_snapshot(self._vector_dir):
-            self._index, extra = VectorIndex.load(
-                self._vector_dir, dimension=vs.dimension, space=vs.space, ef_search=vs.ef_search
+        known = self._store.position(*_PARTITIONS)
+        self._parts: dict[int, PartitionState] = {}
+        for partition in range(known or 1):
+            self._parts[partition] = open_partition(
+                self._store, self.data_dir, partition, self._vector_settings
             )
-            self._vector_lsn = int(extra["lsn"])
-            self._vector_entries = int(extra["entries"])
+        if known is None:  # a new state, or one written before the partitioned WAL
+            self._legacy_vectors = self._parts[0].index.live_count() > 0
+            self._store.insert_blocks(
+                [], positions={_PARTITIONS: 1, _LEGACY: int(self._legacy_vectors)}
+            )
         else:
-            self._index = new_index(vs, initial_capacity=1024)
-            self._vector_lsn = 0
-            self._vector_entries = 0
-        if self._vector_lsn >= vector_needed:
-            # No vector entry after the snapshot: the index is complete through SQLite's LSN.
-            self._vector_lsn = max(self._vector_lsn, self._lsn)
+            self._legacy_vectors = bool(self._store.position(*_LEGACY))
         self._dict_dir = self.data_dir / "dictionaries"
         self._dictionaries: dict[int, Dictionary] = {}
         if self._dict_dir.is_dir():
@@ -153,7 +176,6 @@ class ReplicaState:
                     self._dictionaries[found.dictionary_id] = found
         self.batches_applied = 0
         self.entries_rejected = 0
-        self._vector_dirty = False
         self._snapshot_lock = threading.Lock()
         self._closing = threading.Event()
         self._snapshotter = threading.Thread(
@@ -163,30 +185,72 @@ class ReplicaState:
 
     # -- state ----------------------------------------------------------------
 
+    def _partitions(self) -> list[PartitionState]:
+        with self._lock:
+            return [self._parts[p] for p in sorted(self._parts)]
+
+    def _partition(self, partition: int) -> PartitionState:
+        """Partition ``partition``'s state, opened (and every partition below it) if new."""
+        with self._lock:
+            if partition not in self._parts:
+                for p in range(len(self._parts), partition + 1):
+                    self._parts[p] = open_partition(
+                        self._store, self.data_dir, p, self._vector_settings
+                    )
+                self._store.insert_blocks([], positions={_PARTITIONS: len(self._parts)})
+            return self._parts[partition]
+
+    def applied_lsns(self) -> dict[int, int]:
+        """Each WAL partition's last applied LSN."""
+        out = {}
+        for part in self._partitions():
+            with part.lock:
+                out[part.partition] = part.last_applied
+        return out
+
     @property
     def last_applied_lsn(self) -> int:
-        """Every entry up to this LSN is applied (vectors durable at the next snapshot)."""
-        with self._lock:
-            return min(self._lsn, self._vector_lsn)
+        """The sum of the partitions' last applied LSNs: with one WAL partition, every
+        entry up to this LSN is applied (vectors durable at the next snapshot)."""
+        return sum(self.applied_lsns().values())
 
     @property
     def entries_applied_total(self) -> int:
         """Entries applied over the replica's life (a replayed entry counts once)."""
-        with self._lock:
-            return self._ts_entries + self._vector_entries
+        total = 0
+        for part in self._partitions():
+            with part.lock:
+                total += part.ts_entries + part.vector_entries
+        return total
 
     def status(self) -> dict[str, Any]:
-        """``GET /api/v1/replica/status``: positions and counters."""
+        """``GET /api/v1/replica/status``: positions and counters.
+
+        ``last_applied_lsn`` is the sum over the partitions (the LSN with one),
+        ``expected_lsn`` partition 0's next; ``partitions`` has each partition's.
+        """
+        partitions: dict[str, dict[str, Any]] = {}
+        applied = entries = vectors = 0
+        expected = 1
+        for part in self._partitions():
+            with part.lock:
+                partitions[str(part.partition)] = part.status()
+                applied += part.last_applied
+                entries += part.ts_entries + part.vector_entries
+                vectors += part.index.live_count()
+                if part.partition == 0:
+                    expected = part.last_applied + 1
         with self._lock:
-            last = min(self._lsn, self._vector_lsn)
             return {
-                "last_applied_lsn": format_lsn(last),
-                "expected_lsn": format_lsn(last + 1),
-                "entries_applied_total": self._ts_entries + self._vector_entries,
+                "last_applied_lsn": format_lsn(applied),
+                "expected_lsn": format_lsn(expected),
+                "entries_applied_total": entries,
                 "batches_applied": self.batches_applied,
                 "entries_rejected": self.entries_rejected,
                 "blocks": self._store.block_count(),
-                "vectors": self._index.live_count(),
+                "vectors": vectors,
+                "wal_partitions": len(self._parts),
+                "partitions": partitions,
             }
 
     def close(self) -> None:
@@ -202,27 +266,33 @@ class ReplicaState:
             try:
                 self._snapshot_vectors()
             except Exception:  # the disk: the next round tries again, close() raises
-                _LOG.exception("snapshotting the replica's vector index failed")
+                _LOG.exception("snapshotting the replica's vector shards failed")
 
     def _snapshot_vectors(self) -> None:
-        """Snapshot the index with the LSN and entry count it covers, if it changed.
+        """Snapshot every changed shard with the LSN and entry count it covers.
 
-        The positions are read under the state's lock; the index is written outside
-        it (the index's own lock holds applies back only while its files are written,
-        not while they are fsynced).
+        Every shard's position is read (under its partition's lock) before any is
+        written, and partition 0's shard is written first: a legacy vector another
+        partition removed from it (module docstring) is gone from partition 0's
+        snapshot before the other partition's snapshot can cover the removal. Shards
+        are written outside the locks (an index's own lock holds applies back only
+        while its files are written, not while they are fsynced).
         """
         with self._snapshot_lock:
-            with self._lock:
-                if not self._vector_dirty:
-                    return
-                extra = {"lsn": self._vector_lsn, "entries": self._vector_entries}
-                self._vector_dirty = False
-            try:
-                self._index.save(self._vector_dir, extra=extra)
-            except BaseException:
-                with self._lock:
-                    self._vector_dirty = True
-                raise
+            due: list[tuple[PartitionState, dict[str, Any]]] = []
+            for part in self._partitions():
+                with part.lock:
+                    if part.dirty:
+                        due.append((part, part.snapshot_extra()))
+                        part.dirty = False
+            for at, (part, extra) in enumerate(due):
+                try:
+                    part.index.save(part.vector_dir, extra=extra)
+                except BaseException:
+                    for unsaved, _ in due[at:]:
+                        with unsaved.lock:
+                            unsaved.dirty = True
+                    raise
 
     # -- applying -------------------------------------------------------------
 
@@ -230,26 +300,31 @@ class ReplicaState:
         """Verify, decompress and apply one batch (see the module docstring).
 
         Raises :class:`~pipeline.errors.CorruptBatch` (checksum, decompression,
-        unknown dictionary) or :class:`~pipeline.errors.WalGap`; either way nothing
-        was applied.
+        unknown dictionary) or :class:`~pipeline.errors.WalGap` (for the batch's
+        partition); either way nothing was applied.
         """
+        t0 = time.perf_counter()
         with self._lock:
-            t0 = time.perf_counter()
-            header, entries = decode_batch(data, self._dictionaries)
-            decompression_ms = (time.perf_counter() - t0) * 1000.0
-            self._check_range(header.first_lsn, header.last_lsn, len(entries))
+            dictionaries = dict(self._dictionaries)
+        header, entries = decode_batch(data, dictionaries)
+        decompression_ms = (time.perf_counter() - t0) * 1000.0
+        check_range(header.first_lsn, header.last_lsn, len(entries))
+        with self._lock:
             self._check_primary(header.primary_id)
-            last_applied = min(self._lsn, self._vector_lsn)
+        part = self._partition(header.partition)
+        with part.lock:
+            last_applied = part.last_applied
             if header.first_lsn > last_applied + 1:
                 raise WalGap(
-                    f"WAL batch starts at LSN {format_lsn(header.first_lsn)} but this replica "
-                    f"applied up to {format_lsn(last_applied)}; send from "
-                    f"{format_lsn(last_applied + 1)}",
+                    f"WAL batch of partition {part.partition} starts at LSN "
+                    f"{format_lsn(header.first_lsn)} but this replica applied up to "
+                    f"{format_lsn(last_applied)}; send from {format_lsn(last_applied + 1)}",
                     expected_lsn=last_applied + 1,
                     first_lsn=header.first_lsn,
                 )
             if header.dictionary is not None:
-                self._keep_dictionary(header.dictionary)
+                with self._lock:
+                    self._keep_dictionary(header.dictionary)
             if header.last_lsn <= last_applied:
                 return ApplyResult(
                     0,
@@ -258,53 +333,66 @@ class ReplicaState:
                     header.first_lsn,
                     header.last_lsn,
                     entries_skipped=len(entries),
+                    partition=part.partition,
                 )
-            blocks, vector_batches, rejected, applied_ts, skipped, last_vector = self._decode(
-                entries
-            )
-            ts_entries = self._ts_entries + len(blocks)
-            vector_entries = self._vector_entries + len(vector_batches)
-            if vector_batches:
-                for batch in vector_batches:
-                    self._index.apply(batch)
-                self._vector_entries = vector_entries
-                self._vector_dirty = True
-            self._vector_lsn = max(self._vector_lsn, header.last_lsn)
-            # A replay (after a crash between vector snapshots) never moves the LSN back.
-            lsn = max(self._lsn, header.last_lsn)
-            positions = {_LSN: lsn, _TS_ENTRIES: ts_entries}
-            if last_vector:
-                positions[_VECTOR_NEEDED] = last_vector
+            return self._apply(part, header, entries, decompression_ms)
+
+    def _apply(
+        self,
+        part: PartitionState,
+        header: BatchHeader,
+        entries: list[WalEntry],
+        decompression_ms: float,
+    ) -> ApplyResult:
+        """Apply decoded ``entries`` to ``part`` (its lock held)."""
+        blocks, vector_batches, rejected, applied_ts, skipped, last_vector = self._decode(
+            part, entries
+        )
+        p = part.partition
+        ts_entries = part.ts_entries + len(blocks)
+        if vector_batches:
+            if self._legacy_vectors and p != 0:
+                self._drop_legacy(vector_batches)
+            for batch in vector_batches:
+                part.index.apply(batch)
+            part.vector_entries += len(vector_batches)
+            part.dirty = True
+        part.vector_lsn = max(part.vector_lsn, header.last_lsn)
+        # A replay (after a crash between vector snapshots) never moves the LSN back.
+        lsn = max(part.lsn, header.last_lsn)
+        positions = {(LSN, p): lsn, (TS_ENTRIES, p): ts_entries}
+        if last_vector:
+            positions[(VECTOR_NEEDED, p)] = last_vector
+        with self._lock:
             self._store.insert_blocks(blocks, positions=positions)
-            self._lsn = lsn
-            self._ts_entries = ts_entries
             self.batches_applied += 1
             self.entries_rejected += rejected
-            return ApplyResult(
-                len(blocks) + len(vector_batches),
-                header.compression_ratio,
-                decompression_ms,
-                header.first_lsn,
-                header.last_lsn,
-                entries_skipped=skipped,
-                entries_rejected=rejected,
-                applied_timestamps_ms=tuple(applied_ts),
-            )
+        part.lsn = lsn
+        part.ts_entries = ts_entries
+        return ApplyResult(
+            len(blocks) + len(vector_batches),
+            header.compression_ratio,
+            decompression_ms,
+            header.first_lsn,
+            header.last_lsn,
+            entries_skipped=skipped,
+            entries_rejected=rejected,
+            applied_timestamps_ms=tuple(applied_ts),
+            partition=p,
+        )
 
-    @staticmethod
-    def _check_range(first: int, last: int, entries: int) -> None:
-        """A batch may skip few LSNs (WAL records that could not be read), never jump far."""
-        if last > MAX_LSN:
-            raise CorruptBatch(
-                f"WAL batch ends at LSN {last}, beyond {MAX_LSN} (MAX_LSN); nothing applied"
-            )
-        holes = last - first + 1 - entries
-        if holes > MAX_LSN_HOLES:
-            raise CorruptBatch(
-                f"WAL batch claims LSNs {format_lsn(first)}..{format_lsn(last)} but carries "
-                f"{entries} entries; at most {MAX_LSN_HOLES} LSNs of a batch may be empty "
-                "(MAX_LSN_HOLES)"
-            )
+    def _drop_legacy(self, batches: list[VectorBatch]) -> None:
+        """Remove from partition 0's shard the legacy copies of pks another partition
+        now writes (a pk of another partition is in partition 0's shard only as a vector
+        applied from the single-partition WAL)."""
+        legacy = self._partition(0)
+        pks = {op.pk for batch in batches for op in batch.upserts}
+        pks.update(pk for batch in batches for pk in batch.removes)
+        with legacy.lock:
+            held = [pk for pk in pks if legacy.index.get(pk) is not None]
+            if held:
+                legacy.index.apply(VectorBatch([], held, [], len(held)))
+                legacy.dirty = True
 
     def _check_primary(self, primary_id: str) -> None:
         """Pin the replica to the first primary it hears from (or the configured one)."""
@@ -321,7 +409,7 @@ class ReplicaState:
             )
 
     def _decode(
-        self, entries: list[WalEntry]
+        self, part: PartitionState, entries: list[WalEntry]
     ) -> tuple[list[bytes], list[VectorBatch], int, list[int], int, int]:
         """Payloads to apply: ``(blocks, vector batches, rejected, timestamps, skipped,
         LSN of the last vector batch)``."""
@@ -332,7 +420,7 @@ class ReplicaState:
         rejected = skipped = 0
         for entry in entries:
             if entry.type is EntryType.TS_BLOCK:
-                if entry.lsn <= self._lsn:
+                if entry.lsn <= part.lsn:
                     skipped += 1
                     continue
                 try:
@@ -343,11 +431,11 @@ class ReplicaState:
                     continue
                 blocks.append(entry.payload)
             else:
-                if entry.lsn <= self._vector_lsn:
+                if entry.lsn <= part.vector_lsn:
                     skipped += 1
                     continue
                 try:
-                    batch = self._vector_batch(entry.payload)
+                    batch = vector_batch(entry.payload, self._vector_settings)
                 except InvalidRecord as exc:
                     _LOG.error("WAL entry %s rejected: %s", format_lsn(entry.lsn), exc)
                     rejected += 1
@@ -356,20 +444,6 @@ class ReplicaState:
                 last_vector = entry.lsn
             applied_ts.append(entry.timestamp_ms)
         return blocks, vector_batches, rejected, applied_ts, skipped, last_vector
-
-    def _vector_batch(self, payload: bytes) -> VectorBatch:
-        ops = decode_op_frame(
-            payload,
-            dimension=self._vector_settings.dimension,
-            max_metadata_bytes=self._vector_settings.max_metadata_bytes,
-        )
-        last: dict[str, VectorOp] = {}
-        for op in ops:  # a frame from the primary lists each pk once; last wins otherwise
-            last.pop(op.pk, None)
-            last[op.pk] = op
-        upserts = [op for op in last.values() if op.op is not OpType.REMOVE]
-        removes = [op.pk for op in last.values() if op.op is OpType.REMOVE]
-        return VectorBatch(upserts, removes, [], len(ops))
 
     def _keep_dictionary(self, dictionary: Dictionary) -> None:
         if dictionary.dictionary_id in self._dictionaries:
@@ -398,14 +472,16 @@ class ReplicaState:
         return self._vector_settings.dimension
 
     def search(self, vector: npt.ArrayLike, k: int, ef: int | None = None) -> list[SearchHit]:
-        """The ``k`` nearest vectors, closest first (``ef`` as :meth:`VectorIndex.search`)."""
-        return self._index.search(vector, k, ef=ef)
+        """The ``k`` nearest vectors over every shard, closest first (``ef`` as
+        :meth:`VectorIndex.search`), merged as the primary merges its shards."""
+        return merge_hits([part.index.search(vector, k, ef=ef) for part in self._partitions()], k)
 
     def vector_dump(self) -> dict[str, dict[str, Any]]:
-        """Every pk in the index with its metadata."""
+        """Every live pk over the shards with its metadata."""
         out: dict[str, dict[str, Any]] = {}
-        for pk in sorted(self._index.pks()):
-            got = self._index.get(pk)
-            if got is not None:
-                out[pk] = got[1]
-        return out
+        for part in self._partitions():
+            for pk in part.index.pks():
+                got = part.index.get(pk)
+                if got is not None:
+                    out[pk] = got[1]
+        return dict(sorted(out.items()))

@@ -1,9 +1,12 @@
 """``WalShipper``: ships the primary's WAL, batched and compressed, to every replica.
 
-Each replica has its own thread (:class:`~pipeline.replication.link.ReplicaLink`), its
-own position and its own consumer on partition 0 of ``<namespace>.wal`` (the primary
-cluster); a replica that is down retries with bounded exponential backoff and jitter
-while the others carry on. Endpoints and what confirms a batch:
+Each replica has one thread per WAL partition
+(:class:`~pipeline.replication.link.ReplicaLink`), each with its own position (LSNs
+count per partition) and its own consumer on that partition of ``<namespace>.wal``
+(the primary cluster), so a replica's partitions ship in parallel; a replica that is
+down retries with bounded exponential backoff and jitter while the others carry on.
+Partitions added to the WAL topic are picked up within :data:`PARTITION_REFRESH_S`
+seconds (their links start from LSN 1). Endpoints and what confirms a batch:
 :mod:`pipeline.replication.targets`.
 
 Batching (defaults below): a batch closes at :data:`MAX_BATCH_ENTRIES` entries,
@@ -14,8 +17,9 @@ batch is compressed with the current ``compression_type``/``compression_level``
 (:meth:`WalShipper.configure_compression` changes them while running).
 
 Confirmations are persisted as committed offsets of the consumer group
-``<app_id>-wal-<replica_id>`` on the primary cluster (committed offset = last
-confirmed LSN, because LSN = offset + 1), synchronously after every confirmed batch.
+``<app_id>-wal-<replica_id>`` on the primary cluster, one offset per WAL partition
+(committed offset = last confirmed LSN, because LSN = offset + 1), after every
+confirmed batch.
 After a crash each replica resumes from there; a batch confirmed but not yet
 committed is sent again and the replica skips the entries it already applied.
 """
@@ -23,6 +27,7 @@ committed is sent again and the replica skips the entries it already applied.
 from __future__ import annotations
 
 import contextlib
+import logging
 import ssl
 import threading
 from collections.abc import Callable
@@ -32,14 +37,18 @@ from pipeline.config import Settings
 from pipeline.errors import ConfigError, Conflict, InvalidArgument, NotFound, ThemisError
 from pipeline.metrics import WalShipperMetrics
 from pipeline.replication.link import ReplicaCounters, ReplicaLink
+from pipeline.replication.link_stats import replica_stats
 from pipeline.replication.targets import open_target
 from pipeline.wal.batch import BatchHeader, Codec, Dictionary
-from pipeline.wal.entry import format_lsn
+from pipeline.wal.writer import topic_partition_count
+
+_LOG = logging.getLogger(__name__)
 
 __all__ = [
     "MAX_BATCH_BYTES",
     "MAX_BATCH_ENTRIES",
     "MAX_BATCH_INTERVAL_MS",
+    "PARTITION_REFRESH_S",
     "WalShipper",
 ]
 
@@ -49,6 +58,8 @@ MAX_BATCH_BYTES: Final = 4 * 1024 * 1024
 """A batch closes once its entry records reach this many bytes (uncompressed)."""
 MAX_BATCH_INTERVAL_MS: Final = 50
 """A batch closes this many milliseconds after its first entry was read."""
+PARTITION_REFRESH_S: Final = 5.0
+"""The WAL topic's partition count is read again this often (seconds)."""
 
 
 class WalShipper:
@@ -99,8 +110,14 @@ class WalShipper:
         self.metrics = metrics
         self.ssl_context = ssl_context
         self._lock = threading.Lock()
-        self._links: dict[str, ReplicaLink] = {}
+        self._links: dict[str, list[ReplicaLink]] = {}
+        """Each replica's links, one per WAL partition (index = partition)."""
+        self._endpoints: dict[str, str] = {}
         self._removed = ReplicaCounters()
+        self._partitions = 0
+        """The WAL topic's partition count as last read (0: not read yet)."""
+        self._closing = threading.Event()
+        self._watcher: threading.Thread | None = None
         wal = settings.compressed_wal_shipping
         self._codec = Codec.from_name(wal.compression_type)
         self._level = wal.compression_level
@@ -130,9 +147,10 @@ class WalShipper:
     def add_replica(self, replica_id: str, endpoint: str) -> None:
         """Start shipping to ``endpoint`` (``kafka://host:port`` or ``http(s)://...``).
 
-        Resumes from the LSN this replica confirmed last (a new replica: from the start).
-        Raises :class:`~pipeline.errors.InvalidArgument` for a malformed id or endpoint
-        and :class:`~pipeline.errors.Conflict` if ``replica_id`` is already configured.
+        One link per WAL partition, each resuming from the LSN this replica confirmed
+        last in that partition (a new replica: from the start). Raises
+        :class:`~pipeline.errors.InvalidArgument` for a malformed id or endpoint and
+        :class:`~pipeline.errors.Conflict` if ``replica_id`` is already configured.
         """
         if not replica_id.replace("-", "").replace("_", "").isalnum():
             raise InvalidArgument(f"replica id {replica_id!r} must be letters, digits, '-' or '_'")
@@ -142,52 +160,118 @@ class WalShipper:
                     f"replica {replica_id!r} is already configured; remove it first "
                     "or choose another id"
                 )
-        target = open_target(endpoint, self.settings, self.ssl_context)
+        partitions = self.wal_partitions()
+        links: list[ReplicaLink] = []
         try:
-            link = ReplicaLink(self, replica_id, endpoint, target)
+            for partition in range(partitions):
+                links.append(self._open_link(replica_id, endpoint, partition))
+        except BaseException:
+            for link in links:
+                link.close_unstarted()
+            raise
+        with self._lock:
+            self._links[replica_id] = links
+            self._endpoints[replica_id] = endpoint
+        if self.metrics is not None:  # at 0 before the first failure, for rate() to answer
+            self.metrics.wal_shipper_failures_total.labels(replica_id)
+        for link in links:
+            link.start()
+        self._start_watcher()
+
+    def _open_link(self, replica_id: str, endpoint: str, partition: int) -> ReplicaLink:
+        target = open_target(endpoint, self.settings, self.ssl_context, partition=partition)
+        try:
+            return ReplicaLink(self, replica_id, endpoint, target, partition)
         except BaseException:
             target.close()
             raise
+
+    def wal_partitions(self) -> int:
+        """The WAL topic's partition count (read from the primary cluster, never less
+        than the count seen before)."""
+        count = topic_partition_count(self.bootstrap, self.settings.topic("wal"))
         with self._lock:
-            self._links[replica_id] = link
-        if self.metrics is not None:  # at 0 before the first failure, for rate() to answer
-            self.metrics.wal_shipper_failures_total.labels(replica_id)
-        link.start()
+            self._partitions = max(self._partitions, count)
+            return self._partitions
+
+    def refresh_partitions(self) -> int:
+        """Start links for WAL partitions added since; returns how many were started."""
+        partitions = self.wal_partitions()
+        started = 0
+        with self._lock:
+            wanted = [
+                (replica_id, self._endpoints[replica_id], p)
+                for replica_id, links in self._links.items()
+                for p in range(len(links), partitions)
+            ]
+        for replica_id, endpoint, partition in wanted:
+            link = self._open_link(replica_id, endpoint, partition)
+            with self._lock:
+                links = self._links.get(replica_id)
+                if links is None or len(links) != partition:  # removed or raced meanwhile
+                    link.close_unstarted()
+                    continue
+                links.append(link)
+            link.start()
+            started += 1
+        return started
+
+    def _start_watcher(self) -> None:
+        with self._lock:
+            if self._watcher is not None:
+                return
+            self._watcher = threading.Thread(
+                target=self._watch_partitions, name="wal-ship-partitions", daemon=True
+            )
+        self._watcher.start()
+
+    def _watch_partitions(self) -> None:
+        while not self._closing.wait(PARTITION_REFRESH_S):
+            try:
+                self.refresh_partitions()
+            except Exception:  # the primary cluster: the next round tries again
+                _LOG.exception("reading the WAL topic's partitions failed")
 
     def remove_replica(self, replica_id: str, timeout_s: float = 30.0) -> None:
-        """Stop shipping to ``replica_id``; its confirmed position stays committed.
+        """Stop shipping to ``replica_id``; its confirmed positions stay committed.
 
-        Waits up to ``timeout_s`` seconds for its thread. Raises
+        Waits up to ``timeout_s`` seconds for its threads. Raises
         :class:`~pipeline.errors.NotFound` if ``replica_id`` is not configured.
         """
         with self._lock:
-            link = self._links.pop(replica_id, None)
-        if link is None:
+            links = self._links.pop(replica_id, None)
+            self._endpoints.pop(replica_id, None)
+        if links is None:
             raise self._not_found(replica_id)
-        link.stop.set()
-        link.join(timeout_s)
-        with link.lock:
-            self._removed.entries_shipped += link.counters.entries_shipped
-            self._removed.bytes_shipped += link.counters.bytes_shipped
-            self._removed.bytes_uncompressed += link.counters.bytes_uncompressed
-            self._removed.batches += link.counters.batches
-            self._removed.failed_ships += link.counters.failed_ships
+        for link in links:
+            link.stop.set()
+        for link in links:
+            link.join(timeout_s)
+            with link.lock:
+                self._removed.add(link.counters)
 
     def close(self, timeout_s: float = 30.0) -> None:
-        """Stop every replica's thread (positions are committed after each batch anyway)."""
+        """Stop every replica's threads (positions are committed after each batch anyway)."""
+        self._closing.set()
         with self._lock:
             replica_ids = list(self._links)
+            watcher = self._watcher
         for replica_id in replica_ids:
             with contextlib.suppress(NotFound):  # removed meanwhile by another thread
                 self.remove_replica(replica_id, timeout_s)
+        if watcher is not None:
+            watcher.join(timeout_s)
 
     # -- progress ---------------------------------------------------------
 
-    def caught_up(self) -> bool:
-        """Whether every replica confirmed the WAL's end (as last seen) and none failed."""
+    def _all_links(self) -> list[ReplicaLink]:
         with self._lock:
-            links = list(self._links.values())
-        for link in links:
+            return [link for links in self._links.values() for link in links]
+
+    def caught_up(self) -> bool:
+        """Whether every replica confirmed every WAL partition's end (as last seen) and
+        none failed."""
+        for link in self._all_links():
             if link.error is not None:
                 raise ThemisError(f"shipping to {link.replica_id} stopped: {link.error}")
             with link.lock:
@@ -195,14 +279,25 @@ class WalShipper:
                     return False
         return True
 
+    def confirmed_lsns(self, replica_id: str) -> dict[int, int]:
+        """The last LSN ``replica_id`` confirmed in each WAL partition (0: none)."""
+        out: dict[int, int] = {}
+        for link in self._replica_links(replica_id):
+            with link.lock:
+                out[link.partition] = link.confirmed_lsn
+        return out
+
     def confirmed_lsn(self, replica_id: str) -> int:
-        """The last LSN ``replica_id`` confirmed (0: none); ``NotFound`` if not configured."""
+        """The entries ``replica_id`` confirmed: the sum of its partitions' confirmed
+        LSNs (with one partition, its last confirmed LSN); ``NotFound`` if not configured."""
+        return sum(self.confirmed_lsns(replica_id).values())
+
+    def _replica_links(self, replica_id: str) -> list[ReplicaLink]:
         with self._lock:
-            link = self._links.get(replica_id)
-        if link is None:
+            links = self._links.get(replica_id)
+        if links is None:
             raise self._not_found(replica_id)
-        with link.lock:
-            return link.confirmed_lsn
+        return list(links)
 
     def _not_found(self, replica_id: str) -> NotFound:
         with self._lock:
@@ -233,8 +328,27 @@ class WalShipper:
             if bytes_sent:
                 self.metrics.wal_shipper_bytes_shipped_total.inc(bytes_sent)
 
+    def publish_lag(self, replica_id: str) -> None:
+        """Set the replica's lag gauges: bytes summed over its partitions, the worst ms."""
+        if self.metrics is None:
+            return
+        with self._lock:
+            links = list(self._links.get(replica_id, ()))
+        lags = [link.lag() for link in links]
+        self.metrics.wal_shipper_lag_bytes.labels(replica_id).set(sum(b for b, _ in lags))
+        worst_ms = max((ms for _, ms in lags), default=0)
+        self.metrics.wal_shipper_lag_seconds.labels(replica_id).set(worst_ms / 1000.0)
+
     def stats(self) -> dict[str, Any]:
         """The roadmap's replication stats: ``{"replicas": [...], "stats": {...}}``.
+
+        Per replica, totals over its WAL partitions plus ``partitions``: the same
+        figures per partition (:func:`~pipeline.replication.link_stats.replica_stats`).
+        ``last_confirmed_lsn`` is the sum of the partitions' confirmed LSNs (with one
+        partition, the last confirmed LSN), ``lag_bytes`` the sum, ``lag_ms`` the worst
+        partition's, ``is_healthy`` whether every partition is healthy,
+        ``last_entry_lag_ms`` that of the entry that became queryable last in any
+        partition. ``stats.wal_partitions`` is the WAL topic's partition count.
 
         ``total_bytes_shipped`` counts batch bytes sent (retries of a batch the replica
         received but refused included); ``avg_compression_ratio`` is
@@ -253,32 +367,14 @@ class WalShipper:
         ``themis bench wal`` reports as ``lag_under_load_ms``.
         """
         with self._lock:
-            links = list(self._links.values())
+            per_replica = {rid: list(links) for rid, links in self._links.items()}
             totals = ReplicaCounters(**vars(self._removed))
+            partitions = self._partitions
         replicas = []
-        for link in links:
-            lag_bytes, lag_ms = link.lag()
-            healthy = link.healthy()
-            with link.lock:
-                c = link.counters
-                totals.entries_shipped += c.entries_shipped
-                totals.bytes_shipped += c.bytes_shipped
-                totals.bytes_uncompressed += c.bytes_uncompressed
-                totals.batches += c.batches
-                totals.failed_ships += c.failed_ships
-                confirmed = link.confirmed_lsn
-                last_lag = link.last_lag_ms
-            replicas.append(
-                {
-                    "replica_id": link.replica_id,
-                    "endpoint": link.endpoint,
-                    "last_confirmed_lsn": format_lsn(confirmed),
-                    "lag_bytes": lag_bytes,
-                    "lag_ms": lag_ms,
-                    "is_healthy": healthy,
-                    "last_entry_lag_ms": last_lag,
-                }
-            )
+        for links in per_replica.values():
+            entry, counters = replica_stats(links)
+            totals.add(counters)
+            replicas.append(entry)
         ratio = totals.bytes_uncompressed / totals.bytes_shipped if totals.bytes_shipped else 0.0
         return {
             "replicas": replicas,
@@ -289,5 +385,6 @@ class WalShipper:
                 "avg_compression_ratio": round(ratio, 3),
                 "total_batches": totals.batches,
                 "failed_ships": totals.failed_ships,
+                "wal_partitions": partitions,
             },
         }

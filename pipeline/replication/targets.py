@@ -6,13 +6,16 @@
     The batch is produced to ``<namespace>.wal.replica`` on that cluster (created if
     missing, see :mod:`pipeline.replication.topics`) with headers
     ``themis.wal.primary``, ``themis.wal.first_lsn``, ``themis.wal.last_lsn``,
-    ``themis.wal.codec``, ``themis.wal.checksum``. Confirmed when the replica broker
+    ``themis.wal.codec``, ``themis.wal.checksum``, ``themis.wal.partition``. Confirmed
+    when the replica broker
     acknowledged it (``acks=all``), which is before the replica applied it. The target
     also reads ``<namespace>.wal.replica.status``, where the replica's applier reports
-    after every batch: :meth:`KafkaTarget.applied_lsn` is the last LSN it applied
-    (what is queryable there), and when it reports a gap (say, it dead-lettered a
-    corrupt batch) :meth:`KafkaTarget.reported_gap` names the LSN it expects, and the
-    shipper re-sends from there.
+    after every batch: :meth:`KafkaTarget.applied_lsn` is the last LSN it applied in
+    the target's WAL partition (what is queryable there), and when it reports a gap in
+    that partition (say, it dead-lettered a corrupt batch)
+    :meth:`KafkaTarget.reported_gap` names the LSN it expects, and the shipper re-sends
+    from there. A status record names each partition's positions under
+    ``partitions``; one without (an applier built before issue 17) is partition 0's.
 ``themis://host:port`` or ``themis+tls://host:port`` (:class:`BinaryTarget`)
     WAL_APPLY_COMPRESSED over the binary protocol (docs/api/BINARY_PROTOCOL_EXTENSIONS.md)
     to a facade's binary door, on one connection kept open: HELLO, AUTH with the ship
@@ -104,13 +107,16 @@ class ShipTarget(Protocol):
 
 
 def open_target(
-    endpoint: str, settings: Settings, ssl_context: ssl.SSLContext | None
+    endpoint: str, settings: Settings, ssl_context: ssl.SSLContext | None, *, partition: int = 0
 ) -> ShipTarget:
-    """The target of ``endpoint``: ``kafka://``, ``themis[+tls]://`` or ``http(s)://host:port``."""
+    """The target of ``endpoint``: ``kafka://``, ``themis[+tls]://`` or ``http(s)://host:port``,
+    for the batches of WAL partition ``partition``."""
     scheme = urlsplit(endpoint).scheme
     key = settings.compressed_wal_shipping.ship_key
     if scheme == "kafka":
-        return KafkaTarget(endpoint.removeprefix("kafka://").rstrip("/"), settings)
+        return KafkaTarget(
+            endpoint.removeprefix("kafka://").rstrip("/"), settings, partition=partition
+        )
     if scheme in ("http", "https"):
         return HttpTarget(endpoint, ssl_context, key=key)
     if scheme in ("themis", "themis+tls"):
@@ -130,8 +136,11 @@ class KafkaTarget:
     """The LSN the latest status record asks for, if it reports a gap."""
     _last_status_poll: float = 0.0
     """``time.monotonic()`` of the last read of the status topic."""
+    partition: int = 0
+    """The WAL partition whose batches this target ships and whose status it reads."""
 
-    def __init__(self, bootstrap: str, settings: Settings) -> None:
+    def __init__(self, bootstrap: str, settings: Settings, *, partition: int = 0) -> None:
+        self.partition = partition
         ensure_replica_topics(bootstrap, settings)
         self.topic = settings.topic(REPLICA_TOPIC)
         self._producer = Producer(
@@ -156,6 +165,7 @@ class KafkaTarget:
             ("themis.wal.last_lsn", format_lsn(header.last_lsn).encode()),
             ("themis.wal.codec", header.codec.name.lower().encode()),
             ("themis.wal.checksum", f"{header.checksum:08x}".encode()),
+            ("themis.wal.partition", str(header.partition).encode()),
         ]
         try:
             self._producer.produce(
@@ -184,6 +194,9 @@ class KafkaTarget:
             except orjson.JSONDecodeError:
                 continue
             if not isinstance(record, dict):  # another JSON value is no status either
+                continue
+            record = _partition_status(record, self.partition)
+            if record is None:
                 continue
             self._applied = max(self._applied, _status_lsn(record, "last_applied_lsn") or 0)
             # The latest record says whether a gap is open (one it cannot read: none).
@@ -370,6 +383,16 @@ class BinaryTarget:
         if self._sock is not None:
             self._sock.close()
             self._sock = None
+
+
+def _partition_status(record: dict[str, Any], partition: int) -> dict[str, Any] | None:
+    """The positions of WAL partition ``partition`` in a status record (``None``: not
+    named). A record without ``partitions`` (an older applier) is partition 0's."""
+    named = record.get("partitions")
+    if not isinstance(named, dict):
+        return record if partition == 0 else None
+    mine = named.get(str(partition))
+    return mine if isinstance(mine, dict) else None
 
 
 def _status_lsn(record: dict[str, Any], name: str) -> int | None:

@@ -7,7 +7,8 @@ holds (:mod:`pipeline.wal.sections`). A replica reads both. The version is a new
 magic rather than a flag in TWB1 so that a replica built before TWB2 refuses such a
 batch at its magic ("not a WAL batch") instead of misreading its body.
 
-A batch covers the LSN range ``first_lsn..last_lsn`` of the primary's WAL. Every
+A batch covers the LSN range ``first_lsn..last_lsn`` of one partition of the
+primary's WAL (byte 7; LSNs count per WAL partition, :mod:`pipeline.wal.entry`). Every
 entry in the range is in the batch unless its record could not be read (an offset
 without an entry); each entry carries its LSN as a delta from ``first_lsn``, so a
 replica that applied up to ``first_lsn - 1`` can apply the batch and move to
@@ -22,7 +23,9 @@ Layout (every integer little-endian)
     4       1       format version (u8), 1 or 2 (the magic's digit)
     5       1       codec (u8): 0 = none, 1 = zstd
     6       1       flags (u8): bit 0 = the batch carries its dictionary
-    7       1       reserved, 0
+    7       1       WAL partition (u8) the LSNs count in, 0-255; written 0
+                    (reserved) before issue 17's partitioned WAL, so a
+                    batch of an older primary is partition 0's
     8       4       dictionary id (u32), 0 = no dictionary
     12      8       first LSN (u64)
     20      8       last LSN (u64)
@@ -76,6 +79,7 @@ __all__ = [
     "FORMAT_VERSION",
     "MAGIC",
     "MAGIC_V1",
+    "MAX_PARTITION",
     "MAX_UNCOMPRESSED_BYTES",
     "BatchHeader",
     "Codec",
@@ -94,6 +98,8 @@ _MAGIC_OF: Final = {1: MAGIC_V1, 2: MAGIC}
 MAX_UNCOMPRESSED_BYTES: Final = MAX_DECOMPRESSED_BYTES
 """A batch claiming a larger body is refused before decompression (a bomb guard)."""
 
+MAX_PARTITION: Final = 0xFF
+"""The highest WAL partition a batch can name (its header holds it in one byte)."""
 _FLAG_CARRIES_DICTIONARY: Final = 0x01
 _HEAD: Final = struct.Struct("<4sBBBBIQQIQIHI")  # up to, not including, the CRC
 _CRC: Final = struct.Struct("<I")
@@ -167,6 +173,8 @@ class BatchHeader:
     """The dictionary the batch carries (flag bit 0), else ``None``."""
     format_version: int = FORMAT_VERSION
     """1 (TWB1) or 2 (TWB2)."""
+    partition: int = 0
+    """The WAL partition whose LSNs the batch covers."""
 
     @property
     def compression_ratio(self) -> float:
@@ -208,6 +216,7 @@ def encode_batch(
     last_lsn: int | None = None,
     carry_dictionary: bool = True,
     format_version: int = FORMAT_VERSION,
+    partition: int = 0,
 ) -> bytes:
     """A batch of ``entries`` (in increasing LSN order) as in the module docstring.
 
@@ -216,11 +225,14 @@ def encode_batch(
     into the batch so any replica can decompress it. ``first_lsn``/``last_lsn``
     default to the first and last entry's LSN; a wider range says that the LSNs in
     it without an entry hold nothing to apply. ``format_version`` 1 writes TWB1 (for
-    replicas built before TWB2), 2 TWB2.
+    replicas built before TWB2), 2 TWB2. ``partition`` is the WAL partition of the
+    entries (0-255).
     """
     codec = Codec.from_name(codec) if isinstance(codec, str) else codec
     if format_version not in _MAGIC_OF:
         raise InvalidArgument(f"WAL batch format {format_version} is unknown; allowed: 1, 2")
+    if not 0 <= partition <= MAX_PARTITION:
+        raise InvalidArgument(f"WAL partition {partition} is outside 0..{MAX_PARTITION}")
     if not entries and (first_lsn is None or last_lsn is None):
         raise InvalidArgument("an empty batch needs first_lsn and last_lsn")
     first = entries[0].lsn if first_lsn is None else first_lsn
@@ -256,7 +268,7 @@ def encode_batch(
         format_version,
         int(codec),
         _FLAG_CARRIES_DICTIONARY if carried else 0,
-        0,
+        partition,
         use_dict.dictionary_id if use_dict is not None else 0,
         first,
         last,
@@ -306,7 +318,7 @@ def read_header(data: bytes | bytearray | memoryview) -> BatchHeader:
         version,
         raw_codec,
         flags,
-        _reserved,
+        partition,
         dictionary_id,
         first_lsn,
         last_lsn,
@@ -372,6 +384,7 @@ def read_header(data: bytes | bytearray | memoryview) -> BatchHeader:
         checksum=stored,
         dictionary=dictionary,
         format_version=version,
+        partition=partition,
     )
 
 
@@ -386,6 +399,18 @@ def decode_batch(
     or parse, and :class:`UnknownDictionary` for a dictionary not at hand.
     """
     header = read_header(data)
+    header, entries = _decode_entries(data, header, dictionaries)
+    if header.partition:
+        p = header.partition
+        entries = [WalEntry(e.lsn, e.type, e.timestamp_ms, e.payload, p) for e in entries]
+    return header, entries
+
+
+def _decode_entries(
+    data: bytes | bytearray | memoryview,
+    header: BatchHeader,
+    dictionaries: Mapping[int, Dictionary] | None,
+) -> tuple[BatchHeader, list[WalEntry]]:
     view = memoryview(data)
     compressed = view[header.batch_bytes - header.body_bytes :]
     dictionary = header.dictionary

@@ -1,12 +1,20 @@
-"""WAL entries: ``{lsn, type, timestamp, payload}`` on the single-partition WAL topic.
+"""WAL entries: ``{partition, lsn, type, timestamp, payload}`` on the WAL topic.
+
+WAL partitions
+    A mutation from input partition ``p`` goes to WAL partition ``p mod N`` (``N`` the
+    WAL topic's partition count, :class:`~pipeline.wal.writer.WalWriter`). A series or
+    a pk lives in one input partition, so all of its mutations are in one WAL
+    partition, in the order they were applied; the partitions are independent of each
+    other and are shipped and applied in parallel. A WAL of one partition (the layout
+    before issue 17) is simply partition 0.
 
 LSN
-    The WAL topic has one partition, so the order of its records is the order in
-    which mutations were applied. An entry's LSN is ``offset + 1`` of its record in
-    partition 0 of ``<namespace>.wal``, a 64-bit integer written as 16 upper-case hex
-    digits (``"0000000000000043"`` is offset 66; the roadmap's ``"0000000100000042"``
-    is simply LSN 4294967362). LSN 0 means "nothing". The LSN is not stored in the
-    record: the broker assigns the offset, and readers derive the LSN from it.
+    An LSN is per WAL partition: ``offset + 1`` of the entry's record in its partition
+    of ``<namespace>.wal``, a 64-bit integer written as 16 upper-case hex digits
+    (``"0000000000000043"`` is offset 66; the roadmap's ``"0000000100000042"`` is
+    simply LSN 4294967362). LSN 0 means "nothing". The LSN is not stored in the
+    record: the broker assigns the offset, and readers derive the LSN from it. An
+    entry is named by ``(partition, LSN)``; every partition has its own sequence.
 
 Record value (little-endian)
 
@@ -44,12 +52,13 @@ class EntryType(IntEnum):
 
 @dataclass(frozen=True)
 class WalEntry:
-    """One applied mutation."""
+    """One applied mutation; ``lsn`` counts within WAL partition ``partition``."""
 
     lsn: int
     type: EntryType
     timestamp_ms: int
     payload: bytes
+    partition: int = 0
 
 
 def format_lsn(lsn: int) -> str:
@@ -74,8 +83,8 @@ def encode_entry_record(entry_type: EntryType, timestamp_ms: int, payload: bytes
     return _HEAD.pack(MAGIC, int(entry_type), timestamp_ms) + payload
 
 
-def decode_entry_record(value: bytes, offset: int) -> WalEntry:
-    """The entry at ``offset`` of the WAL topic; ``InvalidRecord`` if malformed."""
+def decode_entry_record(value: bytes, offset: int, partition: int = 0) -> WalEntry:
+    """The entry at ``offset`` of WAL partition ``partition``; ``InvalidRecord`` if malformed."""
     if len(value) < _HEAD.size:
         raise InvalidRecord(f"WAL record at offset {offset} is {len(value)} bytes, too short")
     magic, raw_type, timestamp_ms = _HEAD.unpack_from(value)
@@ -85,4 +94,6 @@ def decode_entry_record(value: bytes, offset: int) -> WalEntry:
         entry_type = EntryType(raw_type)
     except ValueError:
         raise InvalidRecord(f"WAL record at offset {offset} has unknown type {raw_type}") from None
-    return WalEntry(lsn_of_offset(offset), entry_type, timestamp_ms, bytes(value[_HEAD.size :]))
+    return WalEntry(
+        lsn_of_offset(offset), entry_type, timestamp_ms, bytes(value[_HEAD.size :]), partition
+    )

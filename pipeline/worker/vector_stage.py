@@ -9,7 +9,8 @@ Durability
     Batches of records come from the stage's
     :class:`~pipeline.ingest.batch_consumer.BatchConsumer` (group ``<app_id>-vectors``).
     A flushed buffer is applied to its shard at once (searchable) and appended to the
-    WAL, but the offsets of the records it came from are released for commit only
+    WAL partition of its shard's input partition (so a replica builds the same shard),
+    but the offsets of the records it came from are released for commit only
     after a **snapshot** of the shard covers them (at most every
     ``snapshot_interval_ms``). So the committed offset never passes an operation that a
     restart could not recover.
@@ -51,7 +52,7 @@ from pipeline.vectors.index import SearchHit
 from pipeline.vectors.ops import VectorOp
 from pipeline.vectors.shard import ShardStore, VectorShard, batch_payload, decode_ops, merge_hits
 from pipeline.wal.entry import EntryType
-from pipeline.wal.writer import WalWriter
+from pipeline.wal.writer import WalWriter, topic_partition_count
 
 __all__ = ["VectorStage"]
 
@@ -85,7 +86,11 @@ class VectorStage:
         )
         self.shards: dict[int, VectorShard] = {}
         self.offsets = OffsetTracker()
-        self.wal = WalWriter(producer, settings.topic("wal"))
+        wal_topic = settings.topic("wal")
+        # Shard p's batches go to WAL partition p (mod the WAL's partition count).
+        self.wal = WalWriter(
+            producer, wal_topic, partitions=topic_partition_count(bootstrap, wal_topic)
+        )
         self.dead_letters = DeadLetterWriter(producer, settings.topic("deadletter"), metrics)
         metrics.dead_letters.labels(source_topic=self.topic)  # at 0 before the first letter
         self._lock = asyncio.Lock()
@@ -176,7 +181,11 @@ class VectorStage:
             await asyncio.to_thread(shard.index.apply, batch)
             # Awaited by the snapshot: the entry is durable before the offsets move.
             shard.wal_pending.append(
-                self.wal.append(EntryType.VECTOR_BATCH, batch_payload(batch, self.config))
+                self.wal.append(
+                    EntryType.VECTOR_BATCH,
+                    batch_payload(batch, self.config),
+                    partition=shard.partition,
+                )
             )
         shard.buffer.record_durable(batch.vectors)
         shard.applied_offset = shard.next_offset

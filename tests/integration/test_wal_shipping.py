@@ -240,8 +240,15 @@ def test_mixed_wal_shipped_to_a_replica_cluster_equals_what_the_entries_describe
         "lag_ms",
         "is_healthy",
         "last_entry_lag_ms",
+        "entries_shipped",
+        "partitions",
     ]
     assert replica["last_confirmed_lsn"] == format_lsn(240)
+    partitions = stats["stats"]["wal_partitions"]
+    assert [p["partition"] for p in replica["partitions"]] == list(range(partitions))
+    # Everything was written to partition 0 (the writer above names no partition).
+    assert replica["partitions"][0]["last_confirmed_lsn"] == format_lsn(240)
+    assert sum(p["entries_shipped"] for p in replica["partitions"]) == 240
     assert (replica["lag_bytes"], replica["lag_ms"], replica["is_healthy"]) == (0, 0, True)
     # The last 90 entries were appended while shipping: queryable within seconds.
     assert 0 < replica["last_entry_lag_ms"] < 30_000
@@ -253,7 +260,9 @@ def test_mixed_wal_shipped_to_a_replica_cluster_equals_what_the_entries_describe
         "avg_compression_ratio",
         "total_batches",
         "failed_ships",
+        "wal_partitions",
     ]
+    assert totals["wal_partitions"] >= 1
     assert totals["total_entries_shipped"] == 240
     assert totals["total_batches"] >= 5
     assert totals["failed_ships"] == 0
