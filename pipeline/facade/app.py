@@ -156,7 +156,9 @@ class Facade:
         if self._block_writer is None:
             producer = self.producer
             wal = WalWriter(producer, self.settings.topic("wal"))
-            self._block_writer = BlockWriter(producer, self.blocks_topic, wal)
+            self._block_writer = BlockWriter(
+                producer, self.blocks_topic, wal, lambda: self.partitions(self.blocks_topic)
+            )
         return self._block_writer
 
     async def start(self, app: web.Application) -> None:
@@ -164,6 +166,8 @@ class Facade:
         if self._producer is None and not self.bootstrap:
             raise ConfigError("the facade needs a Kafka bootstrap address")
         missing = [t for t in (self.points_topic, self.ops_topic) if t not in self._partitions]
+        if self.bootstrap and self.blocks_topic not in self._partitions:
+            missing.append(self.blocks_topic)
         if missing:  # before the producer exists: a start refused here leaves nothing open
             self._partitions.update(await asyncio.to_thread(self._topic_partitions, missing))
         if self._producer is None:
@@ -214,7 +218,10 @@ class Facade:
     # -- producing ------------------------------------------------------------
 
     def partitions(self, topic: str) -> int:
-        """The partition count of ``topic`` (the points or operations topic)."""
+        """The partition count of ``topic`` (the points, operations or blocks topic; the
+        blocks topic has the points topic's count where it was not asked for)."""
+        if topic == self.blocks_topic and topic not in self._partitions:
+            topic = self.points_topic
         return self._partitions[topic]
 
     def produce_keyed(self, topic: str, value: bytes, key: bytes) -> asyncio.Future[Any]:

@@ -12,10 +12,11 @@ Auth as every write route: Prometheus sends ``Authorization: Bearer <key>``.
 
 Remote-read (``SAMPLES`` responses): each query's matchers (``=``, ``!=``, ``=~``,
 ``!~``, regexes anchored as Prometheus anchors them) over the same mapping; the equality
-matchers pick candidates from the block store's series index, the others filter them;
-each series' points in the range come from its blocks plus what the workers still
-buffer. Labels come back sorted, ``__name__`` and the entity label included. A series
-only buffered so far, never flushed into a block, is not in the index yet.
+matchers pick candidates from every worker's series (the series index of the partitions
+it owns, and the series it buffers), the others filter them; each series' points in the
+range come from the worker that owns it, its blocks plus what it still buffers
+(:func:`~pipeline.worker.query.read_matching`). Labels come back sorted, ``__name__``
+and the entity label included.
 """
 
 from __future__ import annotations

@@ -9,12 +9,14 @@
     :mod:`~pipeline.facade.ts_bodies`; a large batch off the event loop.
 ``POST /ts/put`` (writer, ``ts_put`` quota)
     One point as a one-point Gorilla block plus its WAL entry
-    (:class:`~pipeline.ts.writer.BlockWriter`); answers once both are acknowledged.
-    Queryable at once, no worker needed.
+    (:class:`~pipeline.ts.writer.BlockWriter`), in its series' partition; answers once
+    both are acknowledged. Queryable at once through the partition's owner.
 ``GET /ts/buffer/stats`` (writer), ``POST /ts/buffer/flush`` (admin, ``flush`` quota)
     The workers' buffers, aggregated (:func:`~pipeline.worker.client.aggregate_ts_stats`).
 ``GET /ts/query``, ``POST /ts/query`` (writer)
-    One series' exact points: durable blocks plus what the workers still buffer. The
+    One series' exact points: durable blocks plus what the workers still buffer, asked
+    of the worker that owns the series' partition
+    (:class:`~pipeline.worker.routing.SeriesRouter`; the facade keeps no blocks). The
     ``POST`` takes the query as a JSON body, for series keys too long for a URL.
 
 The write and query bodies are JSON (batches also NDJSON): a request that declares
@@ -58,7 +60,6 @@ if TYPE_CHECKING:
 
 __all__ = ["THREAD_BODY_BYTES", "TimeSeriesRoutes"]
 
-_QUERY_STORE = "facade-query-blocks.sqlite"  # the facade's own block store file
 THREAD_BODY_BYTES: Final = 256 * 1024
 """Batch bodies larger than this (bytes) are decoded and framed off the event loop."""
 _BUFFERED: Final = b'{"success":true,"buffered":true,"buffer_size":'
@@ -73,7 +74,6 @@ class TimeSeriesRoutes:
     def __init__(self, facade: Facade) -> None:
         self.facade = facade
         self.settings = facade.settings
-        self._query_lock = asyncio.Lock()  # one catch-up of the query store at a time
         self._bodies = PointBodies()
 
     def routes(self) -> list[RouteSpec]:
@@ -207,24 +207,20 @@ class TimeSeriesRoutes:
         self, selector: SeriesSelector, start_ms: int, end_ms: int
     ) -> list[SeriesPoints]:
         """Every series ``selector`` picks with its points in the range (remote-read)."""
-        async with self._query_lock:
-            return await read_matching(
-                self.facade.workers, self.settings, self.facade.bootstrap or "", selector,
-                start_ms=start_ms, end_ms=end_ms,
-                store_path=self.settings.worker.data_dir / _QUERY_STORE,
-            )  # fmt: skip
+        return await read_matching(
+            self.facade.workers, self.settings, self.facade.bootstrap or "", selector,
+            start_ms=start_ms, end_ms=end_ms,
+        )  # fmt: skip
 
     async def _points(self, q: SeriesQuery) -> web.Response:
-        async with self._query_lock:
-            result = await query_series(
-                self.facade.workers,
-                self.settings,
-                self.facade.bootstrap or "",
-                q.metric,
-                q.entity,
-                q.start_ms,
-                q.end_ms,
-                q.tags,
-                store_path=self.settings.worker.data_dir / _QUERY_STORE,
-            )
+        result = await query_series(
+            self.facade.workers,
+            self.settings,
+            self.facade.bootstrap or "",
+            q.metric,
+            q.entity,
+            q.start_ms,
+            q.end_ms,
+            q.tags,
+        )
         return json_response(query_answer(q, result.timestamps.tolist(), result.values.tolist()))

@@ -11,14 +11,14 @@ from __future__ import annotations
 import sqlite3
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, TopicPartition
 
 from pipeline.errors import CorruptBlock
 from pipeline.kafka.consumer import open_consumer, watermark_offsets
@@ -130,6 +130,7 @@ class BlockStore:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(_SCHEMA)
+        self._next_seq: int | None = None
         indexed = self._db.execute("SELECT 1 FROM series_labels LIMIT 1").fetchone()
         if indexed is None and self._db.execute("SELECT 1 FROM blocks LIMIT 1").fetchone():
             self._db.executescript(_BACKFILL)  # a store made before the index existed
@@ -167,41 +168,54 @@ class BlockStore:
             return 0
         consumer.assign(assignment)
         added = 0
-        seq = self._seq()
         deadline = time.monotonic() + timeout_s
         positions = {tp.partition: tp.offset for tp in assignment}
         while ends and time.monotonic() < deadline:
             batch = consumer.consume(10_000, timeout=0.5)
-            rows: list[tuple[Any, ...]] = []
             for msg in batch:
-                if msg.error():
-                    continue
                 p, offset = msg.partition(), msg.offset()
-                if p is None or offset is None:
+                if msg.error() or p is None or offset is None:
                     continue
                 positions[p] = offset + 1
                 if p in ends and offset + 1 >= ends[p]:
                     del ends[p]
-                value = msg.value()
-                if value is None:
-                    continue
-                try:
-                    row = _row(decode_block(value), value, seq + 1)
-                except CorruptBlock:
-                    continue  # counted by the worker that wrote it; never stops a rebuild
-                seq += 1
-                rows.append(row)
-            if not batch:
+            if batch:
+                added += self.store_messages(topic, batch, positions)
+        return added
+
+    def store_messages(
+        self, topic: str, messages: Iterable[Message], positions: Mapping[int, int]
+    ) -> int:
+        """Store the blocks among ``messages`` (records of ``topic``) and ``positions``
+        (partition -> next offset to read; negative ones are left out) in one transaction.
+
+        A record that is no block (an error, no value, a block that does not decode) is
+        skipped: the worker that wrote it counted it, and it never stops a rebuild.
+        Returns the number of new blocks.
+        """
+        if self._next_seq is None:  # kept from here on: this connection is the one writer
+            self._next_seq = self._seq() + 1
+        seq = self._next_seq - 1
+        rows: list[tuple[Any, ...]] = []
+        for msg in messages:
+            value = msg.value()
+            if msg.error() or value is None:
                 continue
-            self._db.execute("BEGIN")
-            before = self._db.total_changes
-            self._db.executemany("INSERT OR IGNORE INTO blocks VALUES (?,?,?,?,?,?,?,?,?)", rows)
-            added += self._db.total_changes - before
-            self._db.executemany(
-                "INSERT OR REPLACE INTO positions VALUES (?, ?, ?)",
-                [(topic, p, off) for p, off in positions.items() if off >= 0],
-            )
-            self._db.execute("COMMIT")
+            try:
+                rows.append(_row(decode_block(value), value, seq + 1))
+            except CorruptBlock:
+                continue
+            seq += 1
+        self._db.execute("BEGIN")
+        before = self._db.total_changes
+        self._db.executemany("INSERT OR IGNORE INTO blocks VALUES (?,?,?,?,?,?,?,?,?)", rows)
+        added = self._db.total_changes - before
+        self._db.executemany(
+            "INSERT OR REPLACE INTO positions VALUES (?, ?, ?)",
+            [(topic, p, off) for p, off in positions.items() if off >= 0],
+        )
+        self._db.execute("COMMIT")
+        self._next_seq = seq + 1
         return added
 
     def query(self, series_key: str, start_ms: int, end_ms: int) -> Points:
@@ -275,6 +289,7 @@ class BlockStore:
             self._db.execute("ROLLBACK")
             raise
         self._db.execute("COMMIT")
+        self._next_seq = None
         return added
 
     def position(self, name: str, partition: int = 0) -> int | None:

@@ -75,7 +75,7 @@ def _run_batch_consumer(app: WorkerApp, context: WorkerContext, consumer: BatchC
 
 def install_ts_stage(app: WorkerApp, context: WorkerContext) -> None:
     """The time-series stage, its batch consumer (group ``<app_id>-ts``) and flush timer."""
-    stage = TSStage(context.settings, context.metrics, context.producer)
+    stage = TSStage(context.settings, context.metrics, context.producer, context.bootstrap)
     context.ts = stage
     consumer = BatchConsumer(
         stage, bootstrap=context.bootstrap, group=f"{context.settings.worker.app_id}-ts"

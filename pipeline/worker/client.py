@@ -191,6 +191,28 @@ class WorkerClient:
         body: object = None,
     ) -> dict[str, Any] | None:
         """One worker's JSON answer to ``path``, or ``None`` if it does not answer (200)."""
+        got = await self.exchange(url, method, path, params=params, body=body)
+        if got is None:
+            return None
+        status, answer = got
+        if status == 400:  # the request itself is wrong: no other worker helps
+            raise InvalidRequest(f"worker {url} refused {path}: {_error_of(answer)}")
+        if status != 200:
+            _LOG.warning("worker %s answered %s to %s", url, status, path)
+            return None
+        return answer
+
+    async def exchange(
+        self,
+        url: str,
+        method: str,
+        path: str,
+        *,
+        params: Mapping[str, str] | None = None,
+        body: object = None,
+    ) -> tuple[int, dict[str, Any]] | None:
+        """One worker's status and JSON object (``{}`` if the body is none), whatever the
+        status; ``None`` if it does not answer."""
         data = None if body is None else orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY)
         try:
             async with self._client().request(
@@ -201,16 +223,18 @@ class WorkerClient:
                 headers=self._headers,
             ) as resp:
                 raw = await resp.read()
-                if resp.status == 400:  # the request itself is wrong: no other worker helps
-                    raise InvalidRequest(f"worker {url} refused {path}: {_error_of(raw)}")
-                if resp.status != 200:
-                    _LOG.warning("worker %s answered %s to %s", url, resp.status, path)
-                    return None
-                loaded: dict[str, Any] = orjson.loads(raw)
-                return loaded
-        except (aiohttp.ClientError, TimeoutError, orjson.JSONDecodeError) as exc:
+                status = resp.status
+        except (aiohttp.ClientError, TimeoutError) as exc:
             _LOG.info("worker %s does not answer %s: %s", url, path, exc)
             return None
+        try:
+            loaded = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            if status == 200:
+                _LOG.info("worker %s answered %s with no JSON", url, path)
+                return None
+            loaded = {"error": raw[:200].decode("utf-8", "replace")}
+        return status, loaded if isinstance(loaded, dict) else {"value": loaded}
 
     async def ask_all(
         self,
@@ -334,12 +358,8 @@ def run_with_client(
     return asyncio.run(run())
 
 
-def _error_of(body: bytes) -> str:
-    """The ``error`` of a worker's JSON answer, else the start of its body."""
-    try:
-        reply = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        reply = None
-    if isinstance(reply, dict) and isinstance(reply.get("error"), str):
+def _error_of(reply: Mapping[str, Any]) -> str:
+    """The ``error`` of a worker's JSON answer, else the start of it."""
+    if isinstance(reply.get("error"), str):
         return str(reply["error"])
-    return body[:200].decode("utf-8", "replace")
+    return orjson.dumps(reply)[:200].decode("utf-8", "replace")

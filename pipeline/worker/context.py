@@ -67,9 +67,12 @@ class WorkerApp(faust.App):
     context: WorkerContext
 
     async def on_shutdown(self) -> None:
-        """Close the producer, after the ingest services (children) flushed and stopped."""
+        """Close the producer and the block stores, after the ingest services (children)
+        flushed and stopped."""
         await super().on_shutdown()
         await asyncio.to_thread(self.context.producer.close)
+        if self.context.ts is not None:
+            await asyncio.to_thread(self.context.ts.close)
 
 
 def context_of(app: Any) -> WorkerContext:

@@ -14,6 +14,18 @@ path                       method  answer
                                    body (series keys too long for a URL)
 ``/ts/buffered/series``    GET     ``{"series": [KEY, ...]}``: every series with points
                                    buffered now (remote-read finds unflushed series)
+``/ts/partitions``         GET     ``{"topic", "partition_count", "owned", "ready",
+                                   "catch_ups"}``: the blocks-topic partitions whose
+                                   series this worker answers for
+``/ts/query``              POST    ``{"series": KEY | [KEY, ...], "start", "end",
+                                   "buffered"?, "wait_ms"?}`` -> ``{"results":
+                                   [{series, timestamps, values}], "moved", "behind",
+                                   "partition_count", "owned"}``; **421** when every
+                                   series asked for is another worker's (moved),
+                                   503 when their stores are still catching up
+``/ts/series``             POST    ``{"metric"?, "entity"?, "tags"?}`` -> ``{"series",
+                                   "owned"}``: the series of the owned partitions
+                                   with those exact parts (stored or buffered)
 ``/vectors/buffer/stats``  GET     the roadmap's vector buffer stats + ``live_vectors``,
                                    ``shards``, ``pending_records``, ``dead_letters``
 ``/vectors/buffer/flush``  POST    ``{"success", "vectors_flushed"}`` once snapshotted
@@ -27,6 +39,12 @@ path                       method  answer
 ``worker.page_key`` set, every page but ``/metrics`` answers 401 unless the request
 carries ``Authorization: Bearer <page_key>``; a worker bound beyond loopback refuses to
 start without one (:func:`pipeline.worker.app.create_app`).
+
+A series is answered by the worker that owns its partition (docs/operations.md, "Queries
+routed to the owner"): the points and blocks of partition ``p`` are the consumer group's
+assignment of ``p``. Asked for a series of a partition it does not own, ``/ts/query``
+answers 421 Misdirected Request with the same body (``moved`` names the series, ``owned``
+its partitions); the caller asks ``/ts/partitions`` again and retries at the owner.
 """
 
 from __future__ import annotations
@@ -44,6 +62,9 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from pipeline.errors import InvalidRecord
 from pipeline.http_heads import QuietRunner
 from pipeline.ingest.buffer_core import FlushReason
+from pipeline.ts.owned_blocks import Readiness
+from pipeline.ts.point import parse_series_key
+from pipeline.ts.writer import block_partition
 from pipeline.worker.context import WorkerApp, context_of
 
 __all__ = [
@@ -51,6 +72,9 @@ __all__ = [
     "TS_BUFFERED",
     "TS_BUFFERED_SERIES",
     "TS_FLUSH",
+    "TS_PARTITIONS",
+    "TS_QUERY",
+    "TS_SERIES",
     "TS_STATS",
     "VECTORS_DUMP",
     "VECTORS_FLUSH",
@@ -65,6 +89,11 @@ TS_STATS: Final = "/ts/buffer/stats"
 TS_FLUSH: Final = "/ts/buffer/flush"
 TS_BUFFERED: Final = "/ts/buffered"
 TS_BUFFERED_SERIES: Final = "/ts/buffered/series"
+TS_PARTITIONS: Final = "/ts/partitions"
+TS_QUERY: Final = "/ts/query"
+TS_SERIES: Final = "/ts/series"
+MAX_WAIT_MS: Final = 30_000
+"""The longest ``wait_ms`` a ``/ts/query`` may ask for (milliseconds)."""
 VECTORS_STATS: Final = "/vectors/buffer/stats"
 VECTORS_FLUSH: Final = "/vectors/buffer/flush"
 VECTORS_SEARCH: Final = "/vectors/search"
@@ -176,6 +205,116 @@ class TSBufferedSeriesPage(_Page):
         return self.json({"series": stage.buffer.buffered_series()})
 
 
+async def _json_body(request: Request) -> dict[str, Any]:
+    try:
+        body = await request.json()
+    except ValueError:
+        body = None
+    return body if isinstance(body, dict) else {}
+
+
+class TSPartitionsPage(_Page):
+    async def get(self, request: Request) -> Response:
+        stage = context_of(self.app).require_ts()
+        count = await asyncio.to_thread(stage.partition_count)
+        store = stage.store
+        return self.json(
+            {
+                "topic": stage.blocks_topic,
+                "partition_count": count,
+                "owned": store.owned(),
+                "ready": store.ready(),
+                "catch_ups": [c.to_dict() for c in store.catch_ups],
+            }
+        )
+
+
+class TSQueryPage(_Page):
+    async def post(self, request: Request) -> Response:
+        """Points of series this worker owns; the others named in ``moved`` (421 if all)."""
+        stage = context_of(self.app).require_ts()
+        body = await _json_body(request)
+        try:
+            keys = body["series"]
+            keys = [keys] if isinstance(keys, str) else keys
+            if not isinstance(keys, list) or not all(isinstance(k, str) for k in keys):
+                raise TypeError(keys)
+            start, end = int(body["start"]), int(body["end"])
+            wait_ms = min(MAX_WAIT_MS, max(0, int(body.get("wait_ms", 5000))))
+        except (KeyError, TypeError, ValueError):
+            return cast(Response, self._refuse(400, _QUERY_FIELDS))
+        got = await stage.series_points(
+            keys, start, end, buffered=body.get("buffered", True) is not False,
+            wait_s=wait_ms / 1000,
+        )  # fmt: skip
+        results, moved, behind = [], [], []
+        for key, answer in got.items():
+            if answer is Readiness.NOT_OWNED:
+                moved.append(key)
+            elif answer is Readiness.BEHIND:
+                behind.append(key)
+            elif not isinstance(answer, Readiness):
+                ts, vs = answer
+                results.append({"series": key, "timestamps": _b64(ts, "<i8"),
+                                "values": _b64(vs, "<f8")})  # fmt: skip
+        reply: dict[str, Any] = {
+            "success": True, "results": results, "moved": moved, "behind": behind,
+            "partition_count": stage.partition_count(), "owned": stage.store.owned(),
+        }  # fmt: skip
+        if keys and not results:
+            status = 421 if moved and not behind else 503
+            error = _MOVED if status == 421 else _BEHIND
+            return self.json(reply | {"success": False, "error": error}, status=status)
+        return self.json(reply)
+
+
+class TSSeriesPage(_Page):
+    async def post(self, request: Request) -> Response:
+        """The owned partitions' series with the exact parts asked for (any, when absent)."""
+        stage = context_of(self.app).require_ts()
+        body = await _json_body(request)
+        metric, entity, tags = body.get("metric"), body.get("entity"), body.get("tags") or {}
+        if not (
+            all(isinstance(v, str | None) for v in (metric, entity))
+            and isinstance(tags, dict)
+            and all(isinstance(v, str) for v in tags.values())
+        ):
+            return cast(Response, self._refuse(400, _SERIES_FIELDS))
+        owned = stage.store.owned()
+        stored = await asyncio.to_thread(stage.store.series_matching, metric, entity, tags)
+        count = await asyncio.to_thread(stage.partition_count)
+        buffered = [
+            key for key in stage.buffer.buffered_series()
+            if block_partition(key, count) in owned and _exact(key, metric, entity, tags)
+        ]  # fmt: skip
+        return self.json({"series": sorted({*stored, *buffered}), "owned": owned})
+
+
+def _exact(key: str, metric: str | None, entity: str | None, tags: dict[str, str]) -> bool:
+    """Whether ``key`` has these exact parts (what the series index answers for a store)."""
+    try:
+        got_metric, got_entity, got_tags = parse_series_key(key)
+    except InvalidRecord:
+        return False  # no key the index can read
+    return (
+        metric in (None, got_metric)
+        and entity in (None, got_entity)
+        and all(got_tags.get(name) == value for name, value in tags.items())
+    )
+
+
+_QUERY_FIELDS: Final = (
+    "'series' (a string or an array of strings), 'start' and 'end' (integer milliseconds) "
+    "are required; 'wait_ms' is an integer"
+)
+_SERIES_FIELDS: Final = "'metric', 'entity' (strings) and 'tags' (an object of strings)"
+_MOVED: Final = (
+    "this worker does not own the partition of the series asked for (421: ask "
+    "/ts/partitions of the workers and retry at the owner)"
+)
+_BEHIND: Final = "the block store of this series' partition is still catching up; retry"
+
+
 class VectorStatsPage(_Page):
     async def get(self, request: Request) -> Response:
         stage = context_of(self.app).require_vectors()
@@ -258,6 +397,9 @@ def install_pages(app: WorkerApp) -> None:
         app.page(TS_FLUSH)(TSFlushPage)
         app.page(TS_BUFFERED)(TSBufferedPage)
         app.page(TS_BUFFERED_SERIES)(TSBufferedSeriesPage)
+        app.page(TS_PARTITIONS)(TSPartitionsPage)
+        app.page(TS_QUERY)(TSQueryPage)
+        app.page(TS_SERIES)(TSSeriesPage)
     if context.vectors is not None:
         app.page(VECTORS_GET)(VectorGetPage)
         app.page(VECTORS_DUMP)(VectorDumpPage)

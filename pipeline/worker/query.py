@@ -1,31 +1,27 @@
 """Reads over the workers: one series' exact points (durable blocks plus buffers), k-NN.
 
-Blocks come from a local :class:`~pipeline.ts.store.BlockStore`, caught up from the
-blocks topic first (:func:`~pipeline.ts.store.read_durable`). Points still in a
-worker's TSAutoBuffer come from the workers' ``/ts/buffered`` pages when
-``include_buffered`` is true; a worker that does not answer contributes nothing.
-Where a timestamp appears twice (a replayed range) the last write wins, and buffered
-points are newer than any block.
+A series is read from the worker that owns its partition
+(:class:`~pipeline.worker.routing.SeriesRouter`): that worker keeps the blocks of its
+partitions in a local store, caught up from those partitions of the blocks topic alone,
+and merges them with the points it still buffers or is writing (the last write wins;
+buffered points are newer than any block). No query reads the whole blocks topic, and
+no process but the owner keeps a copy of a series' blocks. A selector (remote-read) asks
+every worker for its series, keeps what the selector keeps, and reads each series from
+its owner.
 """
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from pipeline.config import Settings
-from pipeline.kafka.broker import require_broker
+from pipeline.errors import InvalidRecord
 from pipeline.ts.point import parse_series_key, series_key
-from pipeline.ts.store import (
-    BlockStore,
-    SeriesPoints,
-    SeriesSelector,
-    merge_last_wins,
-    read_durable,
-)
+from pipeline.ts.store import SeriesPoints, SeriesSelector
 from pipeline.worker.client import Hit, WorkerClient, run_with_client, worker_urls
+from pipeline.worker.routing import router_of
 
 __all__ = ["query", "query_series", "read_matching", "search"]
 
@@ -43,20 +39,18 @@ async def query_series(  # noqa: PLR0917 - the series and its range, as the road
     include_buffered: bool = True,
     store_path: Path | None = None,
 ) -> SeriesPoints:
-    """Points of a series with ``start_ms <= timestamp_ms <= end_ms``, in timestamp order.
+    """Points of a series with ``start_ms <= timestamp_ms <= end_ms``, in timestamp order,
+    from the worker that owns the series' partition.
 
-    ``store_path`` is the SQLite file of this process's block store (default
-    ``<data_dir>/query-blocks.sqlite``; one file per process that queries).
+    ``include_buffered`` false: its durable blocks only. ``settings``, ``bootstrap`` and
+    ``store_path`` are not used any more (the owner reads its own store); they stay for
+    callers of the earlier signature. Raises
+    :class:`~pipeline.errors.WorkerUnavailable` when no owner answers in time.
     """
+    del settings, bootstrap, store_path
     key = series_key(metric, entity, tags)
-    path = store_path or settings.worker.data_dir / "query-blocks.sqlite"
-    durable = await asyncio.to_thread(
-        read_durable, bootstrap, settings.topic("ts.blocks"), path, key, start_ms, end_ms
-    )
-    parts = [durable]
-    if include_buffered:
-        parts += await client.buffered_points(key, start_ms, end_ms)
-    ts, vs = merge_last_wins(parts)
+    got = await router_of(client).points([key], start_ms, end_ms, buffered=include_buffered)
+    ts, vs = got[key]
     return SeriesPoints(key, ts, vs)
 
 
@@ -68,43 +62,25 @@ async def read_matching(
     *,
     start_ms: int,
     end_ms: int,
-    store_path: Path,
+    store_path: Path | None = None,
 ) -> list[SeriesPoints]:
-    """Every stored series the selector picks, with its points in ``start_ms..end_ms``
-    (blocks, then what the workers still buffer; last write wins), series without points
-    left out. The block store is caught up first; its series index picks the candidates,
-    with the series only the workers' buffers hold so far (``/ts/buffered/series``)."""
-
-    buffered_only = await client.buffered_series()
-
-    def durable() -> list[tuple[str, Any]]:
-        store = BlockStore(store_path)
-        try:
-            store.catch_up(bootstrap, settings.topic("ts.blocks"))
-            keys = set(store.series_matching(selector.metric, selector.entity, selector.tags))
-            keys |= {key for key in buffered_only if _exactly(selector, key)}
-            kept = sorted(key for key in keys if selector.keep(*parse_series_key(key)))
-            return [(key, store.query(key, start_ms, end_ms)) for key in kept]
-        finally:
-            store.close()
-
-    found = []
-    for key, points in await asyncio.to_thread(durable):
-        buffered = await client.buffered_points(key, start_ms, end_ms)
-        ts, vs = merge_last_wins([points, *buffered])
-        if len(ts):
-            found.append(SeriesPoints(key, ts, vs))
-    return found
+    """Every series the selector picks, with its points in ``start_ms..end_ms`` (blocks,
+    then what the owner still buffers; last write wins), series without points left out,
+    sorted by key. Each worker names its series with the selector's exact parts (stored
+    or only buffered so far); ``selector.keep`` decides on the rest. ``settings``,
+    ``bootstrap`` and ``store_path`` are not used any more."""
+    del settings, bootstrap, store_path
+    router = router_of(client)
+    kept = [key for key in await router.series(selector) if _keeps(selector, key)]
+    got = await router.points(kept, start_ms, end_ms)
+    return [SeriesPoints(key, *got[key]) for key in kept if len(got[key][0])]
 
 
-def _exactly(selector: SeriesSelector, key: str) -> bool:
-    """Whether ``key`` has the selector's exact parts (what the series index would answer)."""
-    metric, entity, tags = parse_series_key(key)
-    return (
-        selector.metric in (None, metric)
-        and selector.entity in (None, entity)
-        and all(tags.get(name) == value for name, value in selector.tags.items())
-    )
+def _keeps(selector: SeriesSelector, key: str) -> bool:
+    try:
+        return selector.keep(*parse_series_key(key))
+    except InvalidRecord:
+        return False  # a key no matcher can read (the series index holds none)
 
 
 def query(
@@ -118,14 +94,14 @@ def query(
     include_buffered: bool = True,
     store_path: Path | None = None,
 ) -> SeriesPoints:
-    """:func:`query_series` for synchronous callers, asking the workers ``settings`` name."""
-    bootstrap = settings.kafka.bootstrap_servers or require_broker(settings).bootstrap_servers
+    """:func:`query_series` for synchronous callers, asking the workers ``settings`` name
+    (``store_path`` is not used any more)."""
     return run_with_client(
         worker_urls(settings),
         lambda client: query_series(
             client,
             settings,
-            bootstrap,
+            "",
             metric,
             entity,
             start_ms,

@@ -14,8 +14,12 @@ committed offset never passes a point that is only in memory.
 
 Blocks are keyed by a deterministic id: a range replayed after a crash produces the
 same blocks (or blocks holding the same points), and queries keep one value per
-timestamp. Malformed records go to the dead-letter topic first; the batch's offsets
-can only be committed once those dead letters are durable.
+timestamp. A block goes to the blocks-topic partition of its series, the partition its
+points came from; the stage keeps those partitions' blocks in :class:`OwnedBlocks`
+(``<data_dir>/ts-blocks``), so it answers queries for its own series
+(:meth:`TSStage.series_points`): blocks, then what is being written, then what is
+buffered, the last write winning. Malformed records go to the dead-letter topic first;
+the batch's offsets can only be committed once those dead letters are durable.
 """
 
 from __future__ import annotations
@@ -42,8 +46,10 @@ from pipeline.ts.buffer import PointRun, SeriesBatch, TSAutoBuffer
 from pipeline.ts.json_batch import DecodedPoint, JsonPointDecoder
 from pipeline.ts.json_columns import scan_columns
 from pipeline.ts.line_protocol import is_line_protocol, parse_series
+from pipeline.ts.owned_blocks import OwnedBlocks, Readiness, same_partition_count
 from pipeline.ts.point import FRAME_MAGIC, SeriesArrays, decode_frame
-from pipeline.ts.writer import BlockWrite, BlockWriter
+from pipeline.ts.store import Points, merge_last_wins
+from pipeline.ts.writer import BlockWrite, BlockWriter, block_partition
 from pipeline.wal.writer import WalWriter
 
 __all__ = ["MAX_WRITES_IN_FLIGHT", "TSStage"]
@@ -58,11 +64,22 @@ class TSStage:
     """State of the time-series stage in one worker."""
 
     def __init__(
-        self, settings: Settings, metrics: PipelineMetrics, producer: AsyncProducer
+        self,
+        settings: Settings,
+        metrics: PipelineMetrics,
+        producer: AsyncProducer,
+        bootstrap: str | None = None,
     ) -> None:
         self.settings = settings
         self.metrics = metrics
         self.topic = settings.topic("ts.points")
+        self.blocks_topic = settings.topic("ts.blocks")
+        self.bootstrap = bootstrap or settings.kafka.bootstrap_servers or ""
+        self.store = OwnedBlocks(
+            self.bootstrap, self.blocks_topic, settings.worker.data_dir / "ts-blocks"
+        )
+        """The blocks of the partitions this worker owns: what its queries read."""
+        self._partitions = 0
         self.buffer = TSAutoBuffer(settings.ts_auto_buffer)
         self.offsets = OffsetTracker()
         self.dead_letters = DeadLetterWriter(producer, settings.topic("deadletter"), metrics)
@@ -72,7 +89,10 @@ class TSStage:
         for reason in FlushReason:
             metrics.ts_flush_count.labels(reason=reason.value)
         self.writer = BlockWriter(
-            producer, settings.topic("ts.blocks"), WalWriter(producer, settings.topic("wal"))
+            producer,
+            self.blocks_topic,
+            WalWriter(producer, settings.topic("wal")),
+            self.partition_count,
         )
         self._decoder = JsonPointDecoder()
         self._partition_of: dict[str, int] = {}
@@ -81,6 +101,8 @@ class TSStage:
         # Writes behind the hot path: at most this many flushes in flight at once.
         self._slots = asyncio.Semaphore(MAX_WRITES_IN_FLIGHT)
         self._inflight: set[asyncio.Task[None]] = set()
+        self._sending: dict[int, list[SeriesBatch]] = {}
+        """Flushed batches whose blocks are not acknowledged yet (queries see them)."""
         self._failure: BaseException | None = None
         self.blocks_written = 0
         """Blocks this worker wrote that the broker acknowledged."""
@@ -200,14 +222,23 @@ class TSStage:
         return parts, ends, units, rejected
 
     async def on_assigned(self, partitions: set[int]) -> None:
-        """Nothing to open: the buffer starts empty and fills from the committed offset."""
+        """Open the block stores of ``partitions`` (they catch up in the background); the
+        buffer starts empty and fills from the committed offset."""
+        await asyncio.to_thread(self.partition_count)
+        await asyncio.to_thread(self.store.assign, partitions)
 
     async def on_revoked(self, partitions: set[int]) -> None:
-        """Make the series of ``partitions`` durable before the partitions move on."""
+        """Make the series of ``partitions`` durable before the partitions move on.
+
+        Their stores go first: a query from now on is sent on to the new owner (which
+        reads what this flush writes), never answered here without the flushed points.
+        """
+        self.store.revoke(partitions)
         await self.flush(FlushReason.REVOKE, self._series_of(partitions))
 
     async def on_lost(self, partitions: set[int]) -> None:
         """Drop the series of ``partitions`` unwritten: their new owner replays them."""
+        self.store.revoke(partitions)
         async with self._flush_lock:
             await self.drain()
             dropped = self.buffer.flush(self._series_of(partitions), reason=FlushReason.REVOKE)
@@ -226,6 +257,63 @@ class TSStage:
     def assigned_partitions(self) -> list[int]:
         """The input partitions this worker holds now, sorted."""
         return [] if self.consumer is None else sorted(self.consumer.assigned)
+
+    def partition_count(self) -> int:
+        """The blocks (and points) topics' partition count, asked of the broker once."""
+        if not self._partitions:
+            self._partitions = same_partition_count(self.bootstrap, self.topic, self.blocks_topic)
+        return self._partitions
+
+    # -- reading ----------------------------------------------------------------
+
+    def partition_of(self, series_key: str) -> int:
+        """The partition of a series (points and blocks topics alike)."""
+        return block_partition(series_key, self.partition_count())
+
+    async def series_points(
+        self, keys: Sequence[str], start_ms: int, end_ms: int, *, buffered: bool, wait_s: float
+    ) -> dict[str, Points | Readiness]:
+        """Each series' points with ``start_ms <= t <= end_ms``, sorted, the last write
+        winning: stored blocks, blocks being written, then (``buffered``) the buffer.
+        :attr:`Readiness.NOT_OWNED` for a series whose partition is not this worker's,
+        :attr:`Readiness.BEHIND` when its store did not catch up within ``wait_s`` s."""
+        count = await asyncio.to_thread(self.partition_count)
+        partition = {key: block_partition(key, count) for key in keys}
+        # Buffer and flushes in flight first, then the store up to the partition's end
+        # read after them: a point is in one or the other however a flush goes meanwhile.
+        parts = {key: [self._sent_points(key)] for key in keys}
+        for key in keys if buffered else ():
+            parts[key].append(self.buffer.buffered_points(key, start_ms, end_ms))
+        ready = {
+            p: await asyncio.to_thread(self.store.wait_current, p, wait_s)
+            for p in sorted(set(partition.values()))
+        }
+
+        def read() -> dict[str, Points | Readiness]:
+            out: dict[str, Points | Readiness] = {}
+            for key in keys:
+                p = partition[key]
+                current = ready[p] is Readiness.CURRENT
+                stored = self.store.points(p, key, start_ms, end_ms) if current else None
+                if stored is None:
+                    out[key] = Readiness.NOT_OWNED if current else ready[p]
+                    continue
+                ts, vs = merge_last_wins([stored, *parts[key]])
+                keep = (ts >= start_ms) & (ts <= end_ms)
+                out[key] = ts[keep], vs[keep]
+            return out
+
+        return await asyncio.to_thread(read)
+
+    def _sent_points(self, series_key: str) -> Points:
+        """The points of ``series_key`` in flushes not acknowledged yet, oldest first."""
+        sent = [b for batches in self._sending.values() for b in batches]
+        return merge_last_wins(
+            [(b.timestamps, b.values) for b in sent if b.series_key == series_key]
+        )
+
+    def close(self) -> None:
+        self.store.close()  # the files stay for the next start
 
     # -- writing --------------------------------------------------------------
 
@@ -295,6 +383,7 @@ class TSStage:
             write = self.writer.send((b.series_key, b.timestamps, b.values) for b in batches)
         except InvalidArgument:
             return self._send_apart(batches, t0)
+        self._sending[id(write)] = batches
         return self._complete(write, batches, t0)
 
     async def _send_apart(self, batches: list[SeriesBatch], t0: float) -> None:
@@ -322,6 +411,7 @@ class TSStage:
                 self.offsets.release_all(batch.tokens)
         if good:
             write = self.writer.send((b.series_key, b.timestamps, b.values) for b in good)
+            self._sending[id(write)] = good
             await self._complete(write, good, t0)
 
     def _series_letter(self, batch: SeriesBatch, exc: Exception) -> DeadLetter:
@@ -340,7 +430,10 @@ class TSStage:
 
     async def _complete(self, write: BlockWrite, batches: list[SeriesBatch], t0: float) -> None:
         # The blocks and their WAL entries are durable before any offset moves past them.
-        await write.durable()
+        try:
+            await write.durable()
+        finally:
+            self._sending.pop(id(write), None)
         self.blocks_written += write.blocks
         self.buffer.record_durable(write.points, write.block_bytes)
         for batch in batches:

@@ -11,10 +11,13 @@ from typing import Any
 
 import numpy as np
 import pytest
+from confluent_kafka import TopicPartition
 
+from pipeline.kafka.consumer import open_consumer, watermark_offsets
 from pipeline.kafka.local_broker import free_port
 from pipeline.ts.block import decode_block
 from pipeline.ts.point import series_key
+from pipeline.ts.writer import block_partition
 from tests.fixtures.broker import MakeSettings
 from tests.fixtures.facade import (
     ADMIN,
@@ -190,9 +193,9 @@ def test_feature_flag_off_answers_503_while_direct_writes_are_durable_and_rate_l
         status, body, headers = facade.call("POST", "/ts/put", point, WRITER)
         assert status == 429
         assert int(headers["Retry-After"]) >= 1
-        # No worker runs: the point comes back from its durable one-point block alone,
-        # the only block written (the 429 wrote none) and nothing went to the points topic.
-        assert _points(facade, "metric=mem&entity=s2") == [[6, 1.25]]
+        # No worker runs (a query would wait for the series' owner): the point is in its
+        # durable one-point block, the only block written (the 429 wrote none), in its
+        # series' partition, and nothing went to the points topic.
         bootstrap = settings.kafka.bootstrap_servers
         assert bootstrap
         on_topic = records_on(bootstrap, settings.topic("ts.blocks"))
@@ -200,6 +203,13 @@ def test_feature_flag_off_answers_503_while_direct_writes_are_durable_and_rate_l
         assert [(b.series_key, b.points()[0].tolist(), b.points()[1].tolist()) for b in blocks] == [
             (series_key("mem", "s2", {}), [6], [1.25])
         ]
+        partition = block_partition(series_key("mem", "s2", {}), 2)  # 2 partitions a topic
+        with open_consumer(bootstrap, "ends") as consumer:
+            ends = [
+                watermark_offsets(consumer, TopicPartition(settings.topic("ts.blocks"), p))[1]
+                for p in (0, 1)
+            ]
+        assert ends == [int(p == partition) for p in (0, 1)], "the block in its series' partition"
         assert points_on(bootstrap, settings.topic("ts.points")) == []
         status, body, _ = facade.call(
             "POST", "/vectors/add/buffered", {"pk": "a", "vector": [0.5] * DIM}, WRITER

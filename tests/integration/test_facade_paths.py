@@ -1,5 +1,6 @@
 """The facade's paths that need the real broker: a start-up without its topics, durable
-points that are NaN or infinite read back through the query, and ``themis facade``
+points that are NaN or infinite read back through the query (from the worker that owns
+the series), and ``themis facade``
 serving HTTPS with client certificates, its flags over its settings."""
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from tests.fixtures.support import (
     THEMIS,
     settings_as_env,
     start_process,
+    start_themis_worker,
     stop_process,
     wait_until,
 )
@@ -54,10 +56,12 @@ def test_a_facade_whose_topics_do_not_exist_refuses_to_start_naming_the_topic(
     asyncio.run(main())
 
 
-def test_durable_nan_and_infinities_come_back_as_text_without_any_worker(
-    make_settings: MakeSettings,
+def test_durable_nan_and_infinities_come_back_as_text_from_the_series_owner(
+    make_settings: MakeSettings, tmp_path: Path
 ) -> None:
-    facade = FacadeThread(facade_settings(make_settings))  # its worker URL: nothing there
+    settings = facade_settings(make_settings)
+    worker = start_themis_worker(settings_as_env(settings), tmp_path / "worker.log")
+    facade = FacadeThread(settings)
     try:
         key = series_key("temp", "probe", {"site": "a"})
         ts = np.array([1, 2, 3, 4], np.int64)
@@ -83,6 +87,7 @@ def test_durable_nan_and_infinities_come_back_as_text_without_any_worker(
         assert (status, body["points"]) == (200, expected[1:3])
     finally:
         facade.close()
+        stop_process(worker)
 
 
 def _https(
