@@ -151,7 +151,7 @@ class SeriesRouter:
             answers = await self.client.ask_all("POST", pages.TS_SERIES, body=body, require=False)
             owned = {int(p) for page in answers.pages for p in page["owned"]}
             missing = set(range(self.partition_count)) - owned
-            if not missing:
+            if self.partition_count and not missing:
                 return sorted({key for page in answers.pages for key in page["series"]})
             if time.monotonic() + wait > deadline:
                 await self.refresh()  # no worker answers at all: says so
