@@ -143,6 +143,18 @@ def _train_dictionary(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _partitions(args: argparse.Namespace, settings: Settings) -> int:
+    from pipeline.replication.topics import grow_wal_partitions
+
+    if not settings.kafka.bootstrap_servers:
+        raise ThemisError(
+            "themis wal partitions changes the primary's WAL: set KAFKA_BOOTSTRAP_SERVERS"
+        )
+    before, after = grow_wal_partitions(settings.kafka.bootstrap_servers, settings, args.count)
+    print(json.dumps({"topic": settings.topic("wal"), "before": before, "after": after}))
+    return 0
+
+
 def _replica_dir(settings: Settings, name: str) -> Path:
     return settings.worker.data_dir / f"replica-{name}"
 
@@ -270,6 +282,12 @@ def add_wal_arguments(wal: argparse.ArgumentParser) -> None:
     train.add_argument("--entries", type=int, default=5000, help="WAL entries to learn from")
     train.add_argument("--size", type=int, default=16 * 1024, help="dictionary bytes at most")
     train.set_defaults(handler=_train_dictionary)
+
+    grow = sub.add_parser(
+        "partitions", help="add partitions to the primary's WAL topic (docs/operations.md)"
+    )
+    grow.add_argument("--count", type=int, required=True, help="the WAL's new partition count")
+    grow.set_defaults(handler=_partitions)
 
     apply = sub.add_parser("apply", help="apply WAL batches from the replica cluster")
     apply.add_argument("--replica", required=True, metavar="NAME")

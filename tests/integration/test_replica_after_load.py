@@ -28,6 +28,7 @@ from pipeline.ts.producer import TSProducer
 from pipeline.ts.store import BlockStore
 from pipeline.vectors.ops import OpType, VectorOp
 from pipeline.vectors.producer import VectorProducer
+from pipeline.wal.writer import topic_partition_count
 from pipeline.worker import pages
 from pipeline.worker.process import WorkerProcess
 from tests.fixtures.broker import MakeSettings
@@ -173,8 +174,20 @@ def test_replica_equals_the_primary_after_a_load_of_points_adds_re_adds_and_remo
             timeout_s=30,
             what="lag_ms 0",
         )
-        [row] = shipper.stats()["replicas"]
+        stats = shipper.stats()
+        [row] = stats["replicas"]
         assert 0 < row["last_entry_lag_ms"] < 30_000
+        # One WAL partition per input partition, each with its own LSNs, shipped on its
+        # own; the rows per partition sum to the replica's and the shipper's totals.
+        inputs = topic_partition_count(bootstrap, settings.topic("vectors.ops"))
+        assert stats["stats"]["wal_partitions"] == inputs > 1
+        rows = row["partitions"]
+        confirmed = [int(r["last_confirmed_lsn"], 16) for r in rows]
+        assert len(confirmed) == inputs
+        assert sum(lsn > 0 for lsn in confirmed) > 1
+        assert state.applied_lsns() == dict(enumerate(confirmed))
+        assert sum(r["entries_shipped"] for r in rows) == stats["stats"]["total_entries_shipped"]
+        assert sum(r["batches"] for r in rows) == stats["stats"]["total_batches"]
         probes = rng.normal(0, 1, (5, DIM)).astype(np.float32)
         primary_top = [_primary_top_k(worker, p) for p in probes]
     finally:
