@@ -20,12 +20,17 @@ Layout (every integer little-endian)
     offset  size    field
     ======  ======  ====================================================
     0       4       magic ``TWB1`` or ``TWB2``
-    4       1       format version (u8), 1 or 2 (the magic's digit)
+    4       1       format version (u8), 1 or 2 (the magic's digit); bit 7
+                    set (0x81, 0x82) when byte 7 names a WAL partition >= 1
     5       1       codec (u8): 0 = none, 1 = zstd
     6       1       flags (u8): bit 0 = the batch carries its dictionary
     7       1       WAL partition (u8) the LSNs count in, 0-255; written 0
                     (reserved) before issue 17's partitioned WAL, so a
-                    batch of an older primary is partition 0's
+                    batch of an older primary is partition 0's. A batch of
+                    partition >= 1 sets bit 7 of byte 4: a replica built
+                    before partitions refuses it ("format 129/130 is not
+                    supported") instead of applying it as partition 0's,
+                    and takes partition 0's batches as it always did
     8       4       dictionary id (u32), 0 = no dictionary
     12      8       first LSN (u64)
     20      8       last LSN (u64)
@@ -65,13 +70,13 @@ import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import IntEnum
-from pathlib import Path
 from typing import Final
 
 import zstandard
 
-from pipeline.errors import ConfigError, CorruptBatch, InvalidArgument, UnknownDictionary
+from pipeline.errors import CorruptBatch, InvalidArgument, UnknownDictionary
 from pipeline.limits import MAX_DECOMPRESSED_BYTES
+from pipeline.wal.dictionary import Dictionary, train_dictionary
 from pipeline.wal.entry import EntryType, WalEntry
 from pipeline.wal.sections import bounded_decompress, decode_body, encode_body
 
@@ -101,6 +106,8 @@ MAX_UNCOMPRESSED_BYTES: Final = MAX_DECOMPRESSED_BYTES
 MAX_PARTITION: Final = 0xFF
 """The highest WAL partition a batch can name (its header holds it in one byte)."""
 _FLAG_CARRIES_DICTIONARY: Final = 0x01
+_PARTITIONED: Final = 0x80
+"""Bit 7 of the format version byte: byte 7 names a WAL partition >= 1."""
 _HEAD: Final = struct.Struct("<4sBBBBIQQIQIHI")  # up to, not including, the CRC
 _CRC: Final = struct.Struct("<I")
 _HEADER_BYTES: Final = _HEAD.size + _CRC.size
@@ -122,37 +129,6 @@ class Codec(IntEnum):
             raise InvalidArgument(
                 f"unknown WAL compression {name!r}; allowed: none, zstd"
             ) from None
-
-
-@dataclass(frozen=True, slots=True)
-class Dictionary:
-    """A trained zstd dictionary: its id (zstd's) and its bytes."""
-
-    dictionary_id: int
-    data: bytes
-
-    @classmethod
-    def from_bytes(cls, data: bytes) -> Dictionary:
-        dict_id = zstandard.ZstdCompressionDict(data).dict_id()
-        if dict_id == 0:
-            raise InvalidArgument(
-                "not a zstd dictionary with an id (raw content dictionaries have none)"
-            )
-        return cls(dict_id, bytes(data))
-
-    @classmethod
-    def from_file(cls, path: str | Path, setting: str) -> Dictionary:
-        """The dictionary in the file at ``path``; ``ConfigError`` naming ``setting`` when
-        the file is missing or holds no zstd dictionary with an id."""
-        try:
-            return cls.from_bytes(Path(path).read_bytes())
-        except OSError as exc:
-            raise ConfigError(f"{setting}: cannot read {path}: {exc.strerror}") from None
-        except InvalidArgument as exc:
-            raise ConfigError(f"{setting}: {path} is {exc}") from None
-
-    def zstd(self) -> zstandard.ZstdCompressionDict:
-        return zstandard.ZstdCompressionDict(self.data)
 
 
 @dataclass(frozen=True, slots=True)
@@ -180,17 +156,6 @@ class BatchHeader:
     def compression_ratio(self) -> float:
         """Uncompressed body bytes over batch bytes (header included)."""
         return self.uncompressed_bytes / self.batch_bytes if self.batch_bytes else 0.0
-
-
-def train_dictionary(samples: Sequence[bytes], size: int = 16 * 1024) -> Dictionary:
-    """A zstd dictionary of at most ``size`` bytes trained on ``samples``.
-
-    For TWB2 batches the samples are what goes to their ``meta`` section, one per entry
-    (:func:`pipeline.wal.columns.meta_of`). zstd needs enough samples (hundreds) of
-    some variety; it raises otherwise (``zstandard.ZstdError``).
-    """
-    trained = zstandard.train_dictionary(size, list(samples))
-    return Dictionary(trained.dict_id(), trained.as_bytes())
 
 
 def _serialize_entries(entries: Sequence[WalEntry], first_lsn: int) -> bytes:
@@ -265,7 +230,7 @@ def encode_batch(
     carried = use_dict.data if use_dict is not None and carry_dictionary else b""
     head = _HEAD.pack(
         _MAGIC_OF[format_version],
-        format_version,
+        format_version | (_PARTITIONED if partition else 0),
         int(codec),
         _FLAG_CARRIES_DICTIONARY if carried else 0,
         partition,
@@ -344,6 +309,13 @@ def read_header(data: bytes | bytearray | memoryview) -> BatchHeader:
         raise CorruptBatch(
             f"WAL batch {first_lsn}..{last_lsn} checksum mismatch: stored crc32 {stored:08x}, "
             f"computed {actual:08x}; send the range again"
+        )
+    partitioned = bool(version & _PARTITIONED)
+    version &= ~_PARTITIONED
+    if partitioned != bool(partition):
+        raise CorruptBatch(
+            f"WAL batch names partition {partition} but its format byte says "
+            f"{'a partition >= 1' if partitioned else 'partition 0'}"
         )
     if _MAGIC_OF.get(version) != magic:
         raise CorruptBatch(

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from pipeline.config import Settings, load_settings
-from pipeline.errors import InvalidArgument, WalGap
+from pipeline.errors import CorruptBatch, InvalidArgument, WalGap
 from pipeline.kafka.producer import key_partition
 from pipeline.replication import ReplicaState
 from pipeline.replication.replica_partition import vector_batch
@@ -24,6 +24,7 @@ from pipeline.vectors.shard import merge_hits, new_index
 from pipeline.wal.batch import MAX_PARTITION, decode_batch, encode_batch, read_header
 from pipeline.wal.entry import EntryType, WalEntry
 from pipeline.wal.writer import WalWriter
+from tests.fixtures.wal import resigned
 
 pytestmark = pytest.mark.unit
 
@@ -104,9 +105,20 @@ def test_a_batch_names_its_wal_partition_and_one_without_is_partition_0() -> Non
         header, decoded = decode_batch(named)
         assert (header.partition, [e.partition for e in decoded]) == (5, [5, 5])
         assert [e.lsn for e in decoded] == [1, 2]
+        # Bit 7 of the format byte: a replica built before partitions refuses the batch
+        # ("format 129/130") instead of applying partition 5's LSNs as partition 0's.
+        assert named[4] == 0x80 | version
         older = encode_batch(entries, "zstd", 3, "p1", format_version=version)
-        assert older[7] == 0  # the byte an older primary wrote as "reserved, 0"
+        assert (older[4], older[7]) == (version, 0)  # what an older primary wrote
         assert read_header(older).partition == 0
+        unmarked = bytearray(named)
+        unmarked[4] = version
+        with pytest.raises(CorruptBatch, match="names partition 5 but its format byte"):
+            read_header(resigned(unmarked))
+        marked = bytearray(older)
+        marked[4] = 0x80 | version
+        with pytest.raises(CorruptBatch, match="names partition 0 but its format byte"):
+            read_header(resigned(marked))
     with pytest.raises(InvalidArgument, match=r"outside 0\.\.255"):
         encode_batch(entries, "none", 1, "p1", partition=MAX_PARTITION + 1)
 
