@@ -10,8 +10,9 @@ two streams (JSON points, and mixed blocks and vector batches) are built in
 ``bytes_shipped_batch_zstd`` and ``bandwidth_reduction``, the same under ``mixed``
 plus ``bandwidth_reduction_mixed``, codec speeds at zstd level 3 and replication
 lag percentiles at a stated load and under load (:mod:`pipeline.bench.wal_load`, on a
-broker of its own); then the shared envelope (:mod:`pipeline.bench.harness`), whose
-``broker`` here names both brokers.
+broker of its own), apply throughput with one WAL partition against the WAL topic's
+partition count (:mod:`pipeline.bench.wal_apply`); then the shared envelope
+(:mod:`pipeline.bench.harness`), whose ``broker`` here names both brokers.
 
 Brokers: the primary comes from :func:`pipeline.bench.harness.bench_broker`
 (``KAFKA_BOOTSTRAP_SERVERS``, else Docker, else a local JVM started for the run;
@@ -33,7 +34,7 @@ from typing import Any, Final
 
 import numpy as np
 
-from pipeline.bench import wal_load
+from pipeline.bench import wal_apply, wal_load
 from pipeline.bench.harness import (
     BenchBroker,
     BenchSize,
@@ -98,6 +99,7 @@ DEFINITIONS: Mapping[str, str] = {
     "the replica (ReplicaState.apply_batch returned), through WalShipper to a Kafka replica "
     "and the Kafka applier, at lag_load_entries_per_s, after one warm-up entry (not counted)",
     **wal_load.DEFINITIONS,
+    **wal_apply.DEFINITIONS,
 }
 
 
@@ -410,6 +412,9 @@ def run(size: BenchSize, settings: Settings) -> dict[str, object]:
     speeds = _measure_codecs(streams["mixed"])
     (compress, decompress), (compress_v1, decompress_v1) = speeds[2], speeds[1]
     small_batches = _measure_small_batches(streams["json"])
+    [wal_spec] = [spec for spec in load_specs() if spec.name == "wal"]
+    apply_settings = with_overrides(settings, {"vector_auto_buffer": {"dimension": DIMENSION}})
+    applied = wal_apply.measure_apply(apply_settings, streams["mixed"], wal_spec.partitions)
     replica_cluster = LocalKafka(f"bench-wal-replica-{os.getpid()}")
     json_bytes, mixed_bytes, lag, primary = _broker_figures(
         settings, sizes, streams, replica_cluster
@@ -433,6 +438,7 @@ def run(size: BenchSize, settings: Settings) -> dict[str, object]:
         "small_batches": small_batches,
         **lag,
         **load,
+        **applied,
         "dataset": {
             "json_points": f"devops_dataset({sizes.json_series}, {sizes.json_points_per_series}, "
             f"seed={SEED}), one JSON point per entry",
@@ -479,6 +485,12 @@ def render(result: Mapping[str, object]) -> str:
         (
             f"lag at {r['load_points_per_s']:,.0f} points/s",
             f"p50 {r['lag_under_load_ms_p50']} ms, p99 {r['lag_under_load_ms_p99']} ms",
+        ),
+        (
+            f"apply, 1 / {r['apply']['partitions']} partitions",
+            f"{r['apply_entries_per_s_1_partition']:,} / "
+            f"{r['apply_entries_per_s_partitioned']:,} entries/s "
+            f"({r['apply_speedup_partitioned']}x)",
         ),
     ]
     width = max(len(name) for name, _ in rows)

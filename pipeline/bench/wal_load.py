@@ -64,6 +64,15 @@ __all__ = ["DEFINITIONS", "LOAD_SIZES", "REMOVE_EVERY", "LoadSizes", "measure_lo
 
 REMOVE_EVERY: Final = 20
 """One vector operation in this many removes a pk added earlier; the rest are adds."""
+_PARTITION_FIGURES: Final = (
+    "partition",
+    "last_confirmed_lsn",
+    "entries_shipped",
+    "batches",
+    "bytes_shipped",
+    "last_entry_lag_ms",
+)
+"""What ``load.shipping_partitions`` shows of each WAL partition's replication stats."""
 _TICK_S: Final = 0.05
 _REPLICA_KEY: Final = "bench-wal-load-key"
 
@@ -79,7 +88,9 @@ DEFINITIONS: Mapping[str, str] = {
     "pipeline_points_per_s_frames measured in the same run",
     "load_vectors_per_s": "vector operations sent per second of the load phase (adds, "
     f"and one remove in {REMOVE_EVERY})",
-    "wal_partitions": "partitions of the primary's WAL topic",
+    "wal_partitions": "partitions of the primary's WAL topic (one per input partition); "
+    "load.shipping_partitions has each partition's shipping figures from "
+    "/api/v1/replication/stats",
     "drain_seconds": "under load: from the generator's last acknowledged record to every "
     "point durable on the primary (the worker's backlog when the load stopped, plus up to "
     "ts_auto_buffer.flush_interval_ms for the last partial blocks)",
@@ -340,6 +351,10 @@ def _measure(base: Settings, broker: BenchBroker, size: BenchSize) -> dict[str, 
             "wal_entries_timed": int(values.size),
             "replica": {"endpoint": "themis wal serve, binary protocol", "status": status},
             "shipper": stats["stats"],
+            "shipping_partitions": [
+                {name: row[name] for name in _PARTITION_FIGURES}
+                for row in stats["replicas"][0]["partitions"]
+            ],
         },
     }
 

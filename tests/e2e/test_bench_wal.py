@@ -50,7 +50,19 @@ def test_smoke_run_ships_the_wal_compressed_and_reports_the_lag_of_every_entry(
     assert report["load_points_per_s"] == pytest.approx(load["points"] / load["seconds"], rel=1e-2)
     assert load["load_share_of_max"] >= 0.4  # the generator kept up with its target of 0.5
     assert float(report["load_vectors_per_s"]) > 0
-    assert report["wal_partitions"] == 1
+    # One WAL partition per input partition (topics/wal.yaml), each shipped on its own.
+    assert report["wal_partitions"] == 6
+    rows = load["shipping_partitions"]
+    assert [row["partition"] for row in rows] == list(range(6))
+    assert sum(row["entries_shipped"] for row in rows) == load["shipper"]["total_entries_shipped"]
+    assert sum(row["entries_shipped"] > 0 for row in rows) > 1
+    # Apply throughput, one partition against six, same entries, same run.
+    assert report["apply"]["partitions"] == 6
+    assert float(report["apply_entries_per_s_1_partition"]) > 0
+    assert report["apply_speedup_partitioned"] == pytest.approx(
+        report["apply_entries_per_s_partitioned"] / report["apply_entries_per_s_1_partition"],
+        rel=1e-2,
+    )
     assert load["shipper"]["failed_ships"] == 0
     # Every WAL entry was timed, and the replica applied exactly the entries shipped.
     assert load["wal_entries_timed"] == load["shipper"]["total_entries_shipped"]
