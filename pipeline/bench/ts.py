@@ -60,6 +60,11 @@ The figures (:data:`DEFINITIONS` is copied into the result):
     the first points of the same sequence (it pays one broker round trip per point),
     so rates, not totals, are compared.
 
+``query_ms_p50``, ``query_ms_p99``, ``query_store_points``, ``store_*catch_up_ms``
+    One series of 10,000 points read through ``query_series`` from the worker that owns
+    it, over a store of ``query_store_points`` points (10 M full, 1 M quick); the
+    store's catch-ups (:mod:`pipeline.bench.ts_query`).
+
 ``goals`` holds the two JSON ratios against their goals (at least 0.5 untagged, 0.4
 tagged). ``points`` has the counts behind every rate; ``pipeline`` each
 measurement's details: seconds, worker start-up, flush reasons and the compression
@@ -78,6 +83,7 @@ from pipeline.bench.harness import (
     BenchSize,
     bench_broker,
     goal,
+    goal_below,
     goal_row,
     progress,
     rounded,
@@ -92,6 +98,7 @@ from pipeline.bench.ts_pipeline import (
     produce_frames,
     produce_json,
 )
+from pipeline.bench.ts_query import QUERY_GOAL_MS, QueryRun, measure_query
 from pipeline.bench.ts_sizes import FULL, QUICK, SIZES, SMOKE, Sizes
 from pipeline.bench.ts_writes import AckedProducer, measure_buffered, measure_direct
 from pipeline.config import Settings, with_overrides
@@ -156,6 +163,17 @@ DEFINITIONS: Mapping[str, str] = {
     "with acks=all and flushed before the next point; points / seconds",
     "buffered_vs_direct": "buffered_points_per_s / direct_points_per_s (same producer "
     "settings, same blocks topic spec, direct side on the first points of the same sequence)",
+    "query_ms_p50": "wall clock of query_series for one whole series (points_per_series "
+    "points, picked at random) from a worker owning every partition of a store of "
+    "query_store_points points: cached owner map, one POST /ts/query over HTTP, the owner "
+    "reads the partition's end from the broker, its SQLite store and buffer; after warm-up",
+    "query_ms_p99": "the same, 99th percentile (goal < 50 ms over a 10 M-point store)",
+    "query_store_points": "points in the query store (devops series of 10,000 points in "
+    "max_points_per_buffer-point blocks, produced to their series' partitions of 6)",
+    "store_catch_up_ms": "the slowest partition's catch-up of the query worker's stores from "
+    "empty files: assignment to its store at the partition's end then",
+    "store_move_catch_up_ms": "the same on a second worker of the group, for the partitions "
+    "that moved to it (empty files)",
 }
 
 
@@ -245,6 +263,15 @@ def _writes(base: Settings, broker: BenchBroker, sizes: Sizes) -> dict[str, tupl
     return {"buffered": buffered, "direct": direct}
 
 
+def _query(base: Settings, broker: BenchBroker, sizes: Sizes) -> QueryRun:
+    settings = _part_settings(base, broker, "query")
+    return measure_query(
+        settings, broker.work_dir, series=sizes.query_series,
+        points=sizes.query_points_per_series, queries=sizes.queries,
+        warm_up=sizes.query_warm_up,
+    )  # fmt: skip
+
+
 def _bare_details(drain: BareDrain) -> dict[str, object]:
     return {
         "messages": drain.messages,
@@ -260,6 +287,8 @@ def _broker_figures(base: Settings, broker: BenchBroker, sizes: Sizes) -> dict[s
     json_run, tagged_run, frames_run = runs["json"], runs["json_tagged"], runs["frames"]
     bare, bare_tagged = runs["bare"], runs["bare_tagged"]
     writes = _writes(base, broker, sizes)
+    query = _query(base, broker, sizes)
+    query_p99 = query.quantile_ms(0.99)
     (buffered_points, buffered_s), (direct_points, direct_s) = writes["buffered"], writes["direct"]
     json_ratio = json_run.points_per_s / bare.rate
     tagged_ratio = tagged_run.points_per_s / bare_tagged.rate
@@ -277,9 +306,15 @@ def _broker_figures(base: Settings, broker: BenchBroker, sizes: Sizes) -> dict[s
         "buffered_points_per_s": rounded(buffered_rate),
         "direct_points_per_s": rounded(direct_rate),
         "buffered_vs_direct": rounded(buffered_rate / direct_rate),
+        "query_ms_p50": rounded(query.quantile_ms(0.5), 4),
+        "query_ms_p99": rounded(query_p99, 4),
+        "query_store_points": query.store_points,
+        "store_catch_up_ms": rounded(query.catch_up_ms, 4),
+        "store_move_catch_up_ms": rounded(query.move_catch_up_ms, 4),
         "goals": {
             "json_vs_bare_consume": goal(json_ratio, JSON_GOAL),
             "json_tagged_vs_bare_consume": goal(tagged_ratio, JSON_TAGGED_GOAL),
+            "query_ms_p99": goal_below(query_p99, QUERY_GOAL_MS),
         },
         "pipeline": {
             "json": json_run.details() | json_shape | {"tags_per_series": 0},
@@ -298,6 +333,7 @@ def _broker_figures(base: Settings, broker: BenchBroker, sizes: Sizes) -> dict[s
                 "seconds": round(buffered_s, 3),
             },
             "direct": {"points": direct_points, "seconds": round(direct_s, 3)},
+            "query": query.details(),
         },
         "settings": {
             "flush_interval_ms": FLUSH_INTERVAL_MS,
@@ -436,6 +472,18 @@ def render(result: Mapping[str, object]) -> str:
             f"{pipe['direct']['points']:,} points, one acked record each",
         ),
         ("buffered / direct", f"{r['buffered_vs_direct']}", ""),
+        (
+            "one-series query",
+            f"p99 {r['query_ms_p99']} ms",
+            f"p50 {r['query_ms_p50']} ms, {pipe['query']['points_per_series']:,} points "
+            f"over a {r['query_store_points']:,}-point store",
+        ),
+        goal_row("query p99 (ms)", r["goals"]["query_ms_p99"]),
+        (
+            "store catch-up",
+            f"{r['store_catch_up_ms']} ms",
+            f"empty files; {r['store_move_catch_up_ms']} ms for the partitions that moved",
+        ),
     ]
     width = max(len(name) for name, _, _ in rows)
     lines = [

@@ -28,6 +28,12 @@ class Sizes:
     buffered_series: int
     buffered_points_per_series: int
     direct_points: int
+    query_series: int
+    """Series of the query store (``query_points_per_series`` points each)."""
+    query_points_per_series: int
+    queries: int
+    """Timed one-series queries (after ``query_warm_up`` untimed ones)."""
+    query_warm_up: int
 
 
 QUICK: Final = Sizes(
@@ -42,6 +48,10 @@ QUICK: Final = Sizes(
     buffered_series=100,
     buffered_points_per_series=1000,
     direct_points=300,
+    query_series=100,
+    query_points_per_series=10_000,
+    queries=500,
+    query_warm_up=20,
 )
 FULL: Final = Sizes(
     codec_series=1000,
@@ -55,6 +65,10 @@ FULL: Final = Sizes(
     buffered_series=200,
     buffered_points_per_series=5000,
     direct_points=2000,
+    query_series=1000,
+    query_points_per_series=10_000,
+    queries=1000,
+    query_warm_up=50,
 )
 SMOKE: Final = Sizes(
     codec_series=20,
@@ -68,5 +82,9 @@ SMOKE: Final = Sizes(
     buffered_series=20,
     buffered_points_per_series=200,
     direct_points=50,
+    query_series=12,
+    query_points_per_series=10_000,
+    queries=50,
+    query_warm_up=5,
 )
 SIZES: Final[Mapping[BenchSize, Sizes]] = {"smoke": SMOKE, "quick": QUICK, "full": FULL}

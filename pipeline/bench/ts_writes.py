@@ -45,10 +45,18 @@ class AckedProducer:
         if err is not None:
             self._failures.append(err.str())
 
-    def produce(self, key: bytes, value: bytes) -> None:
+    def produce(self, key: bytes, value: bytes, *, partition: int | None = None) -> None:
+        """Queue one record (to ``partition``, else where the partitioner puts its key)."""
         while True:
             try:
-                self._producer.produce(self.topic, value, key=key, on_delivery=self._on_delivery)
+                if partition is None:
+                    self._producer.produce(
+                        self.topic, value, key=key, on_delivery=self._on_delivery
+                    )
+                else:
+                    self._producer.produce(
+                        self.topic, value, key, partition, on_delivery=self._on_delivery
+                    )
                 return
             except BufferError:  # local queue full: let deliveries drain
                 self._producer.poll(0.05)

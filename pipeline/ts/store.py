@@ -207,9 +207,9 @@ class BlockStore:
                 continue
             seq += 1
         self._db.execute("BEGIN")
-        before = self._db.total_changes
-        self._db.executemany("INSERT OR IGNORE INTO blocks VALUES (?,?,?,?,?,?,?,?,?)", rows)
-        added = self._db.total_changes - before
+        # rowcount counts the blocks stored, not the series index rows their trigger adds.
+        insert = "INSERT OR IGNORE INTO blocks VALUES (?,?,?,?,?,?,?,?,?)"
+        added = max(0, self._db.executemany(insert, rows).rowcount)
         self._db.executemany(
             "INSERT OR REPLACE INTO positions VALUES (?, ?, ?)",
             [(topic, p, off) for p, off in positions.items() if off >= 0],
@@ -278,9 +278,8 @@ class BlockStore:
             rows.append(_row(decode_block(value), value, seq))
         self._db.execute("BEGIN")
         try:
-            before = self._db.total_changes
-            self._db.executemany("INSERT OR IGNORE INTO blocks VALUES (?,?,?,?,?,?,?,?,?)", rows)
-            added = self._db.total_changes - before
+            insert = "INSERT OR IGNORE INTO blocks VALUES (?,?,?,?,?,?,?,?,?)"
+            added = max(0, self._db.executemany(insert, rows).rowcount)
             self._db.executemany(
                 "INSERT OR REPLACE INTO positions VALUES (?, ?, ?)",
                 [(name, part, value) for (name, part), value in (positions or {}).items()],

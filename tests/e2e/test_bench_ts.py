@@ -92,6 +92,25 @@ def test_smoke_run_compares_each_json_run_with_a_bare_drain_of_its_own_large_top
     assert all(isinstance(checked["met"], bool) for checked in goals.values())
 
 
+def test_smoke_run_times_one_series_queries_from_its_owner_and_the_store_catch_ups(
+    smoke_report: dict[str, object],
+) -> None:
+    report: Any = smoke_report
+    assert report["query_store_points"] == SMOKE.query_series * SMOKE.query_points_per_series
+    assert 0 < report["query_ms_p50"] <= report["query_ms_p99"]
+    assert report["store_catch_up_ms"] > 0
+    assert report["store_move_catch_up_ms"] > 0
+    query = report["pipeline"]["query"]
+    assert query["queries"] == SMOKE.queries
+    assert query["points_per_series"] == 10_000
+    assert query["partitions"] == 6
+    assert 0 < len(query["moved_partitions"]) < 6  # a second worker took some over
+    assert query["catch_up_blocks"] == query["store_blocks"]
+    assert report["goals"]["query_ms_p99"]["below"] == 50
+    assert {"query_ms_p99", "store_catch_up_ms"} <= set(report["definitions"])
+    assert "one-series query" in render(smoke_report)
+
+
 def test_smoke_run_states_its_counts_broker_machine_and_definitions(
     smoke_report: dict[str, object], kafka_broker: BrokerHandle
 ) -> None:
