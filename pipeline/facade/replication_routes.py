@@ -54,7 +54,9 @@ _EMPTY_STATS = {
     "avg_compression_ratio": 0.0,
     "total_batches": 0,
     "failed_ships": 0,
+    "wal_partitions": 0,
 }
+"""The stats before the first replica is added (no shipper, WAL partitions not read yet)."""
 
 
 class ReplicationControl:

@@ -36,7 +36,7 @@ from pathlib import Path
 from pipeline.config import Settings
 from pipeline.errors import ThemisError
 
-__all__ = ["add_wal_arguments", "add_wal_parser"]
+__all__ = ["add_wal_arguments", "add_wal_parser", "main_partitions"]
 
 _LOG = logging.getLogger(__name__)
 
@@ -143,7 +143,8 @@ def _train_dictionary(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def _partitions(args: argparse.Namespace, settings: Settings) -> int:
+def main_partitions(args: argparse.Namespace, settings: Settings) -> int:
+    """``themis wal partitions --count N``: grow the WAL topic, print before and after."""
     from pipeline.replication.topics import grow_wal_partitions
 
     if not settings.kafka.bootstrap_servers:
@@ -287,7 +288,7 @@ def add_wal_arguments(wal: argparse.ArgumentParser) -> None:
         "partitions", help="add partitions to the primary's WAL topic (docs/operations.md)"
     )
     grow.add_argument("--count", type=int, required=True, help="the WAL's new partition count")
-    grow.set_defaults(handler=_partitions)
+    grow.set_defaults(handler=main_partitions)
 
     apply = sub.add_parser("apply", help="apply WAL batches from the replica cluster")
     apply.add_argument("--replica", required=True, metavar="NAME")

@@ -24,7 +24,11 @@
       the batch starts after the next LSN the replica needs; nothing applied.
 
 ``GET /api/v1/replica/status``
-    ``{"last_applied_lsn": ..., "expected_lsn": ..., "entries_applied_total": ..., ...}``.
+    ``{"last_applied_lsn": ..., "expected_lsn": ..., "entries_applied_total": ...,
+    "wal_partitions": 2, "partitions": {"0": {"last_applied_lsn": ..., ...}, ...}, ...}``
+    (:meth:`~pipeline.replication.replica.ReplicaState.status`).
+
+    A 409's ``expected_lsn`` is in the WAL partition of the batch refused.
 
 Reads (``/ts/query``, ``/vectors/search``): :mod:`pipeline.replication.read_routes`.
 

@@ -14,6 +14,11 @@ from pipeline.wal.entry import EntryType, encode_entry_record
 __all__ = ["WalWriter", "topic_partition_count"]
 
 
+_COUNTS_READ: dict[str, int] = {}
+"""The partition count of each topic as :func:`topic_partition_count` last read it in
+this process (topic names carry their namespace)."""
+
+
 def topic_partition_count(bootstrap: str, topic: str, timeout_s: float = 10.0) -> int:
     """How many partitions ``topic`` has on ``bootstrap`` (1 if the topic is not listed)."""
     consumer = make_consumer(bootstrap, "themis-wal-metadata")
@@ -21,9 +26,11 @@ def topic_partition_count(bootstrap: str, topic: str, timeout_s: float = 10.0) -
         listed = consumer.list_topics(topic, timeout=timeout_s).topics.get(topic)
     finally:
         consumer.close()
-    if listed is None or listed.error is not None or not listed.partitions:
-        return 1
-    return len(listed.partitions)
+    count = 1
+    if listed is not None and listed.error is None and listed.partitions:
+        count = len(listed.partitions)
+    _COUNTS_READ[topic] = count
+    return count
 
 
 class WalWriter:
@@ -31,17 +38,30 @@ class WalWriter:
 
     ``partitions`` is the WAL topic's partition count (:func:`topic_partition_count`);
     a mutation from input partition ``p`` goes to WAL partition ``p mod partitions``,
-    so every series and pk keeps one WAL partition and its order. With the default 1
-    everything goes to partition 0 (the single-partition WAL).
+    so every series and pk keeps one WAL partition and its order. Without it, the
+    count :func:`topic_partition_count` read for ``topic`` in this process before the
+    first entry (a worker's vector stage reads it at start), else 1: everything in
+    partition 0, the single-partition WAL. The count is fixed from the first entry on,
+    so a series or pk never changes WAL partition: restart writers after adding WAL
+    partitions.
     """
 
-    def __init__(self, producer: RecordProducer, topic: str, *, partitions: int = 1) -> None:
-        if partitions < 1:
+    def __init__(
+        self, producer: RecordProducer, topic: str, *, partitions: int | None = None
+    ) -> None:
+        if partitions is not None and partitions < 1:
             raise InvalidArgument(f"a WAL has at least 1 partition; got {partitions}")
         self.producer = producer
         self.topic = topic
-        self.partitions = partitions
+        self._partitions = partitions
         self.entries_written = 0
+
+    @property
+    def partitions(self) -> int:
+        """The WAL partition count the writer maps input partitions onto."""
+        if self._partitions is None:  # fixed at the first entry: a series never moves
+            self._partitions = _COUNTS_READ.get(self.topic, 1)
+        return self._partitions
 
     def wal_partition(self, partition: int) -> int:
         """The WAL partition of a mutation from input partition ``partition``."""

@@ -660,12 +660,19 @@ def test_rag_ingest_and_search_print_a_readable_report_and_the_best_chunk(
 
 
 def wal_end(stack: Stack) -> int:
-    """The LSN of the WAL's last entry (LSN = offset + 1)."""
+    """The sum of the WAL partitions' last LSNs (LSN = offset + 1): with one partition,
+    the LSN of the WAL's last entry; what ``last_confirmed_lsn`` reaches when caught up."""
+    topic = stack.settings.topic("wal")
     with open_consumer(stack.bootstrap, f"probe-{uuid.uuid4().hex[:8]}") as consumer:
-        _, high = consumer.get_watermark_offsets(
-            TopicPartition(stack.settings.topic("wal"), 0), timeout=10, cached=False
+        partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+        return sum(
+            int(
+                consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10, cached=False)[
+                    1
+                ]
+            )
+            for p in partitions
         )
-    return int(high)
 
 
 def replica_status(port: int) -> dict[str, Any]:

@@ -45,7 +45,9 @@ def test_replication_stats_config_and_replicas_and_wal_apply(
             "avg_compression_ratio",
             "total_batches",
             "failed_ships",
+            "wal_partitions",
         ]
+        assert body["stats"]["wal_partitions"] == 0  # no shipper yet
         config = {"compression_type": "zstd", "compression_level": 5}
         assert http_call(port, "POST", "/api/v1/replication/config", config, WRITER)[0] == 403
         assert http_call(port, "POST", "/api/v1/replication/config", config, ADMIN)[0] == 200

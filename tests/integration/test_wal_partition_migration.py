@@ -11,6 +11,8 @@ partition 0 held that now live in partition 1) and the top-k answers.
 
 from __future__ import annotations
 
+import argparse
+import json
 import sqlite3
 import time
 from pathlib import Path
@@ -20,10 +22,12 @@ import numpy as np
 import pytest
 
 from pipeline.config import Settings
+from pipeline.errors import InvalidArgument
 from pipeline.kafka.clients import Producer
 from pipeline.kafka.producer import key_partition
 from pipeline.kafka.topics import apply_topics, load_specs
 from pipeline.replication import ApplyAuth, ReplicaServer, ReplicaState, WalShipper
+from pipeline.replication import cli as wal_cli
 from pipeline.replication.topics import grow_wal_partitions
 from pipeline.ts.block import decode_block, encode_block
 from pipeline.ts.point import series_key
@@ -119,7 +123,7 @@ def _assert_replica_equals(state: ReplicaState, load: Load) -> None:
 
 
 def test_a_single_partition_wal_and_replica_grow_to_two_partitions_without_loss_or_duplicates(
-    settings: Settings, tmp_path: Path
+    settings: Settings, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     bootstrap = settings.kafka.bootstrap_servers
     assert bootstrap
@@ -157,8 +161,15 @@ def test_a_single_partition_wal_and_replica_grow_to_two_partitions_without_loss_
         assert shipper.confirmed_lsns("r1") == {0: before}  # resumed, nothing re-sent
         # 3. The WAL grows to two partitions while the shipper runs; writers route by
         # input partition from now on, moving half the pks and series to partition 1.
-        assert grow_wal_partitions(bootstrap, settings, 2) == (1, 2)
+        assert wal_cli.main_partitions(argparse.Namespace(count=2), settings) == 0
+        assert json.loads(capsys.readouterr().out) == {
+            "topic": settings.topic("wal"),
+            "before": 1,
+            "after": 2,
+        }
         assert grow_wal_partitions(bootstrap, settings, 2) == (2, 2)
+        with pytest.raises(InvalidArgument, match="cannot remove partitions"):
+            grow_wal_partitions(bootstrap, settings, 1)
         assert shipper.refresh_partitions() == 1
         assert shipper.refresh_partitions() == 0
         load.partitions, load.per_partition = 2, [before, 0]

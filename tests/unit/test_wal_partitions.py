@@ -21,6 +21,7 @@ from pipeline.ts.point import series_key
 from pipeline.vectors.buffer import VectorBatch
 from pipeline.vectors.ops import OpType, VectorOp, encode_op_frame
 from pipeline.vectors.shard import merge_hits, new_index
+from pipeline.wal import writer as writer_module
 from pipeline.wal.batch import MAX_PARTITION, decode_batch, encode_batch, read_header
 from pipeline.wal.entry import EntryType, WalEntry
 from pipeline.wal.writer import WalWriter
@@ -153,6 +154,19 @@ def test_the_writer_sends_input_partition_p_to_wal_partition_p_mod_its_count() -
     assert writer.entries_written == 5
     with pytest.raises(InvalidArgument, match="at least 1 partition"):
         WalWriter(recorder, "ns.wal", partitions=0)
+
+
+def test_a_writer_without_a_count_takes_the_one_read_in_its_process_and_keeps_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    counts: dict[str, int] = {}
+    monkeypatch.setattr(writer_module, "_COUNTS_READ", counts)
+    unknown = WalWriter(_Recorder(), "ns.wal")
+    assert unknown.partitions == 1  # nothing read yet: the single-partition WAL ...
+    counts["ns.wal"] = 6
+    assert unknown.partitions == 1  # ... for good, so no series changes partition
+    assert WalWriter(_Recorder(), "ns.wal").partitions == 6
+    assert WalWriter(_Recorder(), "other.wal").partitions == 1
 
 
 def test_every_wal_partition_has_its_own_lsn_sequence_and_gap_on_the_replica(
