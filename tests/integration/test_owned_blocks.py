@@ -1,0 +1,98 @@
+"""A worker's block stores of the partitions it owns, against the session broker, in process."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pipeline.bench.ts_writes import AckedProducer
+from pipeline.config import Settings
+from pipeline.errors import ConfigError
+from pipeline.ts.block import encode_blocks
+from pipeline.ts.owned_blocks import OwnedBlocks, Readiness, same_partition_count
+from pipeline.ts.point import series_key
+from pipeline.ts.writer import block_partition
+
+pytestmark = pytest.mark.integration
+
+
+def _keys_in(partition: int, count: int) -> list[str]:
+    keys = (series_key("m", f"e{i}", {"t": "x"}) for i in range(10_000))
+    return [key for key in keys if block_partition(key, 2) == partition][:count]
+
+
+def _produce(
+    bootstrap: str, topic: str, keys: list[str], points: int, block: int, first: int = 0
+) -> int:
+    ts = np.arange(first, first + points, dtype=np.int64)
+    blocks = 0
+    with AckedProducer(bootstrap, topic) as producer:
+        for key in keys:
+            for start in range(0, points, block):
+                cut = slice(start, start + block)
+                for b in encode_blocks(key, ts[cut], ts[cut] * 0.5):
+                    partition = block_partition(key, 2)
+                    producer.produce(b.block_id.encode(), b.to_bytes(), partition=partition)
+                    blocks += 1
+        producer.flush_acked()
+    return blocks
+
+
+def test_owned_partitions_catch_up_answer_exactly_and_stop_answering_once_revoked(
+    topics: Settings, tmp_path: Path
+) -> None:
+    bootstrap = topics.kafka.bootstrap_servers
+    assert bootstrap is not None
+    topic = topics.topic("ts.blocks")
+    assert same_partition_count(bootstrap, topics.topic("ts.points"), topic) == 2
+    with pytest.raises(ConfigError, match="both must exist with the same count"):
+        same_partition_count(bootstrap, topics.topic("no.such"), topic)
+    zero, one = _keys_in(0, 3), _keys_in(1, 2)
+    blocks = _produce(bootstrap, topic, zero + one, 2_000, 10)  # 200 blocks a series
+
+    store = OwnedBlocks(bootstrap, topic, tmp_path / "ts-blocks")
+    try:
+        store.assign({0, 1})
+        # Right after the assignment the store cannot hold 1,000 blocks yet.
+        assert store.wait_current(0, 0.0) is Readiness.BEHIND
+        assert store.wait_current(0, 30.0) is Readiness.CURRENT
+        assert store.wait_current(1, 30.0) is Readiness.CURRENT
+        assert store.owned() == [0, 1]
+        assert store.ready() == [0, 1]
+        got = store.points(0, zero[1], 100, 199)
+        assert got is not None
+        assert got[0].tolist() == list(range(100, 200))
+        assert got[1].tolist() == [t * 0.5 for t in range(100, 200)]
+        assert store.series_matching("m", None, {"t": "x"}) == sorted(zero + one)
+        done = {c.partition: c for c in store.catch_ups}
+        assert sum(c.blocks for c in done.values()) == blocks
+        assert {c.from_offset for c in done.values()} == {0}
+        assert done[0].to_dict()["to_offset"] == 600
+
+        store.revoke({1})
+        assert store.owned() == [0]
+        assert store.wait_current(1, 1.0) is Readiness.NOT_OWNED
+        assert store.points(1, one[0], 0, 10) is None
+        assert store.series_matching("m", None, {}) == sorted(zero)
+        assert store.wait_current(0, 5.0) is Readiness.CURRENT  # the other one goes on
+    finally:
+        store.close()
+
+    _produce(bootstrap, topic, zero[:1], 20, 10, 2_000)  # two blocks more while 0 is unowned
+    again = OwnedBlocks(bootstrap, topic, tmp_path / "ts-blocks")
+    try:
+        again.assign({0})
+        assert again.wait_current(0, 30.0) is Readiness.CURRENT
+        deadline = time.monotonic() + 10
+        while not again.catch_ups and time.monotonic() < deadline:
+            time.sleep(0.01)
+        (resumed,) = again.catch_ups
+        assert (resumed.from_offset, resumed.to_offset, resumed.blocks) == (600, 602, 2)
+        got = again.points(0, zero[0], 0, 2**62)
+        assert got is not None
+        assert got[0].tolist() == list(range(2_020))
+    finally:
+        again.close()
