@@ -22,8 +22,10 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, TopicPartition
 
 from pipeline.errors import CorruptBlock
 from pipeline.kafka.consumer import open_consumer, watermark_offsets
+from pipeline.kafka.producer import TopicProducer
 from pipeline.ts.block import GorillaBlock, decode_block
 from pipeline.ts.buffer import sorted_last_wins
+from pipeline.ts.writer import block_partition
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS blocks (
@@ -314,6 +316,54 @@ def _row(block: GorillaBlock, data: bytes, seq: int) -> tuple[Any, ...]:
         seq,
         bytes(data),
     )
+
+
+def repartition_blocks(bootstrap: str, topic: str, *, timeout_s: float = 600.0) -> int:
+    """Write each block of ``topic`` that is not in its series' partition again, to that
+    partition (same key, same bytes); returns how many were written.
+
+    The upgrade of a blocks topic written before blocks went to their series' partition
+    (:func:`~pipeline.ts.writer.block_partition`; docs/operations.md, "Queries routed to
+    the owner"): a worker's store reads only its own partitions. Reads the topic once, up
+    to its end now; a block whose id is at home already is not written again, so a second
+    run writes nothing. The misplaced copies stay where they are, harmless: a query goes
+    to the owner of the series' partition.
+    """
+    group = f"themis-repartition-{uuid.uuid4().hex}"
+    with (
+        open_consumer(bootstrap, group, **{"fetch.max.bytes": 64 * 1024 * 1024}) as consumer,
+        TopicProducer(bootstrap, topic) as producer,
+    ):
+        count = producer.partitions
+        ends = {p: watermark_offsets(consumer, TopicPartition(topic, p))[1] for p in range(count)}
+        ends = {p: end for p, end in ends.items() if end > 0}
+        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in ends])
+        at: dict[int, set[bytes | None]] = {p: set() for p in range(count)}
+        away: list[tuple[int, bytes | None, bytes]] = []
+        deadline = time.monotonic() + timeout_s
+        while ends and time.monotonic() < deadline:
+            for msg in consumer.consume(10_000, timeout=0.5):
+                p, offset, value = msg.partition(), msg.offset(), msg.value()
+                if msg.error() or p is None or offset is None:
+                    continue
+                if offset + 1 >= ends.get(p, 0):
+                    ends.pop(p, None)
+                if value is None:
+                    continue
+                at[p].add(msg.key())
+                try:
+                    home = block_partition(decode_block(value).series_key, count)
+                except CorruptBlock:
+                    continue
+                if home != p:
+                    away.append((home, msg.key(), value))
+        written = 0
+        for home, key, value in away:
+            if key not in at[home]:  # a replay may have misplaced one block twice
+                producer.send(value, key=key, partition=home)
+                at[home].add(key)
+                written += 1
+    return written
 
 
 def read_durable(  # noqa: PLR0917 - where the blocks are, then the series and its range

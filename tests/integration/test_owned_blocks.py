@@ -14,6 +14,7 @@ from pipeline.errors import ConfigError
 from pipeline.ts.block import encode_blocks
 from pipeline.ts.owned_blocks import OwnedBlocks, Readiness, same_partition_count
 from pipeline.ts.point import series_key
+from pipeline.ts.store import repartition_blocks
 from pipeline.ts.writer import block_partition
 
 pytestmark = pytest.mark.integration
@@ -96,3 +97,36 @@ def test_owned_partitions_catch_up_answer_exactly_and_stop_answering_once_revoke
         assert got[0].tolist() == list(range(2_020))
     finally:
         again.close()
+
+
+def test_blocks_written_before_to_other_partitions_are_moved_home_once(
+    topics: Settings, tmp_path: Path
+) -> None:
+    bootstrap = topics.kafka.bootstrap_servers
+    assert bootstrap is not None
+    topic = topics.topic("ts.blocks")
+    keys = _keys_in(0, 2) + _keys_in(1, 2)
+    ts = np.arange(30, dtype=np.int64)
+    misplaced = 0
+    with AckedProducer(bootstrap, topic) as producer:  # as before: each by its id's hash
+        for key in keys:
+            for start in (0, 10, 20):
+                (block,) = encode_blocks(key, ts[start : start + 10], ts[start : start + 10] * 2.0)
+                partition = block_partition(block.block_id, 2)
+                misplaced += partition != block_partition(key, 2)
+                producer.produce(block.block_id.encode(), block.to_bytes(), partition=partition)
+        producer.flush_acked()
+    assert misplaced > 0
+    assert repartition_blocks(bootstrap, topic) == misplaced
+    assert repartition_blocks(bootstrap, topic) == 0  # every block has a copy at home now
+    store = OwnedBlocks(bootstrap, topic, tmp_path / "ts-blocks")
+    try:
+        store.assign({0, 1})
+        for key in keys:
+            partition = block_partition(key, 2)
+            assert store.wait_current(partition, 30.0) is Readiness.CURRENT
+            got = store.points(partition, key, 0, 100)
+            assert got is not None
+            assert got[1].tolist() == [t * 2.0 for t in range(30)], key
+    finally:
+        store.close()
