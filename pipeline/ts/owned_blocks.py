@@ -30,6 +30,7 @@ Steps
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import queue
 import threading
@@ -42,7 +43,7 @@ from enum import Enum
 from pathlib import Path
 from typing import Any, Final
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Message, TopicPartition
 
 from pipeline.errors import ConfigError
 from pipeline.kafka.consumer import LARGE_FETCH, make_consumer, watermark_offsets
@@ -56,6 +57,8 @@ _POLL_S: Final = 0.05
 """How long the tail's ``consume`` waits for records (seconds): also how soon it sees
 an assignment or a revoke."""
 _BATCH: Final = 10_000
+_RETRY_S: Final = 1.0
+"""How long the tail waits after a failure (the broker, the disk) before it tries again."""
 _CATCH_UPS_KEPT: Final = 64
 
 
@@ -268,31 +271,55 @@ class OwnedBlocks:
         group = f"themis-blocktail-{uuid.uuid4().hex}"  # assigned, never committed
         consumer = make_consumer(self.bootstrap, group, **LARGE_FETCH)
         tailing: dict[int, _Partition] = {}
+        todo: deque[tuple[str, _Partition]] = deque()
         try:
             while not self._stop.is_set():
-                self._obey(consumer, tailing)
-                messages = consumer.consume(_BATCH, timeout=_POLL_S) if tailing else []
-                if not tailing:
-                    self._stop.wait(_POLL_S)
-                self._store(consumer, tailing, messages)
-        except Exception:
-            _LOG.exception("the block store's tail of %s failed; queries will time out", self.topic)
-            raise
+                try:
+                    self._obey(consumer, tailing, todo)
+                    messages = consumer.consume(_BATCH, timeout=_POLL_S) if tailing else []
+                    if not tailing:
+                        self._stop.wait(_POLL_S)
+                    self._store(consumer, tailing, messages)
+                except Exception:  # a broker that does not answer, a full disk: try again
+                    _LOG.exception("the block store's tail of %s failed; retrying", self.topic)
+                    self._stop.wait(_RETRY_S)
+                    consumer = self._reopen(consumer, tailing)
         finally:
             for part in tailing.values():
                 part.writer.close()
             consumer.close()
 
-    def _obey(self, consumer: Consumer, tailing: dict[int, _Partition]) -> None:
-        """Apply the assignments and revokes queued since the last batch, in order."""
+    def _reopen(self, consumer: Consumer, tailing: dict[int, _Partition]) -> Consumer:
+        """A new consumer reading each partition from what its store holds (a batch
+        consumed but not stored is read again, never skipped)."""
+        with contextlib.suppress(Exception):
+            consumer.close()
+        fresh = make_consumer(self.bootstrap, f"themis-blocktail-{uuid.uuid4().hex}", **LARGE_FETCH)
+        fresh.assign([
+            TopicPartition(self.topic, p, part.position if part.position > 0 else OFFSET_BEGINNING)
+            for p, part in tailing.items()
+        ])  # fmt: skip
+        return fresh
+
+    def _obey(
+        self,
+        consumer: Consumer,
+        tailing: dict[int, _Partition],
+        todo: deque[tuple[str, _Partition]],
+    ) -> None:
+        """Apply the assignments and revokes queued since the last batch, in order; one
+        that fails stays first in ``todo`` for the next try."""
         while not self._commands.empty():
-            command, part = self._commands.get()
+            todo.append(self._commands.get())
+        while todo:
+            command, part = todo[0]
             tp = TopicPartition(self.topic, part.number)
             if command == "revoke":
-                if tailing.get(part.number) is part:
-                    consumer.incremental_unassign([tp])
-                    del tailing[part.number]
+                if tailing.pop(part.number, None) is not None:
+                    with contextlib.suppress(KafkaException):
+                        consumer.incremental_unassign([tp])
                 part.writer.close()
+                todo.popleft()
                 continue
             low, high = watermark_offsets(consumer, tp)
             start = max(part.start, low)
@@ -306,6 +333,7 @@ class OwnedBlocks:
             tp.offset = part.start if part.start > 0 else OFFSET_BEGINNING
             consumer.incremental_assign([tp])
             tailing[part.number] = part
+            todo.popleft()
 
     def _store(
         self, consumer: Consumer, tailing: dict[int, _Partition], messages: list[Message]

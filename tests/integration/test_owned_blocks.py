@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import sqlite3
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -14,7 +16,7 @@ from pipeline.errors import ConfigError
 from pipeline.ts.block import encode_blocks
 from pipeline.ts.owned_blocks import OwnedBlocks, Readiness, same_partition_count
 from pipeline.ts.point import series_key
-from pipeline.ts.store import repartition_blocks
+from pipeline.ts.store import BlockStore, repartition_blocks
 from pipeline.ts.writer import block_partition
 
 pytestmark = pytest.mark.integration
@@ -128,5 +130,35 @@ def test_blocks_written_before_to_other_partitions_are_moved_home_once(
             got = store.points(partition, key, 0, 100)
             assert got is not None
             assert got[1].tolist() == [t * 2.0 for t in range(30)], key
+    finally:
+        store.close()
+
+
+def test_a_batch_the_store_fails_to_write_is_read_again_not_skipped(
+    topics: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bootstrap = topics.kafka.bootstrap_servers
+    assert bootstrap is not None
+    topic = topics.topic("ts.blocks")
+    (key,) = _keys_in(0, 1)
+    _produce(bootstrap, topic, [key], 500, 10)
+    failures: list[int] = []
+    store_messages = BlockStore.store_messages
+
+    def fail_once(self: BlockStore, *args: Any, **kwargs: Any) -> int:
+        if not failures:
+            failures.append(1)
+            raise sqlite3.OperationalError("database or disk is full")
+        return store_messages(self, *args, **kwargs)
+
+    monkeypatch.setattr(BlockStore, "store_messages", fail_once)
+    store = OwnedBlocks(bootstrap, topic, tmp_path / "ts-blocks")
+    try:
+        store.assign({0})
+        assert store.wait_current(0, 30.0) is Readiness.CURRENT
+        assert failures == [1]
+        got = store.points(0, key, 0, 2**62)
+        assert got is not None
+        assert got[0].tolist() == list(range(500))
     finally:
         store.close()
