@@ -197,6 +197,12 @@ def test_a_partition_that_moves_is_caught_up_by_its_new_owner_and_queries_follow
             what="a partition moved to worker b",
         )
         (moved,) = _owned(b)
+
+        def caught_up() -> bool:
+            got = _ask([b], "GET", pages.TS_PARTITIONS)
+            return got is not None and moved in got[1]["ready"]
+
+        wait_until(caught_up, timeout_s=30, what="worker b's store of the moved partition")
         status, page = _ask([b], "GET", pages.TS_PARTITIONS) or (0, {})
         (catch_up,) = [c for c in page["catch_ups"] if c["partition"] == moved]
         assert catch_up["from_offset"] == 0  # b's file was empty: all from the topic
