@@ -156,6 +156,7 @@ class OwnedBlocks:
         self._thread: threading.Thread | None = None
         self._ends: Consumer | None = None
         self._ends_lock = threading.Lock()
+        self._ends_users = 0
 
     # -- ownership ------------------------------------------------------------
 
@@ -177,7 +178,7 @@ class OwnedBlocks:
             self._commands.put(("assign", part))
 
     def revoke(self, partitions: set[int]) -> None:
-        """Forget ``partitions``: queries for them raise :class:`NotOwned` from now on."""
+        """Forget ``partitions``: queries for them answer :attr:`Readiness.NOT_OWNED` now."""
         with self._changed:
             gone = [self._owned.pop(p) for p in sorted(partitions) if p in self._owned]
             self._changed.notify_all()
@@ -240,11 +241,20 @@ class OwnedBlocks:
         return sorted(found)
 
     def _end(self, partition: int) -> int:
-        """The partition's end now, from the broker (one round trip)."""
+        """The partition's end now, from the broker (one round trip; queries at once each
+        take theirs side by side on one client, which the last user closes after
+        :meth:`close`)."""
         with self._ends_lock:
             if self._ends is None:
                 self._ends = make_consumer(self.bootstrap, f"themis-blockends-{uuid.uuid4().hex}")
-            return watermark_offsets(self._ends, TopicPartition(self.topic, partition))[1]
+            ends, self._ends_users = self._ends, self._ends_users + 1
+        try:
+            return watermark_offsets(ends, TopicPartition(self.topic, partition))[1]
+        finally:
+            with self._ends_lock:
+                self._ends_users -= 1
+                if self._ends is not ends and not self._ends_users:
+                    ends.close()
 
     # -- the tail ---------------------------------------------------------------
 
@@ -263,9 +273,9 @@ class OwnedBlocks:
             _, part = self._commands.get()
             part.writer.close()
         with self._ends_lock:
-            if self._ends is not None:
-                self._ends.close()
-                self._ends = None
+            ends, self._ends = self._ends, None
+            if ends is not None and not self._ends_users:
+                ends.close()
 
     def _tail(self) -> None:
         group = f"themis-blocktail-{uuid.uuid4().hex}"  # assigned, never committed

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sqlite3
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -65,6 +66,9 @@ def test_owned_partitions_catch_up_answer_exactly_and_stop_answering_once_revoke
         assert store.wait_current(1, 30.0) is Readiness.CURRENT
         assert store.owned() == [0, 1]
         assert store.ready() == [0, 1]
+        with ThreadPoolExecutor(8) as pool:  # queries read the partition's end side by side
+            answers = set(pool.map(lambda n: store.wait_current(n % 2, 10.0), range(64)))
+        assert answers == {Readiness.CURRENT}
         got = store.points(0, zero[1], 100, 199)
         assert got is not None
         assert got[0].tolist() == list(range(100, 200))
