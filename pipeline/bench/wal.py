@@ -10,8 +10,8 @@ two streams (JSON points, and mixed blocks and vector batches) are built in
 ``bytes_shipped_batch_zstd`` and ``bandwidth_reduction``, the same under ``mixed``
 plus ``bandwidth_reduction_mixed``, codec speeds at zstd level 3 and replication
 lag percentiles at a stated load and under load (:mod:`pipeline.bench.wal_load`, on a
-broker of its own), apply throughput with one WAL partition against the WAL topic's
-partition count (:mod:`pipeline.bench.wal_apply`); then the shared envelope
+broker of its own), apply throughput with one WAL partition against one per input
+partition (:mod:`pipeline.bench.wal_apply`); then the shared envelope
 (:mod:`pipeline.bench.harness`), whose ``broker`` here names both brokers.
 
 Brokers: the primary comes from :func:`pipeline.bench.harness.bench_broker`
@@ -412,9 +412,9 @@ def run(size: BenchSize, settings: Settings) -> dict[str, object]:
     speeds = _measure_codecs(streams["mixed"])
     (compress, decompress), (compress_v1, decompress_v1) = speeds[2], speeds[1]
     small_batches = _measure_small_batches(streams["json"])
-    [wal_spec] = [spec for spec in load_specs() if spec.name == "wal"]
+    [inputs] = [spec for spec in load_specs() if spec.name == "vectors.ops"]
     apply_settings = with_overrides(settings, {"vector_auto_buffer": {"dimension": DIMENSION}})
-    applied = wal_apply.measure_apply(apply_settings, streams["mixed"], wal_spec.partitions)
+    applied = wal_apply.measure_apply(apply_settings, streams["mixed"], inputs.partitions)
     replica_cluster = LocalKafka(f"bench-wal-replica-{os.getpid()}")
     json_bytes, mixed_bytes, lag, primary = _broker_figures(
         settings, sizes, streams, replica_cluster

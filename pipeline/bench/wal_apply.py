@@ -42,8 +42,9 @@ DEFINITIONS: Mapping[str, str] = {
     "apply_entries_per_s_1_partition": "WAL entries per second a ReplicaState applies from "
     f"TWB2 batches ({BATCH_ENTRIES} entries, zstd 3) of the mixed stream, all in WAL "
     f"partition 0, one batch after another; best of {APPLY_ROUNDS}",
-    "apply_entries_per_s_partitioned": "the same entries spread over apply_partitions WAL "
-    "partitions (entry i in partition i mod N), one thread per partition; same run, best "
+    "apply_entries_per_s_partitioned": "the same entries spread over apply.partitions WAL "
+    "partitions (one per vectors.ops partition; entry i in partition i mod N), one thread "
+    "per partition; same run, best "
     f"of {APPLY_ROUNDS} timed in turn with the single partition's",
     "apply_speedup_partitioned": "apply_entries_per_s_partitioned / "
     "apply_entries_per_s_1_partition",

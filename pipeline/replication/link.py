@@ -14,8 +14,9 @@ sequence, position and batches (which name the partition). Its loop, in order:
    up to the owner's ``max_batch_entries``; a record that does not decode is logged and
    its LSN ships as part of the range, empty;
 4. ship when the batch is full (entries or bytes), its first entry is older than
-   ``max_batch_interval_ms``, or nothing more was fetched: a record is shipped as soon
-   as it is read, and records arriving while a batch is on its way form the next one;
+   ``max_batch_interval_ms``, or nothing more was fetched, once the link holds one of
+   the replica's ship slots (``ship_slot``, one per core), taking in what was fetched
+   while it waited; records arriving while a batch is on its way form the next one;
 5. a failed ship is retried with bounded exponential backoff and +-50 % jitter; a
    confirmed one commits ``last_lsn`` as the group's offset (LSN = offset + 1) without
    waiting for the broker's answer (a lost commit means the replica skips a batch it
@@ -103,6 +104,11 @@ class LinkOwner(Protocol):
     def record_queryable(self, replica_id: str, lags_ms: list[int]) -> None:
         """Entries became queryable on ``replica_id``, each this many ms after its WAL
         timestamp."""
+        ...
+
+    def ship_slot(self, replica_id: str) -> threading.Semaphore:
+        """Held while a batch to ``replica_id`` is encoded and shipped (it bounds how
+        many of the replica's partitions ship at once)."""
         ...
 
     def publish_lag(self, replica_id: str) -> None:
@@ -226,32 +232,8 @@ class ReplicaLink(threading.Thread):
             if first_read_at is not None:
                 wait = max(0.0, first_read_at + wait - time.monotonic())
             messages = self._read(room, wait if self.pending else _IDLE_WAIT_S)
-            for msg in messages:
-                error = msg.error()
-                if error is not None:
-                    if error.code() != KafkaError._PARTITION_EOF:
-                        _LOG.warning("reading the WAL for %s: %s", self.replica_id, error.str())
-                    continue
-                offset = msg.offset()
-                assert offset is not None
-                value = msg.value() or b""
-                with self.lock:
-                    self.read_lsn = offset + 1
-                    # A record read proves the WAL reaches this far; the end itself is
-                    # read only every half second (caught_up() and lag() rely on it).
-                    self.wal_end_lsn = max(self.wal_end_lsn, self.read_lsn)
-                try:
-                    entry = decode_entry_record(value, offset, self.partition)
-                except InvalidRecord as exc:
-                    _LOG.error("WAL record skipped (its LSN ships as empty): %s", exc)
-                    continue
-                if first_read_at is None:
-                    first_read_at = time.monotonic()
-                with self.lock:
-                    self.pending.append(entry)
-                    self.pending_bytes += len(value)
-                    self._read_entries += 1
-                    self._read_bytes += len(value)
+            if self._take(messages) and first_read_at is None:
+                first_read_at = time.monotonic()
             full = (
                 len(self.pending) >= limits.max_batch_entries
                 or self.pending_bytes >= limits.max_batch_bytes
@@ -264,6 +246,44 @@ class ReplicaLink(threading.Thread):
             if self.read_lsn > self.confirmed_lsn and (full or caught_up or expired):
                 self._ship_pending()
                 first_read_at = None
+
+    def _take(self, messages: list[Message]) -> int:
+        """Add the entries of ``messages`` to the pending batch; how many were added (a
+        record that does not decode is logged, and its LSN ships as part of the range)."""
+        added = 0
+        for msg in messages:
+            error = msg.error()
+            if error is not None:
+                if error.code() != KafkaError._PARTITION_EOF:
+                    _LOG.warning("reading the WAL for %s: %s", self.replica_id, error.str())
+                continue
+            offset = msg.offset()
+            assert offset is not None
+            value = msg.value() or b""
+            with self.lock:
+                self.read_lsn = offset + 1
+                # A record read proves the WAL reaches this far; the end itself is
+                # read only every half second (caught_up() and lag() rely on it).
+                self.wal_end_lsn = max(self.wal_end_lsn, self.read_lsn)
+            try:
+                entry = decode_entry_record(value, offset, self.partition)
+            except InvalidRecord as exc:
+                _LOG.error("WAL record skipped (its LSN ships as empty): %s", exc)
+                continue
+            added += 1
+            with self.lock:
+                self.pending.append(entry)
+                self.pending_bytes += len(value)
+                self._read_entries += 1
+                self._read_bytes += len(value)
+        return added
+
+    def _top_up(self) -> None:
+        """Take what was fetched meanwhile into the batch, within the batch limits (a
+        link that waited for its ship slot ships one larger batch, not several)."""
+        room = self.owner.max_batch_entries - len(self.pending)
+        if room > 0 and self.pending_bytes < self.owner.max_batch_bytes:
+            self._take(self._consumer.consume(room, timeout=0))
 
     def _read(self, room: int, wait_s: float) -> list[Message]:
         """Up to ``room`` records: the first within ``wait_s`` seconds, then those already
@@ -295,43 +315,55 @@ class ReplicaLink(threading.Thread):
         self._publish_lag()
 
     def _ship_pending(self) -> None:
-        first, last = self.confirmed_lsn + 1, self.read_lsn
-        entries = list(self.pending)
         delay = BACKOFF_INITIAL_S
+        slot = self.owner.ship_slot(self.replica_id)
         while not self.stop.is_set():
-            codec, level, dictionary = self.owner.compression()
-            attach = dictionary is not None and (
-                self._send_dictionary or self._batches_since_dictionary >= DICTIONARY_RESEND_BATCHES
-            )
-            data = encode_batch(
-                entries,
-                codec,
-                level,
-                self.owner.primary_id,
-                dictionary,
-                first_lsn=first,
-                last_lsn=last,
-                carry_dictionary=attach,
-                partition=self.partition,
-            )
-            header = read_header(data)
-            try:
-                self.target.ship(data, header)
-            except ReplicaRewind as rewind:
-                if rewind.need_dictionary:
-                    self._send_dictionary = True
-                    continue
-                self._rewind(rewind.expected_lsn, str(rewind))
+            with slot:
+                self._top_up()
+                first, last = self.confirmed_lsn + 1, self.read_lsn
+                outcome = self._ship_once(list(self.pending), first, last)
+            if outcome is None:
                 return
-            except ShipFailed as exc:
-                self._failed(exc, len(data) if exc.bytes_sent else 0)
+            if isinstance(outcome, ShipFailed):
                 self._refresh_end()  # the lag keeps growing while the replica is down
                 jittered = delay * random.uniform(0.5, 1.5)
                 self.stop.wait(jittered)
                 delay = min(delay * 2, BACKOFF_MAX_S)
-                continue
-            self._confirmed(header, len(entries), attach)
-            return
+
+    def _ship_once(
+        self, entries: list[WalEntry], first: int, last: int
+    ) -> ShipFailed | bool | None:
+        """Encode and ship ``entries`` once: ``None`` when confirmed or rewound, ``True``
+        to send again at once (with the dictionary), the failure to retry after a wait."""
+        codec, level, dictionary = self.owner.compression()
+        attach = dictionary is not None and (
+            self._send_dictionary or self._batches_since_dictionary >= DICTIONARY_RESEND_BATCHES
+        )
+        data = encode_batch(
+            entries,
+            codec,
+            level,
+            self.owner.primary_id,
+            dictionary,
+            first_lsn=first,
+            last_lsn=last,
+            carry_dictionary=attach,
+            partition=self.partition,
+        )
+        header = read_header(data)
+        try:
+            self.target.ship(data, header)
+        except ReplicaRewind as rewind:
+            if rewind.need_dictionary:
+                self._send_dictionary = True
+                return True
+            self._rewind(rewind.expected_lsn, str(rewind))
+            return None
+        except ShipFailed as exc:
+            self._failed(exc, len(data) if exc.bytes_sent else 0)
+            return exc
+        self._confirmed(header, len(entries), attach)
+        return None
 
     def _confirmed(self, header: BatchHeader, entries: int, carried_dictionary: bool) -> None:
         commit_offsets(

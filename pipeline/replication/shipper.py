@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import ssl
 import threading
 from collections.abc import Callable
@@ -48,6 +49,7 @@ __all__ = [
     "MAX_BATCH_BYTES",
     "MAX_BATCH_ENTRIES",
     "MAX_BATCH_INTERVAL_MS",
+    "PARALLEL_SHIPS",
     "PARTITION_REFRESH_S",
     "WalShipper",
 ]
@@ -60,6 +62,10 @@ MAX_BATCH_INTERVAL_MS: Final = 50
 """A batch closes this many milliseconds after its first entry was read."""
 PARTITION_REFRESH_S: Final = 5.0
 """The WAL topic's partition count is read again this often (seconds)."""
+PARALLEL_SHIPS: Final = os.cpu_count() or 2
+"""Batches to one replica encoded and shipped at once at most (one per core): more
+partitions than cores take turns, so their batches grow instead of time-slicing the
+cores (and one interpreter) in short, slower pieces."""
 
 
 class WalShipper:
@@ -71,8 +77,9 @@ class WalShipper:
     :data:`MAX_BATCH_BYTES` and :data:`MAX_BATCH_INTERVAL_MS`. ``on_queryable`` (optional,
     called from the replica's shipping thread) gets ``(replica_id, lags_ms)`` whenever
     entries became queryable on a replica: each entry's lag in milliseconds, as
-    ``lag_ms`` in :meth:`stats` counts it. Call :meth:`close` to stop every replica's
-    thread.
+    ``lag_ms`` in :meth:`stats` counts it. ``parallel_ships`` bounds how many of a
+    replica's partitions encode and ship a batch at once (:data:`PARALLEL_SHIPS`).
+    Call :meth:`close` to stop every replica's threads.
     """
 
     def __init__(
@@ -88,6 +95,7 @@ class WalShipper:
         max_batch_bytes: int = MAX_BATCH_BYTES,
         max_batch_interval_ms: int = MAX_BATCH_INTERVAL_MS,
         on_queryable: Callable[[str, list[int]], None] | None = None,
+        parallel_ships: int = PARALLEL_SHIPS,
     ) -> None:
         if max_batch_entries < 1 or max_batch_bytes < 1 or max_batch_interval_ms < 0:
             raise InvalidArgument(
@@ -98,6 +106,10 @@ class WalShipper:
         self.max_batch_entries = max_batch_entries
         self.max_batch_bytes = max_batch_bytes
         self.max_batch_interval_ms = max_batch_interval_ms
+        if parallel_ships < 1:
+            raise InvalidArgument(f"parallel_ships must be >= 1; got {parallel_ships}")
+        self.parallel_ships = parallel_ships
+        self._slots: dict[str, threading.Semaphore] = {}
         self._on_queryable = on_queryable
         resolved = bootstrap or settings.kafka.bootstrap_servers
         if not resolved:
@@ -327,6 +339,14 @@ class WalShipper:
             self.metrics.wal_shipper_failures_total.labels(replica_id).inc()
             if bytes_sent:
                 self.metrics.wal_shipper_bytes_shipped_total.inc(bytes_sent)
+
+    def ship_slot(self, replica_id: str) -> threading.Semaphore:
+        """The semaphore bounding ``replica_id``'s partitions shipping at once."""
+        with self._lock:
+            slot = self._slots.get(replica_id)
+            if slot is None:
+                slot = self._slots[replica_id] = threading.Semaphore(self.parallel_ships)
+            return slot
 
     def publish_lag(self, replica_id: str) -> None:
         """Set the replica's lag gauges: bytes summed over its partitions, the worst ms."""

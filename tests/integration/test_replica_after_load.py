@@ -23,6 +23,7 @@ import pytest
 from pipeline.config import Settings
 from pipeline.kafka.topics import apply_topics
 from pipeline.replication import ApplyAuth, ReplicaServer, ReplicaState, WalShipper
+from pipeline.replication.topics import grow_wal_partitions
 from pipeline.ts.point import series_key
 from pipeline.ts.producer import TSProducer
 from pipeline.ts.store import BlockStore
@@ -129,6 +130,9 @@ def test_replica_equals_the_primary_after_a_load_of_points_adds_re_adds_and_remo
     bootstrap = settings.kafka.bootstrap_servers
     assert bootstrap
     apply_topics(bootstrap, settings)
+    # One WAL partition per input partition (the partitioned WAL; topics/wal.yaml has 1).
+    inputs = topic_partition_count(bootstrap, settings.topic("vectors.ops"))
+    assert grow_wal_partitions(bootstrap, settings, inputs) == (1, inputs)
     state = ReplicaState(tmp_path / "replica", settings)
     server = ReplicaServer(state, auth=ApplyAuth([KEY]))
     port = server.start()
@@ -179,7 +183,6 @@ def test_replica_equals_the_primary_after_a_load_of_points_adds_re_adds_and_remo
         assert 0 < row["last_entry_lag_ms"] < 30_000
         # One WAL partition per input partition, each with its own LSNs, shipped on its
         # own; the rows per partition sum to the replica's and the shipper's totals.
-        inputs = topic_partition_count(bootstrap, settings.topic("vectors.ops"))
         assert stats["stats"]["wal_partitions"] == inputs > 1
         rows = row["partitions"]
         confirmed = [int(r["last_confirmed_lsn"], 16) for r in rows]
