@@ -9,12 +9,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import orjson
 import pytest
 
 from pipeline.config import Settings, load_settings
 from pipeline.errors import CorruptBatch, InvalidArgument, WalGap
 from pipeline.kafka.producer import key_partition
-from pipeline.replication import ReplicaState
+from pipeline.replication import ReplicaState, kafka_applier, targets
 from pipeline.replication.replica_partition import vector_batch
 from pipeline.ts.block import encode_block
 from pipeline.ts.point import series_key
@@ -308,3 +309,31 @@ def test_a_state_written_before_partitions_opens_as_partition_0s_and_its_vectors
         assert reopened.applied_lsns() == {0: 3, 1: 1}
     finally:
         reopened.close()
+
+
+def test_a_status_record_names_each_partitions_positions_and_an_older_one_is_partition_0s(
+    tmp_path: Path, settings: Settings
+) -> None:
+    work = Workload(seed=2)
+    work.add_round(0)
+    state = ReplicaState(tmp_path, settings)
+    try:
+        for p in (0, 2):
+            for batch in work.batches(p):
+                state.apply_batch(batch)
+        record = orjson.loads(kafka_applier._status_record("r1", state, {1}))
+    finally:
+        state.close()
+    assert record["partitions"] == {
+        "0": {"last_applied_lsn": f"{2:016X}", "expected_lsn": f"{3:016X}", "gap": False},
+        "1": {"last_applied_lsn": f"{0:016X}", "expected_lsn": f"{1:016X}", "gap": True},
+        "2": {"last_applied_lsn": f"{2:016X}", "expected_lsn": f"{3:016X}", "gap": False},
+    }
+    # The top level is partition 0's, what a shipper built before partitions reads.
+    assert (record["last_applied_lsn"], record["gap"]) == (f"{2:016X}", False)
+    assert targets._partition_status(record, 1) == record["partitions"]["1"]
+    assert targets._partition_status(record, 5) is None
+    older = {"last_applied_lsn": f"{7:016X}", "gap": False}
+    assert targets._partition_status(older, 0) is older
+    assert targets._partition_status(older, 1) is None
+    assert targets._partition_status({"partitions": {"1": 3}}, 1) is None
