@@ -253,6 +253,7 @@ class WalShipper:
         with self._lock:
             links = self._links.pop(replica_id, None)
             self._endpoints.pop(replica_id, None)
+            self._slots.pop(replica_id, None)
         if links is None:
             raise self._not_found(replica_id)
         for link in links:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import sqlite3
 import threading
@@ -12,10 +13,11 @@ import numpy as np
 import orjson
 import pytest
 
-from pipeline.config import Settings, load_settings
-from pipeline.errors import CorruptBatch, InvalidArgument, WalGap
+from pipeline.config import Settings, load_settings, with_overrides
+from pipeline.errors import CorruptBatch, InvalidArgument, ThemisError, WalGap
 from pipeline.kafka.producer import key_partition
-from pipeline.replication import ReplicaState, kafka_applier, targets
+from pipeline.replication import ReplicaState, WalShipper, kafka_applier, targets
+from pipeline.replication import cli as wal_cli
 from pipeline.replication.replica_partition import vector_batch
 from pipeline.ts.block import encode_block
 from pipeline.ts.point import series_key
@@ -337,3 +339,14 @@ def test_a_status_record_names_each_partitions_positions_and_an_older_one_is_par
     assert targets._partition_status(older, 0) is older
     assert targets._partition_status(older, 1) is None
     assert targets._partition_status({"partitions": {"1": 3}}, 1) is None
+
+
+def test_growing_the_wal_and_bounding_parallel_ships_name_what_is_missing(
+    settings: Settings,
+) -> None:
+    assert not settings.kafka.bootstrap_servers
+    with pytest.raises(ThemisError, match="KAFKA_BOOTSTRAP_SERVERS"):
+        wal_cli.main_partitions(argparse.Namespace(count=6), settings)
+    bootstrapped = with_overrides(settings, {"kafka": {"bootstrap_servers": "127.0.0.1:1"}})
+    with pytest.raises(InvalidArgument, match="parallel_ships must be >= 1"):
+        WalShipper(bootstrapped, parallel_ships=0)
