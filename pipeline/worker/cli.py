@@ -47,7 +47,8 @@ def _vector_argument(text: str) -> list[float]:
 
 
 def add_worker_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Add ``worker``, ``ts query`` and ``vectors search`` to ``themis``'s sub-commands."""
+    """Add ``worker``, ``ts query``, ``ts repartition-blocks`` and ``vectors search`` to
+    ``themis``'s sub-commands."""
     worker = sub.add_parser("worker", help="run the Faust worker")
     worker.add_argument("-l", "--loglevel", default="warning")
     worker.set_defaults(handler=_worker)
@@ -63,6 +64,13 @@ def add_worker_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser])
     tsq.add_argument("--no-buffered", action="store_true", help="durable blocks only")
     tsq.add_argument("--json", action="store_true")
     tsq.set_defaults(handler=_ts_query)
+    tsr = ts_sub.add_parser(
+        "repartition-blocks",
+        help="move blocks written before owner-routed queries to their series' partition "
+        "(once, on upgrade; docs/operations.md)",
+    )
+    tsr.add_argument("--json", action="store_true")
+    tsr.set_defaults(handler=_ts_repartition_blocks)
 
     vectors = sub.add_parser("vectors", help="the vector path")
     vectors_sub = vectors.add_subparsers(dest="action", required=True)
@@ -120,6 +128,19 @@ def _ts_query(args: argparse.Namespace, settings: Settings) -> int:
     print(f"{result.series_key}: {len(result)} points")
     for t, v in result.to_list():
         print(f"{t}\t{v!r}")
+    return 0
+
+
+def _ts_repartition_blocks(args: argparse.Namespace, settings: Settings) -> int:
+    from pipeline.kafka.broker import require_broker
+    from pipeline.ts.store import repartition_blocks
+
+    topic = settings.topic("ts.blocks")
+    moved = repartition_blocks(require_broker(settings).bootstrap_servers, topic)
+    if args.json:
+        print(json.dumps({"topic": topic, "blocks_moved": moved}))
+    else:
+        print(f"{topic}: {moved} blocks written again to their series' partition")
     return 0
 
 

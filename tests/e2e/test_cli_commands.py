@@ -29,6 +29,7 @@ from confluent_kafka import TopicPartition
 from confluent_kafka.admin import NewTopic
 
 from pipeline import cli
+from pipeline.bench.ts_writes import AckedProducer
 from pipeline.config import Settings, load_settings
 from pipeline.kafka.broker import BrokerHandle
 from pipeline.kafka.clients import AdminClient
@@ -38,10 +39,13 @@ from pipeline.kafka.topics import load_specs
 from pipeline.rag import HashingEmbedder
 from pipeline.replication import ReplicaState
 from pipeline.stack import make_pki
+from pipeline.ts.block import encode_blocks
 from pipeline.ts.point import series_key
 from pipeline.ts.producer import TSProducer
+from pipeline.ts.writer import block_partition
 from pipeline.vectors.producer import VectorProducer
 from pipeline.wal.entry import format_lsn
+from pipeline.wal.writer import topic_partition_count
 from pipeline.worker import query, search
 from tests.fixtures.facade import http_call
 from tests.fixtures.support import (
@@ -553,6 +557,45 @@ def test_ts_query_prints_exactly_the_durable_and_buffered_points_of_the_series(
     }
     untagged = ok_stdout(themis(stack.env, "ts", "query", *span))
     assert untagged.splitlines() == [f"{series_key(METRIC, ENTITY, {})}: 0 points"]
+
+
+def test_ts_repartition_blocks_moves_a_block_written_before_home_once_and_query_finds_it(
+    stack: Stack,
+) -> None:
+    # A block as written before owner-routed queries: in its id's partition, not its
+    # series' one, so the series' owner does not hold it until it is moved home.
+    settings = stack.settings
+    topic = settings.topic("ts.blocks")
+    partitions = topic_partition_count(settings.kafka.bootstrap_servers or "", topic)
+    metric = "cli.moved"
+    for n in range(1_000):
+        key = series_key(metric, f"host-{n}", {})
+        (block,) = encode_blocks(key, np.array([T0, T0 + 1]), np.array([1.5, 2.5]))
+        if block_partition(block.block_id, partitions) != block_partition(key, partitions):
+            break
+    entity = f"host-{n}"
+    with AckedProducer(settings.kafka.bootstrap_servers or "", topic) as producer:
+        producer.produce(
+            block.block_id.encode(),
+            block.to_bytes(),
+            partition=block_partition(block.block_id, partitions),
+        )
+        producer.flush_acked()
+
+    first = json.loads(ok_stdout(themis(stack.env, "ts", "repartition-blocks", "--json")))
+    again = json.loads(ok_stdout(themis(stack.env, "ts", "repartition-blocks", "--json")))
+
+    assert first == {"topic": topic, "blocks_moved": 1}
+    assert again == {"topic": topic, "blocks_moved": 0}
+    span = ["--metric", metric, "--entity", entity, "--json"]
+    wait_until(
+        lambda: (
+            json.loads(ok_stdout(themis(stack.env, "ts", "query", *span)))["points"]
+            == [[T0, 1.5], [T0 + 1, 2.5]]
+        ),
+        timeout_s=60,
+        what="the moved block read by its series' owner",
+    )
 
 
 def test_vectors_search_finds_the_added_vectors_with_filters_and_a_vector_file(
