@@ -155,7 +155,8 @@ class Facade:
         """Writes blocks plus their WAL entries (``POST /ts/put``)."""
         if self._block_writer is None:
             producer = self.producer
-            wal = WalWriter(producer, self.settings.topic("wal"))
+            wal_topic = self.settings.topic("wal")
+            wal = WalWriter(producer, wal_topic, partitions=self._partitions.get(wal_topic))
             self._block_writer = BlockWriter(
                 producer, self.blocks_topic, wal, lambda: self.partitions(self.blocks_topic)
             )
@@ -166,8 +167,12 @@ class Facade:
         if self._producer is None and not self.bootstrap:
             raise ConfigError("the facade needs a Kafka bootstrap address")
         missing = [t for t in (self.points_topic, self.ops_topic) if t not in self._partitions]
-        if self.bootstrap and self.blocks_topic not in self._partitions:
-            missing.append(self.blocks_topic)
+        if self.bootstrap:  # direct writes: blocks and their WAL entries
+            missing += [
+                t
+                for t in (self.blocks_topic, self.settings.topic("wal"))
+                if t not in self._partitions
+            ]
         if missing:  # before the producer exists: a start refused here leaves nothing open
             self._partitions.update(await asyncio.to_thread(self._topic_partitions, missing))
         if self._producer is None:
@@ -186,6 +191,8 @@ class Facade:
         for topic in topics:
             described = metadata.topics.get(topic)
             if described is None or not described.partitions:
+                if topic == self.settings.topic("wal"):
+                    continue  # WalWriter's default: partition 0, created when first written
                 raise ConfigError(f"topic {topic} does not exist; run `themis topics apply`")
             found[topic] = len(described.partitions)
         return found
