@@ -206,11 +206,15 @@ def demo_vectors(settings: Settings, facade: FacadeClient) -> np.ndarray:
     return probe
 
 
-def _wal_end_lsn(settings: Settings) -> int:
-    """The LSN of the WAL's last entry now (its high watermark: offset + 1 of the last)."""
+def _wal_end_lsns(settings: Settings) -> dict[int, int]:
+    """Per WAL partition, the LSN of its last entry now (high watermark: offset + 1)."""
+    topic = settings.topic("wal")
     with open_consumer(settings.kafka.bootstrap_servers or "", "themis-demo") as consumer:
-        _, high = consumer.get_watermark_offsets(TopicPartition(settings.topic("wal"), 0), 10)
-        return int(high)
+        partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+        return {
+            p: int(consumer.get_watermark_offsets(TopicPartition(topic, p), 10)[1])
+            for p in partitions
+        }
 
 
 def demo_replication(settings: Settings, facade: FacadeClient, probe: np.ndarray) -> None:
@@ -224,11 +228,15 @@ def demo_replication(settings: Settings, facade: FacadeClient, probe: np.ndarray
     status, _ = facade.call("POST", "/api/v1/replication/replicas", endpoint, admin=True)
     print(f"    POST /api/v1/replication/replicas (admin) -> {status}")
 
-    wal_end = _wal_end_lsn(settings)
+    wal_ends = _wal_end_lsns(settings)
 
     def caught_up() -> bool:
         rows = facade.call("GET", "/api/v1/replication/stats")[1].get("replicas", [])
-        return bool(rows) and int(rows[0]["last_confirmed_lsn"], 16) >= wal_end
+        confirmed = {
+            int(row["partition"]): int(row["last_confirmed_lsn"], 16)
+            for row in (rows[0].get("partitions", []) if rows else [])
+        }
+        return bool(rows) and all(confirmed.get(p, 0) >= end for p, end in wal_ends.items())
 
     _wait_for(caught_up, 120, "the replica to confirm the WAL's end")
     stats = facade.call("GET", "/api/v1/replication/stats")[1]
