@@ -10,10 +10,12 @@ from typing import Any
 
 import numpy as np
 import pytest
+from confluent_kafka import Producer
 
 from pipeline.bench.ts_writes import AckedProducer
 from pipeline.config import Settings
 from pipeline.errors import ConfigError
+from pipeline.kafka.producer import durable_producer_config
 from pipeline.ts.block import encode_blocks
 from pipeline.ts.owned_blocks import OwnedBlocks, Readiness, same_partition_count
 from pipeline.ts.point import series_key
@@ -166,3 +168,36 @@ def test_a_batch_the_store_fails_to_write_is_read_again_not_skipped(
         assert got[0].tolist() == list(range(500))
     finally:
         store.close()
+
+
+def test_tombstones_and_undecodable_records_on_the_blocks_topic_are_skipped_by_every_reader(
+    topics: Settings, tmp_path: Path
+) -> None:
+    bootstrap = topics.kafka.bootstrap_servers
+    assert bootstrap is not None
+    topic = topics.topic("ts.blocks")
+    key = _keys_in(0, 1)[0]
+    (block,) = encode_blocks(key, np.arange(5, dtype=np.int64), np.arange(5) * 1.5)
+    written_to = block_partition(block.block_id, 2)  # as before: by its id's hash
+    producer = Producer(durable_producer_config(bootstrap))
+    for partition in (0, 1):
+        producer.produce(topic, None, b"a-tombstone", partition=partition)
+        producer.produce(topic, b"TGBK, then not a block", b"garbage", partition=partition)
+    producer.produce(
+        topic,
+        block.to_bytes(),
+        block.block_id.encode(),
+        partition=block_partition(block.block_id, 2),
+    )
+    assert producer.flush(30) == 0
+
+    store = BlockStore(tmp_path / "blocks.sqlite")
+    try:
+        assert store.catch_up(bootstrap, topic) == 1
+        assert store.series_keys() == [key]
+        ts, vs = store.query(key, 0, 10)
+    finally:
+        store.close()
+    assert ts.tolist() == [0, 1, 2, 3, 4]
+    assert vs.tolist() == [0.0, 1.5, 3.0, 4.5, 6.0]
+    assert repartition_blocks(bootstrap, topic) == int(written_to != block_partition(key, 2))
