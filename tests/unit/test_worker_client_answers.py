@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
+
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
