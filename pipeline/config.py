@@ -71,6 +71,12 @@ class WorkerSettings:
     page_auth_failures_per_min: int = field(default=20, metadata=_rng(1))
     """Wrong page keys one client address may send (a burst of this many, then this many
     a minute); beyond it the pages answer 429 without comparing the key."""
+    header_timeout_s: float = field(default=10.0, metadata=_rng(0.05, 3600))
+    """Seconds a connection to the pages may take to send a whole request head (and may
+    stay idle between requests); then it is closed."""
+    body_timeout_s: float = field(default=30.0, metadata=_rng(0.05, 3600))
+    """Seconds a page request may take to send its body once its head arrived; then the
+    page answers 408 and the connection is closed."""
 
 
 @dataclass(frozen=True)

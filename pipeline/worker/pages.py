@@ -124,6 +124,19 @@ class _Page(View):
             ):
                 failures.failed(address)
                 return self._refuse(401, _NEEDS_KEY)
+        if request.method in {"POST", "PUT"}:
+            timeout_s = context.settings.worker.body_timeout_s
+            try:
+                async with asyncio.timeout(timeout_s):
+                    await request.read()  # kept by aiohttp: the page's json() reads it again
+            except TimeoutError:
+                refused = self._refuse(
+                    408,
+                    f"the body did not arrive within {timeout_s:g} s (worker.body_timeout_s); "
+                    "send it at once",
+                )
+                refused.force_close()
+                return refused
         return await super().dispatch(request)
 
     def _refuse(self, status: int, error: str, headers: dict[str, str] | None = None) -> Any:
@@ -412,6 +425,13 @@ def _quiet_heads(app: WorkerApp) -> None:
     """Serve the pages on a :class:`~pipeline.http_heads.QuietRunner`, so a head aiohttp
     cannot parse (a NUL byte after the page key, an ``Authorization`` header over 8,190
     bytes) is never echoed into the 400 or the log. Faust builds its runner in its web
-    driver's constructor and offers no option for it: it is replaced before it starts."""
+    driver's constructor and offers no option for it: it is replaced before it starts,
+    with ``worker.header_timeout_s`` as its connections' head timeout."""
     web = cast("AiohttpWeb", app.web)  # the worker's web driver: aiohttp, Faust's default
-    web._runner = QuietRunner(web.web_app, access_log=None)
+    web._runner = QuietRunner(
+        web.web_app,
+        access_log=None,
+        # aiohttp's keep-alive timer runs while a connection waits for a head: a client
+        # that sends half a head is cut off then, however slowly it keeps sending.
+        keepalive_timeout=app.context.settings.worker.header_timeout_s,
+    )

@@ -14,6 +14,7 @@ from pipeline.worker.app import create_app
 from tests.fixtures.broker import MakeSettings
 from tests.fixtures.support import (
     UNPARSABLE_HEADS,
+    raw_exchange,
     send_unparsable_head,
     settings_as_env,
     start_themis_worker,
@@ -108,6 +109,48 @@ def test_wrong_page_keys_from_one_address_get_429_without_the_key_being_compared
         assert int(throttled.value.headers["Retry-After"]) >= 1
         assert b"worker.page_auth_failures_per_min" in throttled.value.read()
         assert _status(base + "/metrics") == 200  # the open page stays open
+    finally:
+        assert stop_process(worker) == 0
+
+
+def test_a_half_sent_head_is_cut_off_and_a_half_sent_body_answers_408_on_the_pages(
+    make_settings: MakeSettings, tmp_path: Path
+) -> None:
+    settings = make_settings(
+        worker={"page_key": KEY, "header_timeout_s": 1.0, "body_timeout_s": 2.0}
+    )
+    port = settings.worker.web_port
+    worker = start_themis_worker(settings_as_env(settings), tmp_path / "worker.log")
+    try:
+        wait_until(
+            lambda: _status(f"http://127.0.0.1:{port}/metrics") == 200,
+            timeout_s=60,
+            what="the worker",
+        )
+        head = b"POST /vectors/search HTTP/1.1\r\nHost: worker\r\nAuthorization: Bea"
+        answer, _, closed = raw_exchange(port, head, drip=b"rer " + KEY.encode())
+        assert answer == b""
+        assert 1.0 <= closed < 2.5, closed
+
+        body = b'{"vector": [0.5, 0.5, 0.5, 0.5], "k": 3}'
+        head = (
+            b"POST /vectors/search HTTP/1.1\r\nHost: worker\r\n"
+            b"Authorization: Bearer %s\r\nContent-Type: application/json\r\n"
+            b"Content-Length: %d\r\n\r\n" % (KEY.encode(), len(body))
+        )
+        answer, first, _ = raw_exchange(port, head + body[:5], until=b"}")
+        assert answer.startswith(b"HTTP/1.1 408 "), answer
+        assert b"connection: close" in answer.lower()
+        assert b"worker.body_timeout_s" in answer
+        assert 2.0 <= first < 3.5, first
+        # A whole request on a fresh connection goes through.
+        assert (
+            _status(
+                f"http://127.0.0.1:{port}/vectors/buffer/stats",
+                {"Authorization": f"Bearer {KEY}"},
+            )
+            == 200
+        )
     finally:
         assert stop_process(worker) == 0
 
