@@ -40,7 +40,9 @@ Applying a batch, atomically and in LSN order within its partition:
    :data:`SNAPSHOT_INTERVAL_S` seconds (and :meth:`ReplicaState.close` once more), so
    no batch waits for a snapshot's writes and fsyncs;
 5. the blocks (``INSERT OR IGNORE`` by block id) and the last LSN are committed in
-   one SQLite transaction.
+   one SQLite transaction (the rows built before the store's lock is taken); the
+   snapshot thread of step 4 checkpoints SQLite's WAL file into the database, so no
+   commit that a batch waits for does.
 
 After a crash ``last_applied_lsn`` is the older of SQLite's LSN and the snapshot's:
 a batch beyond it is refused as a gap (the shipper re-sends from there), vector
@@ -74,8 +76,7 @@ from pipeline.replication.replica_partition import (
     open_partition,
     vector_batch,
 )
-from pipeline.ts.block import decode_block
-from pipeline.ts.store import BlockStore, Points
+from pipeline.ts.store import BlockRow, BlockStore, Points, block_row
 from pipeline.vectors.buffer import VectorBatch
 from pipeline.vectors.index import SearchHit
 from pipeline.vectors.shard import merge_hits
@@ -153,7 +154,7 @@ class ReplicaState:
         self._lock = threading.RLock()
         """Guards the partitions, the block store, the dictionaries and the counters."""
         self._vector_settings = settings.vector_auto_buffer
-        self._store = BlockStore(self.data_dir / "blocks.sqlite")
+        self._store = BlockStore(self.data_dir / "blocks.sqlite", checkpoint_in_background=True)
         known = self._store.position(*_PARTITIONS)
         self._parts: dict[int, PartitionState] = {}
         for partition in range(known or 1):
@@ -265,6 +266,7 @@ class ReplicaState:
         while not self._closing.wait(SNAPSHOT_INTERVAL_S):
             try:
                 self._snapshot_vectors()
+                self._store.checkpoint()  # not in a commit that a batch waits for
             except Exception:  # the disk: the next round tries again, close() raises
                 _LOG.exception("snapshotting the replica's vector shards failed")
 
@@ -364,7 +366,7 @@ class ReplicaState:
         if last_vector:
             positions[(VECTOR_NEEDED, p)] = last_vector
         with self._lock:
-            self._store.insert_blocks(blocks, positions=positions)
+            self._store.insert_rows(blocks, positions=positions)
             self.batches_applied += 1
             self.entries_rejected += rejected
         part.lsn = lsn
@@ -410,10 +412,10 @@ class ReplicaState:
 
     def _decode(
         self, part: PartitionState, entries: list[WalEntry]
-    ) -> tuple[list[bytes], list[VectorBatch], int, list[int], int, int]:
-        """Payloads to apply: ``(blocks, vector batches, rejected, timestamps, skipped,
-        LSN of the last vector batch)``."""
-        blocks: list[bytes] = []
+    ) -> tuple[list[BlockRow], list[VectorBatch], int, list[int], int, int]:
+        """Payloads to apply: ``(block rows, vector batches, rejected, timestamps,
+        skipped, LSN of the last vector batch)``; decoded here, outside the store's lock."""
+        blocks: list[BlockRow] = []
         last_vector = 0
         vector_batches: list[VectorBatch] = []
         applied_ts: list[int] = []
@@ -424,12 +426,11 @@ class ReplicaState:
                     skipped += 1
                     continue
                 try:
-                    decode_block(entry.payload).points()
+                    blocks.append(block_row(entry.payload))
                 except CorruptBlock as exc:
                     _LOG.error("WAL entry %s rejected: %s", format_lsn(entry.lsn), exc)
                     rejected += 1
                     continue
-                blocks.append(entry.payload)
             else:
                 if entry.lsn <= part.vector_lsn:
                     skipped += 1
