@@ -50,11 +50,12 @@ def test_smoke_run_ships_the_wal_compressed_and_reports_the_lag_of_every_entry(
     assert report["load_points_per_s"] == pytest.approx(load["points"] / load["seconds"], rel=1e-2)
     assert load["load_share_of_max"] >= 0.4  # the generator kept up with its target of 0.5
     assert float(report["load_vectors_per_s"]) > 0
-    # One WAL partition by default (topics/wal.yaml), its shipping figures listed.
-    assert report["wal_partitions"] == 1
-    [row] = load["shipping_partitions"]
-    assert row["partition"] == 0
-    assert row["entries_shipped"] == load["shipper"]["total_entries_shipped"]
+    # Six WAL partitions by default (topics/wal.yaml), each one's shipping figures listed.
+    assert report["wal_partitions"] == 6
+    rows = load["shipping_partitions"]
+    assert [row["partition"] for row in rows] == list(range(6))
+    shipped = sum(row["entries_shipped"] for row in rows)
+    assert shipped == load["shipper"]["total_entries_shipped"]
     # Apply throughput, one partition against six, same entries, same run.
     assert report["apply"]["partitions"] == 6
     assert float(report["apply_entries_per_s_1_partition"]) > 0
