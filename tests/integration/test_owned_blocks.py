@@ -10,11 +10,11 @@ from typing import Any
 
 import numpy as np
 import pytest
-from confluent_kafka import Producer
 
 from pipeline.bench.ts_writes import AckedProducer
 from pipeline.config import Settings
 from pipeline.errors import ConfigError
+from pipeline.kafka.clients import Producer
 from pipeline.kafka.producer import durable_producer_config
 from pipeline.ts.block import encode_blocks
 from pipeline.ts.owned_blocks import OwnedBlocks, Readiness, same_partition_count
@@ -179,17 +179,12 @@ def test_tombstones_and_undecodable_records_on_the_blocks_topic_are_skipped_by_e
     key = _keys_in(0, 1)[0]
     (block,) = encode_blocks(key, np.arange(5, dtype=np.int64), np.arange(5) * 1.5)
     written_to = block_partition(block.block_id, 2)  # as before: by its id's hash
-    producer = Producer(durable_producer_config(bootstrap))
-    for partition in (0, 1):
-        producer.produce(topic, None, b"a-tombstone", partition=partition)
-        producer.produce(topic, b"TGBK, then not a block", b"garbage", partition=partition)
-    producer.produce(
-        topic,
-        block.to_bytes(),
-        block.block_id.encode(),
-        partition=block_partition(block.block_id, 2),
-    )
-    assert producer.flush(30) == 0
+    with Producer(durable_producer_config(bootstrap)) as producer:
+        for partition in (0, 1):
+            producer.produce(topic, None, b"a-tombstone", partition=partition)
+            producer.produce(topic, b"TGBK, then not a block", b"garbage", partition=partition)
+        producer.produce(topic, block.to_bytes(), block.block_id.encode(), partition=written_to)
+        assert producer.flush(30) == 0
 
     store = BlockStore(tmp_path / "blocks.sqlite")
     try:
