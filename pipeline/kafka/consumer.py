@@ -33,6 +33,7 @@ __all__ = [
     "consumer_config",
     "make_consumer",
     "open_consumer",
+    "partition_count",
     "watermark_offsets",
 ]
 
@@ -155,6 +156,13 @@ _NOT_KNOWN_YET: Final = _COORDINATOR_MOVING | {
 """What a broker just resumed, a topic just created (its leader not elected yet) or a
 client that has not refreshed its metadata answers; librdkafka does not mark the
 leader codes retriable on a watermark read."""
+
+
+def partition_count(bootstrap: str, topic: str, timeout_s: float = 10.0) -> int:
+    """The partition count of ``topic`` on ``bootstrap`` (0 while it does not exist)."""
+    with open_consumer(bootstrap, "themis-metadata") as consumer:  # metadata only
+        described = consumer.list_topics(topic, timeout=timeout_s).topics.get(topic)
+    return 0 if described is None or described.error else len(described.partitions)
 
 
 def watermark_offsets(

@@ -46,10 +46,15 @@ from typing import Any, Final
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Message, TopicPartition
 
 from pipeline.errors import ConfigError
-from pipeline.kafka.consumer import LARGE_FETCH, make_consumer, watermark_offsets
+from pipeline.kafka.consumer import (
+    LARGE_FETCH,
+    make_consumer,
+    partition_count,
+    watermark_offsets,
+)
 from pipeline.ts.store import BlockStore, Points
 
-__all__ = ["CatchUp", "OwnedBlocks", "Readiness", "partition_count", "same_partition_count"]
+__all__ = ["CatchUp", "OwnedBlocks", "Readiness", "same_partition_count"]
 
 _LOG = logging.getLogger(__name__)
 
@@ -60,16 +65,6 @@ _BATCH: Final = 10_000
 _RETRY_S: Final = 1.0
 """How long the tail waits after a failure (the broker, the disk) before it tries again."""
 _CATCH_UPS_KEPT: Final = 64
-
-
-def partition_count(bootstrap: str, topic: str, timeout_s: float = 10.0) -> int:
-    """The partition count of ``topic`` (0 while it does not exist)."""
-    consumer = make_consumer(bootstrap, f"themis-metadata-{uuid.uuid4().hex}")
-    try:
-        described = consumer.list_topics(topic, timeout=timeout_s).topics.get(topic)
-        return 0 if described is None or described.error else len(described.partitions)
-    finally:
-        consumer.close()
 
 
 def same_partition_count(bootstrap: str, points_topic: str, blocks_topic: str) -> int:

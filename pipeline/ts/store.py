@@ -8,6 +8,7 @@ block replayed after a crash (same id) is stored once.
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 import time
 import uuid
@@ -141,7 +142,6 @@ class BlockStore:
             # 3 MB commit on an idle disk); the owner calls checkpoint() instead.
             self._db.execute("PRAGMA wal_autocheckpoint=0")
         self._db.executescript(_SCHEMA)
-        self._next_seq: int | None = None
         indexed = self._db.execute("SELECT 1 FROM series_labels LIMIT 1").fetchone()
         if indexed is None and self._db.execute("SELECT 1 FROM blocks LIMIT 1").fetchone():
             self._db.executescript(_BACKFILL)  # a store made before the index existed
@@ -216,31 +216,15 @@ class BlockStore:
         skipped: the worker that wrote it counted it, and it never stops a rebuild.
         Returns the number of new blocks.
         """
-        if self._next_seq is None:  # kept from here on: this connection is the one writer
-            self._next_seq = self._seq() + 1
-        seq = self._next_seq - 1
-        rows: list[tuple[Any, ...]] = []
+        rows: list[BlockRow] = []
         for msg in messages:
             value = msg.value()
             if msg.error() or value is None:
                 continue
-            try:
-                row = block_row(value)
-                rows.append((*row[:7], seq + 1, row[7]))
-            except CorruptBlock:
-                continue
-            seq += 1
-        self._db.execute("BEGIN")
-        # rowcount counts the blocks stored, not the series index rows their trigger adds.
-        insert = "INSERT OR IGNORE INTO blocks VALUES (?,?,?,?,?,?,?,?,?)"
-        added = max(0, self._db.executemany(insert, rows).rowcount)
-        self._db.executemany(
-            "INSERT OR REPLACE INTO positions VALUES (?, ?, ?)",
-            [(topic, p, off) for p, off in positions.items() if off >= 0],
-        )
-        self._db.execute("COMMIT")
-        self._next_seq = seq + 1
-        return added
+            with contextlib.suppress(CorruptBlock):
+                rows.append(block_row(value))
+        at = {(topic, p): offset for p, offset in positions.items() if offset >= 0}
+        return self.insert_rows(rows, positions=at)
 
     def query(self, series_key: str, start_ms: int, end_ms: int) -> Points:
         """Points of one series with ``start_ms <= t <= end_ms``, sorted, last write wins."""
@@ -316,7 +300,6 @@ class BlockStore:
             self._db.execute("ROLLBACK")
             raise
         self._db.execute("COMMIT")
-        self._next_seq = None
         return added
 
     def position(self, name: str, partition: int = 0) -> int | None:

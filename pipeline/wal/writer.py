@@ -7,7 +7,7 @@ import time
 from typing import Any
 
 from pipeline.errors import InvalidArgument
-from pipeline.kafka.consumer import make_consumer
+from pipeline.kafka.consumer import partition_count
 from pipeline.kafka.producer import RecordProducer
 from pipeline.wal.entry import EntryType, encode_entry_record
 
@@ -21,14 +21,7 @@ this process (topic names carry their namespace)."""
 
 def topic_partition_count(bootstrap: str, topic: str, timeout_s: float = 10.0) -> int:
     """How many partitions ``topic`` has on ``bootstrap`` (1 if the topic is not listed)."""
-    consumer = make_consumer(bootstrap, "themis-wal-metadata")
-    try:
-        listed = consumer.list_topics(topic, timeout=timeout_s).topics.get(topic)
-    finally:
-        consumer.close()
-    count = 1
-    if listed is not None and listed.error is None and listed.partitions:
-        count = len(listed.partitions)
+    count = max(1, partition_count(bootstrap, topic, timeout_s))
     _COUNTS_READ[topic] = count
     return count
 

@@ -38,6 +38,7 @@ __all__ = [
     "WorkerClient",
     "aggregate_ts_stats",
     "aggregate_vector_stats",
+    "decode_points",
     "run_with_client",
     "worker_urls",
 ]
@@ -130,7 +131,8 @@ def aggregate_vector_stats(pages: Sequence[Mapping[str, Any]]) -> dict[str, Any]
     return out
 
 
-def _points(body: Mapping[str, Any]) -> Points:
+def decode_points(body: Mapping[str, Any]) -> Points:
+    """The ``timestamps`` and ``values`` of a worker page's answer (base64, little-endian)."""
     ts = np.frombuffer(base64.b64decode(body["timestamps"]), dtype="<i8").astype(np.int64)
     vs = np.frombuffer(base64.b64decode(body["values"]), dtype="<f8").astype(np.float64)
     return ts, vs
@@ -298,7 +300,7 @@ class WorkerClient:
         # In the body: a series key may be longer than a URL may be.
         body = {"series": series_key, "start": start_ms, "end": end_ms}
         answers = await self.ask_all("POST", pages.TS_BUFFERED, body=body, require=False)
-        return [_points(page) for page in answers.pages]
+        return [decode_points(page) for page in answers.pages]
 
     async def buffered_series(self) -> list[str]:
         """The keys of every series some answering worker buffers points of, sorted."""

@@ -26,20 +26,17 @@ above. Nothing is merged here beyond collecting the owners' answers.
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import time
 import weakref
 from collections.abc import Sequence
 from typing import Any, Final
 
-import numpy as np
-
 from pipeline.errors import InvalidRequest, WorkerUnavailable
 from pipeline.ts.store import Points, SeriesSelector
 from pipeline.ts.writer import block_partition
 from pipeline.worker import pages
-from pipeline.worker.client import WorkerClient
+from pipeline.worker.client import WorkerClient, decode_points
 
 __all__ = ["ROUTE_DEADLINE_S", "SeriesRouter", "router_of"]
 
@@ -182,10 +179,4 @@ def _answered(reply: tuple[int, dict[str, Any]] | None) -> dict[str, Points]:
     """The series an owner answered (moved, behind and failed ones are left out)."""
     if reply is None or reply[0] not in (200, 421, 503):
         return {}
-    return {
-        r["series"]: (
-            np.frombuffer(base64.b64decode(r["timestamps"]), "<i8").astype(np.int64),
-            np.frombuffer(base64.b64decode(r["values"]), "<f8").astype(np.float64),
-        )
-        for r in reply[1].get("results", [])
-    }
+    return {r["series"]: decode_points(r) for r in reply[1].get("results", [])}

@@ -50,7 +50,7 @@ from pipeline.ts.owned_blocks import OwnedBlocks, Readiness, same_partition_coun
 from pipeline.ts.point import FRAME_MAGIC, SeriesArrays, decode_frame
 from pipeline.ts.store import Points, merge_last_wins
 from pipeline.ts.writer import BlockWrite, BlockWriter, block_partition
-from pipeline.wal.writer import WalWriter
+from pipeline.wal.writer import WalWriter, topic_partition_count
 
 __all__ = ["MAX_WRITES_IN_FLIGHT", "TSStage"]
 
@@ -88,12 +88,13 @@ class TSStage:
         metrics.dead_letters.labels(source_topic=self.topic)
         for reason in FlushReason:
             metrics.ts_flush_count.labels(reason=reason.value)
-        self.writer = BlockWriter(
+        wal_topic = settings.topic("wal")
+        wal = WalWriter(
             producer,
-            self.blocks_topic,
-            WalWriter(producer, settings.topic("wal")),
-            self.partition_count,
-        )
+            wal_topic,
+            partitions=topic_partition_count(self.bootstrap, wal_topic) if self.bootstrap else None,
+        )  # a series' blocks go to the WAL partition of its points partition (mod the count)
+        self.writer = BlockWriter(producer, self.blocks_topic, wal, self.partition_count)
         self._decoder = JsonPointDecoder()
         self._partition_of: dict[str, int] = {}
         self._flush_lock = asyncio.Lock()
@@ -265,10 +266,6 @@ class TSStage:
         return self._partitions
 
     # -- reading ----------------------------------------------------------------
-
-    def partition_of(self, series_key: str) -> int:
-        """The partition of a series (points and blocks topics alike)."""
-        return block_partition(series_key, self.partition_count())
 
     async def series_points(
         self, keys: Sequence[str], start_ms: int, end_ms: int, *, buffered: bool, wait_s: float
